@@ -1,0 +1,155 @@
+"""Plain values exchanged between the Raft core and its drivers.
+
+Everything here is data: no behaviour that touches time, disks or sockets. The storage layer
+persists these values, the transport serializes them, the simulator copies them around.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class Role(IntEnum):
+    FOLLOWER = 0
+    PRE_CANDIDATE = 1
+    CANDIDATE = 2
+    LEADER = 3
+
+
+class EntryType(IntEnum):
+    NORMAL = 0
+    # A configuration change: data is an encoded ConfChange (see conf.py).
+    CONF = 1
+    # The empty entry a new leader appends so that it can commit by counting in its own term.
+    NOOP = 2
+
+
+class MsgType(IntEnum):
+    PRE_VOTE = 0
+    PRE_VOTE_RESP = 1
+    VOTE = 2
+    VOTE_RESP = 3
+    APPEND = 4
+    APPEND_RESP = 5
+    HEARTBEAT = 6
+    HEARTBEAT_RESP = 7
+    SNAPSHOT = 8
+    TIMEOUT_NOW = 9
+
+
+@dataclass(slots=True, frozen=True)
+class Entry:
+    index: int
+    term: int
+    type: EntryType = EntryType.NORMAL
+    data: bytes = b""
+
+
+@dataclass(slots=True, frozen=True)
+class ConfState:
+    """Cluster membership. `addrs` carries each member's network address so that a snapshot
+    restores not only who is a member but also how to reach it."""
+
+    voters: frozenset[str] = frozenset()
+    learners: frozenset[str] = frozenset()
+    addrs: tuple[tuple[str, str], ...] = ()
+
+    def addr_map(self) -> dict[str, str]:
+        return dict(self.addrs)
+
+    def members(self) -> frozenset[str]:
+        return self.voters | self.learners
+
+
+@dataclass(slots=True, frozen=True)
+class SnapshotMeta:
+    index: int = 0
+    term: int = 0
+    conf: ConfState = field(default_factory=ConfState)
+
+
+@dataclass(slots=True, frozen=True)
+class Snapshot:
+    meta: SnapshotMeta
+    data: bytes = b""
+
+
+@dataclass(slots=True, frozen=True)
+class HardState:
+    term: int = 0
+    vote: str | None = None
+    commit: int = 0
+
+
+@dataclass(slots=True)
+class Message:
+    type: MsgType
+    src: str
+    dst: str
+    term: int = 0
+    # APPEND: index/log_term of the entry preceding `entries`.
+    # *_RESP: index is the responder's match (or hint on reject).
+    # VOTE / PRE_VOTE: index/log_term of the candidate's last entry.
+    index: int = 0
+    log_term: int = 0
+    entries: list[Entry] = field(default_factory=list)
+    commit: int = 0
+    reject: bool = False
+    # On a rejected APPEND: the follower's best guess for where the logs agree (fast back-off).
+    reject_hint: int = 0
+    snapshot: Snapshot | None = None
+    # Opaque bytes echoed back in heartbeat responses; ReadIndex uses it, and a leadership
+    # transfer marks its vote requests with b"transfer".
+    context: bytes = b""
+
+
+@dataclass(slots=True, frozen=True)
+class ReadState:
+    """A ReadIndex answer: once the local state machine has applied `index`, a read issued
+    under `ctx` is linearizable."""
+
+    index: int
+    ctx: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class SoftState:
+    leader: str | None
+    role: Role
+    term: int
+
+
+@dataclass(slots=True)
+class Ready:
+    """What the driver must do, in order: persist `hard_state`, `snapshot` and `entries` (one
+    fsync), then send `messages`, then apply `snapshot` (if any) and `committed` to the state
+    machines, then call `advance(ready)`."""
+
+    soft_state: SoftState | None = None
+    hard_state: HardState | None = None
+    entries: list[Entry] = field(default_factory=list)
+    snapshot: Snapshot | None = None
+    committed: list[Entry] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    read_states: list[ReadState] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (
+            self.soft_state
+            or self.hard_state
+            or self.entries
+            or self.snapshot
+            or self.committed
+            or self.messages
+            or self.read_states
+        )
+
+
+@dataclass(slots=True)
+class PersistedState:
+    """What a restarting node reads back from disk to rebuild its core."""
+
+    hard_state: HardState = field(default_factory=HardState)
+    snapshot: Snapshot | None = None
+    entries: list[Entry] = field(default_factory=list)

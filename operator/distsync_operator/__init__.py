@@ -1,0 +1,1 @@
+"""Kubernetes operator for DistSyncCluster (stub until the Kubernetes issue)."""
