@@ -19,6 +19,8 @@ class ConfOp(IntEnum):
     ADD_LEARNER = 0
     PROMOTE = 1
     REMOVE = 2
+    # Only in the bootstrap entries that every founding member writes identically.
+    ADD_VOTER = 3
 
 
 class ConfChangeError(ValueError):
@@ -42,7 +44,7 @@ class ConfChange:
 
 def check(conf: ConfState, cc: ConfChange) -> None:
     """Raise ConfChangeError if `cc` is not a valid single-server step from `conf`."""
-    if cc.op == ConfOp.ADD_LEARNER:
+    if cc.op in (ConfOp.ADD_LEARNER, ConfOp.ADD_VOTER):
         if cc.node_id in conf.members():
             raise ConfChangeError(f"{cc.node_id} is already a member")
     elif cc.op == ConfOp.PROMOTE:
@@ -66,6 +68,9 @@ def apply(conf: ConfState, cc: ConfChange) -> ConfState:
     voters, learners = set(conf.voters), set(conf.learners)
     if cc.op == ConfOp.ADD_LEARNER:
         learners.add(cc.node_id)
+        addrs[cc.node_id] = cc.addr
+    elif cc.op == ConfOp.ADD_VOTER:
+        voters.add(cc.node_id)
         addrs[cc.node_id] = cc.addr
     elif cc.op == ConfOp.PROMOTE:
         learners.discard(cc.node_id)

@@ -1,0 +1,719 @@
+"""The Raft protocol as one deterministic state machine (after etcd-io/raft's raft.go).
+
+Nothing here reads a clock, opens a socket or touches a disk. Time enters as `tick()`, the
+network as `step(message)`, requests as `propose()` / `read_index()` / `propose_conf()` /
+`transfer_leader()`, and randomness from a seeded `random.Random`. The driver takes the work
+out with `ready()` and reports it done with `advance()`. This is what lets the simulator replay
+any failing schedule from its seed.
+
+Section numbers refer to the Raft paper (Ongaro and Ousterhout, 2014) and, for pre-vote,
+check-quorum, leadership transfer and membership, Ongaro's dissertation.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass
+
+from . import conf as confmod
+from .log import RaftLog
+from .progress import Progress, ProgressState
+from .quorum import VoteResult, committed_index, has_quorum, vote_result
+from .types import (
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MsgType,
+    PersistedState,
+    ReadState,
+    Ready,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+    SoftState,
+)
+
+TRANSFER_CTX = b"transfer"
+
+
+class NotLeader(Exception):
+    """The request needs the leader; `leader` is who this node believes it is (or None)."""
+
+    def __init__(self, leader: str | None):
+        super().__init__(f"not the leader (leader: {leader})")
+        self.leader = leader
+
+
+class ProposalDropped(Exception):
+    """The leader cannot take proposals right now (a leadership transfer is under way)."""
+
+
+@dataclass(slots=True)
+class Config:
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    max_append_entries: int = 512
+    max_inflight: int = 256
+    pre_vote: bool = True
+    check_quorum: bool = True
+    # A follower in SNAPSHOT state that has not answered within this many ticks is probed
+    # again (the snapshot message may have been lost).
+    snapshot_retry_ticks: int = 20
+
+
+@dataclass(slots=True)
+class _ReadRequest:
+    index: int
+    ctx: bytes
+    acks: set[str]
+
+
+class Raft:
+    def __init__(
+        self,
+        node_id: str,
+        persisted: PersistedState,
+        config: Config | None = None,
+        rng: random.Random | None = None,
+    ):
+        """Rebuild a node from what its storage holds. Membership comes only from the log and
+        the snapshot; a founding member of a new cluster calls `bootstrap` once."""
+        self.id = node_id
+        self.cfg = config or Config()
+        self.rng = rng or random.Random(0)
+        snap = persisted.snapshot
+        self.log = RaftLog(snap.meta if snap else None, persisted.entries)
+        self.snapshot: Snapshot | None = snap
+        hs = persisted.hard_state
+        self.term = hs.term
+        self.vote = hs.vote
+        self.log.committed = max(self.log.committed, min(hs.commit, self.log.last_index()))
+        # Membership in force: the snapshot's, plus every committed change after it.
+        self.conf = snap.meta.conf if snap else ConfState()
+        self.conf_index = snap.meta.index if snap else 0
+        for e in self.log.slice(self.log.first_index(), self.log.committed + 1):
+            if e.type == EntryType.CONF:
+                self.conf = confmod.apply(self.conf, confmod.ConfChange.decode(e.data))
+                self.conf_index = e.index
+        self.role = Role.FOLLOWER
+        self.leader: str | None = None
+        self.msgs: list[Message] = []
+        self.read_states: list[ReadState] = []
+        self.prs: dict[str, Progress] = {}
+        self.votes: dict[str, bool] = {}
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_timeout = self.cfg.election_ticks
+        self.lead_transferee: str | None = None
+        self.pending_conf_index = 0
+        self.reads: deque[_ReadRequest] = deque()
+        self.pending_reads: list[bytes] = []
+        self._prev_soft = SoftState(None, Role.FOLLOWER, self.term)
+        self._prev_hard = HardState(self.term, self.vote, self.log.committed)
+        self._reset(self.term)
+
+    # -- public API ----------------------------------------------------------------------
+
+    def is_empty(self) -> bool:
+        return self.log.last_index() == 0 and self.term == 0 and self.snapshot is None
+
+    def bootstrap(self, members: dict[str, str]) -> None:
+        """Found a new cluster. Every founding member writes the same configuration entries
+        at indexes 1..n in term 1, so their logs agree from the start and a node that joins
+        later learns the founding membership by replicating those entries."""
+        if not self.is_empty():
+            raise ValueError("bootstrap needs an empty log")
+        ents = [
+            Entry(i + 1, 1, EntryType.CONF, confmod.ConfChange(confmod.ConfOp.ADD_VOTER, nid, addr).encode())
+            for i, (nid, addr) in enumerate(sorted(members.items()))
+        ]
+        self.log.append(ents)
+        self.log.stable = 0
+        self.term = 1
+        self.log.commit_to(len(ents))
+        for e in ents:
+            self.conf = confmod.apply(self.conf, confmod.ConfChange.decode(e.data))
+            self.conf_index = e.index
+        self._reset(self.term)
+
+    def tick(self) -> None:
+        if self.role == Role.LEADER:
+            self._tick_heartbeat()
+        else:
+            self._tick_election()
+
+    def campaign(self) -> None:
+        """Start an election now (used to bootstrap quickly; tests use it too)."""
+        self._hup(transfer=False)
+
+    def propose(self, payloads: list[bytes]) -> int:
+        """Append client commands; returns the index of the last one. The commands are
+        committed once `Ready.committed` hands them out."""
+        if self.role != Role.LEADER:
+            raise NotLeader(self.leader)
+        if self.lead_transferee is not None:
+            raise ProposalDropped("leadership transfer in progress")
+        return self._append([(EntryType.NORMAL, p) for p in payloads])
+
+    def propose_conf(self, cc: confmod.ConfChange) -> int:
+        """Propose one membership change. Refused while another is unapplied, and until the
+        leader has committed an entry of its own term (the fix to the single-server change
+        bug described on the raft-dev list in 2015)."""
+        if self.role != Role.LEADER:
+            raise NotLeader(self.leader)
+        if self.lead_transferee is not None:
+            raise ProposalDropped("leadership transfer in progress")
+        if self.pending_conf_index > self.log.applied:
+            raise confmod.ConfChangeError("another membership change is in progress")
+        if self.log.term(self.log.committed) != self.term:
+            raise confmod.ConfChangeError("leader has not committed an entry in its term yet")
+        confmod.check(self.conf, cc)
+        idx = self._append([(EntryType.CONF, cc.encode())])
+        self.pending_conf_index = idx
+        return idx
+
+    def read_index(self, ctx: bytes) -> None:
+        """Ask for a linearizable read point (section 6.4 of the dissertation). A ReadState
+        with this ctx appears in a later Ready once a quorum has confirmed leadership."""
+        if self.role != Role.LEADER:
+            raise NotLeader(self.leader)
+        if self.log.term(self.log.committed) != self.term:
+            # Our commit index may lag until the first entry of this term commits.
+            self.pending_reads.append(ctx)
+            return
+        self._start_read(ctx)
+
+    def transfer_leader(self, target: str) -> None:
+        if self.role != Role.LEADER:
+            raise NotLeader(self.leader)
+        if target == self.id:
+            return
+        if target not in self.conf.voters:
+            raise ValueError(f"{target} is not a voter")
+        self.lead_transferee = target
+        self.election_elapsed = 0
+        pr = self.prs[target]
+        if pr.match == self.log.last_index():
+            self._send(Message(MsgType.TIMEOUT_NOW, self.id, target, self.term))
+        else:
+            self._send_append(target)
+
+    def make_snapshot(self, index: int, data: bytes) -> Snapshot:
+        """Describe the state machine at applied `index` as a snapshot (for compaction)."""
+        if index > self.log.applied:
+            raise ValueError("cannot snapshot past the applied index")
+        if self.conf_index > index:
+            raise ValueError("membership changed after this index; snapshot later")
+        term = self.log.term(index)
+        if term is None:
+            raise ValueError(f"index {index} is compacted")
+        return Snapshot(SnapshotMeta(index, term, self.conf), data)
+
+    def compact(self, snapshot: Snapshot) -> None:
+        """Forget entries covered by a snapshot the driver has persisted."""
+        if snapshot.meta.index <= self.log.snap.index:
+            return
+        self.log.compact(snapshot.meta)
+        self.snapshot = snapshot
+
+    def status(self) -> dict:
+        return {
+            "id": self.id,
+            "role": self.role.name.lower(),
+            "term": self.term,
+            "leader": self.leader,
+            "commit": self.log.committed,
+            "applied": self.log.applied,
+            "last_index": self.log.last_index(),
+            "snapshot_index": self.log.snap.index,
+            "voters": sorted(self.conf.voters),
+            "learners": sorted(self.conf.learners),
+            "progress": {
+                p: {"match": pr.match, "next": pr.next, "state": pr.state.name.lower()}
+                for p, pr in self.prs.items()
+            } if self.role == Role.LEADER else {},
+        }
+
+    # -- Ready / advance -----------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        return bool(
+            self.msgs
+            or self.read_states
+            or self.log.pending_snapshot
+            or self.log.stable < self.log.last_index()
+            or self.log.committed > self.log.applied
+            or self._soft() != self._prev_soft
+            or self._hard() != self._prev_hard
+        )
+
+    def ready(self) -> Ready:
+        rd = Ready()
+        ss, hs = self._soft(), self._hard()
+        if ss != self._prev_soft:
+            rd.soft_state = ss
+        if hs != self._prev_hard:
+            rd.hard_state = hs
+        rd.snapshot = self.log.pending_snapshot
+        rd.entries = self.log.unstable_entries()
+        rd.committed = self.log.next_committed()
+        rd.messages, self.msgs = self.msgs, []
+        rd.read_states, self.read_states = self.read_states, []
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """The driver has persisted, sent and applied everything in `rd`."""
+        if rd.soft_state is not None:
+            self._prev_soft = rd.soft_state
+        if rd.hard_state is not None:
+            self._prev_hard = rd.hard_state
+        if rd.snapshot is not None:
+            self.log.pending_snapshot = None
+            self.log.applied = max(self.log.applied, rd.snapshot.meta.index)
+        if rd.entries:
+            last = rd.entries[-1]
+            self.log.stable_to(last.index, last.term)
+        for e in rd.committed:
+            if e.type == EntryType.CONF and e.index > self.conf_index:
+                self._apply_conf(confmod.ConfChange.decode(e.data), e.index)
+            self.log.applied = max(self.log.applied, e.index)
+        if self.role == Role.LEADER:
+            # The leader counts itself towards a commit only once the entry is on its disk.
+            self.prs[self.id].maybe_update(self.log.stable)
+            if self._maybe_commit():
+                self._bcast_append()
+
+    # -- stepping ------------------------------------------------------------------------
+
+    def step(self, m: Message) -> None:
+        if m.term > self.term:
+            if m.type in (MsgType.VOTE, MsgType.PRE_VOTE):
+                force = m.context == TRANSFER_CTX
+                in_lease = (
+                    self.cfg.check_quorum
+                    and self.leader is not None
+                    and self.election_elapsed < self.cfg.election_ticks
+                )
+                if not force and in_lease:
+                    # Section 4.2.3: a server that heard from a live leader within the
+                    # minimum election timeout ignores a disruptive candidate.
+                    return
+            if m.type == MsgType.PRE_VOTE:
+                pass
+            elif m.type == MsgType.PRE_VOTE_RESP and not m.reject:
+                pass
+            elif m.type in (MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT):
+                self._become_follower(m.term, m.src)
+            else:
+                self._become_follower(m.term, None)
+        elif m.term < self.term:
+            if m.type in (MsgType.APPEND, MsgType.HEARTBEAT) and (
+                self.cfg.check_quorum or self.cfg.pre_vote
+            ):
+                # A stale leader cut off by a partition learns our term and steps down;
+                # without this it would keep disrupting us once pre-vote blocks its votes.
+                self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term))
+            elif m.type == MsgType.PRE_VOTE:
+                self._send(
+                    Message(MsgType.PRE_VOTE_RESP, self.id, m.src, self.term, reject=True)
+                )
+            return
+
+        if m.type in (MsgType.VOTE, MsgType.PRE_VOTE):
+            self._handle_vote_request(m)
+        elif self.role == Role.LEADER:
+            self._step_leader(m)
+        elif self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+            self._step_candidate(m)
+        else:
+            self._step_follower(m)
+
+    def _handle_vote_request(self, m: Message) -> None:
+        can_vote = (
+            self.vote == m.src
+            or (self.vote is None and self.leader is None)
+            or (m.type == MsgType.PRE_VOTE and m.term > self.term)
+        )
+        resp = MsgType.VOTE_RESP if m.type == MsgType.VOTE else MsgType.PRE_VOTE_RESP
+        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+            self._send(Message(resp, self.id, m.src, m.term))
+            if m.type == MsgType.VOTE:
+                self.election_elapsed = 0
+                self.vote = m.src
+        else:
+            self._send(Message(resp, self.id, m.src, self.term, reject=True))
+
+    def _step_leader(self, m: Message) -> None:
+        pr = self.prs.get(m.src)
+        if pr is None:
+            return
+        if m.type == MsgType.APPEND_RESP:
+            pr.recent_active = True
+            if m.reject:
+                if m.reject_hint < pr.match:
+                    # The follower lost entries it had acknowledged (its disk was wiped).
+                    # Forget what we knew and probe it from scratch.
+                    pr.match = m.reject_hint
+                    pr.become_probe()
+                    self._send_append(m.src)
+                    return
+                hint = m.reject_hint
+                if m.log_term > 0:
+                    hint, _ = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
+                if pr.maybe_decr_to(m.index, hint):
+                    if pr.state == ProgressState.REPLICATE:
+                        pr.become_probe()
+                    self._send_append(m.src)
+                return
+            old_paused = pr.is_paused(self.cfg.max_inflight)
+            if pr.maybe_update(m.index):
+                if pr.state == ProgressState.PROBE:
+                    pr.become_replicate()
+                elif pr.state == ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
+                    pr.become_probe()
+                    pr.become_replicate()
+                if self._maybe_commit():
+                    self._bcast_append()
+                elif old_paused or pr.next <= self.log.last_index():
+                    self._send_append(m.src)
+                # Keep filling the pipeline while the follower is behind.
+                while pr.state == ProgressState.REPLICATE and pr.next <= self.log.last_index():
+                    if not self._send_append(m.src):
+                        break
+                if m.src == self.lead_transferee and pr.match == self.log.last_index():
+                    self._send(Message(MsgType.TIMEOUT_NOW, self.id, m.src, self.term))
+            elif pr.state == ProgressState.SNAPSHOT and m.index >= pr.pending_snapshot:
+                pr.become_probe()
+                self._send_append(m.src)
+        elif m.type == MsgType.HEARTBEAT_RESP:
+            pr.recent_active = True
+            pr.probe_sent = False
+            if pr.state == ProgressState.REPLICATE and len(pr.inflight) >= self.cfg.max_inflight:
+                pr.inflight.popleft()
+            if pr.match < self.log.last_index():
+                self._send_append(m.src)
+            if m.context and not pr.learner:
+                self._ack_read(m.context, m.src)
+
+    def _step_candidate(self, m: Message) -> None:
+        my_resp = MsgType.PRE_VOTE_RESP if self.role == Role.PRE_CANDIDATE else MsgType.VOTE_RESP
+        if m.type in (MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT):
+            self._become_follower(m.term, m.src)
+            self._step_follower(m)
+        elif m.type == my_resp:
+            self.votes.setdefault(m.src, not m.reject)
+            res = vote_result(self.conf.voters, self.votes)
+            if res == VoteResult.WON:
+                if self.role == Role.PRE_CANDIDATE:
+                    self._campaign(pre=False, transfer=False)
+                else:
+                    self._become_leader()
+            elif res == VoteResult.LOST:
+                self._become_follower(self.term, None)
+
+    def _step_follower(self, m: Message) -> None:
+        if m.type == MsgType.APPEND:
+            self.election_elapsed = 0
+            self.leader = m.src
+            self._handle_append(m)
+        elif m.type == MsgType.HEARTBEAT:
+            self.election_elapsed = 0
+            self.leader = m.src
+            self.log.commit_to(min(m.commit, self.log.last_index()))
+            self._send(
+                Message(MsgType.HEARTBEAT_RESP, self.id, m.src, self.term, context=m.context)
+            )
+        elif m.type == MsgType.SNAPSHOT:
+            self.election_elapsed = 0
+            self.leader = m.src
+            self._handle_snapshot(m)
+        elif m.type == MsgType.TIMEOUT_NOW:
+            self._hup(transfer=True)
+
+    def _handle_append(self, m: Message) -> None:
+        if m.index < self.log.committed:
+            self._send(
+                Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=self.log.committed)
+            )
+            return
+        last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        if last_new is not None:
+            self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=last_new))
+            return
+        hint_index, hint_term = self.log.find_conflict_by_term(
+            min(m.index, self.log.last_index()), m.log_term
+        )
+        self._send(
+            Message(
+                MsgType.APPEND_RESP, self.id, m.src, self.term, index=m.index, reject=True,
+                reject_hint=hint_index, log_term=hint_term,
+            )
+        )
+
+    def _handle_snapshot(self, m: Message) -> None:
+        snap = m.snapshot
+        assert snap is not None
+        meta = snap.meta
+        if meta.index <= self.log.committed:
+            self._send(
+                Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=self.log.committed)
+            )
+            return
+        if self.log.match_term(meta.index, meta.term):
+            # We already have the snapshot's entries: just commit up to it.
+            self.log.commit_to(meta.index)
+            self._send(
+                Message(
+                    MsgType.APPEND_RESP, self.id, m.src, self.term, index=self.log.last_index()
+                )
+            )
+            return
+        self.log.restore(snap)
+        self.snapshot = snap
+        self.conf = meta.conf
+        self.conf_index = meta.index
+        self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=meta.index))
+
+    # -- roles ---------------------------------------------------------------------------
+
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = None
+        self.leader = None
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_timeout = self.cfg.election_ticks + self.rng.randrange(
+            self.cfg.election_ticks
+        )
+        self.lead_transferee = None
+        self.votes = {}
+        self.reads.clear()
+        self.pending_reads = []
+        last = self.log.last_index()
+        self.prs = {
+            p: Progress(match=0, next=last + 1, learner=p in self.conf.learners)
+            for p in self.conf.members()
+        }
+        if self.id in self.prs:
+            self.prs[self.id].match = self.log.stable
+
+    def _become_follower(self, term: int, leader: str | None) -> None:
+        self._reset(term)
+        self.role = Role.FOLLOWER
+        self.leader = leader
+
+    def _become_leader(self) -> None:
+        self._reset(self.term)
+        self.role = Role.LEADER
+        self.leader = self.id
+        for pr in self.prs.values():
+            pr.recent_active = True
+        # Conservatively assume an unapplied membership change may sit in our log.
+        self.pending_conf_index = self.log.last_index()
+        self._append([(EntryType.NOOP, b"")])
+
+    def _promotable(self) -> bool:
+        return self.id in self.conf.voters and self.log.pending_snapshot is None
+
+    def _hup(self, transfer: bool) -> None:
+        if self.role == Role.LEADER or not self._promotable():
+            return
+        # Do not lead with a stale membership: apply committed changes first.
+        for e in self.log.slice(
+            max(self.log.applied + 1, self.log.first_index()), self.log.committed + 1
+        ):
+            if e.type == EntryType.CONF:
+                return
+        self._campaign(pre=self.cfg.pre_vote and not transfer, transfer=transfer)
+
+    def _campaign(self, pre: bool, transfer: bool) -> None:
+        if pre:
+            self.role = Role.PRE_CANDIDATE
+            self.votes = {}
+            self.leader = None
+            # A pre-candidate keeps its term: a failed pre-vote disturbs nobody.
+            self.election_elapsed = 0
+            self.randomized_timeout = self.cfg.election_ticks + self.rng.randrange(
+                self.cfg.election_ticks
+            )
+            term, mtype = self.term + 1, MsgType.PRE_VOTE
+        else:
+            self._reset(self.term + 1)
+            self.role = Role.CANDIDATE
+            self.vote = self.id
+            term, mtype = self.term, MsgType.VOTE
+        self.votes[self.id] = True
+        if vote_result(self.conf.voters, self.votes) == VoteResult.WON:
+            if pre:
+                self._campaign(pre=False, transfer=transfer)
+            else:
+                self._become_leader()
+            return
+        ctx = TRANSFER_CTX if transfer else b""
+        for p in sorted(self.conf.voters):
+            if p == self.id:
+                continue
+            self._send(
+                Message(
+                    mtype, self.id, p, term, index=self.log.last_index(),
+                    log_term=self.log.last_term(), context=ctx,
+                )
+            )
+
+    # -- ticking -------------------------------------------------------------------------
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self._promotable() and self.election_elapsed >= self.randomized_timeout:
+            self.election_elapsed = 0
+            self._hup(transfer=False)
+
+    def _tick_heartbeat(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        for pid, pr in self.prs.items():
+            if pr.state == ProgressState.SNAPSHOT and pid != self.id:
+                pr.snapshot_ticks += 1
+                if pr.snapshot_ticks >= self.cfg.snapshot_retry_ticks:
+                    pr.become_probe()
+        if self.election_elapsed >= self.cfg.election_ticks:
+            self.election_elapsed = 0
+            if self.cfg.check_quorum:
+                active = [p for p, pr in self.prs.items() if pr.recent_active or p == self.id]
+                for p, pr in self.prs.items():
+                    if p != self.id:
+                        pr.recent_active = False
+                if not has_quorum(self.conf.voters, active):
+                    # Section 6.2: a leader that cannot reach a majority steps down, so
+                    # clients stop waiting on it.
+                    self._become_follower(self.term, None)
+                    return
+            if self.lead_transferee is not None:
+                self.lead_transferee = None  # the transfer timed out
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            ctx = self.reads[-1].ctx if self.reads else b""
+            self._bcast_heartbeat(ctx)
+
+    # -- replication ---------------------------------------------------------------------
+
+    def _append(self, items: list[tuple[EntryType, bytes]]) -> int:
+        last = self.log.last_index()
+        ents = [Entry(last + i + 1, self.term, t, d) for i, (t, d) in enumerate(items)]
+        self.log.append(ents)
+        self._bcast_append()
+        return self.log.last_index()
+
+    def _maybe_commit(self) -> bool:
+        mci = committed_index(self.conf.voters, {p: pr.match for p, pr in self.prs.items()})
+        # Section 5.4.2: only entries of the current term commit by counting replicas.
+        if mci > self.log.committed and self.log.term(mci) == self.term:
+            self.log.commit_to(mci)
+            if self.pending_reads:
+                pending, self.pending_reads = self.pending_reads, []
+                for ctx in pending:
+                    self._start_read(ctx)
+            return True
+        return False
+
+    def _bcast_append(self) -> None:
+        for p in self.prs:
+            if p != self.id:
+                self._send_append(p)
+
+    def _bcast_heartbeat(self, ctx: bytes) -> None:
+        for p, pr in self.prs.items():
+            if p == self.id:
+                continue
+            self._send(
+                Message(
+                    MsgType.HEARTBEAT, self.id, p, self.term,
+                    commit=min(pr.match, self.log.committed), context=ctx,
+                )
+            )
+
+    def _send_append(self, to: str) -> bool:
+        pr = self.prs[to]
+        if pr.is_paused(self.cfg.max_inflight):
+            return False
+        prev = pr.next - 1
+        prev_term = self.log.term(prev)
+        if prev_term is None or pr.next < self.log.first_index():
+            if self.snapshot is None:
+                return False
+            self._send(Message(MsgType.SNAPSHOT, self.id, to, self.term, snapshot=self.snapshot))
+            pr.become_snapshot(self.snapshot.meta.index)
+            return True
+        ents = self.log.slice(pr.next, min(self.log.last_index() + 1, pr.next + self.cfg.max_append_entries))
+        self._send(
+            Message(
+                MsgType.APPEND, self.id, to, self.term, index=prev, log_term=prev_term,
+                entries=ents, commit=self.log.committed,
+            )
+        )
+        if pr.state == ProgressState.REPLICATE:
+            if ents:
+                pr.next = ents[-1].index + 1
+                pr.inflight.append(ents[-1].index)
+        else:
+            pr.probe_sent = True
+        return True
+
+    def _send(self, m: Message) -> None:
+        self.msgs.append(m)
+
+    # -- ReadIndex -----------------------------------------------------------------------
+
+    def _start_read(self, ctx: bytes) -> None:
+        req = _ReadRequest(self.log.committed, ctx, {self.id})
+        if has_quorum(self.conf.voters, req.acks):
+            self.read_states.append(ReadState(req.index, ctx))
+            return
+        self.reads.append(req)
+        self._bcast_heartbeat(ctx)
+
+    def _ack_read(self, ctx: bytes, src: str) -> None:
+        pos = next((i for i, r in enumerate(self.reads) if r.ctx == ctx), None)
+        if pos is None:
+            return
+        self.reads[pos].acks.add(src)
+        if not has_quorum(self.conf.voters, self.reads[pos].acks):
+            return
+        # A quorum confirmed us as leader after every earlier request too.
+        for _ in range(pos + 1):
+            r = self.reads.popleft()
+            self.read_states.append(ReadState(r.index, r.ctx))
+
+    # -- membership ----------------------------------------------------------------------
+
+    def _apply_conf(self, cc: confmod.ConfChange, index: int) -> None:
+        self.conf = confmod.apply(self.conf, cc)
+        self.conf_index = index
+        if self.role == Role.LEADER:
+            last = self.log.last_index()
+            for p in self.conf.members():
+                if p not in self.prs:
+                    self.prs[p] = Progress(match=0, next=last + 1, recent_active=True)
+                self.prs[p].learner = p in self.conf.learners
+            for p in list(self.prs):
+                if p not in self.conf.members():
+                    del self.prs[p]
+            if self.id not in self.conf.voters:
+                self._become_follower(self.term, None)
+                return
+            if self._maybe_commit():
+                self._bcast_append()
+        if self.lead_transferee is not None and self.lead_transferee not in self.conf.voters:
+            self.lead_transferee = None
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _soft(self) -> SoftState:
+        return SoftState(self.leader, self.role, self.term)
+
+    def _hard(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.committed)
