@@ -1,0 +1,56 @@
+"""The aiohttp application: one listener for clients and for peers (the Raft stream)."""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+from aiohttp import web
+
+from ..node import Node
+from . import cluster, kv
+from .errors import error_middleware
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    resp = await handler(request)
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    request.app["node"].metrics.http_requests.labels(name, str(resp.status)).inc()
+    return resp
+
+
+def create_app(node: Node) -> web.Application:
+    app = web.Application(
+        middlewares=[metrics_middleware, error_middleware],
+        client_max_size=node.cfg.max_body_bytes,
+    )
+    app["node"] = node
+    app.add_routes(cluster.routes)
+    app.add_routes(kv.routes)
+    node.transport.add_routes(app)
+
+    async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
+        app["forward_session"] = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=node.cfg.request_timeout + 1),
+            connector=aiohttp.TCPConnector(use_dns_cache=False),
+        )
+        app["started"] = time.monotonic()
+        yield
+        await app["forward_session"].close()
+
+    app.cleanup_ctx.append(session_ctx)
+    return app
+
+
+async def serve(node: Node) -> web.AppRunner:
+    """Start the node and its HTTP listener; returns the runner to clean up."""
+    app = create_app(node)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, port = node.cfg.listen.rsplit(":", 1)
+    site = web.TCPSite(runner, host, int(port), reuse_address=True)
+    await site.start()
+    await node.start()
+    return runner

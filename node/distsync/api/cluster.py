@@ -1,0 +1,99 @@
+"""Cluster routes: status, membership, leadership transfer, health and metrics."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from .errors import ApiError
+from .forward import forward, leader_only
+from .schemas import NODE_ID_RE, MemberAdd, TransferLeader, parse_body
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.StreamResponse:
+    """Liveness: the process and its event loop answer."""
+    return web.json_response({"ok": True, "id": request.app["node"].id})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.StreamResponse:
+    """Readiness: a leader is known, this node is a member, and it has applied all it knows
+    to be committed. A Kubernetes Service sends traffic only to ready pods."""
+    node = request.app["node"]
+    if node.is_ready():
+        return web.json_response({"ready": True, "leader": node.core.leader})
+    raise ApiError(503, "not_ready", "no leader yet, not a member, or still catching up")
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.StreamResponse:
+    node = request.app["node"]
+    for peer, st in node.transport.stats().get("peers", {}).items():
+        rtt = st.get("rtt")
+        if rtt is not None:
+            node.metrics.peer_rtt.labels(peer).set(rtt)
+    resp = web.Response(body=node.metrics.render())
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
+
+
+@routes.get("/v1/status")
+async def status(request: web.Request) -> web.StreamResponse:
+    return web.json_response(request.app["node"].status())
+
+
+@routes.get("/v1/cluster/members")
+async def members(request: web.Request) -> web.StreamResponse:
+    node = request.app["node"]
+    st = node.status()
+    return web.json_response({"leader": st["leader"], "members": st["members"]})
+
+
+@routes.post("/v1/cluster/members")
+@leader_only
+async def add_member(request: web.Request) -> web.StreamResponse:
+    """Add a node: first as a learner; once its log has caught up, promote it to voter
+    (unless `learner: true`). One change at a time; a concurrent change gets 409."""
+    body = await parse_body(request, MemberAdd)
+    node = request.app["node"]
+    await node.add_member(body.id, body.addr, learner=body.learner)
+    st = node.status()
+    return web.json_response({"leader": st["leader"], "members": st["members"]})
+
+
+@routes.delete("/v1/cluster/members/{id}")
+@leader_only
+async def remove_member(request: web.Request) -> web.StreamResponse:
+    """Remove a member. Removing the leader itself first hands leadership to another voter,
+    then the new leader performs the removal."""
+    import re
+
+    target = request.match_info["id"]
+    if not re.match(NODE_ID_RE, target):
+        raise ApiError(400, "invalid_request", "bad node id")
+    node = request.app["node"]
+    if target not in node.core.conf.members():
+        raise ApiError(404, "not_found", f"{target} is not a member")
+    if target == node.id:
+        await node.transfer_leader(None)
+        return await forward(request)
+    await node.remove_member(target)
+    st = node.status()
+    return web.json_response({"leader": st["leader"], "members": st["members"]})
+
+
+@routes.post("/v1/cluster/transfer-leader")
+@leader_only
+async def transfer_leader(request: web.Request) -> web.StreamResponse:
+    body = await parse_body(request, TransferLeader, optional=True)
+    node = request.app["node"]
+    if body.to is not None and body.to not in node.core.conf.voters:
+        raise ApiError(400, "invalid_request", f"{body.to} is not a voter")
+    try:
+        leader = await node.transfer_leader(body.to)
+    except ValueError as e:
+        raise ApiError(409, "conflict", str(e)) from None
+    return web.json_response({"leader": leader})

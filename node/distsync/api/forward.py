@@ -1,0 +1,86 @@
+"""Followers forward leader-only requests to the leader, so a client may talk to any node.
+
+Forwarding (rather than a 307 redirect) keeps clients simple and works through a Kubernetes
+Service that load-balances over all pods. A forwarded request is marked; a node that gets a
+marked request and is not the leader answers 503 `not_leader` instead of forwarding again, so
+requests never loop while leadership is moving.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from ..raft.core import NotLeader
+from .errors import ApiError
+
+FORWARDED_HEADER = "X-Distsync-Forwarded-By"
+LEADER_HEADER = "X-Distsync-Leader"
+_PASS_HEADERS = ("Content-Type", "Request-Id", "Authorization", "Accept")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def forward(request: web.Request) -> web.StreamResponse:
+    node = request.app["node"]
+    leader = node.core.leader
+    if request.headers.get(FORWARDED_HEADER):
+        raise ApiError(
+            503, "not_leader", "this node is not the leader; retry",
+            leader=leader, leader_addr=node.addr_of(leader),
+        )
+    addr = node.addr_of(leader) if leader and leader != node.id else None
+    if addr is None:
+        raise ApiError(503, "no_leader", "no leader is known right now; retry shortly")
+    body = await request.read()
+    headers = {h: request.headers[h] for h in _PASS_HEADERS if h in request.headers}
+    if "rid" in request:
+        headers["Request-Id"] = request["rid"]
+    headers[FORWARDED_HEADER] = node.id
+    session: aiohttp.ClientSession = request.app["forward_session"]
+    url = f"http://{addr}{request.path_qs}"
+    try:
+        async with session.request(request.method, url, data=body, headers=headers) as r:
+            data = await r.read()
+            resp = web.Response(status=r.status, body=data)
+            resp.content_type = r.content_type
+            resp.headers[LEADER_HEADER] = leader
+            return resp
+    except (aiohttp.ClientError, TimeoutError) as e:
+        raise ApiError(
+            503, "leader_unreachable", f"could not reach leader {leader} at {addr}: {e}",
+            leader=leader,
+        ) from None
+
+
+def request_id(request: web.Request) -> str:
+    """The request's id for at-most-once application: the client's `Request-Id`, or one made
+    here, so that even a client that sends none is not applied twice when this node forwards
+    the request after losing leadership mid-way."""
+    if "rid" not in request:
+        rid = request.headers.get("Request-Id") or request.headers.get("X-Request-Id")
+        if rid is not None and not (0 < len(rid) <= 128 and rid.isprintable()):
+            raise ApiError(400, "invalid_request_id", "Request-Id must be 1-128 printable chars")
+        request["rid"] = rid or f"auto-{uuid.uuid4()}"
+    return request["rid"]
+
+
+def leader_only(handler: Handler) -> Handler:
+    """Run `handler` on the leader; anywhere else, forward the request to the leader."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        if not request.app["node"].is_leader():
+            return await forward(request)
+        try:
+            return await handler(request)
+        except NotLeader:
+            # Lost leadership mid-request: the new leader may still apply the command, so the
+            # retry must carry the same Request-Id; forwarding does exactly that.
+            return await forward(request)
+
+    wrapped.__name__ = handler.__name__
+    wrapped.__doc__ = handler.__doc__
+    return wrapped

@@ -1,0 +1,92 @@
+"""HTTP routes of the key-value register. The pattern for every service: parse and check,
+propose through the log (writes) or pass a ReadIndex barrier (reads), map the result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from .errors import ApiError
+from .forward import leader_only, request_id
+from .schemas import KVDelete, KVPut, check_key, parse_body
+
+routes = web.RouteTableDef()
+
+
+def _result(res: Any) -> web.Response:
+    if isinstance(res, dict) and "error" in res:
+        body = {k: v for k, v in res.items() if k != "status"}
+        return web.json_response(body, status=res.get("status", 409))
+    return web.json_response(res)
+
+
+@routes.put("/v1/kv/{key:.+}")
+@leader_only
+async def put(request: web.Request) -> web.StreamResponse:
+    key = check_key(request.match_info["key"])
+    body = await parse_body(request, KVPut)
+    args: dict[str, Any] = {"key": key, "value": body.value}
+    if body.expect_revision is not None:
+        args["expect_revision"] = body.expect_revision
+    if "expect_value" in body.model_fields_set:
+        args["has_expect_value"] = True
+        args["expect_value"] = body.expect_value
+    node = request.app["node"]
+    res = await node.propose("kv", "put", args, request_id(request))
+    return _result(res)
+
+
+@routes.delete("/v1/kv/{key:.+}")
+@leader_only
+async def delete(request: web.Request) -> web.StreamResponse:
+    key = check_key(request.match_info["key"])
+    body = await parse_body(request, KVDelete, optional=True)
+    args: dict[str, Any] = {"key": key}
+    if body.expect_revision is not None:
+        args["expect_revision"] = body.expect_revision
+    res = await request.app["node"].propose("kv", "delete", args, request_id(request))
+    return _result(res)
+
+
+async def _read(request: web.Request) -> web.StreamResponse:
+    key = check_key(request.match_info["key"])
+    node = request.app["node"]
+    if _consistency(request) == "linearizable":
+        await node.read_barrier()
+    got = node.kv.get(key)
+    if got is None:
+        raise ApiError(404, "not_found", f"key {key!r} does not exist")
+    value, rev = got
+    return web.json_response({"key": key, "value": value, "revision": rev})
+
+
+_read_linearizable = leader_only(_read)
+
+
+@routes.get("/v1/kv/{key:.+}")
+async def get(request: web.Request) -> web.StreamResponse:
+    """Linearizable by default (ReadIndex on the leader, no log write); with
+    `?consistency=stale` any node answers from its own state at once."""
+    if _consistency(request) == "stale":
+        return await _read(request)
+    return await _read_linearizable(request)
+
+
+@routes.get("/v1/kv")
+async def list_keys(request: web.Request) -> web.StreamResponse:
+    prefix = request.query.get("prefix", "")
+    try:
+        limit = int(request.query.get("limit", "1000"))
+    except ValueError:
+        raise ApiError(400, "invalid_query", "limit must be an integer") from None
+    if not 1 <= limit <= 10_000:
+        raise ApiError(400, "invalid_query", "limit must be between 1 and 10000")
+    return web.json_response({"keys": request.app["node"].kv.keys(prefix, limit)})
+
+
+def _consistency(request: web.Request) -> str:
+    c = request.query.get("consistency", "linearizable")
+    if c not in ("linearizable", "stale"):
+        raise ApiError(400, "invalid_query", "consistency must be 'linearizable' or 'stale'")
+    return c

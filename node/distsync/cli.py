@@ -1,0 +1,160 @@
+"""`distsync` command line: run a node, a local cluster, a demo, or print cluster status.
+
+Every `distsync node` option can also come from a `DISTSYNC_*` environment variable (named on
+each option), which is how the Kubernetes pods configure themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+
+import click
+
+from .node import Node, NodeConfig
+
+
+def parse_peers(spec: str) -> dict[str, str]:
+    """`n1=host:port,n2=host:port` -> {"n1": "host:port", ...}."""
+    peers: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        if "=" not in part:
+            raise click.BadParameter(f"peer {part!r} is not id=host:port")
+        nid, addr = part.split("=", 1)
+        peers[nid.strip()] = addr.strip()
+    return peers
+
+
+def _pod_defaults() -> dict[str, str]:
+    """In a StatefulSet pod, derive id and founding peers from the pod name and the headless
+    Service (`DISTSYNC_STATEFULSET_REPLICAS` founding members named `<set>-<i>`)."""
+    out: dict[str, str] = {}
+    pod = os.environ.get("POD_NAME")
+    replicas = os.environ.get("DISTSYNC_STATEFULSET_REPLICAS")
+    svc = os.environ.get("DISTSYNC_PEER_SERVICE")
+    ns = os.environ.get("POD_NAMESPACE", "default")
+    port = os.environ.get("DISTSYNC_PORT", "7001")
+    if pod and replicas and svc and "-" in pod:
+        base = pod.rsplit("-", 1)[0]
+        out["id"] = pod
+        out["advertise"] = f"{pod}.{svc}.{ns}.svc.cluster.local:{port}"
+        out["peers"] = ",".join(
+            f"{base}-{i}={base}-{i}.{svc}.{ns}.svc.cluster.local:{port}"
+            for i in range(int(replicas))
+        )
+    return out
+
+
+@click.group()
+@click.option("--log-level", default="INFO", envvar="DISTSYNC_LOG_LEVEL", show_default=True)
+def main(log_level: str) -> None:
+    """distsync: Raft-replicated locks, queues, cache and a key-value register."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@main.command()
+@click.option("--id", "node_id", envvar="DISTSYNC_ID", help="Node id (default: pod name).")
+@click.option("--listen", envvar="DISTSYNC_LISTEN", default="127.0.0.1:7001", show_default=True,
+              help="host:port serving both the client API and peer traffic.")
+@click.option("--advertise", envvar="DISTSYNC_ADVERTISE", default="",
+              help="Address peers and clients use to reach this node (default: --listen).")
+@click.option("--peers", envvar="DISTSYNC_PEERS", default="",
+              help="Founding members id=host:port,... (self included or not).")
+@click.option("--data-dir", envvar="DISTSYNC_DATA_DIR", default="./data", show_default=True)
+@click.option("--join", is_flag=True, envvar="DISTSYNC_JOIN",
+              help="Start empty and wait to be added (POST /v1/cluster/members).")
+@click.option("--cluster", envvar="DISTSYNC_CLUSTER", default="distsync", show_default=True)
+@click.option("--tick-ms", envvar="DISTSYNC_TICK_MS", default=50, show_default=True, type=int)
+@click.option("--election-ticks", envvar="DISTSYNC_ELECTION_TICKS", default=10,
+              show_default=True, type=int)
+@click.option("--snapshot-threshold", envvar="DISTSYNC_SNAPSHOT_THRESHOLD", default=10_000,
+              show_default=True, type=int, help="Applied entries between snapshots.")
+@click.option("--max-body-bytes", envvar="DISTSYNC_MAX_BODY_BYTES", default=1 << 20,
+              show_default=True, type=int)
+def node(node_id: str | None, listen: str, advertise: str, peers: str, data_dir: str,
+         join: bool, cluster: str, tick_ms: int, election_ticks: int,
+         snapshot_threshold: int, max_body_bytes: int) -> None:
+    """Run one node in the foreground until SIGTERM or Ctrl-C."""
+    pod = _pod_defaults()
+    node_id = node_id or pod.get("id")
+    if not node_id:
+        raise click.UsageError("--id (or DISTSYNC_ID, or POD_NAME in a StatefulSet) is required")
+    cfg = NodeConfig(
+        node_id=node_id, listen=listen, advertise=advertise or pod.get("advertise", ""),
+        peers=parse_peers(peers or pod.get("peers", "")), data_dir=data_dir, join=join,
+        cluster=cluster, tick_ms=tick_ms, election_ticks=election_ticks,
+        snapshot_threshold=snapshot_threshold, max_body_bytes=max_body_bytes,
+    )
+    asyncio.run(_run_node(cfg))
+
+
+async def _run_node(cfg: NodeConfig) -> None:
+    from .api.app import serve
+
+    node = Node(cfg)
+    runner = await serve(node)
+    logging.getLogger("distsync").info("node %s serving on %s", cfg.node_id, cfg.listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await node.stop()
+    await runner.cleanup()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@main.command()
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
+@click.option("--base-port", default=0, type=int, help="First port (default: free ports).")
+@click.option("--data-dir", default="", help="Where node data lives (default: a temp dir).")
+def up(nodes: int, base_port: int, data_dir: str) -> None:
+    """Start a local cluster of real node processes on loopback; Ctrl-C stops it."""
+    from .local import LocalCluster
+
+    with LocalCluster(nodes, base_port=base_port, data_dir=data_dir or None) as lc:
+        lc.wait_ready()
+        click.echo(lc.status_table())
+        click.echo(f"cluster up: {' '.join(lc.addrs)}  (data in {lc.data_dir}); Ctrl-C stops it")
+        try:
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        except KeyboardInterrupt:
+            pass
+        click.echo("stopping...")
+
+
+@main.command()
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
+@click.option("--writes", default=200, show_default=True, type=int)
+def demo(nodes: int, writes: int) -> None:
+    """Start a local cluster, write and read through it, kill the leader, show it survives."""
+    from .demo import run_demo
+
+    sys.exit(run_demo(nodes, writes))
+
+
+@main.command()
+@click.option("--addr", "addrs", multiple=True, default=["127.0.0.1:7001"], show_default=True,
+              envvar="DISTSYNC_ADDR", help="Any node's address; repeatable.")
+def status(addrs: tuple[str, ...]) -> None:
+    """Print the cluster table as seen from every member."""
+    from .client import BlockingClient
+    from .local import format_status
+
+    with BlockingClient(list(addrs)) as c:
+        click.echo(format_status(c.cluster_status()))
+
+
+if __name__ == "__main__":
+    main()

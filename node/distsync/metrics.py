@@ -1,0 +1,64 @@
+"""Prometheus metrics for one node. Each node owns its registry, so several nodes can live in
+one process (tests, the simulator) without colliding."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+)
+
+
+class NodeMetrics:
+    def __init__(self, node_id: str):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.term = Gauge("distsync_raft_term", "Current Raft term", registry=r)
+        self.is_leader = Gauge("distsync_raft_is_leader", "1 if this node is leader", registry=r)
+        self.role = Gauge(
+            "distsync_raft_role", "Raft role (0 follower, 1 pre-candidate, 2 candidate, 3 leader)",
+            registry=r,
+        )
+        self.commit_index = Gauge("distsync_raft_commit_index", "Commit index", registry=r)
+        self.applied_index = Gauge("distsync_raft_applied_index", "Applied index", registry=r)
+        self.last_index = Gauge("distsync_raft_last_index", "Last log index", registry=r)
+        self.snapshot_index = Gauge(
+            "distsync_raft_snapshot_index", "Index of the latest snapshot", registry=r
+        )
+        self.leader_changes = Counter(
+            "distsync_raft_leader_changes", "Times this node saw the leader change", registry=r
+        )
+        self.proposals = Counter(
+            "distsync_proposals", "Commands proposed through this node", ["outcome"], registry=r
+        )
+        self.apply_latency = Histogram(
+            "distsync_apply_latency_seconds",
+            "Time from proposal to the command being applied on the leader",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.fsync_latency = Histogram(
+            "distsync_storage_fsync_seconds", "Time of one group-commit write + fsync",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.batch_entries = Histogram(
+            "distsync_storage_batch_entries", "Entries persisted per fsync",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r,
+        )
+        self.peer_rtt = Gauge(
+            "distsync_peer_rtt_seconds", "Round-trip time to a peer", ["peer"], registry=r
+        )
+        self.peer_connected = Gauge(
+            "distsync_peer_connected", "1 if the outbound peer connection is up", ["peer"],
+            registry=r,
+        )
+        self.reads = Counter(
+            "distsync_linearizable_reads", "ReadIndex reads served", ["outcome"], registry=r
+        )
+        self.http_requests = Counter(
+            "distsync_http_requests", "HTTP requests by route and status",
+            ["route", "status"], registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,429 @@
+"""The event loop that drives the pure Raft core with real time, disk and network.
+
+One asyncio task owns the core. Everything that wants to touch it (peer messages, proposals,
+reads, membership changes) is queued and handled between two Ready cycles, never during one.
+A Ready cycle is: send the leader's pipelined messages, write everything to disk in ONE
+transaction (one fsync for however many entries and proposals arrived meanwhile: group
+commit), send the remaining messages, apply committed entries, advance. Proposals that arrive
+during an fsync are batched into the next one, so throughput rises with load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .metrics import NodeMetrics
+from .raft import conf as confmod
+from .raft.core import Config, NotLeader, ProposalDropped, Raft
+from .raft.types import EntryType, Message, MsgType, Ready, Role
+from .services.base import StateMachine
+from .services.kv import KVStore
+from .services.registry import Registry, encode_command
+from .storage import Storage
+from .transport import Transport
+
+log = logging.getLogger("distsync.node")
+
+# Messages only a leader sends; safe to put on the wire before the leader's own fsync,
+# because the leader counts itself toward a commit only after its write is durable.
+_EARLY = (MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT, MsgType.TIMEOUT_NOW)
+
+
+class Unavailable(Exception):
+    """No leader, or the request could not complete in time; safe to retry (with the same
+    request id for writes)."""
+
+
+@dataclass
+class NodeConfig:
+    node_id: str
+    listen: str = "127.0.0.1:7001"
+    advertise: str = ""
+    peers: dict[str, str] = field(default_factory=dict)  # founding members, self included
+    data_dir: str = "./data"
+    join: bool = False  # start empty and wait to be added by the leader
+    cluster: str = "distsync"
+    tick_ms: int = 50
+    election_ticks: int = 10
+    snapshot_threshold: int = 10_000
+    request_timeout: float = 5.0
+    max_body_bytes: int = 1 << 20
+
+    @property
+    def address(self) -> str:
+        return self.advertise or self.listen
+
+
+@dataclass
+class _Waiter:
+    term: int
+    future: asyncio.Future
+    started: float
+
+
+class Node:
+    def __init__(self, cfg: NodeConfig, services: list[StateMachine] | None = None):
+        self.cfg = cfg
+        self.id = cfg.node_id
+        self.metrics = NodeMetrics(cfg.node_id)
+        self.kv = KVStore()
+        self.registry = Registry([self.kv, *(services or [])])
+        self.storage = Storage(cfg.data_dir)
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fsync-{self.id}")
+        persisted = self.storage.load()
+        self.core = Raft(
+            self.id,
+            persisted,
+            Config(election_ticks=cfg.election_ticks, heartbeat_ticks=1),
+            rng=random.Random(os.urandom(8)),
+        )
+        if persisted.snapshot is not None:
+            self.registry.restore(persisted.snapshot.data)
+        if self.core.is_empty() and not cfg.join:
+            peers = dict(cfg.peers) or {self.id: cfg.address}
+            peers.setdefault(self.id, cfg.address)
+            self.core.bootstrap(peers)
+        self.transport = Transport(
+            self.id, self._resolve, self._on_message, cluster=cfg.cluster,
+            on_peer_state=self._on_peer_state,
+        )
+        self._inbox: list[Message] = []
+        self._ops: list[Callable[[], None]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._waiters: dict[int, _Waiter] = {}
+        self._reads: dict[bytes, asyncio.Future] = {}
+        self._read_waits: list[tuple[int, asyncio.Future]] = []
+        self._apply_watch: list[tuple[Callable[[], bool], asyncio.Future]] = []
+        self._ctx = itertools.count(1)
+        self._closing = False
+        self.leader: str | None = None
+        self.role = Role.FOLLOWER
+        self.started_at = time.monotonic()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.transport.start()
+        self._task = asyncio.create_task(self._run(), name=f"raft-{self.id}")
+
+    async def stop(self) -> None:
+        self._closing = True
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        self._fail_all(Unavailable("node shutting down"))
+        await self.transport.close()
+        self._io.shutdown(wait=True)
+        self.storage.close()
+
+    # -- queries -------------------------------------------------------------------------
+
+    def addr_of(self, node_id: str | None) -> str | None:
+        if node_id is None:
+            return None
+        if node_id == self.id:
+            return self.cfg.address
+        return self.core.conf.addr_map().get(node_id) or self.cfg.peers.get(node_id)
+
+    def is_leader(self) -> bool:
+        return self.core.role == Role.LEADER
+
+    def status(self) -> dict[str, Any]:
+        st = self.core.status()
+        addrs = self.core.conf.addr_map()
+        members = [
+            {"id": m, "addr": addrs.get(m, ""), "voter": m in self.core.conf.voters}
+            for m in sorted(self.core.conf.members())
+        ]
+        st.update(
+            {
+                "addr": self.cfg.address,
+                "leader_addr": self.addr_of(self.core.leader),
+                "members": members,
+                "ready": self.is_ready(),
+            }
+        )
+        return st
+
+    def is_ready(self) -> bool:
+        """Has a leader, is a member, and has applied everything it knows to be committed."""
+        c = self.core
+        return (
+            c.leader is not None
+            and self.id in c.conf.members()
+            and c.log.applied >= c.log.committed
+        )
+
+    # -- requests (called from HTTP handlers) --------------------------------------------
+
+    async def propose(
+        self, service: str, op: str, args: dict[str, Any], request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Replicate one command and return its result once it is applied here."""
+        data = encode_command(service, op, args, request_id)
+        return await self._submit(lambda: self.core.propose([data]), timeout)
+
+    async def read_barrier(self, timeout: float | None = None) -> None:
+        """Wait until local state reflects every write committed before this call
+        (ReadIndex); after it, local reads are linearizable."""
+        fut = asyncio.get_running_loop().create_future()
+        ctx = f"{self.id}/{next(self._ctx)}".encode()
+
+        def op() -> None:
+            self._reads[ctx] = fut
+            self.core.read_index(ctx)
+
+        self._call(op, fut)
+        try:
+            await asyncio.wait_for(fut, timeout or self.cfg.request_timeout)
+            self.metrics.reads.labels("ok").inc()
+        except TimeoutError:
+            self.metrics.reads.labels("timeout").inc()
+            raise Unavailable("read index timed out") from None
+        finally:
+            self._reads.pop(ctx, None)
+
+    async def add_member(self, node_id: str, addr: str, learner: bool = False) -> None:
+        """Add as learner, wait until it has caught up, then promote (section 4.2.1)."""
+        cc = confmod.ConfChange(confmod.ConfOp.ADD_LEARNER, node_id, addr)
+        await self._submit(lambda: self.core.propose_conf(cc), None)
+        if learner:
+            return
+        deadline = time.monotonic() + 60
+        while True:
+            pr = self.core.prs.get(node_id) if self.is_leader() else None
+            if pr is None and not self.is_leader():
+                raise NotLeader(self.core.leader)
+            if pr is not None and pr.match >= self.core.log.committed:
+                break
+            if time.monotonic() > deadline:
+                raise Unavailable(f"{node_id} did not catch up; it stays a learner")
+            await self.wait_applied_change(1.0)
+        promote = confmod.ConfChange(confmod.ConfOp.PROMOTE, node_id, addr)
+        await self._submit(lambda: self.core.propose_conf(promote), None)
+
+    async def remove_member(self, node_id: str) -> None:
+        cc = confmod.ConfChange(confmod.ConfOp.REMOVE, node_id)
+        await self._submit(lambda: self.core.propose_conf(cc), None)
+
+    async def transfer_leader(self, target: str | None, timeout: float = 5.0) -> str:
+        if target is None:
+            cands = [
+                (pr.match, p) for p, pr in self.core.prs.items()
+                if p != self.id and p in self.core.conf.voters
+            ]
+            if not cands:
+                raise ValueError("no other voter to transfer to")
+            target = max(cands)[1]
+        fut = asyncio.get_running_loop().create_future()
+        tgt = target
+
+        def op() -> None:
+            self.core.transfer_leader(tgt)
+            fut.set_result(None)
+
+        self._call(op, fut)
+        await fut
+        deadline = time.monotonic() + timeout
+        while self.core.leader != target or self.is_leader():
+            if time.monotonic() > deadline:
+                raise Unavailable("leadership transfer timed out")
+            await self.wait_applied_change(0.2)
+        return target
+
+    async def wait_applied_change(self, timeout: float) -> None:
+        """Wait for the next Ready cycle (or the timeout); used for polling conditions."""
+        fut = asyncio.get_running_loop().create_future()
+        self._apply_watch.append((lambda: True, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
+
+    # -- internals: queueing work for the loop -------------------------------------------
+
+    async def _submit(self, propose: Callable[[], int], timeout: float | None) -> Any:
+        fut = asyncio.get_running_loop().create_future()
+        started = time.monotonic()
+
+        def op() -> None:
+            idx = propose()
+            self._waiters[idx] = _Waiter(self.core.term, fut, started)
+
+        self._call(op, fut)
+        try:
+            result = await asyncio.wait_for(fut, timeout or self.cfg.request_timeout)
+        except TimeoutError:
+            self.metrics.proposals.labels("timeout").inc()
+            raise Unavailable("proposal timed out; retry with the same request id") from None
+        except (NotLeader, ProposalDropped, Unavailable):
+            self.metrics.proposals.labels("rejected").inc()
+            raise
+        self.metrics.proposals.labels("ok").inc()
+        return result
+
+    def _call(self, op: Callable[[], None], fut: asyncio.Future) -> None:
+        def guarded() -> None:
+            try:
+                op()
+            except Exception as e:  # noqa: BLE001 - handed to the caller
+                if not fut.done():
+                    fut.set_exception(e)
+
+        self._ops.append(guarded)
+        self._wake.set()
+
+    def _on_message(self, m: Message) -> None:
+        self._inbox.append(m)
+        self._wake.set()
+
+    def _resolve(self, peer: str) -> str | None:
+        return self.addr_of(peer)
+
+    def _on_peer_state(self, peer: str, connected: bool) -> None:
+        self.metrics.peer_connected.labels(peer).set(1 if connected else 0)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        tick = self.cfg.tick_ms / 1000
+        next_tick = time.monotonic() + tick
+        loop = asyncio.get_running_loop()
+        while True:
+            delay = next_tick - time.monotonic()
+            if delay > 0 and not (self._inbox or self._ops or self.core.has_ready()):
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                except TimeoutError:
+                    pass
+            self._wake.clear()
+            inbox, self._inbox = self._inbox, []
+            for m in inbox:
+                self.core.step(m)
+            ops, self._ops = self._ops, []
+            for op in ops:
+                op()
+            now = time.monotonic()
+            if now >= next_tick:
+                self.core.tick()
+                next_tick = now + tick
+            while self.core.has_ready():
+                await self._handle_ready(self.core.ready(), loop)
+            await self._maybe_snapshot(loop)
+
+    async def _handle_ready(self, rd: Ready, loop: asyncio.AbstractEventLoop) -> None:
+        if rd.soft_state is not None:
+            self._on_soft_state(rd)
+        early = [m for m in rd.messages if m.type in _EARLY]
+        late = [m for m in rd.messages if m.type not in _EARLY]
+        if early:
+            self.transport.send(early)
+        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+            t0 = time.perf_counter()
+            await loop.run_in_executor(
+                self._io, self.storage.save, rd.hard_state, rd.entries, rd.snapshot
+            )
+            self.metrics.fsync_latency.observe(time.perf_counter() - t0)
+            if rd.entries:
+                self.metrics.batch_entries.observe(len(rd.entries))
+        if late:
+            self.transport.send(late)
+        if rd.snapshot is not None:
+            self.registry.restore(rd.snapshot.data)
+        for e in rd.committed:
+            result: Any = None
+            if e.type == EntryType.NORMAL:
+                result = self.registry.apply(e.data, e.index)
+            w = self._waiters.pop(e.index, None)
+            if w is not None and not w.future.done():
+                if e.term == w.term:
+                    w.future.set_result(result)
+                    self.metrics.apply_latency.observe(time.monotonic() - w.started)
+                else:
+                    w.future.set_exception(Unavailable("leadership changed; retry"))
+        for rs in rd.read_states:
+            fut = self._reads.get(rs.ctx)
+            if fut is not None and not fut.done():
+                self._read_waits.append((rs.index, fut))
+        self.core.advance(rd)
+        self._release_reads()
+        self._update_gauges()
+        if self._apply_watch:
+            watch, self._apply_watch = self._apply_watch, []
+            for _, fut in watch:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _release_reads(self) -> None:
+        applied = self.core.log.applied
+        keep = []
+        for idx, fut in self._read_waits:
+            if fut.done():
+                continue
+            if idx <= applied:
+                fut.set_result(None)
+            else:
+                keep.append((idx, fut))
+        self._read_waits = keep
+
+    def _on_soft_state(self, rd: Ready) -> None:
+        ss = rd.soft_state
+        assert ss is not None
+        if ss.leader != self.leader:
+            self.metrics.leader_changes.inc()
+            log.info("%s: leader is now %s (term %d)", self.id, ss.leader, ss.term)
+        was_leader = self.role == Role.LEADER
+        self.leader, self.role = ss.leader, ss.role
+        if was_leader and ss.role != Role.LEADER:
+            # Our proposals may still commit under the next leader; the client retries with
+            # the same request id and the dedupe table answers without applying twice.
+            self._fail_all(NotLeader(ss.leader))
+
+    def _fail_all(self, exc: Exception) -> None:
+        for w in self._waiters.values():
+            if not w.future.done():
+                w.future.set_exception(exc)
+        self._waiters.clear()
+        for fut in self._reads.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        for _, fut in self._read_waits:
+            if not fut.done():
+                fut.set_exception(exc)
+        self._read_waits = []
+
+    async def _maybe_snapshot(self, loop: asyncio.AbstractEventLoop) -> None:
+        c = self.core
+        if c.log.applied - c.log.snap.index < self.cfg.snapshot_threshold:
+            return
+        try:
+            snap = c.make_snapshot(c.log.applied, self.registry.snapshot())
+        except ValueError:
+            return
+        await loop.run_in_executor(self._io, self.storage.compact, snap)
+        c.compact(snap)
+        log.info("%s: snapshot at %d, log compacted", self.id, snap.meta.index)
+
+    def _update_gauges(self) -> None:
+        c, m = self.core, self.metrics
+        m.term.set(c.term)
+        m.role.set(int(c.role))
+        m.is_leader.set(1 if c.role == Role.LEADER else 0)
+        m.commit_index.set(c.log.committed)
+        m.applied_index.set(c.log.applied)
+        m.last_index.set(c.log.last_index())
+        m.snapshot_index.set(c.log.snap.index)

@@ -1,0 +1,75 @@
+"""A linearizable key-value register: the smallest service that proves the pipeline, and the
+pattern the lock, queue and cache services follow.
+
+Each key carries `revision`, the log index of the command that last wrote it; revisions are
+therefore unique and increase across leaders and restarts, like etcd's mod_revision.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import CommandError
+
+_MISSING = object()
+
+
+class KVStore:
+    name = "kv"
+
+    def __init__(self) -> None:
+        self.data: dict[str, tuple[Any, int]] = {}
+
+    # -- reads (local; linearizable when preceded by a ReadIndex barrier) ---------------
+
+    def get(self, key: str) -> tuple[Any, int] | None:
+        return self.data.get(key)
+
+    def keys(self, prefix: str = "", limit: int = 1000) -> list[str]:
+        return sorted(k for k in self.data if k.startswith(prefix))[:limit]
+
+    # -- commands ------------------------------------------------------------------------
+
+    def apply(self, op: str, args: dict[str, Any], index: int) -> Any:
+        key = args["key"]
+        cur = self.data.get(key)
+        if op == "put":
+            self._check(args, cur)
+            self.data[key] = (args["value"], index)
+            return {"revision": index, "prev_revision": cur[1] if cur else 0}
+        if op == "delete":
+            self._check(args, cur)
+            if cur is None:
+                return {"deleted": False, "revision": index}
+            del self.data[key]
+            return {"deleted": True, "revision": index, "prev_revision": cur[1]}
+        raise CommandError("bad_op", f"unknown kv op {op!r}", 400)
+
+    @staticmethod
+    def _check(args: dict[str, Any], cur: tuple[Any, int] | None) -> None:
+        """Compare-and-set guards: `expect_revision` (0 means "must not exist") and
+        `expect_value`. A failed compare changes nothing and reports what is there."""
+        if "expect_revision" in args and args["expect_revision"] is not None:
+            have = cur[1] if cur else 0
+            if have != args["expect_revision"]:
+                raise CommandError(
+                    "compare_failed",
+                    f"revision is {have}, expected {args['expect_revision']}",
+                    409,
+                    revision=have,
+                )
+        if args.get("has_expect_value"):
+            have_value = cur[0] if cur else None
+            if cur is None or have_value != args.get("expect_value"):
+                raise CommandError(
+                    "compare_failed",
+                    "value differs from expect_value",
+                    409,
+                    revision=cur[1] if cur else 0,
+                )
+
+    def snapshot(self) -> Any:
+        return [[k, v, r] for k, (v, r) in self.data.items()]
+
+    def restore(self, data: Any) -> None:
+        self.data = {k: (v, r) for k, v, r in data}
