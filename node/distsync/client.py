@@ -1,0 +1,310 @@
+"""Python client: asyncio (`Client`) and blocking (`BlockingClient`) forms with the same methods.
+
+Give it any node addresses; it finds the leader from `/v1/status` and talks to it directly
+(any node would forward, but that costs a hop). When the leader changes, a node dies, or the
+cluster answers 503, it retries with exponential back-off and jitter, and every mutating call
+keeps ONE request id across its retries, so the server applies it at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+T = TypeVar("T")
+
+
+class DistSyncError(Exception):
+    """An error answer from the cluster: `status`, `code` (the JSON `error`) and `body`."""
+
+    def __init__(self, status: int, code: str, message: str, body: dict[str, Any] | None = None):
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message, self.body = status, code, message, body or {}
+
+
+class NotFound(DistSyncError):
+    pass
+
+
+class CompareFailed(DistSyncError):
+    pass
+
+
+class Unavailable(DistSyncError):
+    """The cluster could not serve the request before the client's deadline."""
+
+
+class _Retry(Exception):
+    def __init__(self, cause: BaseException | DistSyncError):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _error(status: int, body: dict[str, Any]) -> DistSyncError:
+    code, msg = str(body.get("error", "http_error")), str(body.get("message", ""))
+    if status == 404 and code == "not_found":
+        return NotFound(status, code, msg, body)
+    if code == "compare_failed":
+        return CompareFailed(status, code, msg, body)
+    if status in (502, 503, 504):
+        return Unavailable(status, code, msg, body)
+    return DistSyncError(status, code, msg, body)
+
+
+class Client:
+    def __init__(
+        self, addrs: list[str] | str, timeout: float = 15.0, request_timeout: float = 6.0,
+        token: str | None = None,
+    ):
+        self.seeds = [addrs] if isinstance(addrs, str) else list(addrs)
+        if not self.seeds:
+            raise ValueError("give at least one node address")
+        self.timeout = timeout
+        self.request_timeout = request_timeout
+        self.token = token
+        self.leader_addr: str | None = None
+        self._next_seed = 0
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _sess(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.request_timeout),
+                connector=aiohttp.TCPConnector(use_dns_cache=False, limit=256),
+            )
+        return self._session
+
+    def _target(self) -> str:
+        if self.leader_addr:
+            return self.leader_addr
+        addr = self.seeds[self._next_seed % len(self.seeds)]
+        self._next_seed += 1
+        return addr
+
+    async def request(
+        self, method: str, path: str, body: Any = None, *, mutating: bool = False,
+        request_id: str | None = None, params: dict[str, str] | None = None,
+        addr: str | None = None, timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Send one API call, retrying through leader changes until `timeout`. A mutating call
+        keeps one request id for all attempts."""
+        headers: dict[str, str] = {}
+        if mutating:
+            headers["Request-Id"] = request_id or str(uuid.uuid4())
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(timeout or self.timeout),
+            wait=wait_exponential_jitter(initial=0.05, max=1.0),
+            retry=retry_if_exception_type(_Retry),
+            reraise=True,
+        ):
+            with attempt:
+                try:
+                    return await self._once(method, path, body, headers, params, addr)
+                except _Retry as r:
+                    if attempt.retry_state.attempt_number > 1000:
+                        raise
+                    raise r
+        raise AssertionError("unreachable")
+
+    async def request_or_raise(self, *a: Any, **kw: Any) -> dict[str, Any]:
+        try:
+            return await self.request(*a, **kw)
+        except _Retry as r:
+            cause = r.cause
+            if isinstance(cause, DistSyncError):
+                raise cause from None
+            raise Unavailable(503, "unreachable", str(cause)) from None
+
+    async def _once(
+        self, method: str, path: str, body: Any, headers: dict[str, str],
+        params: dict[str, str] | None, addr: str | None,
+    ) -> dict[str, Any]:
+        target = addr or self._target()
+        url = f"http://{target}{path}"
+        try:
+            async with self._sess().request(
+                method, url, json=body, headers=headers, params=params
+            ) as r:
+                try:
+                    data = await r.json(content_type=None)
+                except ValueError:
+                    data = {"error": "bad_response", "message": (await r.text())[:200]}
+                if r.status < 400:
+                    return data if isinstance(data, dict) else {"result": data}
+                err = _error(r.status, data if isinstance(data, dict) else {})
+                if r.status in (502, 503, 504) and addr is None:
+                    hint = err.body.get("leader_addr")
+                    self.leader_addr = hint if hint and hint != target else None
+                    raise _Retry(err)
+                raise err
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            if addr is None:
+                self.leader_addr = None
+            raise _Retry(e) from None
+
+    # -- cluster ------------------------------------------------------------------------
+
+    async def status(self, addr: str | None = None) -> dict[str, Any]:
+        return await self.request_or_raise("GET", "/v1/status", addr=addr)
+
+    async def find_leader(self) -> str:
+        """Ask the seeds who leads, and remember the leader's address."""
+        async def probe(a: str) -> dict[str, Any] | None:
+            try:
+                return await self.request_or_raise("GET", "/v1/status", addr=a, timeout=1.0)
+            except DistSyncError:
+                return None
+
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(self.timeout), wait=wait_exponential_jitter(0.05, 0.5),
+            retry=retry_if_exception_type(LookupError), reraise=True,
+        ):
+            with attempt:
+                for st in await asyncio.gather(*(probe(a) for a in self.seeds)):
+                    if st and st.get("leader_addr"):
+                        self.leader_addr = st["leader_addr"]
+                        return self.leader_addr
+                raise LookupError("no leader yet")
+        raise AssertionError("unreachable")
+
+    async def cluster_status(self) -> list[dict[str, Any]]:
+        """Every member's own view, as listed by the first node that answers."""
+        first = None
+        for a in self.seeds:
+            try:
+                first = await self.request_or_raise("GET", "/v1/status", addr=a, timeout=2.0)
+                break
+            except DistSyncError:
+                continue
+        if first is None:
+            raise Unavailable(503, "unreachable", "no seed answered")
+        out = []
+        for m in first["members"]:
+            try:
+                out.append(await self.request_or_raise(
+                    "GET", "/v1/status", addr=m["addr"], timeout=2.0
+                ))
+            except DistSyncError as e:
+                out.append({"id": m["id"], "addr": m["addr"], "role": "unreachable",
+                            "error": str(e)})
+        return out
+
+    async def members(self) -> dict[str, Any]:
+        return await self.request_or_raise("GET", "/v1/cluster/members")
+
+    async def add_member(self, node_id: str, addr: str, learner: bool = False) -> dict[str, Any]:
+        return await self.request_or_raise(
+            "POST", "/v1/cluster/members", {"id": node_id, "addr": addr, "learner": learner},
+            mutating=True, timeout=max(self.timeout, 90),
+        )
+
+    async def remove_member(self, node_id: str) -> dict[str, Any]:
+        return await self.request_or_raise(
+            "DELETE", f"/v1/cluster/members/{quote(node_id)}", mutating=True
+        )
+
+    async def transfer_leader(self, to: str | None = None) -> str:
+        body = {"to": to} if to else {}
+        res = await self.request_or_raise(
+            "POST", "/v1/cluster/transfer-leader", body, mutating=True
+        )
+        self.leader_addr = None
+        return res["leader"]
+
+    # -- key-value ----------------------------------------------------------------------
+
+    async def put(
+        self, key: str, value: Any, *, expect_revision: int | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"value": value}
+        if expect_revision is not None:
+            body["expect_revision"] = expect_revision
+        return await self.request_or_raise(
+            "PUT", f"/v1/kv/{quote(key)}", body, mutating=True, request_id=request_id
+        )
+
+    async def get(self, key: str, *, consistency: str = "linearizable") -> dict[str, Any]:
+        return await self.request_or_raise(
+            "GET", f"/v1/kv/{quote(key)}", params={"consistency": consistency}
+        )
+
+    async def get_value(self, key: str, default: Any = None) -> Any:
+        try:
+            return (await self.get(key))["value"]
+        except NotFound:
+            return default
+
+    async def delete(
+        self, key: str, *, expect_revision: int | None = None, request_id: str | None = None
+    ) -> dict[str, Any]:
+        body = {"expect_revision": expect_revision} if expect_revision is not None else None
+        return await self.request_or_raise(
+            "DELETE", f"/v1/kv/{quote(key)}", body, mutating=True, request_id=request_id
+        )
+
+    async def cas(self, key: str, expect_revision: int, value: Any) -> dict[str, Any]:
+        """Write `value` only if the key's revision is still `expect_revision` (0: absent)."""
+        return await self.put(key, value, expect_revision=expect_revision)
+
+
+class BlockingClient:
+    """The same methods as `Client`, callable from ordinary threads. It runs a private event
+    loop in a daemon thread."""
+
+    def __init__(self, addrs: list[str] | str, **kw: Any):
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._client = Client(addrs, **kw)
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not asyncio.iscoroutinefunction(attr):
+            return attr
+
+        def call(*a: Any, **kw: Any) -> Any:
+            return self._run(attr(*a, **kw))
+
+        call.__name__ = name
+        return call
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            self._run(self._client.close())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> BlockingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
