@@ -127,10 +127,8 @@ def up(nodes: int, base_port: int, data_dir: str) -> None:
         lc.wait_ready()
         click.echo(lc.status_table())
         click.echo(f"cluster up: {' '.join(lc.addrs)}  (data in {lc.data_dir}); Ctrl-C stops it")
-        try:
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
-        except KeyboardInterrupt:
-            pass
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
         click.echo("stopping...")
 
 

@@ -105,6 +105,7 @@ class Node:
         self._read_waits: list[tuple[int, asyncio.Future]] = []
         self._apply_watch: list[tuple[Callable[[], bool], asyncio.Future]] = []
         self._ctx = itertools.count(1)
+        self._hb_sent: dict[str, float] = {}  # peer -> send time of the latest heartbeat
         self._closing = False
         self.leader: str | None = None
         self.role = Role.FOLLOWER
@@ -115,6 +116,16 @@ class Node:
     async def start(self) -> None:
         await self.transport.start()
         self._task = asyncio.create_task(self._run(), name=f"raft-{self.id}")
+        self._task.add_done_callback(self._on_loop_exit)
+
+    def _on_loop_exit(self, task: asyncio.Task) -> None:
+        """Fail fast: a node whose Raft loop died (a storage error, a bug) must not linger
+        answering health checks; exiting lets the supervisor restart it from its disk."""
+        if task.cancelled() or self._closing:
+            return
+        exc = task.exception()
+        log.critical("%s: raft loop died: %r; exiting", self.id, exc, exc_info=exc)
+        os._exit(70)
 
     async def stop(self) -> None:
         self._closing = True
@@ -288,6 +299,10 @@ class Node:
         self._wake.set()
 
     def _on_message(self, m: Message) -> None:
+        if m.type == MsgType.HEARTBEAT_RESP:
+            sent = self._hb_sent.pop(m.src, None)
+            if sent is not None:
+                self.metrics.peer_rtt.labels(m.src).set(time.monotonic() - sent)
         self._inbox.append(m)
         self._wake.set()
 
@@ -331,6 +346,10 @@ class Node:
         early = [m for m in rd.messages if m.type in _EARLY]
         late = [m for m in rd.messages if m.type not in _EARLY]
         if early:
+            now = time.monotonic()
+            for m in early:
+                if m.type == MsgType.HEARTBEAT:
+                    self._hb_sent[m.dst] = now
             self.transport.send(early)
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
             t0 = time.perf_counter()

@@ -31,10 +31,6 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.StreamResponse:
     node = request.app["node"]
-    for peer, st in node.transport.stats().get("peers", {}).items():
-        rtt = st.get("rtt")
-        if rtt is not None:
-            node.metrics.peer_rtt.labels(peer).set(rtt)
     resp = web.Response(body=node.metrics.render())
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp
