@@ -97,12 +97,32 @@ class Client:
             )
         return self._session
 
-    def _target(self) -> str:
+    async def _target(self) -> str:
+        if not self.leader_addr and len(self.seeds) > 1:
+            await self._discover()
         if self.leader_addr:
             return self.leader_addr
         addr = self.seeds[self._next_seed % len(self.seeds)]
         self._next_seed += 1
         return addr
+
+    async def _discover(self) -> None:
+        """Ask every seed at once who leads (short timeout); no error if nobody knows."""
+        async def probe(a: str) -> str | None:
+            try:
+                async with self._sess().get(
+                    f"http://{a}/v1/status", timeout=aiohttp.ClientTimeout(total=0.5)
+                ) as r:
+                    if r.status == 200:
+                        return (await r.json()).get("leader_addr")
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+                pass
+            return None
+
+        for got in await asyncio.gather(*(probe(a) for a in self.seeds)):
+            if got:
+                self.leader_addr = got
+                return
 
     async def request(
         self, method: str, path: str, body: Any = None, *, mutating: bool = False,
@@ -118,7 +138,7 @@ class Client:
             headers["Authorization"] = f"Bearer {self.token}"
         async for attempt in AsyncRetrying(
             stop=stop_after_delay(timeout or self.timeout),
-            wait=wait_exponential_jitter(initial=0.05, max=1.0),
+            wait=wait_exponential_jitter(multiplier=0.02, max=0.5, jitter=0.02),
             retry=retry_if_exception_type(_Retry),
             reraise=True,
         ):
@@ -144,7 +164,7 @@ class Client:
         self, method: str, path: str, body: Any, headers: dict[str, str],
         params: dict[str, str] | None, addr: str | None,
     ) -> dict[str, Any]:
-        target = addr or self._target()
+        target = addr or await self._target()
         url = f"http://{target}{path}"
         try:
             async with self._sess().request(
@@ -181,7 +201,8 @@ class Client:
                 return None
 
         async for attempt in AsyncRetrying(
-            stop=stop_after_delay(self.timeout), wait=wait_exponential_jitter(0.05, 0.5),
+            stop=stop_after_delay(self.timeout),
+            wait=wait_exponential_jitter(multiplier=0.02, max=0.5, jitter=0.02),
             retry=retry_if_exception_type(LookupError), reraise=True,
         ):
             with attempt:

@@ -94,7 +94,7 @@ class Node:
             self.core.bootstrap(peers)
         self.transport = Transport(
             self.id, self._resolve, self._on_message, cluster=cfg.cluster,
-            on_peer_state=self._on_peer_state,
+            on_peer_state=self._on_peer_state, advertise=cfg.address,
         )
         self._inbox: list[Message] = []
         self._ops: list[Callable[[], None]] = []
@@ -209,11 +209,24 @@ class Node:
             self._reads.pop(ctx, None)
 
     async def add_member(self, node_id: str, addr: str, learner: bool = False) -> None:
-        """Add as learner, wait until it has caught up, then promote (section 4.2.1)."""
-        cc = confmod.ConfChange(confmod.ConfOp.ADD_LEARNER, node_id, addr)
-        await self._submit(lambda: self.core.propose_conf(cc), None)
-        if learner:
+        """Add as learner, wait until it has caught up, then promote (section 4.2.1).
+
+        Idempotent for the same id and address, so that a client retrying after a timeout
+        (catching up can take longer than one attempt) gets success, and a retry of an add
+        interrupted before the promotion completes it, instead of a 409 "already a member"."""
+        conf = self.core.conf
+        same = conf.addr_map().get(node_id) == addr
+        if same and node_id in conf.voters and not learner:
             return
+        if same and node_id in conf.learners:
+            if learner:
+                return
+        else:
+            cc = confmod.ConfChange(confmod.ConfOp.ADD_LEARNER, node_id, addr)
+            await self._await_conf_ready()
+            await self._submit(lambda: self.core.propose_conf(cc), None)
+            if learner:
+                return
         deadline = time.monotonic() + 60
         while True:
             pr = self.core.prs.get(node_id) if self.is_leader() else None
@@ -225,11 +238,29 @@ class Node:
                 raise Unavailable(f"{node_id} did not catch up; it stays a learner")
             await self.wait_applied_change(1.0)
         promote = confmod.ConfChange(confmod.ConfOp.PROMOTE, node_id, addr)
-        await self._submit(lambda: self.core.propose_conf(promote), None)
+        try:
+            await self._submit(lambda: self.core.propose_conf(promote), None)
+        except confmod.ConfChangeError:
+            if node_id not in self.core.conf.voters:  # a concurrent retry may have promoted it
+                raise
 
     async def remove_member(self, node_id: str) -> None:
         cc = confmod.ConfChange(confmod.ConfOp.REMOVE, node_id)
+        await self._await_conf_ready()
         await self._submit(lambda: self.core.propose_conf(cc), None)
+
+    async def _await_conf_ready(self, timeout: float | None = None) -> None:
+        """A newly elected leader refuses membership changes until it has applied an entry of
+        its own term. Removing the leader hands leadership over and forwards the request to
+        the successor at once, which would otherwise answer 409 (not retried by clients) to a
+        perfectly valid request. Wait that window out; a real conflict (another change still
+        in progress) is still reported by propose_conf."""
+        deadline = time.monotonic() + (timeout or self.cfg.request_timeout)
+        c = self.core
+        while self.is_leader() and c.log.term(c.log.applied) != c.term:
+            if time.monotonic() > deadline:
+                return
+            await self.wait_applied_change(0.2)
 
     async def transfer_leader(self, target: str | None, timeout: float = 5.0) -> str:
         if target is None:
@@ -307,7 +338,10 @@ class Node:
         self._wake.set()
 
     def _resolve(self, peer: str) -> str | None:
-        return self.addr_of(peer)
+        # A node that just joined has an empty log: until it has replicated the membership it
+        # knows only its founding peers, so it reaches any other leader at the address that
+        # leader advertised when it dialled us.
+        return self.addr_of(peer) or self.transport.learned_address(peer)
 
     def _on_peer_state(self, peer: str, connected: bool) -> None:
         self.metrics.peer_connected.labels(peer).set(1 if connected else 0)

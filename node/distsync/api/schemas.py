@@ -4,6 +4,7 @@ string where a number belongs is a 400, never a silent coercion."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -41,6 +42,29 @@ class TransferLeader(_Strict):
     to: str | None = Field(default=None, pattern=NODE_ID_RE)
 
 
+class _OutOfRange(ValueError):
+    """Valid JSON that cannot be stored: commands are msgpack-encoded (integers must fit in
+    64 bits) and answers are JSON again (no NaN or infinity)."""
+
+
+def _parse_int(text: str) -> int:
+    n = int(text)
+    if not -(1 << 63) <= n < (1 << 64):
+        raise _OutOfRange(f"integer {text[:40]} does not fit in 64 bits")
+    return n
+
+
+def _parse_float(text: str) -> float:
+    f = float(text)
+    if not math.isfinite(f):
+        raise _OutOfRange(f"number {text[:40]} is out of range")
+    return f
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def check_key(key: str) -> str:
     if not KEY_RE.match(key):
         raise ApiError(
@@ -57,7 +81,12 @@ async def parse_body(request: web.Request, model: type[BaseModel], optional: boo
             return model()
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
     try:
-        obj = json.loads(raw)
+        obj = json.loads(
+            raw, parse_int=_parse_int, parse_float=_parse_float,
+            parse_constant=_reject_constant,
+        )
+    except _OutOfRange as e:
+        raise ApiError(400, "invalid_request", f"body cannot be stored: {e}") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, "invalid_json", f"body is not valid JSON: {e}") from None
     if not isinstance(obj, dict):

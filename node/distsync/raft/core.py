@@ -463,13 +463,11 @@ class Raft:
             )
             return
         if self.log.match_term(meta.index, meta.term):
-            # We already have the snapshot's entries: just commit up to it.
+            # We already have the snapshot's entries: just commit up to it. Acknowledge only
+            # meta.index (as etcd does), not our last index: entries after it may be a stale
+            # tail from an older term, and the leader would count them as replicated.
             self.log.commit_to(meta.index)
-            self._send(
-                Message(
-                    MsgType.APPEND_RESP, self.id, m.src, self.term, index=self.log.last_index()
-                )
-            )
+            self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=meta.index))
             return
         self.log.restore(snap)
         self.snapshot = snap
@@ -494,9 +492,11 @@ class Raft:
         self.reads.clear()
         self.pending_reads = []
         last = self.log.last_index()
+        # sorted(): iterating a frozenset of str follows PYTHONHASHSEED, which made the order of
+        # broadcast messages (and so a seeded replay) differ from one process to the next.
         self.prs = {
             p: Progress(match=0, next=last + 1, learner=p in self.conf.learners)
-            for p in self.conf.members()
+            for p in sorted(self.conf.members())
         }
         if self.id in self.prs:
             self.prs[self.id].match = self.log.stable
@@ -695,7 +695,7 @@ class Raft:
         self.conf_index = index
         if self.role == Role.LEADER:
             last = self.log.last_index()
-            for p in self.conf.members():
+            for p in sorted(self.conf.members()):  # sorted: deterministic order (see _reset)
                 if p not in self.prs:
                     self.prs[p] = Progress(match=0, next=last + 1, recent_active=True)
                 self.prs[p].learner = p in self.conf.learners

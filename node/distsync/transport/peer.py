@@ -38,6 +38,7 @@ from ..codec import decode_messages, encode_messages
 from ..raft.types import Message
 
 __all__ = [
+    "ADDR_HEADER",
     "CLUSTER_HEADER",
     "NODE_HEADER",
     "STREAM_PATH",
@@ -55,6 +56,11 @@ CLUSTER_HEADER = "X-Distsync-Cluster"
 # every connect, a stale name could reach a *different* node; the server refuses (421) rather
 # than silently accepting messages meant for someone else.
 TARGET_HEADER = "X-Distsync-Target"
+# Optional: the dialling node's own advertised address. A node that has just joined knows
+# only its founding peers and the members in its (still empty) log, so without this it could
+# not answer a leader that is not a founding member: its replies would be dropped as
+# unroutable and it would never catch up. See ``learned_address``.
+ADDR_HEADER = "X-Distsync-Addr"
 
 
 class Authenticator(Protocol):
@@ -155,6 +161,7 @@ class Transport:
         close_timeout: float = 0.5,
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
+        advertise: str | None = None,
     ) -> None:
         """``resolve(peer_id)`` returns the peer's current ``host:port`` (or None if it is not a
         member any more); it is called on every send batch and every connect so membership and
@@ -177,6 +184,8 @@ class Transport:
         self._close_timeout = close_timeout
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
+        self._advertise = advertise
+        self._learned: dict[str, str] = {}  # peer id -> address it advertised when dialling
 
         self._peers: dict[str, _Peer] = {}
         self._retiring: set[asyncio.Task[None]] = set()
@@ -349,6 +358,8 @@ class Transport:
             CLUSTER_HEADER: self.cluster,
             TARGET_HEADER: peer.id,
         }
+        if self._advertise:
+            headers[ADDR_HEADER] = self._advertise
         if self._auth is not None:
             headers.update(self._auth.client_headers(peer.id))
         if peer.connects or peer.connect_failures:
@@ -520,6 +531,9 @@ class Transport:
             self._rejected += 1
             raise web.HTTPForbidden(text="authentication failed")
 
+        advertised = request.headers.get(ADDR_HEADER)
+        if advertised:
+            self._learned[node] = advertised
         ws = web.WebSocketResponse(
             heartbeat=self._heartbeat,
             max_msg_size=self._max_msg_size,
@@ -581,6 +595,11 @@ class Transport:
                 )
 
         await asyncio.gather(*(close_one(ws) for ws in socks))
+
+    def learned_address(self, peer_id: str) -> str | None:
+        """The address ``peer_id`` advertised when it last dialled us (after the cluster and
+        authentication checks), or None. A fallback for ``resolve``, not a membership oracle."""
+        return self._learned.get(peer_id)
 
     # ------------------------------------------------------------------ observability
 
