@@ -8,11 +8,13 @@ durability); the assertions here check the behaviour each section prescribes.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from raftsim import Cluster, addr_of
 
 from distsync.raft.conf import ConfChange, ConfChangeError, ConfOp
-from distsync.raft.core import Config, NotLeader, ProposalDropped
+from distsync.raft.core import Config, NotLeader, ProposalDropped, Raft
 from distsync.raft.types import (
     Entry,
     EntryType,
@@ -61,10 +63,9 @@ def log_of(c: Cluster, nid: str) -> list[tuple[int, int, bytes]]:
 
 def boot_entries(members: list[str]) -> list[Entry]:
     """The founding configuration entries that `Raft.bootstrap` writes."""
-    return [
-        Entry(i + 1, 1, EntryType.CONF, ConfChange(ConfOp.ADD_VOTER, m, addr_of(m)).encode())
-        for i, m in enumerate(sorted(members))
-    ]
+    founding = tuple((m, addr_of(m)) for m in sorted(members))
+    data = ConfChange(ConfOp.BOOTSTRAP, "", "", founding).encode()
+    return [Entry(i + 1, 1, EntryType.CONF, data) for i in range(len(founding))]
 
 
 def run_until(c: Cluster, cond: object, max_ticks: int = 200) -> int:
@@ -1040,3 +1041,23 @@ def test_3_10_transfer_to_non_voter_is_refused() -> None:
     with pytest.raises(ValueError):
         c.transfer_leader("n1", "n4")
     c.propose("n1", b"still-fine")
+
+
+def test_bootstrap_wiped_founder_rejoining_empty_never_sees_itself_alone() -> None:
+    """A founding member whose disk was replaced and that comes back EMPTY (as a joiner under
+    its old id) replays the founding entries. If it received only the first one and each
+    entry added one voter, n1 (first in sort order) would see itself as the sole voter and
+    elect itself. Every founding entry carries the whole membership, so it cannot."""
+    founder = Raft("n2", PersistedState(), Config(), random.Random(2))
+    founder.bootstrap({m: addr_of(m) for m in ids(3)})
+    first = founder.log.entries[0]
+    r = Raft("n1", PersistedState(), Config(), random.Random(1))
+    r.step(Message(MsgType.APPEND, "n2", "n1", 2, index=0, log_term=0, entries=[first], commit=1))
+    rd = r.ready()
+    assert rd.committed == [first]
+    r.advance(rd)
+    assert r.conf.voters == frozenset(ids(3))
+    for _ in range(100):
+        r.tick()
+        r.advance(r.ready())
+    assert r.role != Role.LEADER

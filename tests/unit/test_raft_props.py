@@ -111,7 +111,9 @@ def conf_states(draw: st.DrawFn) -> ConfState:
     return ConfState(voters, learners, addrs)
 
 
-changes = st.builds(ConfChange, st.sampled_from(list(ConfOp)), ids, st.sampled_from(["", "h:1"]))
+# BOOTSTRAP is not a single-server step (it founds a cluster); it has its own test below.
+SINGLE_STEPS = [op for op in ConfOp if op != ConfOp.BOOTSTRAP]
+changes = st.builds(ConfChange, st.sampled_from(SINGLE_STEPS), ids, st.sampled_from(["", "h:1"]))
 
 
 def is_valid(conf: ConfState, cc: ConfChange) -> bool:
@@ -192,3 +194,22 @@ def test_apply_sequence_is_deterministic_and_well_formed(
 @given(changes)
 def test_conf_change_codec_roundtrip(cc: ConfChange) -> None:
     assert ConfChange.decode(cc.encode()) == cc
+
+
+@settings(max_examples=300, deadline=None)
+@given(conf_states(), st.dictionaries(ids, st.sampled_from(["h:1", "h:2"]), max_size=5))
+def test_bootstrap_founds_only_an_empty_cluster_and_takes_all_members_at_once(
+    conf: ConfState, members: dict[str, str]
+) -> None:
+    from distsync.raft import conf as confmod
+
+    cc = ConfChange(ConfOp.BOOTSTRAP, "", "", tuple(sorted(members.items())))
+    assert ConfChange.decode(cc.encode()) == cc
+    new = confmod.apply(conf, cc)
+    if conf.members() or not members:
+        assert new == conf
+    else:
+        assert new.voters == frozenset(members) and not new.learners
+        assert new.addr_map() == members
+        # Applying it again (the later founding entries) changes nothing.
+        assert confmod.apply(new, cc) == new

@@ -19,8 +19,9 @@ class ConfOp(IntEnum):
     ADD_LEARNER = 0
     PROMOTE = 1
     REMOVE = 2
-    # Only in the bootstrap entries that every founding member writes identically.
     ADD_VOTER = 3
+    # The founding membership, whole, in each of the entries 1..n every founding member writes.
+    BOOTSTRAP = 4
 
 
 class ConfChangeError(ValueError):
@@ -32,19 +33,29 @@ class ConfChange:
     op: ConfOp
     node_id: str
     addr: str = ""
+    # BOOTSTRAP only: every founding member as (id, addr).
+    members: tuple[tuple[str, str], ...] = ()
 
     def encode(self) -> bytes:
-        return msgpack.packb([int(self.op), self.node_id, self.addr])
+        return msgpack.packb(
+            [int(self.op), self.node_id, self.addr, [list(m) for m in self.members]]
+        )
 
     @staticmethod
     def decode(data: bytes) -> ConfChange:
-        op, node_id, addr = msgpack.unpackb(data)
-        return ConfChange(ConfOp(op), node_id, addr)
+        op, node_id, addr, *rest = msgpack.unpackb(data)
+        members = tuple((a, b) for a, b in rest[0]) if rest else ()
+        return ConfChange(ConfOp(op), node_id, addr, members)
 
 
 def check(conf: ConfState, cc: ConfChange) -> None:
     """Raise ConfChangeError if `cc` is not a valid single-server step from `conf`."""
-    if cc.op in (ConfOp.ADD_LEARNER, ConfOp.ADD_VOTER):
+    if cc.op == ConfOp.BOOTSTRAP:
+        if conf.members():
+            raise ConfChangeError("the cluster is already bootstrapped")
+        if not cc.members:
+            raise ConfChangeError("bootstrap needs at least one member")
+    elif cc.op in (ConfOp.ADD_LEARNER, ConfOp.ADD_VOTER):
         if cc.node_id in conf.members():
             raise ConfChangeError(f"{cc.node_id} is already a member")
     elif cc.op == ConfOp.PROMOTE:
@@ -66,7 +77,10 @@ def apply(conf: ConfState, cc: ConfChange) -> ConfState:
         return conf
     addrs = conf.addr_map()
     voters, learners = set(conf.voters), set(conf.learners)
-    if cc.op == ConfOp.ADD_LEARNER:
+    if cc.op == ConfOp.BOOTSTRAP:
+        voters.update(m for m, _ in cc.members)
+        addrs.update(dict(cc.members))
+    elif cc.op == ConfOp.ADD_LEARNER:
         learners.add(cc.node_id)
         addrs[cc.node_id] = cc.addr
     elif cc.op == ConfOp.ADD_VOTER:

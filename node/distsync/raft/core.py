@@ -121,15 +121,17 @@ class Raft:
         return self.log.last_index() == 0 and self.term == 0 and self.snapshot is None
 
     def bootstrap(self, members: dict[str, str]) -> None:
-        """Found a new cluster. Every founding member writes the same configuration entries
-        at indexes 1..n in term 1, so their logs agree from the start and a node that joins
-        later learns the founding membership by replicating those entries."""
+        """Found a new cluster. Every founding member writes the same entries at indexes 1..n
+        in term 1, so their logs agree from the start, and a node that joins later learns the
+        founding membership by replicating them. Each entry carries the WHOLE membership, so
+        a node replaying the log takes it in one step: replaying one voter at a time, a node
+        that had applied only the first entry could see itself as the sole voter and elect
+        itself."""
         if not self.is_empty():
             raise ValueError("bootstrap needs an empty log")
-        ents = [
-            Entry(i + 1, 1, EntryType.CONF, confmod.ConfChange(confmod.ConfOp.ADD_VOTER, nid, addr).encode())
-            for i, (nid, addr) in enumerate(sorted(members.items()))
-        ]
+        founding = tuple(sorted(members.items()))
+        data = confmod.ConfChange(confmod.ConfOp.BOOTSTRAP, "", "", founding).encode()
+        ents = [Entry(i + 1, 1, EntryType.CONF, data) for i in range(len(founding))]
         self.log.append(ents)
         self.log.stable = 0
         self.term = 1
@@ -391,6 +393,11 @@ class Raft:
         elif m.type == MsgType.HEARTBEAT_RESP:
             pr.recent_active = True
             pr.probe_sent = False
+            if m.index < pr.match:
+                # The follower holds less than it acknowledged: its disk was wiped (or this
+                # answer is stale; re-probing is then merely redundant). Start over.
+                pr.match = m.index
+                pr.become_probe()
             if pr.state == ProgressState.REPLICATE and len(pr.inflight) >= self.cfg.max_inflight:
                 pr.inflight.popleft()
             if pr.match < self.log.last_index():
@@ -423,8 +430,13 @@ class Raft:
             self.election_elapsed = 0
             self.leader = m.src
             self.log.commit_to(min(m.commit, self.log.last_index()))
+            # Report our last index so a leader notices at once that we lost our log (a
+            # replaced disk), instead of at its next append.
             self._send(
-                Message(MsgType.HEARTBEAT_RESP, self.id, m.src, self.term, context=m.context)
+                Message(
+                    MsgType.HEARTBEAT_RESP, self.id, m.src, self.term, context=m.context,
+                    index=self.log.last_index(),
+                )
             )
         elif m.type == MsgType.SNAPSHOT:
             self.election_elapsed = 0
