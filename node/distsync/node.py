@@ -80,6 +80,7 @@ class Node:
         self.storage = Storage(cfg.data_dir)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fsync-{self.id}")
         persisted = self.storage.load()
+        self._synced_term_vote = (persisted.hard_state.term, persisted.hard_state.vote)
         self.core = Raft(
             self.id,
             persisted,
@@ -101,7 +102,9 @@ class Node:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._waiters: dict[int, _Waiter] = {}
-        self._reads: dict[bytes, asyncio.Future] = {}
+        self._props: list[tuple[bytes, asyncio.Future, float]] = []
+        self._read_q: list[asyncio.Future] = []
+        self._reads: dict[bytes, list[asyncio.Future]] = {}
         self._read_waits: list[tuple[int, asyncio.Future]] = []
         self._apply_watch: list[tuple[Callable[[], bool], asyncio.Future]] = []
         self._ctx = itertools.count(1)
@@ -184,29 +187,27 @@ class Node:
         self, service: str, op: str, args: dict[str, Any], request_id: str | None = None,
         timeout: float | None = None,
     ) -> Any:
-        """Replicate one command and return its result once it is applied here."""
+        """Replicate one command and return its result once it is applied here. Commands
+        that arrive while the loop is busy go into the log together, as one batch."""
         data = encode_command(service, op, args, request_id)
-        return await self._submit(lambda: self.core.propose([data]), timeout)
+        fut = asyncio.get_running_loop().create_future()
+        self._props.append((data, fut, time.monotonic()))
+        self._wake.set()
+        return await self._await_result(fut, timeout)
 
     async def read_barrier(self, timeout: float | None = None) -> None:
         """Wait until local state reflects every write committed before this call
-        (ReadIndex); after it, local reads are linearizable."""
+        (ReadIndex); after it, local reads are linearizable. Reads that arrive together
+        share one ReadIndex round (one heartbeat broadcast)."""
         fut = asyncio.get_running_loop().create_future()
-        ctx = f"{self.id}/{next(self._ctx)}".encode()
-
-        def op() -> None:
-            self._reads[ctx] = fut
-            self.core.read_index(ctx)
-
-        self._call(op, fut)
+        self._read_q.append(fut)
+        self._wake.set()
         try:
             await asyncio.wait_for(fut, timeout or self.cfg.request_timeout)
             self.metrics.reads.labels("ok").inc()
         except TimeoutError:
             self.metrics.reads.labels("timeout").inc()
             raise Unavailable("read index timed out") from None
-        finally:
-            self._reads.pop(ctx, None)
 
     async def add_member(self, node_id: str, addr: str, learner: bool = False) -> None:
         """Add as learner, wait until it has caught up, then promote (section 4.2.1).
@@ -307,6 +308,9 @@ class Node:
             self._waiters[idx] = _Waiter(self.core.term, fut, started)
 
         self._call(op, fut)
+        return await self._await_result(fut, timeout)
+
+    async def _await_result(self, fut: asyncio.Future, timeout: float | None) -> Any:
         try:
             result = await asyncio.wait_for(fut, timeout or self.cfg.request_timeout)
         except TimeoutError:
@@ -317,6 +321,37 @@ class Node:
             raise
         self.metrics.proposals.labels("ok").inc()
         return result
+
+    def _flush_proposals(self) -> None:
+        props, self._props = self._props, []
+        live = [p for p in props if not p[1].done()]  # skip callers that timed out
+        if not live:
+            return
+        try:
+            last = self.core.propose([data for data, _, _ in live])
+        except Exception as e:  # noqa: BLE001 - NotLeader / ProposalDropped to the callers
+            for _, fut, _ in live:
+                if not fut.done():
+                    fut.set_exception(e)
+            return
+        first = last - len(live) + 1
+        for i, (_, fut, started) in enumerate(live):
+            self._waiters[first + i] = _Waiter(self.core.term, fut, started)
+
+    def _flush_reads(self) -> None:
+        futs = [f for f in self._read_q if not f.done()]
+        self._read_q = []
+        if not futs:
+            return
+        ctx = f"{self.id}/{next(self._ctx)}".encode()
+        self._reads[ctx] = futs
+        try:
+            self.core.read_index(ctx)
+        except Exception as e:  # noqa: BLE001
+            del self._reads[ctx]
+            for f in futs:
+                if not f.done():
+                    f.set_exception(e)
 
     def _call(self, op: Callable[[], None], fut: asyncio.Future) -> None:
         def guarded() -> None:
@@ -354,7 +389,8 @@ class Node:
         loop = asyncio.get_running_loop()
         while True:
             delay = next_tick - time.monotonic()
-            if delay > 0 and not (self._inbox or self._ops or self.core.has_ready()):
+            busy = self._inbox or self._ops or self._props or self._read_q
+            if delay > 0 and not (busy or self.core.has_ready()):
                 try:
                     await asyncio.wait_for(self._wake.wait(), delay)
                 except TimeoutError:
@@ -366,6 +402,8 @@ class Node:
             ops, self._ops = self._ops, []
             for op in ops:
                 op()
+            self._flush_proposals()
+            self._flush_reads()
             now = time.monotonic()
             if now >= next_tick:
                 self.core.tick()
@@ -385,16 +423,50 @@ class Node:
                 if m.type == MsgType.HEARTBEAT:
                     self._hb_sent[m.dst] = now
             self.transport.send(early)
-        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+        # Committed entries are already durable on a majority (a leader counts itself only
+        # after its own fsync), so apply them and answer their clients now rather than after
+        # this cycle's fsync, which belongs to other, newer entries.
+        conf_waiters = self._apply(rd)
+        hs = rd.hard_state
+        if hs is not None and not rd.entries and rd.snapshot is None and (
+            (hs.term, hs.vote) == self._synced_term_vote
+        ):
+            # Only the commit index moved. It is volatile in Raft (a restarted node learns
+            # it again from the leader), so it is not worth an fsync of its own (etcd's
+            # MustSync rule); it is written with the next batch of entries.
+            hs = None
+        if hs is not None or rd.entries or rd.snapshot is not None:
             t0 = time.perf_counter()
             await loop.run_in_executor(
                 self._io, self.storage.save, rd.hard_state, rd.entries, rd.snapshot
             )
             self.metrics.fsync_latency.observe(time.perf_counter() - t0)
+            if rd.hard_state is not None:
+                self._synced_term_vote = (rd.hard_state.term, rd.hard_state.vote)
             if rd.entries:
                 self.metrics.batch_entries.observe(len(rd.entries))
         if late:
             self.transport.send(late)
+        for rs in rd.read_states:
+            for fut in self._reads.pop(rs.ctx, []):
+                if not fut.done():
+                    self._read_waits.append((rs.index, fut))
+        self.core.advance(rd)
+        for w in conf_waiters:  # membership takes effect in advance(); answer after it
+            if not w.future.done():
+                w.future.set_result(None)
+        self._release_reads()
+        self._update_gauges()
+        if self._apply_watch:
+            watch, self._apply_watch = self._apply_watch, []
+            for _, fut in watch:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _apply(self, rd: Ready) -> list[_Waiter]:
+        """Apply committed entries and answer their waiters; returns the waiters of
+        membership changes, which are answered only once the core has applied them."""
+        conf_waiters = []
         if rd.snapshot is not None:
             self.registry.restore(rd.snapshot.data)
         for e in rd.committed:
@@ -403,23 +475,14 @@ class Node:
                 result = self.registry.apply(e.data, e.index)
             w = self._waiters.pop(e.index, None)
             if w is not None and not w.future.done():
-                if e.term == w.term:
+                if e.term == w.term and e.type == EntryType.CONF:
+                    conf_waiters.append(w)
+                elif e.term == w.term:
                     w.future.set_result(result)
                     self.metrics.apply_latency.observe(time.monotonic() - w.started)
                 else:
                     w.future.set_exception(Unavailable("leadership changed; retry"))
-        for rs in rd.read_states:
-            fut = self._reads.get(rs.ctx)
-            if fut is not None and not fut.done():
-                self._read_waits.append((rs.index, fut))
-        self.core.advance(rd)
-        self._release_reads()
-        self._update_gauges()
-        if self._apply_watch:
-            watch, self._apply_watch = self._apply_watch, []
-            for _, fut in watch:
-                if not fut.done():
-                    fut.set_result(None)
+        return conf_waiters
 
     def _release_reads(self) -> None:
         applied = self.core.log.applied
@@ -451,9 +514,11 @@ class Node:
             if not w.future.done():
                 w.future.set_exception(exc)
         self._waiters.clear()
-        for fut in self._reads.values():
-            if not fut.done():
-                fut.set_exception(exc)
+        for futs in self._reads.values():
+            for fut in futs:
+                if not fut.done():
+                    fut.set_exception(exc)
+        self._reads.clear()
         for _, fut in self._read_waits:
             if not fut.done():
                 fut.set_exception(exc)

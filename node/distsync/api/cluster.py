@@ -42,7 +42,10 @@ async def status(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/v1/cluster/members")
+@leader_only
 async def members(request: web.Request) -> web.StreamResponse:
+    """The membership as the leader knows it. A removed node may never hear that it was
+    removed, so its own view is not authoritative; `/v1/status` shows each node's view."""
     node = request.app["node"]
     st = node.status()
     return web.json_response({"leader": st["leader"], "members": st["members"]})
