@@ -133,13 +133,17 @@ def up(nodes: int, base_port: int, data_dir: str) -> None:
 
 
 @main.command()
+@click.argument("scenario", default="kv")
 @click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
-@click.option("--writes", default=200, show_default=True, type=int)
-def demo(nodes: int, writes: int) -> None:
-    """Start a local cluster, write and read through it, kill the leader, show it survives."""
-    from .demo import run_demo
+@click.option("--writes", default=200, show_default=True, type=int, help="kv scenario size.")
+def demo(scenario: str, nodes: int, writes: int) -> None:
+    """Start a local cluster and run a scenario against it (kv: writes, reads, SIGKILL of the
+    leader under load, restart, no acknowledged write lost). See `distsync.demo.SCENARIOS`."""
+    from .demo import SCENARIOS
 
-    sys.exit(run_demo(nodes, writes))
+    if scenario not in SCENARIOS:
+        raise click.BadParameter(f"choose one of {', '.join(sorted(SCENARIOS))}")
+    sys.exit(SCENARIOS[scenario](nodes=nodes, writes=writes))
 
 
 @main.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import click
 
@@ -63,7 +64,7 @@ async def _demo(lc: LocalCluster, writes: int) -> int:
         return 1 if (missing or lost) else 0
 
 
-def run_demo(nodes: int, writes: int) -> int:
+def run_demo(nodes: int = 3, writes: int = 200, **_: object) -> int:
     with LocalCluster(nodes) as lc:
         click.echo(f"starting {nodes} nodes on loopback (data in {lc.data_dir}) ...")
         lc.wait_ready(30)
@@ -73,3 +74,8 @@ def run_demo(nodes: int, writes: int) -> int:
         click.echo("\n" + lc.status_table())
         click.echo("\nOK: every acknowledged write survived" if rc == 0 else "\nFAILED")
         return rc
+
+
+# Scenario name -> function(nodes=..., writes=...) returning an exit status. Each service adds
+# its own scenario (one line), implemented in its own module.
+SCENARIOS: dict[str, Callable[..., int]] = {"kv": run_demo}

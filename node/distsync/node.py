@@ -38,6 +38,15 @@ log = logging.getLogger("distsync.node")
 _EARLY = (MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT, MsgType.TIMEOUT_NOW)
 
 
+# How often a leader asks LeaderDriven services for due commands (expiries, timeouts).
+LEADER_TIMER_MS = 100
+
+
+def _ignore_result(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()  # mark retrieved; a lost timer proposal is simply made again
+
+
 class Unavailable(Exception):
     """No leader, or the request could not complete in time; safe to retry (with the same
     request id for writes)."""
@@ -76,7 +85,11 @@ class Node:
         self.id = cfg.node_id
         self.metrics = NodeMetrics(cfg.node_id)
         self.kv = KVStore()
-        self.registry = Registry([self.kv, *(services or [])])
+        if services is None:
+            from .services import default_services
+
+            services = default_services()
+        self.registry = Registry([self.kv, *services])
         self.storage = Storage(cfg.data_dir)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fsync-{self.id}")
         persisted = self.storage.load()
@@ -108,6 +121,8 @@ class Node:
         self._read_waits: list[tuple[int, asyncio.Future]] = []
         self._apply_watch: list[tuple[Callable[[], bool], asyncio.Future]] = []
         self._ctx = itertools.count(1)
+        self._next_timer = 0.0
+        self._timer_term = -1
         self._hb_sent: dict[str, float] = {}  # peer -> send time of the latest heartbeat
         self._closing = False
         self.leader: str | None = None
@@ -288,6 +303,20 @@ class Node:
             await self.wait_applied_change(0.2)
         return target
 
+    def service(self, name: str) -> Any:
+        return self.registry.services[name]
+
+    async def wait_until(self, pred: Callable[[], bool], timeout: float) -> bool:
+        """Re-check `pred` after every Ready cycle (applies, heartbeats) until it holds or
+        `timeout` passes; returns its last value. For long polls such as a lock wait."""
+        deadline = time.monotonic() + timeout
+        while not pred():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return pred()
+            await self.wait_applied_change(min(left, 0.5))
+        return True
+
     async def wait_applied_change(self, timeout: float) -> None:
         """Wait for the next Ready cycle (or the timeout); used for polling conditions."""
         fut = asyncio.get_running_loop().create_future()
@@ -408,9 +437,35 @@ class Node:
             if now >= next_tick:
                 self.core.tick()
                 next_tick = now + tick
+            if self.is_leader() and now >= self._next_timer:
+                self._next_timer = now + LEADER_TIMER_MS / 1000
+                self._leader_timers()
             while self.core.has_ready():
                 await self._handle_ready(self.core.ready(), loop)
             await self._maybe_snapshot(loop)
+
+    def _leader_timers(self) -> None:
+        """Propose the time-based commands services ask for (see LeaderDriven). Only once
+        this leader has applied an entry of its own term, so it judges up-to-date state."""
+        c = self.core
+        if c.log.term(c.log.applied) != c.term:
+            return
+        now_ms = int(time.time() * 1000)
+        for svc in self.registry.services.values():
+            due = getattr(svc, "due_commands", None)
+            if due is None:
+                continue
+            if self._timer_term != c.term:
+                start = getattr(svc, "on_leader_start", None)
+                if start is not None:
+                    start(now_ms)
+            for op, args in due(now_ms):
+                data = encode_command(svc.name, op, args, None)
+                fut = asyncio.get_running_loop().create_future()
+                fut.add_done_callback(_ignore_result)
+                self._props.append((data, fut, time.monotonic()))
+        self._timer_term = c.term
+        self._flush_proposals()
 
     async def _handle_ready(self, rd: Ready, loop: asyncio.AbstractEventLoop) -> None:
         if rd.soft_state is not None:

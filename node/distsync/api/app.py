@@ -11,6 +11,9 @@ from ..node import Node
 from . import cluster, kv
 from .errors import error_middleware
 
+# Each service's HTTP routes (a module with a `routes` RouteTableDef); one line per service.
+ROUTE_MODULES = [cluster, kv]
+
 
 @web.middleware
 async def metrics_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
@@ -27,8 +30,8 @@ def create_app(node: Node) -> web.Application:
         client_max_size=node.cfg.max_body_bytes,
     )
     app["node"] = node
-    app.add_routes(cluster.routes)
-    app.add_routes(kv.routes)
+    for module in ROUTE_MODULES:
+        app.add_routes(module.routes)
     node.transport.add_routes(app)
 
     async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
