@@ -1,8 +1,33 @@
-"""Entry point placeholder: the kopf operator arrives with the Kubernetes issue."""
+"""`distsync-operator`: run the kopf operator for DistSyncCluster.
 
+    distsync-operator [--namespace NS ...] [--all-namespaces] [--liveness URL]
+
+It is `kopf run --standalone -m distsync_operator.handlers` with the namespaces given by
+flags or by `DISTSYNC_OPERATOR_NAMESPACES` (comma-separated; empty: all namespaces).
+"""
+
+from __future__ import annotations
+
+import os
 import sys
 
 
+def argv(args: list[str]) -> list[str]:
+    """The `kopf run` command line for our arguments."""
+    out = ["run", "--standalone", "-m", "distsync_operator.handlers"]
+    if not any(a in ("--namespace", "-n", "--all-namespaces", "-A") or a.startswith(
+            "--namespace=") for a in args):
+        spaces = [s.strip() for s in os.environ.get("DISTSYNC_OPERATOR_NAMESPACES", "")
+                  .split(",") if s.strip()]
+        out += [f"--namespace={s}" for s in spaces] if spaces else ["--all-namespaces"]
+    return out + args
+
+
 def main() -> None:
-    print("distsync-operator: not implemented yet (see the Kubernetes issue)", file=sys.stderr)
-    sys.exit(2)
+    from kopf.cli import main as kopf_main
+
+    sys.exit(kopf_main(argv(sys.argv[1:]), prog_name="distsync-operator"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""Makes the helpers of the offline Kubernetes checks importable (`k8s_helpers`, `fake_kube`)
+under any pytest import mode."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
