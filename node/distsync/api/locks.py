@@ -1,0 +1,368 @@
+"""HTTP routes of the lock service: sessions (open, keepalive, close) and locks (acquire,
+release, inspect, list, deadlock report). Same pattern as kv: parse and check, propose through
+the log (writes) or pass a ReadIndex barrier (reads), map the result.
+
+A waiting acquire is a long poll: the acquire command puts the session in the lock's
+replicated FIFO queue, then the handler waits (node.wait_until, re-checked after every Ready)
+until the wait is resolved (granted, timed out by the leader's replicated `timeout` command,
+cancelled, or its session ended), at most LONG_POLL_S. If it is still pending then, the answer
+is 200 `{"granted": false, "waiting": true, "wait_id": ...}` and the client polls
+`GET /v1/locks/{name}/waits/{wait_id}`. A client whose request died with a leader retries the
+acquire with the same Request-Id: the dedupe table answers with the original result (no second
+wait is queued) and the new leader's handler goes on polling the same wait.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Literal
+
+from aiohttp import web
+from prometheus_client import Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from pydantic import Field
+
+from ..raft.core import NotLeader
+from ..services.base import CommandError
+from ..services.locks import MAX_TTL_MS, MAX_WAIT_MS, MIN_TTL_MS, LockService, NotReady
+from .errors import ApiError
+from .forward import leader_only, request_id
+from .limits import check_session_quota, session_opened
+from .schemas import _Strict, parse_body
+
+routes = web.RouteTableDef()
+
+LOCK_RE = re.compile(r"^[A-Za-z0-9._\-:@]{1,256}$")
+SESSION_RE = r"^[A-Za-z0-9._\-:]{1,64}$"
+RESERVED = {"deadlocks"}
+LONG_POLL_S = 4.0  # under the client's default per-attempt timeout (6 s) and forwarding's
+GRACE_S = 2.0  # keep polling this long past a wait's deadline for the leader's timeout
+DEFAULT_TTL_MS = 10_000
+
+
+class SessionOpen(_Strict):
+    ttl_ms: int = Field(default=DEFAULT_TTL_MS, ge=MIN_TTL_MS, le=MAX_TTL_MS)
+    name: str = Field(default="", max_length=128)
+
+
+class LockAcquire(_Strict):
+    session: str = Field(pattern=SESSION_RE)
+    mode: Literal["exclusive", "shared"] = "exclusive"
+    wait_ms: int = Field(default=0, ge=0, le=MAX_WAIT_MS)
+    upgrade: bool = False
+
+
+class LockRelease(_Strict):
+    session: str = Field(pattern=SESSION_RE)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _svc(request: web.Request) -> LockService:
+    return request.app["node"].service("locks")
+
+
+def _result(res: Any) -> web.Response:
+    if isinstance(res, dict) and "error" in res:
+        body = {k: v for k, v in res.items() if k != "status"}
+        return web.json_response(body, status=res.get("status", 409))
+    return web.json_response(res)
+
+
+def _lock_name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    if not LOCK_RE.fullmatch(name) or name in RESERVED:
+        raise ApiError(
+            400, "invalid_lock_name",
+            "lock names are 1-256 characters of A-Z a-z 0-9 . _ - : @ ('deadlocks' is "
+            "reserved)",
+        )
+    return name
+
+
+def _session_id(request: web.Request) -> str:
+    sid = request.match_info["id"]
+    if not re.fullmatch(SESSION_RE, sid):
+        raise ApiError(400, "invalid_request", "bad session id")
+    return sid
+
+
+def _consistency(request: web.Request) -> str:
+    c = request.query.get("consistency", "linearizable")
+    if c not in ("linearizable", "stale"):
+        raise ApiError(400, "invalid_query", "consistency must be 'linearizable' or 'stale'")
+    return c
+
+
+async def _barrier(request: web.Request) -> None:
+    if _consistency(request) == "linearizable":
+        node = request.app["node"]
+        if not node.is_leader():
+            raise NotLeader(node.core.leader)
+        await node.read_barrier()
+
+
+def _session_gone(sid: str, reason: str) -> dict[str, Any]:
+    return {"error": "session_not_found", "status": 404, "session": sid, "reason": reason,
+            "message": f"session {sid!r} is gone ({reason})"}
+
+
+def _wait_answer(state: dict[str, Any] | None, wait_id: int) -> dict[str, Any]:
+    """The HTTP answer for a wait's state (see LockService.wait_state)."""
+    if state is None:
+        return {"error": "not_found", "status": 404, "wait_id": wait_id,
+                "message": f"no wait {wait_id} (never queued, or finished long ago)"}
+    if state.get("waiting"):
+        return state
+    st, lock, sid = state["state"], state["lock"], state["session"]
+    if st == "granted":
+        return {"granted": True, "lock": lock, "session": sid, "mode": state["mode"],
+                "token": state["token"], "reentrant": False,
+                "upgraded": state.get("upgraded", False),
+                "wait_id": wait_id}
+    if st == "timeout":
+        return {"error": "timeout", "status": 409, "lock": lock, "wait_id": wait_id,
+                "message": f"lock {lock!r} was not granted within wait_ms"}
+    if st == "cancelled":
+        return {"error": "cancelled", "status": 409, "lock": lock, "wait_id": wait_id,
+                "message": "the wait was cancelled by a release from its session"}
+    return _session_gone(sid, st.removeprefix("session_"))
+
+
+async def _poll(request: web.Request, wait_id: int, deadline_ms: int,
+                started: float) -> dict[str, Any]:
+    """Long-poll a wait until it is resolved or the poll window ends. The window counts from
+    `started` (perf_counter at the request's start), so that the whole request stays within
+    LONG_POLL_S however long the proposal took."""
+    node, svc = request.app["node"], _svc(request)
+    left_s = (deadline_ms - time.time() * 1000) / 1000 + GRACE_S
+    window = max(0.5, min(LONG_POLL_S - (time.perf_counter() - started), left_s))
+
+    def resolved() -> bool:
+        st = svc.wait_state(wait_id)
+        return not node.is_leader() or st is None or not st.get("waiting")
+
+    await node.wait_until(resolved, window)
+    if not node.is_leader():
+        raise NotLeader(node.core.leader)  # leader_only forwards, same Request-Id
+    state = svc.wait_state(wait_id)
+    if state is None:  # a brand-new leader may not have applied the acquire yet
+        await node.read_barrier()
+        state = svc.wait_state(wait_id)
+    return _wait_answer(state, wait_id)
+
+
+def _observe_acquire(request: web.Request, res: Any, t0: float) -> None:
+    if isinstance(res, dict) and res.get("granted"):
+        hist = request.app.get("locks_acquire_latency")
+        if hist is not None:
+            hist.observe(time.perf_counter() - t0)
+
+
+# -- sessions ------------------------------------------------------------------------------
+
+
+@routes.post("/v1/sessions")
+@leader_only
+async def open_session(request: web.Request) -> web.StreamResponse:
+    """Open a session with a lease of `ttl_ms` (default 10 s); keep it alive with
+    keepalives well within the TTL (a third of it is the client's default)."""
+    body = await parse_body(request, SessionOpen, optional=True)
+    client = check_session_quota(request, _svc(request).sessions)  # 429 past the limit
+    res = await request.app["node"].propose(
+        "locks", "open", {"ttl_ms": body.ttl_ms, "name": body.name}, request_id(request)
+    )
+    session_opened(request, client, res)
+    return _result(res)
+
+
+@routes.post("/v1/sessions/{id}/keepalive")
+@leader_only
+async def keepalive(request: web.Request) -> web.StreamResponse:
+    """Renew the lease (no log write: the leader keeps deadlines in memory). Answered only
+    after a ReadIndex round, so a deposed leader cannot renew anything."""
+    sid = _session_id(request)
+    request_id(request)  # validated for uniformity; a keepalive is idempotent anyway
+    node = request.app["node"]
+    await node.read_barrier()
+    if not node.is_leader():
+        raise NotLeader(node.core.leader)
+    try:
+        return web.json_response(_svc(request).keepalive(sid, node.core.term))
+    except NotReady as e:
+        raise ApiError(503, "unavailable", str(e)) from None
+    except CommandError as e:
+        return _result(e.to_result())
+
+
+@routes.get("/v1/sessions/{id}")
+@leader_only
+async def get_session(request: web.Request) -> web.StreamResponse:
+    sid = _session_id(request)
+    node = request.app["node"]
+    await node.read_barrier()
+    svc = _svc(request)
+    info = svc.session_info(sid)
+    if info is None:
+        return _result(_session_gone(sid, "expired, closed or never opened"))
+    left = svc.lease.remaining_ms(sid) if svc.lease.term == node.core.term else None
+    info["lease_remaining_ms"] = None if left is None else int(left)
+    return web.json_response(info)
+
+
+@routes.delete("/v1/sessions/{id}")
+@leader_only
+async def close_session(request: web.Request) -> web.StreamResponse:
+    """Close a session: releases every lock it holds and drops its waits."""
+    sid = _session_id(request)
+    res = await request.app["node"].propose(
+        "locks", "close", {"session": sid}, request_id(request)
+    )
+    return _result(res)
+
+
+# -- locks ---------------------------------------------------------------------------------
+
+
+async def _list(request: web.Request) -> web.StreamResponse:
+    q = request.query
+    try:
+        limit = int(q.get("limit", "100"))
+    except ValueError:
+        raise ApiError(400, "invalid_query", "limit must be an integer") from None
+    if not 1 <= limit <= 1000:
+        raise ApiError(400, "invalid_query", "limit must be between 1 and 1000")
+    await _barrier(request)
+    locks, nxt = _svc(request).list_locks(q.get("prefix", ""), q.get("after", ""), limit)
+    return web.json_response({"locks": locks, "next": nxt})
+
+
+async def _deadlocks(request: web.Request) -> web.StreamResponse:
+    await _barrier(request)
+    return web.json_response({"cycles": _svc(request).deadlocks()})
+
+
+async def _get_lock(request: web.Request) -> web.StreamResponse:
+    name = _lock_name(request)
+    await _barrier(request)
+    return web.json_response(_svc(request).lock_info(name))
+
+
+def _read_route(handler: Any) -> Any:
+    """Linearizable by default (on the leader, after ReadIndex); `?consistency=stale`
+    answers from any node's own state."""
+    linear = leader_only(handler)
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        if _consistency(request) == "stale":
+            return await handler(request)
+        return await linear(request)
+
+    route.__doc__ = handler.__doc__
+    return route
+
+
+# Registered before /v1/locks/{name} so that they win the match.
+routes.get("/v1/locks")(_read_route(_list))
+routes.get("/v1/locks/deadlocks")(_read_route(_deadlocks))
+routes.get("/v1/locks/{name}")(_read_route(_get_lock))
+
+
+@routes.post("/v1/locks/{name}/acquire")
+@leader_only
+async def acquire(request: web.Request) -> web.StreamResponse:
+    name = _lock_name(request)
+    body = await parse_body(request, LockAcquire)
+    node = request.app["node"]
+    t0 = time.perf_counter()
+    args = {
+        "session": body.session, "lock": name, "mode": body.mode, "wait_ms": body.wait_ms,
+        "upgrade": body.upgrade, "deadline_ms": int(time.time() * 1000) + body.wait_ms,
+    }
+    res = await node.propose("locks", "acquire", args, request_id(request))
+    if isinstance(res, dict) and res.get("waiting"):
+        res = await _poll(request, res["wait_id"], res["deadline_ms"], t0)
+    _observe_acquire(request, res, t0)
+    return _result(res)
+
+
+@routes.get("/v1/locks/{name}/waits/{wait_id}")
+@leader_only
+async def wait_status(request: web.Request) -> web.StreamResponse:
+    """Continue a long poll that an acquire answered with `waiting`."""
+    name = _lock_name(request)
+    try:
+        wait_id = int(request.match_info["wait_id"])
+    except ValueError:
+        raise ApiError(400, "invalid_request", "wait id must be an integer") from None
+    state = _svc(request).wait_state(wait_id)
+    if state is not None and state["lock"] != name:
+        state = None
+    deadline = state["deadline_ms"] if state is not None and state.get("waiting") else 0
+    res = await _poll(request, wait_id, deadline, time.perf_counter())
+    if res.get("lock", name) != name:
+        res = _wait_answer(None, wait_id)
+    return _result(res)
+
+
+@routes.post("/v1/locks/{name}/release")
+@leader_only
+async def release(request: web.Request) -> web.StreamResponse:
+    """Release the session's hold on the lock, or cancel its pending wait (both, for a
+    pending upgrade). 409 `not_held` if it has neither."""
+    name = _lock_name(request)
+    body = await parse_body(request, LockRelease)
+    res = await request.app["node"].propose(
+        "locks", "release", {"session": body.session, "lock": name}, request_id(request)
+    )
+    return _result(res)
+
+
+# -- wiring: metrics and the lease tracker's term ------------------------------------------
+
+
+class _LockCollector:
+    """Prometheus view of the lock state, read at scrape time (held, waiters, sessions) and
+    counters of applied events (grants, releases, expiries, timeouts, deadlocks)."""
+
+    def __init__(self, svc: LockService):
+        self.svc = svc
+
+    def collect(self) -> Any:
+        svc = self.svc
+        yield GaugeMetricFamily(
+            "distsync_locks_held", "Locks with at least one holder",
+            value=sum(1 for lk in svc.locks.values() if lk.holders),
+        )
+        yield GaugeMetricFamily("distsync_locks_waiters", "Queued lock requests",
+                                value=len(svc.waits))
+        yield GaugeMetricFamily("distsync_locks_sessions", "Open sessions",
+                                value=len(svc.sessions))
+        for key, help_text in (
+            ("grants", "Lock grants applied"), ("releases", "Lock releases applied"),
+            ("expiries", "Sessions expired by the leader"),
+            ("timeouts", "Waits removed at their deadline"),
+            ("deadlocks", "Acquires refused because they would close a cycle"),
+        ):
+            yield CounterMetricFamily(f"distsync_locks_{key}", help_text, value=svc.stats[key])
+
+    def describe(self) -> list[Any]:
+        return []
+
+
+def setup(app: web.Application) -> None:
+    node = app["node"]
+    svc: LockService = node.service("locks")
+    svc.term_source = lambda: node.core.term
+    if getattr(svc, "acquire_latency", None) is None:  # once per node, however many apps
+        reg = node.metrics.registry
+        reg.register(_LockCollector(svc))
+        svc.acquire_latency = Histogram(
+            "distsync_locks_acquire_latency_seconds",
+            "Time from an acquire request to its grant, on the leader (waiting included)",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30),
+            registry=reg,
+        )
+    app["locks_acquire_latency"] = svc.acquire_latency
