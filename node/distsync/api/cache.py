@@ -1,0 +1,177 @@
+"""HTTP routes of the coherent cache (see distsync/cache/). Values are raw bytes (binary
+safe): `PUT` takes the request body as the value, `GET` answers it with the version, the
+hit/miss outcome and this node's line state in headers. Internal node-to-node messages are
+msgpack on `POST /v1/internal/cache/{op}`."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+
+from aiohttp import web
+
+from ..cache import (
+    BackendUnavailable,
+    CacheConfig,
+    CacheService,
+    Contention,
+    HomeUnavailable,
+    NodeView,
+    make_backend,
+)
+from ..cache.protocol import OPS, PeerUnreachable, decode, encode
+from ..cache.transport import HttpPeers, dispatch_safe
+from .errors import ApiError
+
+log = logging.getLogger("distsync.cache")
+routes = web.RouteTableDef()
+
+CACHE_KEY_RE = re.compile(r"^[A-Za-z0-9._\-:@]{1,512}$")
+MAX_TTL_S = 30 * 24 * 3600
+
+
+def _svc(request: web.Request) -> CacheService:
+    return request.app["cache"]
+
+
+def _key(request: web.Request) -> str:
+    key = request.match_info.get("key", "")
+    if not CACHE_KEY_RE.fullmatch(key):
+        raise ApiError(400, "invalid_key",
+                       "cache keys are 1-512 characters of A-Z a-z 0-9 . _ - : @")
+    return key
+
+
+def _ttl_ms(request: web.Request) -> int | None:
+    raw = request.query.get("ttl")
+    if raw is None:
+        return None
+    try:
+        ttl = float(raw)
+    except ValueError:
+        ttl = math.nan
+    if not (math.isfinite(ttl) and 0 < ttl <= MAX_TTL_S):
+        raise ApiError(400, "invalid_ttl",
+                       f"ttl must be a number of seconds in (0, {MAX_TTL_S}]")
+    return max(1, round(ttl * 1000))
+
+
+async def _guard(coro):  # type: ignore[no-untyped-def]
+    try:
+        return await coro
+    except BackendUnavailable as e:
+        raise ApiError(503, "backend_unavailable", str(e)) from None
+    except HomeUnavailable as e:
+        raise ApiError(503, "home_unavailable", str(e), home=e.home) from None
+    except Contention as e:
+        raise ApiError(503, "contention", str(e)) from None
+
+
+@routes.get("/v1/cache/stats")
+async def stats(request: web.Request) -> web.StreamResponse:
+    return web.json_response(_svc(request).stats())
+
+
+@routes.get("/v1/cache/{key:[^/]*}/state")
+async def state(request: web.Request) -> web.StreamResponse:
+    """This node's line (default), another member's (`node=<id>`), or every member's and the
+    home's directory entry (`node=all`)."""
+    svc, key = _svc(request), _key(request)
+    which = request.query.get("node", svc.id)
+    if which != "all" and which not in svc.members:
+        raise ApiError(400, "invalid_query", f"node must be a member id or 'all', not {which!r}")
+    targets = sorted(svc.members) if which == "all" else [which]
+    out = {}
+    for nid in targets:
+        try:
+            out[nid] = await svc._call(nid, "state", {"key": key, "src": svc.id})
+        except PeerUnreachable:
+            out[nid] = {"node": nid, "state": "unreachable"}
+    if which != "all":
+        return web.json_response({"key": key, **out[which]})
+    home = svc.home_of(key) if svc.ring else None
+    directory = (out.get(home) or {}).get("directory") if home else None
+    return web.json_response({
+        "key": key, "home": home, "directory": directory,
+        "nodes": {n: {k: v for k, v in s.items() if k != "directory"} for n, s in out.items()},
+    })
+
+
+@routes.get("/v1/cache/{key:[^/]*}")
+async def get(request: web.Request) -> web.StreamResponse:
+    key = _key(request)
+    got = await _guard(_svc(request).get(key))
+    if got.value is None:
+        raise ApiError(404, "not_found", f"cache key {key!r} does not exist")
+    return web.Response(body=got.value, content_type="application/octet-stream", headers={
+        "X-Cache-Version": str(got.version), "X-Cache": "hit" if got.hit else "miss",
+        "X-Cache-State": got.state,
+    })
+
+
+@routes.put("/v1/cache/{key:[^/]*}")
+async def put(request: web.Request) -> web.StreamResponse:
+    svc, key = _svc(request), _key(request)
+    ttl = _ttl_ms(request)
+    body = await request.read()
+    if len(body) > svc.cfg.max_value_bytes:
+        raise ApiError(413, "value_too_large",
+                       f"cache values are at most {svc.cfg.max_value_bytes} bytes")
+    res = await _guard(svc.put(key, body, ttl))
+    return web.json_response({"key": key, "version": res["version"], "state": res["state"]})
+
+
+@routes.delete("/v1/cache/{key:[^/]*}")
+async def delete(request: web.Request) -> web.StreamResponse:
+    key = _key(request)
+    res = await _guard(_svc(request).delete(key))
+    return web.json_response({"key": key, "deleted": res["existed"], "version": res["version"]})
+
+
+@routes.post("/v1/internal/cache/{op}")
+async def internal(request: web.Request) -> web.StreamResponse:
+    op = request.match_info["op"]
+    if op not in OPS:
+        raise ApiError(404, "not_found", f"unknown cache op {op!r}")
+    try:
+        msg = decode(await request.read())
+    except ValueError as e:
+        raise ApiError(400, "invalid_request", f"bad cache message: {e}") from None
+    reply = await dispatch_safe(_svc(request).dispatch, op, msg)
+    return web.Response(body=encode(reply), content_type="application/msgpack")
+
+
+def config_from_env() -> CacheConfig:
+    cfg = CacheConfig()
+    env = os.environ
+    cfg.max_bytes = int(env.get("DISTSYNC_CACHE_MAX_BYTES", cfg.max_bytes))
+    cfg.max_value_bytes = int(env.get("DISTSYNC_CACHE_MAX_VALUE_BYTES", cfg.max_value_bytes))
+    cfg.lease_ms = int(env.get("DISTSYNC_CACHE_LEASE_MS", cfg.lease_ms))
+    return cfg
+
+
+async def cache_ctx(app: web.Application):  # type: ignore[no-untyped-def]
+    """Startup/cleanup: the node's CacheService (app["cache"]) and its backend."""
+    node = app["node"]
+    url = getattr(node, "cache_url", None) or os.environ.get("DISTSYNC_REDIS_URL")
+    backend = make_backend(url)
+    cfg = config_from_env()
+    auth = getattr(node, "peer_auth", None)  # signed node-to-node calls when security is on
+    peers = HttpPeers(node.addr_of, timeout=cfg.rpc_timeout,
+                      ssl=getattr(node, "ssl_client", None),
+                      headers_for=auth.request_headers if auth is not None else None)
+    svc = CacheService(NodeView(node), backend, peers, cfg, registry=node.metrics.registry)
+    app["cache"] = svc
+    svc.start()
+    log.info("%s: cache backend %s (%s)", node.id, backend.kind, url or "embedded")
+    yield
+    await svc.stop()
+    await peers.close()
+    await backend.close()
+
+
+def setup(app: web.Application) -> None:
+    """Called by create_app for every route module that has it."""
+    app.cleanup_ctx.append(cache_ctx)

@@ -1,0 +1,152 @@
+"""The home side of the protocol: what a node does for the keys the ring makes it home of.
+
+Every transaction on a key runs under that key's directory lock, so the home serializes all
+reads-with-miss and writes of a key. A transaction on a *cold* key (not in the directory)
+first broadcasts an invalidation to every member (`_warm`): a new or restarted home, or one
+whose ring just changed, learns nothing from anyone, it makes sure nobody holds a copy.
+
+A holder that does not acknowledge an invalidation or a fetch is revoked: the home stops
+renewing its lease and waits until the last lease it granted has surely run out (the holder
+stops serving by then, see service.py), then proceeds as if the holder had answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .near import M
+from .protocol import FETCH, INV, NotHome, PeerUnreachable
+
+
+class HomeRole:
+    """Mixed into CacheService; uses its view, backend, dir (Directory), metrics, _call."""
+
+    def _check_home(self, key: str) -> int:
+        self._ring_check()
+        home = self.home_of(key)
+        if home != self.id:
+            raise NotHome(key, home)
+        return self.ring_epoch
+
+    def _settle(self, key: str, epoch: int) -> None:
+        """A transaction that outlived a ring change must not leave a warm entry behind."""
+        if self.ring_epoch != epoch:
+            self.dir.entries.pop(key, None)
+
+    def _lease(self, src: str) -> dict[str, Any]:
+        if src == self.id:
+            return {}
+        # No lease for a node that is not (or no longer) a member: its lines lapse.
+        lease = self.dir.renew(src) if src in self.members else 0.0
+        out: dict[str, Any] = {"inc": self.inc, "lease_ms": int(lease * 1000)}
+        if src in self.dir.suspect:
+            out["resync"] = self.dir.suspect[src]
+        return out
+
+    async def _h_gets(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Read miss: downgrade the owner (value from it) or load from the backend; grant E
+        if nobody else holds the key, else S."""
+        key, src = msg["key"], msg["src"]
+        epoch = self._check_home(key)
+        async with self.dir.locks.hold(key):
+            try:
+                fence = await self._warm(key, src)
+                ent = self.dir.entry(key)
+                got = None
+                if ent.owner is not None and ent.owner != src:
+                    owner = ent.owner
+                    try:
+                        rep = await self._call(owner, FETCH, {"key": key, "src": self.id})
+                    except PeerUnreachable:
+                        await self._revoke([owner])
+                        rep, fence = {}, True
+                    kept = rep.get("value") is not None
+                    ent.downgrade_owner(kept)
+                    if kept:
+                        got = (rep["value"], rep["version"], rep.get("ttl_ms"))
+                if got is None:
+                    if fence:
+                        # A revoked node may have been the owner with a silent write in
+                        # flight: move the counter so that write can never land, and re-stamp.
+                        await self.backend.reserve(key)
+                    self.metrics.inc("backend_reads")
+                    ld = await self.backend.load(key, seal=True)
+                    if ld.value is None:
+                        # The requester missed, so it holds no shared copy. If it is the
+                        # owner, keep it listed: it was granted M and its write may still be
+                        # on its way to the backend (a read and a write of its own crossing);
+                        # once that lands it holds the line in E, and a later write must
+                        # invalidate it. At worst an extra invalidation.
+                        ent.sharers.discard(src)
+                        return {"value": None, **self._lease(src)}
+                    got = (ld.value, ld.version, ld.ttl_ms)
+                state = ent.grant_read(src)
+                return {"value": got[0], "version": got[1], "ttl_ms": got[2], "state": state,
+                        **self._lease(src)}
+            finally:
+                self._settle(key, epoch)
+
+    async def _h_getx(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Write: reserve a version (fencing any older owner's write still in flight),
+        invalidate every other copy and collect the acknowledgements, then grant M."""
+        key, src = msg["key"], msg["src"]
+        epoch = self._check_home(key)
+        async with self.dir.locks.hold(key):
+            try:
+                # Reserve first: with the backend down, the write fails before anything else
+                # changes (no copy is invalidated for a write that cannot happen).
+                ver = await self.backend.reserve(key)
+                await self._warm(key, src)
+                ent = self.dir.entry(key)
+                await self._invalidate(key, ent.others(src))
+                ent.grant_write(src)
+                return {"version": ver, "state": M, **self._lease(src)}
+            finally:
+                self._settle(key, epoch)
+
+    async def _h_hb(self, msg: dict[str, Any]) -> dict[str, Any]:
+        src = msg["src"]
+        if msg.get("resynced"):
+            self.dir.resynced(src, msg["resynced"])
+        return {"ok": True, **self._lease(src)}
+
+    async def _warm(self, key: str, src: str) -> bool:
+        """Make a cold key warm; True if some member had to be revoked on the way."""
+        if self.dir.warm(key):
+            return False
+        self.metrics.inc("broadcasts")
+        targets = set(self.members) - {src}
+        failed = await self._invalidate(key, targets, conf=self.view.conf_index())
+        self.dir.entry(key)
+        return bool(failed)
+
+    async def _invalidate(self, key: str, targets: set[str],
+                          conf: int | None = None) -> list[str]:
+        """INV to `targets`; those that do not answer are revoked. Returns them."""
+        if not targets:
+            return []
+        msg: dict[str, Any] = {"key": key, "src": self.id}
+        if conf is not None:
+            msg["conf"] = conf
+        order = sorted(targets)
+        results = await asyncio.gather(
+            *(self._call(n, INV, msg) for n in order), return_exceptions=True
+        )
+        self.metrics.inc("invalidations_sent", len(order))
+        failed = []
+        for n, r in zip(order, results, strict=True):
+            if isinstance(r, BaseException):
+                if n == self.id or not isinstance(r, Exception):
+                    raise r
+                failed.append(n)
+        if failed:
+            await self._revoke(failed)
+        return failed
+
+    async def _revoke(self, nodes: list[str]) -> None:
+        """Treat `nodes`' copies as invalid once their leases have surely expired."""
+        self.metrics.inc("revocations", len(nodes))
+        wait = max(self.dir.revoke(n) for n in nodes)
+        if wait > 0:
+            await asyncio.sleep(wait)

@@ -1,0 +1,65 @@
+"""Messages between nodes: a requester and a key's home, and the home and other holders.
+
+Every message is a msgpack map sent as `POST /v1/internal/cache/{op}` (or a direct call in
+tests and benchmarks, see transport.py). Requests carry `src` (the sender's id) and, where
+they concern a key, `key`. Replies from a home carry `inc` (the home's incarnation: a home
+that restarted has lost its directory, and its former grants are dropped) and `lease_ms`
+(how long the requester may keep serving lines from this home, measured from when it sent
+the request), and `resync` when the home has revoked this node's lines unilaterally.
+
+Requester -> home
+  GETS  {key}              read miss. Reply GRANT {state: E|S|"" (uncacheable), value, version,
+                           ttl_ms} or {value: None} (absent).
+  GETX  {key}              write or delete. The home invalidates every other copy, reserves a
+                           version and replies GRANT {state: M, version}; the requester then
+                           writes through with that version.
+  HB    {resynced}         lease renewal for all lines from this home.
+Home -> holder
+  INV   {key, conf}        drop the line (after any write in flight on it), answer ACK. `conf`
+                           (sent by a home that has no directory yet) makes the holder first
+                           apply the Raft configuration the home acts under.
+  FETCH {key}              downgrade E/M -> S and send the value back (write-back of M first).
+Anyone
+  STATE {key}              this node's line for `key` (for the state API).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+GETS, GETX, HB, INV, FETCH, STATE = "gets", "getx", "hb", "inv", "fetch", "state"
+OPS = (GETS, GETX, HB, INV, FETCH, STATE)
+
+
+class PeerUnreachable(Exception):
+    """The peer did not answer (refused, timed out, or answered garbage)."""
+
+
+class NotHome(Exception):
+    """The receiver is not the key's home in its own view of the ring (views differ while a
+    membership change is being applied); the requester retries."""
+
+    def __init__(self, key: str, home: str | None):
+        super().__init__(f"not the home of {key!r} (home: {home})")
+        self.key, self.home = key, home
+
+
+class HomeUnavailable(Exception):
+    """The key's home cannot be reached; writes fail (retryable), reads go to the backend."""
+
+    def __init__(self, key: str, home: str):
+        super().__init__(f"home {home} of {key!r} is unreachable")
+        self.key, self.home = key, home
+
+
+def encode(msg: dict[str, Any]) -> bytes:
+    return msgpack.packb(msg, use_bin_type=True)
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    obj = msgpack.unpackb(data, raw=False)
+    if not isinstance(obj, dict):
+        raise ValueError("message must be a map")
+    return obj

@@ -1,0 +1,440 @@
+"""The MESI directory protocol, transition by transition, on three in-process nodes (direct
+calls with msgpack round trips, an in-memory backend). Each test names the transition."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from distsync.cache import BackendUnavailable, CacheConfig, HomeUnavailable, MemoryBackend
+from distsync.cache.inproc import InProcCluster
+from distsync.cache.near import E, I, M, S
+
+LEASE_MS = 300
+
+
+class GatedBackend(MemoryBackend):
+    """Writes wait for `gate` (to observe the M window)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.writing = asyncio.Event()
+
+    async def write(self, *a, **kw):  # type: ignore[no-untyped-def]
+        self.writing.set()
+        await self.gate.wait()
+        return await super().write(*a, **kw)
+
+
+@pytest.fixture
+def cl() -> InProcCluster:
+    return InProcCluster(["n1", "n2", "n3"], cfg=CacheConfig(lease_ms=LEASE_MS))
+
+
+def others(cl: InProcCluster, home: str) -> list[str]:
+    return sorted(n for n in cl.nodes if n != home)
+
+
+async def test_read_miss_without_sharers_grants_exclusive(cl: InProcCluster) -> None:
+    k = cl.key_homed_at("n1")
+    await cl["n2"].put(k, b"v1")
+    cl["n2"].near.drop(k)  # silently evicted: the directory still lists n2 (harmless)
+    got = await cl["n3"].get(k)
+    assert (got.value, got.hit) == (b"v1", False)
+    assert cl.states(k) == {"n1": I, "n2": I, "n3": E}
+    assert cl["n1"].dir.entries[k].owner == "n3"
+    assert (await cl["n3"].get(k)).hit
+
+
+async def test_read_miss_with_an_owner_downgrades_it_to_shared(cl: InProcCluster) -> None:
+    k = cl.key_homed_at("n1")
+    await cl["n2"].put(k, b"v1")
+    assert cl.states(k)["n2"] == E
+    reads = cl.backend.ops
+    got = await cl["n3"].get(k)
+    assert got.value == b"v1"
+    assert cl.backend.ops == reads, "value came from the owner (cache to cache), not Redis"
+    assert cl.states(k) == {"n1": I, "n2": S, "n3": S}
+    ent = cl["n1"].dir.entries[k]
+    assert ent.owner is None and ent.sharers == {"n2", "n3"}
+
+
+async def test_read_miss_with_sharers_grants_shared(cl: InProcCluster) -> None:
+    k = cl.key_homed_at("n2")
+    await cl["n1"].put(k, b"v")
+    await cl["n3"].get(k)
+    await cl["n2"].get(k)
+    assert cl.states(k) == {"n1": S, "n2": S, "n3": S}
+
+
+async def test_write_with_sharers_invalidates_every_other_copy(cl: InProcCluster) -> None:
+    k = cl.key_homed_at("n3")
+    await cl["n1"].put(k, b"v1")
+    for n in ("n2", "n3"):
+        await cl[n].get(k)
+    assert set(cl.states(k).values()) == {S}
+    before = {n: cl[n].metrics.n["invalidations_received"] for n in cl.nodes}
+    res = await cl["n2"].put(k, b"v2")
+    assert res["version"] == 2 and res["state"] == E
+    assert cl.states(k) == {"n1": I, "n2": E, "n3": I}
+    assert cl["n3"].dir.entries[k].owner == "n2"
+    for n in ("n1", "n3"):
+        assert cl[n].metrics.n["invalidations_received"] == before[n] + 1
+    for n in cl.nodes:
+        assert (await cl[n].get(k)).value == b"v2"
+
+
+async def test_exclusive_owner_writes_silently_e_to_m(cl: InProcCluster) -> None:
+    k = cl.key_homed_at("n1")
+    await cl["n2"].put(k, b"v1")
+    cl.peers.record = True
+    res = await cl["n2"].put(k, b"v2")
+    assert res["version"] == 2 and cl.states(k)["n2"] == E
+    assert cl.peers.sent == [], "an E line is upgraded without asking the home"
+    assert cl["n2"].metrics.n["silent_upgrades"] == 1
+    assert (await cl["n3"].get(k)).value == b"v2"
+
+
+async def test_modified_line_is_written_back_before_a_downgrade() -> None:
+    backend = GatedBackend()
+    cl = InProcCluster(["n1", "n2", "n3"], backend=backend, cfg=CacheConfig(lease_ms=LEASE_MS))
+    k = cl.key_homed_at("n1")
+    backend.gate.clear()
+    writer = asyncio.create_task(cl["n2"].put(k, b"new"))
+    await backend.writing.wait()
+    await asyncio.sleep(0.01)
+    assert cl.states(k)["n2"] == M, "holding M while the write-through is in flight"
+    reader = asyncio.create_task(cl["n3"].get(k))
+    local = asyncio.create_task(cl["n2"].get(k))
+    await asyncio.sleep(0.05)
+    assert not reader.done() and not local.done(), "readers wait for the write-back"
+    backend.gate.set()
+    assert (await writer)["version"] == 1
+    assert (await reader).value == b"new" and (await local).value == b"new"
+    assert cl.states(k) == {"n1": I, "n2": S, "n3": S}
+
+
+async def test_a_refused_or_failed_write_leaves_no_new_value_behind() -> None:
+    cl = InProcCluster(["n1", "n2"], cfg=CacheConfig(lease_ms=LEASE_MS))
+    k = cl.key_homed_at("n1")
+    await cl["n2"].put(k, b"old")
+    await cl["n1"].get(k)
+    cl.backend.available = False  # the home cannot reserve: nothing changes anywhere
+    with pytest.raises(BackendUnavailable):
+        await cl["n1"].put(k, b"new")
+    assert cl.states(k) == {"n1": S, "n2": S}
+    assert (await cl["n1"].get(k)).value == b"old"
+    cl.backend.available = True
+
+    async def broken_write(*a, **kw):  # type: ignore[no-untyped-def]
+        raise BackendUnavailable("connection lost mid-write")
+
+    cl.backend.write = broken_write  # granted M, then the write-through fails
+    with pytest.raises(BackendUnavailable):
+        await cl["n1"].put(k, b"new")
+    assert cl.states(k) == {"n1": I, "n2": I}
+    del cl.backend.write
+    got = await cl["n2"].get(k)  # the home seals the abandoned reservation
+    assert got.value == b"old" and got.version == 3 and cl.states(k)["n2"] == E
+
+
+async def test_backend_down_serves_valid_lines_and_fails_writes_then_recovers(
+    cl: InProcCluster,
+) -> None:
+    k = cl.key_homed_at("n1")
+    await cl["n1"].put(k, b"v1")
+    await cl["n2"].get(k)
+    cl.backend.available = False
+    got = await cl["n2"].get(k)
+    assert got.hit and got.value == b"v1", "a valid line is still served"
+    with pytest.raises(BackendUnavailable):
+        await cl["n3"].put(k, b"v2")
+    with pytest.raises(BackendUnavailable):
+        await cl["n3"].get("other-key")
+    assert cl["n3"].metrics.n["backend_errors"] == 2
+    cl.backend.available = True
+    assert (await cl["n3"].put(k, b"v2"))["version"] >= 2
+    assert (await cl["n2"].get(k)).value == b"v2"
+
+
+async def test_ttl_is_honoured_on_every_node(cl: InProcCluster) -> None:
+    k = cl.key_homed_at("n2")
+    await cl["n1"].put(k, b"short", ttl_ms=150)
+    got = await cl["n3"].get(k)
+    assert got.value == b"short"
+    line = cl["n3"].near.peek(k)
+    assert line is not None and 0 < line.ttl_ms(cl.clock()) <= 150
+    await asyncio.sleep(0.2)
+    for n in cl.nodes:
+        assert cl[n].near.state(k) == I
+        assert (await cl[n].get(k)).value is None
+
+
+async def test_delete_invalidates_everywhere(cl: InProcCluster) -> None:
+    k = cl.key_homed_at("n3")
+    await cl["n1"].put(k, b"v")
+    await cl["n2"].get(k)
+    res = await cl["n3"].delete(k)
+    assert res["existed"] and res["version"] == 2
+    assert set(cl.states(k).values()) == {I}
+    for n in cl.nodes:
+        assert (await cl[n].get(k)).value is None
+    assert not (await cl["n3"].delete(k))["existed"]
+
+
+async def test_invalidation_during_a_pending_fill_keeps_the_grant_out(cl: InProcCluster) -> None:
+    """A grant that may predate a write is returned to its reader but never cached."""
+    k = cl.key_homed_at("n1")
+    await cl["n1"].put(k, b"v1")
+    svc = cl["n3"]
+    seen = svc._begin(k)  # as if a GETS were out
+    await svc.dispatch("inv", {"key": k, "src": "n1"})
+    assert svc._end(k, seen) is True
+
+
+async def test_unreachable_sharer_is_waited_out_then_resynced(cl: InProcCluster) -> None:
+    k = cl.key_homed_at("n1")
+    await cl["n1"].put(k, b"v1")
+    await cl["n3"].get(k)
+    assert cl.states(k)["n3"] == S
+    cl.peers.down.add("n3")  # partitioned: keeps its line but hears from nobody
+    t0 = asyncio.get_running_loop().time()
+    await cl["n2"].put(k, b"v2")
+    waited = asyncio.get_running_loop().time() - t0
+    assert waited >= LEASE_MS / 1000 * 0.5, "the home waited for n3's lease to run out"
+    assert "n3" in cl["n1"].dir.suspect
+    # n3 still has the old line but no valid lease: it does not serve it.
+    assert cl["n3"].near.state(k) == S and not cl["n3"].lease_ok("n1")
+    got = await cl["n3"].get(k)  # the home is unreachable for n3: read through, uncached
+    assert (got.value, got.hit) == (b"v2", False)
+    cl.peers.down.discard("n3")
+    await cl["n3"].heartbeat()  # told to resync: drops every line from n1
+    assert cl["n3"].near.state(k) == I and cl["n3"].homes["n1"].need_resync
+    await cl["n3"].heartbeat()
+    assert "n3" not in cl["n1"].dir.suspect and cl["n3"].lease_ok("n1")
+    assert (await cl["n3"].get(k)).value == b"v2"
+
+
+async def test_unreachable_owner_is_fenced(cl: InProcCluster) -> None:
+    """An owner cut off mid-way cannot land a write after the home moved on."""
+    k = cl.key_homed_at("n1")
+    await cl["n2"].put(k, b"v1")
+    line = cl["n2"].near.peek(k)
+    assert line.state == E
+    cl.peers.down.add("n2")
+    got = await cl["n3"].get(k)  # FETCH fails: revoke n2, wait its lease, seal the key
+    assert got.value == b"v1"
+    nv, _ = await cl.backend.write(k, line.version, line.version + 1, b"late", None)
+    assert nv == 0, "the late silent write of the revoked owner is rejected"
+    with pytest.raises(HomeUnavailable):
+        await cl["n2"].put(k, b"v9")  # its lease lapsed; the home is unreachable
+    assert (await cl["n1"].get(k)).value == b"v1"
+
+
+async def test_home_restart_rebuilds_by_broadcast_invalidation(cl: InProcCluster) -> None:
+    k = cl.key_homed_at("n1")
+    await cl["n2"].put(k, b"v1")
+    await cl["n3"].get(k)
+    assert cl.states(k) == {"n1": I, "n2": S, "n3": S}
+    new = cl.restart("n1")  # empty directory, new incarnation
+    assert not new.dir.warm(k)
+    await cl["n2"].put(k, b"v2")
+    assert cl["n1"].metrics.n["broadcasts"] == 1
+    assert cl.states(k) == {"n1": I, "n2": E, "n3": I}
+    assert (await cl["n3"].get(k)).value == b"v2"
+
+
+async def test_membership_change_moves_homes_and_drops_moved_lines() -> None:
+    cl = InProcCluster(["n1", "n2", "n3"], cfg=CacheConfig(lease_ms=LEASE_MS))
+    keys = [f"m{i}" for i in range(60)]
+    for i, k in enumerate(keys):
+        await cl[f"n{1 + i % 3}"].put(k, b"v1")
+        await cl["n2"].get(k)
+    before = {k: cl.home(k) for k in keys}
+    cl.set_members(["n1", "n2", "n3", "n4"])
+    cl["n1"]._ring_check()
+    moved = [k for k in keys if cl["n1"].home_of(k) != before[k]]
+    assert moved and all(cl["n1"].home_of(k) == "n4" for k in moved)
+    for k in moved:
+        await cl["n4"].put(k, b"v2")
+    for k in keys:
+        want = b"v2" if k in moved else b"v1"
+        for n in cl.nodes:
+            assert (await cl[n].get(k)).value == want, (k, n)
+    cl.set_members(["n1", "n2", "n4"])  # n3 removed
+    for k in keys:
+        await cl["n1"].put(k, b"v3")
+        for n in ("n1", "n2", "n4"):
+            assert (await cl[n].get(k)).value == b"v3"
+
+
+async def test_concurrent_writers_and_readers_never_read_older_than_acknowledged() -> None:
+    """An in-process history check (the real-cluster one is in tests/integration)."""
+    cl = InProcCluster(["n1", "n2", "n3"], cfg=CacheConfig(lease_ms=LEASE_MS))
+    keys = ["h0", "h1", "h2"]
+    acked: dict[str, list[tuple[float, int]]] = {k: [] for k in keys}  # (ack time, version)
+    bad: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    async def writer(i: int) -> None:
+        for j in range(40):
+            k = keys[(i + j) % 3]
+            res = await cl[f"n{1 + (i + j) % 3}"].put(k, f"{i}-{j}".encode())
+            acked[k].append((loop.time(), res["version"]))
+            await asyncio.sleep(0)
+
+    async def reader(i: int) -> None:
+        for j in range(150):
+            k = keys[j % 3]
+            start = loop.time()
+            floor = max((v for t, v in acked[k] if t < start), default=0)
+            got = await cl[f"n{1 + (i + j) % 3}"].get(k)
+            if got.value is not None and got.version < floor:
+                bad.append(f"{k}: read v{got.version} after v{floor} was acknowledged")
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(writer(i) for i in range(3)), *(reader(i) for i in range(4)))
+    assert not bad, bad[:5]
+
+
+async def test_a_late_resync_echo_does_not_clear_a_newer_revocation(cl: InProcCluster) -> None:
+    k = cl.key_homed_at("n1")
+    await cl["n1"].put(k, b"v1")
+    await cl["n3"].get(k)
+    cl.peers.down.add("n3")
+    await cl["n2"].put(k, b"v2")  # revocation 1
+    cl.peers.down.discard("n3")
+    await cl["n3"].heartbeat()
+    first = cl["n3"].homes["n1"].need_resync
+    await cl["n3"].heartbeat()  # echoes revocation 1: cleared
+    assert (await cl["n3"].get(k)).value == b"v2" and cl["n3"].near.state(k) == S
+    cl.peers.down.add("n3")
+    await cl["n2"].put(k, b"v3")  # revocation 2, while n3 holds v2
+    cl.peers.down.discard("n3")
+    rep = await cl["n1"].dispatch("hb", {"src": "n3", "resynced": first})  # a late echo
+    assert rep.get("resync") and rep.get("lease_ms") == 0
+    assert "n3" in cl["n1"].dir.suspect
+    assert (await cl["n3"].get(k)).value == b"v3"
+
+
+async def test_own_fill_granted_before_own_write_is_not_cached(cl: InProcCluster) -> None:
+    """A node's read miss and its own write race: the grant of the read predates the write,
+    so it must not overwrite the written line (no invalidation tells the writer)."""
+    k = cl.key_homed_at("n1")
+    await cl["n1"].put(k, b"v1")
+    svc = cl["n3"]
+    seen = svc._begin(k)  # a GETS of n3 is out ...
+    await svc.put(k, b"v2")  # ... while n3 writes
+    assert svc._end(k, seen) is True
+
+
+class HeldReplies:
+    """Wraps LocalPeers: the reply to `op` from `src` is held back (already processed by the
+    receiver, still on its way back, as under packet loss) until `release` is set."""
+
+    def __init__(self, peers, src: str, op: str) -> None:  # type: ignore[no-untyped-def]
+        self.peers, self.src, self.op = peers, src, op
+        self.release = asyncio.Event()
+        self.held = asyncio.Event()
+
+    async def call(self, node, op, msg):  # type: ignore[no-untyped-def]
+        reply = await self.peers.call(node, op, msg)
+        if op == self.op and msg.get("src") == self.src and not self.release.is_set():
+            self.held.set()
+            await self.release.wait()
+        return reply
+
+
+async def test_fetch_before_a_delayed_exclusive_grant_keeps_the_grant_out(
+        cl: InProcCluster) -> None:
+    """Found by the chaos suite (tests/chaos/data/cache-stale-hit-after-loss.jsonl): n2's
+    GETS is granted E, but the reply is slow (packet loss); meanwhile n3's miss makes the home
+    FETCH from n2, which has no line yet and answers so, and the home drops it as owner and
+    grants n3 E. The late grant must not be installed: n2 would hold an E line the directory
+    does not list, write it silently, and serve that write as a hit after later PUTs."""
+    k = cl.key_homed_at("n1")
+    await cl["n1"].put(k, b"v1")
+    cl["n1"].near.drop(k)
+    held = HeldReplies(cl.peers, "n2", "gets")
+    cl["n2"].peers = held
+    slow = asyncio.create_task(cl["n2"].get(k))
+    await held.held.wait()
+    assert cl["n1"].dir.entries[k].owner == "n2"
+    assert (await cl["n3"].get(k)).value == b"v1"  # FETCH from n2 finds nothing
+    held.release.set()
+    assert (await slow).value == b"v1"
+    assert cl["n2"].near.state(k) == I, "a grant the home has since taken back"
+    await cl["n2"].put(k, b"v2")
+    await cl["n1"].put(k, b"v3")
+    for n in cl.nodes:
+        assert (await cl[n].get(k)).value == b"v3", n
+
+
+async def test_fetch_before_a_delayed_write_grant_fences_the_write(cl: InProcCluster) -> None:
+    """The same race for GETX: n2's grant of M is on its way when n3's miss makes the home
+    FETCH from n2 (no line yet). n3 is granted the old value, so n2's write must not land
+    with that grant (the home's sealed load fences it) nor be cached; n2 asks again, which
+    invalidates n3."""
+    k = cl.key_homed_at("n1")
+    await cl["n1"].put(k, b"v1")
+    cl["n1"].near.drop(k)
+    held = HeldReplies(cl.peers, "n2", "getx")
+    cl["n2"].peers = held
+    slow = asyncio.create_task(cl["n2"].put(k, b"v2"))
+    await held.held.wait()
+    assert cl["n1"].dir.entries[k].owner == "n2"
+    assert (await cl["n3"].get(k)).value == b"v1"
+    assert cl.states(k)["n3"] == E
+    held.release.set()
+    res = await slow
+    assert res["version"] > 2, "the first grant was fenced; the write was granted again"
+    assert cl.states(k)["n3"] == I
+    for n in cl.nodes:
+        assert (await cl[n].get(k)).value == b"v2", n
+    await cl["n3"].put(k, b"v3")
+    for n in cl.nodes:
+        assert (await cl[n].get(k)).value == b"v3", n
+
+
+class HeldRequests:
+    """Wraps LocalPeers: `op` from `src` reaches its receiver only once `release` is set."""
+
+    def __init__(self, peers, src: str, op: str) -> None:  # type: ignore[no-untyped-def]
+        self.peers, self.src, self.op = peers, src, op
+        self.release = asyncio.Event()
+        self.held = asyncio.Event()
+
+    async def call(self, node, op, msg):  # type: ignore[no-untyped-def]
+        if op == self.op and msg.get("src") == self.src and not self.release.is_set():
+            self.held.set()
+            await self.release.wait()
+        return await self.peers.call(node, op, msg)
+
+
+async def test_own_read_miss_of_an_absent_key_keeps_the_writer_listed() -> None:
+    """Found by the chaos suite (`crashes` seed 502): n1 reads and writes a key that does not
+    exist yet, at once. The home grants n1 M, then answers n1's read (sent earlier, arriving
+    later) from the backend, which the write has not reached yet: absent. The home must keep
+    n1 as owner: its write lands next and n1 holds the line in E, so a later PUT elsewhere
+    has to invalidate it (it used to be forgotten, and n1 served its write as a hit after)."""
+    backend = GatedBackend()
+    cl = InProcCluster(["n1", "n2", "n3"], backend=backend, cfg=CacheConfig(lease_ms=LEASE_MS))
+    k = cl.key_homed_at("n2")
+    held = HeldRequests(cl.peers, "n1", "gets")
+    cl["n1"].peers = held
+    reader = asyncio.create_task(cl["n1"].get(k))
+    await held.held.wait()
+    backend.gate.clear()
+    writer = asyncio.create_task(cl["n1"].put(k, b"v1"))
+    await backend.writing.wait()  # granted M; its write is on its way to the backend
+    held.release.set()
+    assert (await reader).value is None
+    backend.gate.set()
+    assert (await writer)["version"] == 1 and cl.states(k)["n1"] == E
+    assert cl["n2"].dir.entries[k].owner == "n1"
+    await cl["n3"].put(k, b"v2")
+    for n in cl.nodes:
+        assert (await cl[n].get(k)).value == b"v2", n
