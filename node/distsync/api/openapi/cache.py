@@ -1,0 +1,60 @@
+"""OpenAPI fragment for api/cache.py: the coherent cache (values are raw bytes)."""
+
+from __future__ import annotations
+
+from ..cache import CACHE_KEY_RE, MAX_TTL_S
+from .common import BOOL, INT, STR, errors, obj, ok, path_param, query_param
+
+# "stats" is not a readable key: GET /v1/cache/stats is the statistics route.
+KEY = path_param("key", f"^(?!stats$){CACHE_KEY_RE.pattern[1:]}",
+                 "1-512 characters of A-Z a-z 0-9 . _ - : @")
+_BYTES = {"type": "string", "format": "binary"}
+
+OPENAPI = {
+    "/v1/cache/stats": {"get": {
+        "summary": "This node's cache statistics (hits, misses, lines by state, bytes)",
+        "tags": ["cache"],
+        "responses": {"200": ok({"type": "object"}), **errors(503)},
+    }},
+    "/v1/cache/{key}": {
+        "get": {
+            "summary": "Read a value (raw bytes); `X-Cache-Version`, `X-Cache` (hit/miss) and "
+                       "`X-Cache-State` (M/E/S) describe it",
+            "tags": ["cache"],
+            "parameters": [KEY],
+            "responses": {
+                "200": {"description": "The value",
+                        "content": {"application/octet-stream": {"schema": _BYTES}}},
+                **errors(400, 404, 503),
+            },
+        },
+        "put": {
+            "summary": "Write a value; acknowledged once every other copy is invalidated and "
+                       "the value is in the backend",
+            "tags": ["cache"],
+            "parameters": [KEY, query_param(
+                "ttl", {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TTL_S},
+                "Seconds to live")],
+            "requestBody": {"required": True,
+                            "content": {"application/octet-stream": {"schema": _BYTES}}},
+            "responses": {"200": ok(obj(["key", "version", "state"], key=STR, version=INT,
+                                        state=STR)),
+                          **errors(503)},
+        },
+        "delete": {
+            "summary": "Delete a value everywhere",
+            "tags": ["cache"],
+            "parameters": [KEY],
+            "responses": {"200": ok(obj(["key", "deleted"], key=STR, deleted=BOOL,
+                                        version=INT)),
+                          **errors(400, 503)},
+        },
+    },
+    "/v1/cache/{key}/state": {"get": {
+        "summary": "Coherence state of a key: this node's line, another member's "
+                   "(`node=<id>`), or every member's and the home directory (`node=all`)",
+        "tags": ["cache"],
+        "parameters": [KEY, query_param("node", STR)],
+        "responses": {"200": ok(obj(["key"], key=STR)), **errors(400, 503)},
+    }},
+}

@@ -1,0 +1,96 @@
+"""OpenAPI fragment for api/cluster.py: health, status, membership, leadership transfer."""
+
+from __future__ import annotations
+
+from ..schemas import NODE_ID_RE, MemberAdd, TransferLeader
+from .common import (
+    BOOL,
+    INT,
+    REQUEST_ID,
+    STR,
+    body,
+    errors,
+    nullable,
+    obj,
+    ok,
+    path_param,
+    ref,
+)
+
+OPENAPI_SCHEMAS = {
+    "Member": obj(["id", "addr", "voter"], id=STR, addr=STR, voter=BOOL),
+    "Members": obj(
+        ["leader", "members"], leader=nullable(STR),
+        members={"type": "array", "items": ref("Member")},
+    ),
+    "Status": obj(
+        ["id", "role", "term", "leader", "commit", "applied", "last_index", "voters",
+         "learners", "members", "ready"],
+        id=STR, role={"type": "string", "enum": ["follower", "pre_candidate", "candidate",
+                                                 "leader"]},
+        term=INT, leader=nullable(STR), leader_addr=nullable(STR), addr=STR, commit=INT,
+        applied=INT, last_index=INT, snapshot_index=INT,
+        voters={"type": "array", "items": STR}, learners={"type": "array", "items": STR},
+        members={"type": "array", "items": ref("Member")},
+        progress={"type": "object", "description": "Per follower (on the leader only)",
+                  "additionalProperties": obj(["match", "next"], match=INT, next=INT,
+                                              state=STR)},
+        ready=BOOL,
+    ),
+}
+
+_MEMBER_ERRORS = errors(409, 503)
+
+OPENAPI = {
+    "/healthz": {"get": {
+        "summary": "Liveness: the process and its event loop answer",
+        "tags": ["cluster"],
+        "responses": {"200": ok(obj(["ok", "id"], ok=BOOL, id=STR))},
+    }},
+    "/readyz": {"get": {
+        "summary": "Readiness: a leader is known, this node is a member and has applied all "
+                   "it knows to be committed",
+        "tags": ["cluster"],
+        "responses": {"200": ok(obj(["ready"], ready=BOOL, leader=nullable(STR))),
+                      **errors(503)},
+    }},
+    "/metrics": {"get": {
+        "summary": "Prometheus metrics (text exposition format)",
+        "tags": ["cluster"],
+        "responses": {"200": {"description": "Metrics",
+                              "content": {"text/plain": {"schema": STR}}}},
+    }},
+    "/v1/status": {"get": {
+        "summary": "This node's view of the cluster",
+        "tags": ["cluster"],
+        "responses": {"200": ok(ref("Status"))},
+    }},
+    "/v1/cluster/members": {
+        "get": {
+            "summary": "The membership as the leader knows it",
+            "tags": ["cluster"],
+            "responses": {"200": ok(ref("Members")), **errors(503)},
+        },
+        "post": {
+            "summary": "Add a member: as a learner, then (unless `learner`) promote it once "
+                       "it has caught up. Idempotent for the same id and address.",
+            "tags": ["cluster"],
+            "parameters": [REQUEST_ID],
+            "requestBody": body(MemberAdd),
+            "responses": {"200": ok(ref("Members")), **_MEMBER_ERRORS},
+        },
+    },
+    "/v1/cluster/members/{id}": {"delete": {
+        "summary": "Remove a member (removing the leader hands leadership over first)",
+        "tags": ["cluster"],
+        "parameters": [path_param("id", NODE_ID_RE), REQUEST_ID],
+        "responses": {"200": ok(ref("Members")), **errors(400, 404), **_MEMBER_ERRORS},
+    }},
+    "/v1/cluster/transfer-leader": {"post": {
+        "summary": "Hand leadership to `to` (default: the most up-to-date voter)",
+        "tags": ["cluster"],
+        "parameters": [REQUEST_ID],
+        "requestBody": body(TransferLeader, required=False),
+        "responses": {"200": ok(obj(["leader"], leader=STR)), **errors(409, 503)},
+    }},
+}
