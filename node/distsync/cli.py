@@ -15,6 +15,7 @@ import sys
 
 import click
 
+from . import security
 from .node import Node, NodeConfig
 
 
@@ -31,7 +32,9 @@ def parse_peers(spec: str) -> dict[str, str]:
 
 def _pod_defaults() -> dict[str, str]:
     """In a StatefulSet pod, derive id and founding peers from the pod name and the headless
-    Service (`DISTSYNC_STATEFULSET_REPLICAS` founding members named `<set>-<i>`)."""
+    Service (`DISTSYNC_STATEFULSET_REPLICAS` founding members named `<set>-<i>`). A pod whose
+    ordinal is at or beyond the founding size was added by scaling up: it starts with --join
+    and waits for the operator to add it (as a learner, then a voter)."""
     out: dict[str, str] = {}
     pod = os.environ.get("POD_NAME")
     replicas = os.environ.get("DISTSYNC_STATEFULSET_REPLICAS")
@@ -46,6 +49,9 @@ def _pod_defaults() -> dict[str, str]:
             f"{base}-{i}={base}-{i}.{svc}.{ns}.svc.cluster.local:{port}"
             for i in range(int(replicas))
         )
+        ordinal = pod.rsplit("-", 1)[1]
+        if ordinal.isdigit() and int(ordinal) >= int(replicas):
+            out["join"] = "1"
     return out
 
 
@@ -77,19 +83,26 @@ def main(log_level: str) -> None:
               show_default=True, type=int, help="Applied entries between snapshots.")
 @click.option("--max-body-bytes", envvar="DISTSYNC_MAX_BODY_BYTES", default=1 << 20,
               show_default=True, type=int)
+@click.option("--redis-url", envvar="DISTSYNC_REDIS_URL", default="",
+              help="Cache backend, redis://host:port/db (default: embedded, one node only).")
+@security.node_options
 def node(node_id: str | None, listen: str, advertise: str, peers: str, data_dir: str,
          join: bool, cluster: str, tick_ms: int, election_ticks: int,
-         snapshot_threshold: int, max_body_bytes: int) -> None:
+         snapshot_threshold: int, max_body_bytes: int, redis_url: str, **secure: str) -> None:
     """Run one node in the foreground until SIGTERM or Ctrl-C."""
+    if redis_url:
+        os.environ["DISTSYNC_REDIS_URL"] = redis_url  # read by the cache (api/cache.py)
     pod = _pod_defaults()
     node_id = node_id or pod.get("id")
     if not node_id:
         raise click.UsageError("--id (or DISTSYNC_ID, or POD_NAME in a StatefulSet) is required")
     cfg = NodeConfig(
         node_id=node_id, listen=listen, advertise=advertise or pod.get("advertise", ""),
-        peers=parse_peers(peers or pod.get("peers", "")), data_dir=data_dir, join=join,
+        peers=parse_peers(peers or pod.get("peers", "")), data_dir=data_dir,
+        join=join or bool(pod.get("join")),
         cluster=cluster, tick_ms=tick_ms, election_ticks=election_ticks,
         snapshot_threshold=snapshot_threshold, max_body_bytes=max_body_bytes,
+        **security.node_config_kwargs(secure),
     )
     asyncio.run(_run_node(cfg))
 
@@ -121,9 +134,12 @@ def free_port() -> int:
 @click.option("--data-dir", default="", help="Where node data lives (default: a temp dir).")
 def up(nodes: int, base_port: int, data_dir: str) -> None:
     """Start a local cluster of real node processes on loopback; Ctrl-C stops it."""
+    from .cache.redis_proc import local_backend
     from .local import LocalCluster
 
-    with LocalCluster(nodes, base_port=base_port, data_dir=data_dir or None) as lc:
+    with local_backend(click.echo) as cache_args, LocalCluster(
+        nodes, base_port=base_port, data_dir=data_dir or None, extra_args=cache_args
+    ) as lc:
         lc.wait_ready()
         click.echo(lc.status_table())
         click.echo(f"cluster up: {' '.join(lc.addrs)}  (data in {lc.data_dir}); Ctrl-C stops it")
@@ -146,15 +162,29 @@ def demo(scenario: str, nodes: int, writes: int) -> None:
     sys.exit(SCENARIOS[scenario](nodes=nodes, writes=writes))
 
 
+@main.command(
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def chaos(args: tuple[str, ...]) -> None:
+    """Seeded chaos run: faults + workloads + checks (see README "Chaos testing"); `--help`
+    lists its options."""
+    from .testing.chaos import main as run
+
+    sys.exit(run(list(args)))
+
+
 @main.command()
 @click.option("--addr", "addrs", multiple=True, default=["127.0.0.1:7001"], show_default=True,
               envvar="DISTSYNC_ADDR", help="Any node's address; repeatable.")
-def status(addrs: tuple[str, ...]) -> None:
+@click.option("--token", envvar="DISTSYNC_TOKEN", default=None, help="API token (read role).")
+@click.option("--ca", envvar="DISTSYNC_CA", default=None, help="CA file: use HTTPS.")
+def status(addrs: tuple[str, ...], token: str | None, ca: str | None) -> None:
     """Print the cluster table as seen from every member."""
     from .client import BlockingClient
     from .local import format_status
 
-    with BlockingClient(list(addrs)) as c:
+    with BlockingClient(list(addrs), token=token, ca=ca) as c:
         click.echo(format_status(c.cluster_status()))
 
 

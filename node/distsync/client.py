@@ -9,6 +9,7 @@ keeps ONE request id across its retries, so the server applies it at most once.
 from __future__ import annotations
 
 import asyncio
+import ssl as ssl_mod
 import threading
 import uuid
 from collections.abc import Coroutine
@@ -66,14 +67,22 @@ def _error(status: int, body: dict[str, Any]) -> DistSyncError:
 class Client:
     def __init__(
         self, addrs: list[str] | str, timeout: float = 15.0, request_timeout: float = 6.0,
-        token: str | None = None,
+        token: str | None = None, ssl: ssl_mod.SSLContext | bool | None = None,
+        ca: str | None = None,
     ):
+        """`token`: sent as `Authorization: Bearer`. `ssl`: talk HTTPS (True: verify against
+        the system store; or an SSLContext); `ca`: a CA file to verify the nodes against
+        (implies HTTPS)."""
         self.seeds = [addrs] if isinstance(addrs, str) else list(addrs)
         if not self.seeds:
             raise ValueError("give at least one node address")
         self.timeout = timeout
         self.request_timeout = request_timeout
         self.token = token
+        if ca:
+            ssl = ssl_mod.create_default_context(cafile=ca)
+        self._ssl = ssl or None
+        self.scheme = "https" if self._ssl else "http"
         self.leader_addr: str | None = None
         self._next_seed = 0
         self._session: aiohttp.ClientSession | None = None
@@ -93,7 +102,9 @@ class Client:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.request_timeout),
-                connector=aiohttp.TCPConnector(use_dns_cache=False, limit=256),
+                connector=aiohttp.TCPConnector(
+                    use_dns_cache=False, limit=256, ssl=self._ssl or True
+                ),
             )
         return self._session
 
@@ -111,7 +122,8 @@ class Client:
         async def probe(a: str) -> str | None:
             try:
                 async with self._sess().get(
-                    f"http://{a}/v1/status", timeout=aiohttp.ClientTimeout(total=0.5)
+                    f"{self.scheme}://{a}/v1/status", timeout=aiohttp.ClientTimeout(total=0.5),
+                    headers=self._auth_headers(),
                 ) as r:
                     if r.status == 200:
                         return (await r.json()).get("leader_addr")
@@ -124,6 +136,9 @@ class Client:
                 self.leader_addr = got
                 return
 
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
     async def request(
         self, method: str, path: str, body: Any = None, *, mutating: bool = False,
         request_id: str | None = None, params: dict[str, str] | None = None,
@@ -134,8 +149,7 @@ class Client:
         headers: dict[str, str] = {}
         if mutating:
             headers["Request-Id"] = request_id or str(uuid.uuid4())
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+        headers.update(self._auth_headers())
         async for attempt in AsyncRetrying(
             stop=stop_after_delay(timeout or self.timeout),
             wait=wait_exponential_jitter(multiplier=0.02, max=0.5, jitter=0.02),
@@ -165,7 +179,7 @@ class Client:
         params: dict[str, str] | None, addr: str | None,
     ) -> dict[str, Any]:
         target = addr or await self._target()
-        url = f"http://{target}{path}"
+        url = f"{self.scheme}://{target}{path}"
         try:
             async with self._sess().request(
                 method, url, json=body, headers=headers, params=params
@@ -293,6 +307,40 @@ class Client:
         """Write `value` only if the key's revision is still `expect_revision` (0: absent)."""
         return await self.put(key, value, expect_revision=expect_revision)
 
+    # -- cache (see distsync.cacheclient) ------------------------------------------------
+
+    @property
+    def cache(self) -> Any:
+        """`await c.cache.get/set/delete(...)` on the coherent near caches."""
+        if getattr(self, "_cache", None) is None:
+            from .cacheclient import CacheClient
+
+            self._cache = CacheClient(self)
+        return self._cache
+
+    # -- queues -------------------------------------------------------------------------
+
+    def queue(self, name: str) -> Any:
+        """A handle on queue `name` (see distsync.queueclient)."""
+        from .queueclient import Queue
+
+        return Queue(self, name)
+
+    # -- locks (see distsync.lockclient) ----------------------------------------------------
+
+    def session(self, ttl: float = 10.0, name: str = "") -> Any:
+        """A lock session with a background keepalive: `async with c.session(ttl=10) as s`."""
+        from .lockclient import Session
+
+        return Session(self, ttl=ttl, name=name)
+
+    def lock(self, name: str, mode: str = "exclusive", ttl: float = 10.0,
+             wait: float | None = None) -> Any:
+        """`async with c.lock(name, mode=..., ttl=...) as grant:` (uses `grant.token`)."""
+        from .lockclient import LockContext
+
+        return LockContext(self, name, mode=mode, ttl=ttl, wait=wait)
+
 
 class BlockingClient:
     """The same methods as `Client`, callable from ordinary threads. It runs a private event
@@ -317,6 +365,34 @@ class BlockingClient:
 
         call.__name__ = name
         return call
+
+    @property
+    def cache(self) -> Any:
+        """Blocking `c.cache.get/set/delete(...)`."""
+        if self.__dict__.get("_cache") is None:
+            from .cacheclient import BlockingCache
+
+            self.__dict__["_cache"] = BlockingCache(self)
+        return self.__dict__["_cache"]
+
+    def queue(self, name: str) -> Any:
+        """A blocking handle on queue `name` (see distsync.queueclient)."""
+        from .queueclient import BlockingQueue
+
+        return BlockingQueue(self, name)
+
+    def session(self, ttl: float = 10.0, name: str = "") -> Any:
+        """A blocking lock session: `with c.session(ttl=10) as s: s.acquire(...)`."""
+        from .lockclient import BlockingSession
+
+        return BlockingSession(self, ttl=ttl, name=name)
+
+    def lock(self, name: str, mode: str = "exclusive", ttl: float = 10.0,
+             wait: float | None = None) -> Any:
+        """`with c.lock(name) as grant:` the blocking form of `Client.lock`."""
+        from .lockclient import BlockingLock
+
+        return BlockingLock(self, name, mode=mode, ttl=ttl, wait=wait)
 
     def close(self) -> None:
         if self._loop.is_running():

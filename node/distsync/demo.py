@@ -14,6 +14,7 @@ from collections.abc import Callable
 import click
 
 from .client import Client
+from .demo_locks import run_locks_demo as _locks_demo
 from .local import LocalCluster
 
 
@@ -79,3 +80,22 @@ def run_demo(nodes: int = 3, writes: int = 200, **_: object) -> int:
 # Scenario name -> function(nodes=..., writes=...) returning an exit status. Each service adds
 # its own scenario (one line), implemented in its own module.
 SCENARIOS: dict[str, Callable[..., int]] = {"kv": run_demo}
+SCENARIOS["locks"] = _locks_demo
+
+
+def _cache_demo(**kw: object) -> int:
+    from .demo_cache import run_cache_demo
+
+    return run_cache_demo(**kw)
+
+
+SCENARIOS["cache"] = _cache_demo
+
+
+def _queue_demo(**kw: object) -> int:
+    from .demo_queue import run_queue_demo
+
+    return run_queue_demo(**kw)  # type: ignore[arg-type]
+
+
+SCENARIOS["queue"] = _queue_demo

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -38,14 +39,14 @@ def free_ports(n: int) -> list[int]:
 
 def http_json(
     method: str, url: str, body: Any = None, timeout: float = 3.0,
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None,
 ) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if data is not None:
         req.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as r:
             return r.status, json.loads(r.read() or b"null")
     except urllib.error.HTTPError as e:
         raw = e.read()
@@ -63,25 +64,38 @@ class LocalNode:
     log_path: Path
     proc: subprocess.Popen | None = None
     join: bool = False
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://{self.addr}"
+        return f"{self.scheme}://{self.addr}"
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
 
 class LocalCluster:
+    """`extra_args` and `env` go to every node, `node_env[id]` to one (e.g. its own TLS
+    certificate). With security on, the harness itself needs credentials for the status and
+    readiness calls it makes: `token` (sent as a bearer token; read role suffices) and `ca`
+    (a CA file: talk HTTPS and verify the nodes against it)."""
+
     def __init__(
         self, n: int = 3, base_port: int = 0, data_dir: str | os.PathLike | None = None,
         extra_args: list[str] | None = None, tick_ms: int = 50,
+        env: dict[str, str] | None = None, node_env: dict[str, dict[str, str]] | None = None,
+        token: str | None = None, ca: str | os.PathLike | None = None,
     ):
         self._tmp = None if data_dir else tempfile.mkdtemp(prefix="distsync-")
         self.data_dir = Path(data_dir or self._tmp or ".")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.extra_args = list(extra_args or [])
         self.tick_ms = tick_ms
+        self.env = dict(env or {})
+        self.node_env = {k: dict(v) for k, v in (node_env or {}).items()}
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.ssl_context = ssl.create_default_context(cafile=str(ca)) if ca else None
+        self.scheme = "https" if ca else "http"
         ports = [base_port + i for i in range(n)] if base_port else free_ports(n)
         self.nodes: dict[str, LocalNode] = {}
         for i, port in enumerate(ports, start=1):
@@ -90,7 +104,8 @@ class LocalCluster:
 
     def _add(self, node_id: str, addr: str, join: bool = False) -> LocalNode:
         nd = LocalNode(
-            node_id, addr, self.data_dir / node_id, self.data_dir / f"{node_id}.log", join=join
+            node_id, addr, self.data_dir / node_id, self.data_dir / f"{node_id}.log", join=join,
+            scheme=self.scheme,
         )
         self.nodes[node_id] = nd
         return nd
@@ -124,7 +139,8 @@ class LocalCluster:
         logf = open(nd.log_path, "ab")  # noqa: SIM115 - the child owns it
         nd.proc = subprocess.Popen(
             cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env,
+                 **self.node_env.get(node_id, {})},
         )
         logf.close()
 
@@ -184,7 +200,10 @@ class LocalCluster:
 
     def status(self, node_id: str, timeout: float = 2.0) -> dict[str, Any] | None:
         try:
-            code, body = http_json("GET", f"{self.nodes[node_id].url}/v1/status", timeout=timeout)
+            code, body = http_json(
+                "GET", f"{self.nodes[node_id].url}/v1/status", timeout=timeout,
+                headers=self.headers, context=self.ssl_context,
+            )
         except (OSError, urllib.error.URLError, ValueError):
             return None
         return body if code == 200 else None
@@ -225,7 +244,9 @@ class LocalCluster:
                 if not nd.alive():
                     continue
                 try:
-                    code, _ = http_json("GET", f"{nd.url}/readyz", timeout=1.0)
+                    code, _ = http_json(
+                        "GET", f"{nd.url}/readyz", timeout=1.0, context=self.ssl_context
+                    )
                 except (OSError, urllib.error.URLError):
                     return False
                 if code != 200:

@@ -29,7 +29,9 @@ from .services.base import StateMachine
 from .services.kv import KVStore
 from .services.registry import Registry, encode_command
 from .storage import Storage
+from .tls import contexts as tls_contexts
 from .transport import Transport
+from .transport.auth import from_config as peer_auth_from_config
 
 log = logging.getLogger("distsync.node")
 
@@ -66,6 +68,16 @@ class NodeConfig:
     snapshot_threshold: int = 10_000
     request_timeout: float = 5.0
     max_body_bytes: int = 1 << 20
+    max_value_bytes: int = 256 << 10  # one kv value, as compact JSON
+    max_sessions_per_client: int = 1000  # open lock sessions per client address (leader)
+    # Security (README "Security"). Secrets stay out of repr() and so out of logs.
+    cluster_secret: str = field(default="", repr=False)  # peer HMAC; "" = open cluster
+    read_token: str = field(default="", repr=False)  # API bearer tokens per role, each a
+    write_token: str = field(default="", repr=False)  # comma-separated list (rotation);
+    admin_token: str = field(default="", repr=False)  # all empty = client auth off
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
 
     @property
     def address(self) -> str:
@@ -106,9 +118,14 @@ class Node:
             peers = dict(cfg.peers) or {self.id: cfg.address}
             peers.setdefault(self.id, cfg.address)
             self.core.bootstrap(peers)
+        # Peer authentication and TLS (README "Security"). Other node-to-node HTTP calls
+        # (/v1/internal/...) sign with `peer_auth.request_headers(target)` when it is set.
+        self.ssl_server, self.ssl_client = tls_contexts(cfg)
+        self.peer_auth = peer_auth_from_config(cfg, self.metrics.registry)
         self.transport = Transport(
             self.id, self._resolve, self._on_message, cluster=cfg.cluster,
-            on_peer_state=self._on_peer_state, advertise=cfg.address,
+            on_peer_state=self._on_peer_state, advertise=cfg.address, ssl=self.ssl_client,
+            authenticator=self.peer_auth,
         )
         self._inbox: list[Message] = []
         self._ops: list[Callable[[], None]] = []
@@ -482,6 +499,9 @@ class Node:
         # after its own fsync), so apply them and answer their clients now rather than after
         # this cycle's fsync, which belongs to other, newer entries.
         conf_waiters = self._apply(rd)
+        if rd.committed or rd.snapshot is not None:
+            # Long polls (a lock wait, a dequeue) see the new state now, not after the fsync.
+            self._wake_watchers()
         hs = rd.hard_state
         if hs is not None and not rd.entries and rd.snapshot is None and (
             (hs.term, hs.vote) == self._synced_term_vote
@@ -512,6 +532,9 @@ class Node:
                 w.future.set_result(None)
         self._release_reads()
         self._update_gauges()
+        self._wake_watchers()
+
+    def _wake_watchers(self) -> None:
         if self._apply_watch:
             watch, self._apply_watch = self._apply_watch, []
             for _, fut in watch:

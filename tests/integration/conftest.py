@@ -192,3 +192,8 @@ async def async_wait_until(
             msg = await asyncio.to_thread(diag, lc, f"timed out after {timeout}s waiting for {what}")
             raise AssertionError(msg)
         await asyncio.sleep(interval)
+
+
+# The cache suites' fixtures (a real redis-server, a cluster pointed at it) live in their own
+# module; importing them here makes them available to every test in this directory.
+from cache_fixtures import cache_cluster, redis_server  # noqa: E402, F401

@@ -89,6 +89,13 @@ def test_snapshot_restore_mid_log_equals_never_snapshotting(
     assert list(restored.dedupe) == list(straight.dedupe)
 
 
+def op_of(data: bytes) -> str:
+    import msgpack
+
+    cmd = msgpack.unpackb(data, raw=False)
+    return f"{cmd['s']}.{cmd['o']}"
+
+
 @settings(max_examples=150, deadline=None)
 @given(logs, limits)
 def test_dedupe_answers_repeats_and_bounds_the_table(log: list[bytes], limit: int) -> None:
@@ -105,12 +112,16 @@ def test_dedupe_answers_repeats_and_bounds_the_table(log: list[bytes], limit: in
         assert hit == (rid in order)
         res = reg.apply(data, index)
         if hit:
-            assert res == remembered
+            assert remembered is not None
+            if remembered[0] == op_of(data):
+                assert res == remembered[1]
+            else:  # the id was first used for another operation
+                assert res["error"] == "request_id_reused"
             assert reg.snapshot() == before
         elif rid is not None:
             order.append(rid)
             del order[: max(0, len(order) - limit)]
-            assert reg.dedupe[rid] == res
+            assert reg.dedupe[rid][1] == res
         assert len(reg.dedupe) <= limit
         assert list(reg.dedupe) == order
 
@@ -130,7 +141,11 @@ def test_replaying_the_whole_log_with_ids_applies_nothing_new(
         rid = rids[i]
         if rid is not None and rid in reg.dedupe:
             res = reg.apply(data, len(log) + 1 + i)
-            assert res == reg.dedupe[rid]
+            first_op, first_res = reg.dedupe[rid]
+            if first_op == op_of(data):
+                assert res == first_res
+            else:
+                assert res["error"] == "request_id_reused"
             if rids.count(rid) == 1:  # its only application is the remembered one
                 assert res == first[i]
     assert reg.snapshot() == state
@@ -184,3 +199,18 @@ def test_restore_from_empty_resets_everything() -> None:
     reg.restore(b"")
     assert reg.services["kv"].keys() == [] and not reg.dedupe
     assert reg.snapshot() == registry(10).snapshot()
+
+
+def test_request_id_reused_for_another_operation_is_refused_and_changes_nothing() -> None:
+    from distsync.services.kv import KVStore
+    from distsync.services.registry import Registry, encode_command
+
+    reg = Registry([KVStore()])
+    first = reg.apply(encode_command("kv", "put", {"key": "a", "value": 1}, "rid-1"), 1)
+    assert first["revision"] == 1
+    before = reg.snapshot()
+    res = reg.apply(encode_command("kv", "delete", {"key": "a"}, "rid-1"), 2)
+    assert res["error"] == "request_id_reused" and res["status"] == 409
+    assert reg.snapshot() == before
+    # The same operation with the same id still answers with the first result.
+    assert reg.apply(encode_command("kv", "put", {"key": "a", "value": 2}, "rid-1"), 3) == first

@@ -8,11 +8,14 @@ import aiohttp
 from aiohttp import web
 
 from ..node import Node
-from . import cluster, kv
+from . import cache, cluster, kv, locks, queues
+from .auth import auth_middleware
+from .auth import install as install_auth
 from .errors import error_middleware
+from .openapi import routes as openapi_routes
 
 # Each service's HTTP routes (a module with a `routes` RouteTableDef); one line per service.
-ROUTE_MODULES = [cluster, kv]
+ROUTE_MODULES = [cluster, kv, queues, locks, cache]
 
 
 @web.middleware
@@ -26,18 +29,22 @@ async def metrics_middleware(request: web.Request, handler):  # type: ignore[no-
 
 def create_app(node: Node) -> web.Application:
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware],
+        middlewares=[metrics_middleware, error_middleware, auth_middleware],
         client_max_size=node.cfg.max_body_bytes,
     )
     app["node"] = node
+    install_auth(app, node.cfg)
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)
+        if hasattr(module, "setup"):  # optional wiring, e.g. a service's metrics
+            module.setup(app)
+    app.add_routes(openapi_routes)  # GET /v1/openapi.json
     node.transport.add_routes(app)
 
     async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
         app["forward_session"] = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=node.cfg.request_timeout + 1),
-            connector=aiohttp.TCPConnector(use_dns_cache=False),
+            connector=aiohttp.TCPConnector(use_dns_cache=False, ssl=node.ssl_client or True),
         )
         app["started"] = time.monotonic()
         yield
@@ -53,7 +60,9 @@ async def serve(node: Node) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = node.cfg.listen.rsplit(":", 1)
-    site = web.TCPSite(runner, host, int(port), reuse_address=True)
+    site = web.TCPSite(
+        runner, host, int(port), reuse_address=True, ssl_context=node.ssl_server
+    )
     await site.start()
     await node.start()
     return runner

@@ -71,7 +71,7 @@ async def remove_member(request: web.Request) -> web.StreamResponse:
     import re
 
     target = request.match_info["id"]
-    if not re.match(NODE_ID_RE, target):
+    if not re.fullmatch(NODE_ID_RE, target):
         raise ApiError(400, "invalid_request", "bad node id")
     node = request.app["node"]
     if target not in node.core.conf.members():

@@ -19,6 +19,8 @@ from .errors import ApiError
 
 FORWARDED_HEADER = "X-Distsync-Forwarded-By"
 LEADER_HEADER = "X-Distsync-Leader"
+# The original client's address on a forwarded request (per-client limits, api/limits.py).
+CLIENT_HEADER = "X-Distsync-Client-Addr"
 _PASS_HEADERS = ("Content-Type", "Request-Id", "Authorization", "Accept")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -40,8 +42,9 @@ async def forward(request: web.Request) -> web.StreamResponse:
     if "rid" in request:
         headers["Request-Id"] = request["rid"]
     headers[FORWARDED_HEADER] = node.id
+    headers[CLIENT_HEADER] = client_of(request)
     session: aiohttp.ClientSession = request.app["forward_session"]
-    url = f"http://{addr}{request.path_qs}"
+    url = f"{'https' if node.ssl_client else 'http'}://{addr}{request.path_qs}"
     try:
         async with session.request(request.method, url, data=body, headers=headers) as r:
             data = await r.read()
@@ -54,6 +57,13 @@ async def forward(request: web.Request) -> web.StreamResponse:
             503, "leader_unreachable", f"could not reach leader {leader} at {addr}: {e}",
             leader=leader,
         ) from None
+
+
+def client_of(request: web.Request) -> str:
+    """The address of the client a request comes from, through one forwarding hop."""
+    if request.headers.get(FORWARDED_HEADER) and request.headers.get(CLIENT_HEADER):
+        return request.headers[CLIENT_HEADER]
+    return request.remote or "unknown"
 
 
 def request_id(request: web.Request) -> str:

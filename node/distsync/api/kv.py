@@ -9,7 +9,7 @@ from aiohttp import web
 
 from .errors import ApiError
 from .forward import leader_only, request_id
-from .schemas import KVDelete, KVPut, check_key, parse_body
+from .schemas import KVDelete, KVPut, check_key, check_value_size, parse_body
 
 routes = web.RouteTableDef()
 
@@ -26,6 +26,9 @@ def _result(res: Any) -> web.Response:
 async def put(request: web.Request) -> web.StreamResponse:
     key = check_key(request.match_info["key"])
     body = await parse_body(request, KVPut)
+    limit = request.app["node"].cfg.max_value_bytes
+    check_value_size(body.value, limit)
+    check_value_size(body.expect_value, limit, "expect_value")
     args: dict[str, Any] = {"key": key, "value": body.value}
     if body.expect_revision is not None:
         args["expect_revision"] = body.expect_revision

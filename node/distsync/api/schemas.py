@@ -65,13 +65,37 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+# `\ud800`-`\udfff` escapes: JSON allows them unpaired, but such a string is not Unicode and
+# cannot be encoded into the log (msgpack) or answered again; checked only when one appears.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(obj: Any) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def check_key(key: str) -> str:
-    if not KEY_RE.match(key):
+    if not KEY_RE.fullmatch(key):
         raise ApiError(
             400, "invalid_key",
             "keys are 1-512 characters of A-Z a-z 0-9 . _ - / : @",
         )
     return key
+
+
+def check_value_size(value: Any, limit: int, what: str = "value") -> None:
+    """413 `value_too_large` when `value`, encoded as compact JSON, exceeds `limit` bytes: the
+    body limit bounds a request, this bounds what one entry puts into the replicated state."""
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > limit:
+        raise ApiError(
+            413, "value_too_large", f"{what} is {size} bytes as JSON; the limit is {limit}",
+            limit=limit,
+        )
 
 
 async def parse_body(request: web.Request, model: type[BaseModel], optional: bool = False) -> Any:
@@ -89,6 +113,11 @@ async def parse_body(request: web.Request, model: type[BaseModel], optional: boo
         raise ApiError(400, "invalid_request", f"body cannot be stored: {e}") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, "invalid_json", f"body is not valid JSON: {e}") from None
+    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(obj):
+        raise ApiError(
+            400, "invalid_json", "body has an unpaired UTF-16 surrogate escape (\\ud800-"
+            "\\udfff alone): strings must be valid Unicode",
+        )
     if not isinstance(obj, dict):
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
     try:

@@ -5,6 +5,11 @@ remembered; a retry with the same id (say after a timeout, or after the leader c
 client re-sent) gets the remembered result without applying again. The table is part of the
 replicated state and of snapshots, and is bounded by count, oldest first, so every node evicts
 the same ids at the same index.
+
+An id is bound to the operation (service and op) that first used it: reusing it for a
+different operation is a client bug and gets 409 `request_id_reused`, not the other
+operation's result. Arguments are not compared, because a legitimate retry may differ in
+leader-supplied fields such as the proposal time.
 """
 
 from __future__ import annotations
@@ -36,7 +41,14 @@ class Registry:
         except Exception:  # noqa: BLE001 - a malformed entry must not stop the apply loop
             return {"error": "bad_command", "message": "undecodable command", "status": 400}
         if rid is not None and rid in self.dedupe:
-            return self.dedupe[rid]
+            first_op, first_result = self.dedupe[rid]
+            if first_op != f"{service}.{op}":
+                return {
+                    "error": "request_id_reused",
+                    "message": f"Request-Id was already used for {first_op}",
+                    "status": 409,
+                }
+            return first_result
         svc = self.services.get(service)
         if svc is None:
             result: Any = {"error": "bad_service", "message": service, "status": 400}
@@ -46,7 +58,7 @@ class Registry:
             except CommandError as e:
                 result = e.to_result()
         if rid is not None:
-            self.dedupe[rid] = result
+            self.dedupe[rid] = (f"{service}.{op}", result)
             while len(self.dedupe) > self.dedupe_limit:
                 self.dedupe.popitem(last=False)
         return result
@@ -70,4 +82,4 @@ class Registry:
         for n, s in self.services.items():
             if n in obj["services"]:
                 s.restore(obj["services"][n])
-        self.dedupe = OrderedDict((k, v) for k, v in obj["dedupe"])
+        self.dedupe = OrderedDict((k, (v[0], v[1])) for k, v in obj["dedupe"])
