@@ -54,6 +54,7 @@ from raft_bench import (
     machine_info,
     machine_text,
     probe_fsync,
+    snapshots_taken,
 )
 
 from distsync.client import Client
@@ -541,13 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = 130
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        snaps = {}
-        for nid, nd in lc.nodes.items():
-            try:
-                snaps[nid] = nd.log_path.read_text(errors="replace").count("log compacted")
-            except OSError:
-                pass
-        report["snapshots_taken"] = snaps
+        report["snapshots_taken"] = snapshots_taken(lc)
         lc.close()
         shutil.rmtree(work, ignore_errors=True)
     if rc == 0 and not args.no_write:

@@ -835,6 +835,17 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def snapshots_taken(lc: LocalCluster) -> dict[str, int]:
+    """Log compactions per node, counted from the nodes' logs."""
+    snaps = {}
+    for nid, nd in lc.nodes.items():
+        try:
+            snaps[nid] = nd.log_path.read_text(errors="replace").count("log compacted")
+        except OSError:
+            pass
+    return snaps
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -890,13 +901,7 @@ def main(argv: list[str] | None = None) -> int:
                 if p.poll() is None:
                     p.kill()
                     p.wait()
-            snaps = {}
-            for nid, nd in lc.nodes.items():
-                try:
-                    snaps[nid] = nd.log_path.read_text(errors="replace").count("log compacted")
-                except OSError:
-                    pass
-            report["snapshots_taken"] = snaps
+            report["snapshots_taken"] = snapshots_taken(lc)
             lc.close()
             shutil.rmtree(work, ignore_errors=True)
         finally:

@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from .client import DistSyncError, Unavailable, _error
+from .client import DistSyncError, Unavailable, _error, blocking_attr
 
 if TYPE_CHECKING:
     from .client import BlockingClient, Client
@@ -151,10 +151,4 @@ class BlockingCache:
         self._cache = CacheClient(bc._client)
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._cache, name)
-
-        def call(*a: Any, **kw: Any) -> Any:
-            return self._bc._run(attr(*a, **kw))
-
-        call.__name__ = name
-        return call
+        return blocking_attr(self._cache, name, self._bc._run)

@@ -12,7 +12,7 @@ import asyncio
 import ssl as ssl_mod
 import threading
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -342,6 +342,20 @@ class Client:
         return LockContext(self, name, mode=mode, ttl=ttl, wait=wait)
 
 
+def blocking_attr(target: Any, name: str, run: Callable[[Coroutine[Any, Any, Any]], Any]) -> Any:
+    """`target.name`, with a coroutine method turned into a blocking call through `run`: how
+    every Blocking* wrapper mirrors its asyncio twin without restating its methods."""
+    attr = getattr(target, name)
+    if not asyncio.iscoroutinefunction(attr):
+        return attr
+
+    def call(*a: Any, **kw: Any) -> Any:
+        return run(attr(*a, **kw))
+
+    call.__name__ = name
+    return call
+
+
 class BlockingClient:
     """The same methods as `Client`, callable from ordinary threads. It runs a private event
     loop in a daemon thread."""
@@ -356,15 +370,7 @@ class BlockingClient:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._client, name)
-        if not asyncio.iscoroutinefunction(attr):
-            return attr
-
-        def call(*a: Any, **kw: Any) -> Any:
-            return self._run(attr(*a, **kw))
-
-        call.__name__ = name
-        return call
+        return blocking_attr(self._client, name, self._run)
 
     @property
     def cache(self) -> Any:

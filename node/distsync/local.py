@@ -130,6 +130,7 @@ class LocalCluster:
             return
         peers = ",".join(f"{k}={v}" for k, v in self.founders.items())
         cmd = [
+            *self._command_prefix(node_id),
             sys.executable, "-m", "distsync.cli", "node", "--id", nd.node_id,
             "--listen", nd.addr, "--peers", peers, "--data-dir", str(nd.data_dir),
             "--tick-ms", str(self.tick_ms), *self.extra_args,
@@ -143,6 +144,10 @@ class LocalCluster:
                  **self.node_env.get(node_id, {})},
         )
         logf.close()
+
+    def _command_prefix(self, node_id: str) -> list[str]:
+        """What the node's command runs under (a network namespace, in the chaos harness)."""
+        return []
 
     def add_joiner(self) -> LocalNode:
         """A new, empty process that waits to be added through the membership API."""

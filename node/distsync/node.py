@@ -136,15 +136,15 @@ class Node:
         self._read_q: list[asyncio.Future] = []
         self._reads: dict[bytes, list[asyncio.Future]] = {}
         self._read_waits: list[tuple[int, asyncio.Future]] = []
-        self._apply_watch: list[tuple[Callable[[], bool], asyncio.Future]] = []
+        self._apply_watch: list[asyncio.Future] = []  # woken after the next apply/Ready
         self._ctx = itertools.count(1)
         self._next_timer = 0.0
         self._timer_term = -1
         self._hb_sent: dict[str, float] = {}  # peer -> send time of the latest heartbeat
         self._closing = False
-        self.leader: str | None = None
-        self.role = Role.FOLLOWER
-        self.started_at = time.monotonic()
+        # The soft state last seen, to notice leader changes and a lost leadership.
+        self._seen_leader: str | None = None
+        self._seen_role = Role.FOLLOWER
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -260,16 +260,15 @@ class Node:
             await self._submit(lambda: self.core.propose_conf(cc), None)
             if learner:
                 return
-        deadline = time.monotonic() + 60
-        while True:
-            pr = self.core.prs.get(node_id) if self.is_leader() else None
-            if pr is None and not self.is_leader():
-                raise NotLeader(self.core.leader)
-            if pr is not None and pr.match >= self.core.log.committed:
-                break
-            if time.monotonic() > deadline:
-                raise Unavailable(f"{node_id} did not catch up; it stays a learner")
-            await self.wait_applied_change(1.0)
+        def caught_up() -> bool:
+            pr = self.core.prs.get(node_id)
+            return pr is not None and pr.match >= self.core.log.committed
+
+        await self.wait_until(lambda: not self.is_leader() or caught_up(), 60)
+        if not self.is_leader():
+            raise NotLeader(self.core.leader)
+        if not caught_up():
+            raise Unavailable(f"{node_id} did not catch up; it stays a learner")
         promote = confmod.ConfChange(confmod.ConfOp.PROMOTE, node_id, addr)
         try:
             await self._submit(lambda: self.core.propose_conf(promote), None)
@@ -288,12 +287,11 @@ class Node:
         the successor at once, which would otherwise answer 409 (not retried by clients) to a
         perfectly valid request. Wait that window out; a real conflict (another change still
         in progress) is still reported by propose_conf."""
-        deadline = time.monotonic() + (timeout or self.cfg.request_timeout)
         c = self.core
-        while self.is_leader() and c.log.term(c.log.applied) != c.term:
-            if time.monotonic() > deadline:
-                return
-            await self.wait_applied_change(0.2)
+        await self.wait_until(
+            lambda: not self.is_leader() or c.log.term(c.log.applied) == c.term,
+            timeout or self.cfg.request_timeout,
+        )
 
     async def transfer_leader(self, target: str | None, timeout: float = 5.0) -> str:
         if target is None:
@@ -313,11 +311,10 @@ class Node:
 
         self._call(op, fut)
         await fut
-        deadline = time.monotonic() + timeout
-        while self.core.leader != target or self.is_leader():
-            if time.monotonic() > deadline:
-                raise Unavailable("leadership transfer timed out")
-            await self.wait_applied_change(0.2)
+        if not await self.wait_until(
+            lambda: self.core.leader == tgt and not self.is_leader(), timeout
+        ):
+            raise Unavailable("leadership transfer timed out")
         return target
 
     def service(self, name: str) -> Any:
@@ -337,7 +334,7 @@ class Node:
     async def wait_applied_change(self, timeout: float) -> None:
         """Wait for the next Ready cycle (or the timeout); used for polling conditions."""
         fut = asyncio.get_running_loop().create_future()
-        self._apply_watch.append((lambda: True, fut))
+        self._apply_watch.append(fut)
         try:
             await asyncio.wait_for(fut, timeout)
         except TimeoutError:
@@ -537,7 +534,7 @@ class Node:
     def _wake_watchers(self) -> None:
         if self._apply_watch:
             watch, self._apply_watch = self._apply_watch, []
-            for _, fut in watch:
+            for fut in watch:
                 if not fut.done():
                     fut.set_result(None)
 
@@ -577,11 +574,11 @@ class Node:
     def _on_soft_state(self, rd: Ready) -> None:
         ss = rd.soft_state
         assert ss is not None
-        if ss.leader != self.leader:
+        if ss.leader != self._seen_leader:
             self.metrics.leader_changes.inc()
             log.info("%s: leader is now %s (term %d)", self.id, ss.leader, ss.term)
-        was_leader = self.role == Role.LEADER
-        self.leader, self.role = ss.leader, ss.role
+        was_leader = self._seen_role == Role.LEADER
+        self._seen_leader, self._seen_role = ss.leader, ss.role
         if was_leader and ss.role != Role.LEADER:
             # Our proposals may still commit under the next leader; the client retries with
             # the same request id and the dedupe table answers without applying twice.

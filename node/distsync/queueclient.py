@@ -37,7 +37,7 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
-from .client import DistSyncError
+from .client import DistSyncError, blocking_attr
 
 if TYPE_CHECKING:
     from .client import BlockingClient, Client
@@ -320,15 +320,7 @@ class BlockingQueue:
         self.name = name
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._q, name)
-        if not asyncio.iscoroutinefunction(attr):
-            return attr
-
-        def call(*a: Any, **kw: Any) -> Any:
-            return self._run(attr(*a, **kw))
-
-        call.__name__ = name
-        return call
+        return blocking_attr(self._q, name, self._run)
 
     def get(self, consumer: str, **kw: Any) -> list[BlockingMessage]:
         return [BlockingMessage(m, self._run) for m in self._run(self._q.get(consumer, **kw))]

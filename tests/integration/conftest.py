@@ -55,14 +55,10 @@ def wait_until(
     interval: float = 0.05,
 ) -> Any:
     """Poll `cond` until it returns something truthy; fail with node logs at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(diag(lc, f"timed out after {timeout}s waiting for {what}"))
-        time.sleep(interval)
+    try:
+        return lc.wait_for(cond, timeout, what, interval)
+    except TimeoutError as e:
+        raise AssertionError(diag(lc, str(e))) from None
 
 
 def agreed_leader(lc: LocalCluster, timeout: float = 15.0, among: list[str] | None = None) -> str:

@@ -349,29 +349,12 @@ class NetnsCluster(ChaosCluster):
     def start(self) -> NetnsCluster:
         if not self._net_up:
             self.setup_network()
-        for nid in self.nodes:
-            self.start_node(nid)
+        super().start()
         return self
 
-    def start_node(self, node_id: str) -> None:
-        nd = self.nodes[node_id]
-        if nd.alive():
-            return
-        peers = ",".join(f"{k}={v}" for k, v in self.founders.items())
-        cmd = [
-            "ip", "netns", "exec", self.ns(node_id),
-            sys.executable, "-m", "distsync.cli", "node", "--id", nd.node_id,
-            "--listen", nd.addr, "--peers", peers, "--data-dir", str(nd.data_dir),
-            "--tick-ms", str(self.tick_ms), *self.extra_args,
-        ]
-        logf = open(nd.log_path, "ab")  # noqa: SIM115 - the child owns it
+    def _command_prefix(self, node_id: str) -> list[str]:
         # `ip netns exec` execs the command, so the pid is the node's own (signals reach it).
-        nd.proc = subprocess.Popen(
-            cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **getattr(self, "env", {}),
-                 **getattr(self, "node_env", {}).get(node_id, {})},
-        )
-        logf.close()
+        return ["ip", "netns", "exec", self.ns(node_id)]
 
     def stop(self) -> None:
         for nid, nd in self.nodes.items():
