@@ -23,8 +23,18 @@ async def metrics_middleware(request: web.Request, handler):  # type: ignore[no-
     resp = await handler(request)
     route = request.match_info.route.resource
     name = route.canonical if route is not None else "unmatched"
-    request.app["node"].metrics.http_requests.labels(name, str(resp.status)).inc()
+    # labels() takes a lock and builds a key on every call; the children are few (routes x
+    # statuses), so they are looked up once and kept.
+    children = request.app[_COUNTERS]
+    child = children.get((name, resp.status))
+    if child is None:
+        child = request.app["node"].metrics.http_requests.labels(name, str(resp.status))
+        children[(name, resp.status)] = child
+    child.inc()
     return resp
+
+
+_COUNTERS = web.AppKey("http_request_counters", dict)
 
 
 def create_app(node: Node) -> web.Application:
@@ -33,6 +43,7 @@ def create_app(node: Node) -> web.Application:
         client_max_size=node.cfg.max_body_bytes,
     )
     app["node"] = node
+    app[_COUNTERS] = {}
     install_auth(app, node.cfg)
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)
