@@ -588,7 +588,12 @@ class Node:
             if rd.snapshot is None and len(rd.entries) <= INLINE_SAVE_ENTRIES:
                 # A small write is cheaper done here than handed to the I/O thread and back
                 # (two thread switches, each as slow as the fsync itself on a busy machine);
-                # large batches keep overlapping their fsync with the next requests.
+                # large batches keep overlapping their fsync with the next requests. The
+                # loop is blocked during it, so first let the peer senders put this cycle's
+                # appends on the wire (followers then write in parallel with us) and the
+                # requests answered above write their responses.
+                if early or rd.committed:
+                    await asyncio.sleep(0)
                 self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
             else:
                 await loop.run_in_executor(
