@@ -1,0 +1,203 @@
+"""distsync as a system under test: real `distsync node` processes on loopback
+(`LocalCluster`), driven through the HTTP API with raw aiohttp requests, the same kind of
+client `run.py` uses for etcd's gateway, so neither side gets a smarter client library.
+Every request goes to the leader (found in `prepare`), as a leader-aware client would send it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import random
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from benchmarks.systems.base import Op, Unsupported
+from distsync.local import LocalCluster
+
+VALUE = "v" * 100  # 100-byte value, as in every system's "put"
+CACHE_VALUE = b"c" * 100
+SESSION_TTL_MS = 3_600_000  # the longest lease: no keepalive traffic during the benchmark
+READ_KEYS = 100
+CACHE_KEYS = 100
+READY_TIMEOUT_S = 60.0
+
+
+class HttpError(Exception):
+    """A non-2xx answer; the status code names it in the error column."""
+
+
+async def _json(resp: aiohttp.ClientResponse) -> Any:
+    if resp.status >= 300:
+        raise HttpError(f"HTTP {resp.status}: {(await resp.text())[:100]}")
+    return await resp.json()
+
+
+class Distsync:
+    name = "distsync"
+
+    def __init__(self, nodes: int = 3, data_dir: Path | None = None,
+                 redis_url: str | None = None):
+        self.nodes = nodes
+        self.durability = ("fsync on a majority: SQLite WAL synchronous=FULL on every node, "
+                           "acknowledged once fsynced on leader + 1 follower and applied")
+        self._tmp = None if data_dir else tempfile.mkdtemp(prefix="distsync-bench-")
+        extra = ["--redis-url", redis_url] if redis_url else []
+        # A long cache lease, so a hit stays a hit for the whole phase (as in cache_bench).
+        self.lc = LocalCluster(nodes, data_dir=data_dir or self._tmp, extra_args=extra,
+                               env={"DISTSYNC_CACHE_LEASE_MS": "60000"})
+        self.base = ""  # leader URL, set by prepare()
+        self.read_keys: list[str] = []
+        self.sessions: dict[int, str] = {}
+        self._any = itertools.cycle(sorted(self.lc.nodes))
+        self._rid = itertools.count()
+        self._run = f"{int(time.time())}-{os.getpid()}"
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> float:
+        t0 = time.perf_counter()
+        self.lc.start()
+        deadline = t0 + READY_TIMEOUT_S
+        async with aiohttp.ClientSession() as s:
+            while True:
+                try:
+                    await self.write_once(s, f"bench/{self._run}/ready")
+                    break
+                except Exception as e:  # noqa: BLE001 - not up yet
+                    if time.perf_counter() > deadline:
+                        raise RuntimeError(f"no acknowledged write in {READY_TIMEOUT_S:.0f} s "
+                                           f"({e!r}); {self._log_tail()}") from None
+                    await asyncio.sleep(0.05)
+        ready = time.perf_counter() - t0
+        await asyncio.to_thread(self.lc.wait_ready, READY_TIMEOUT_S)
+        return ready
+
+    def _log_tail(self) -> str:
+        tails = []
+        for nid, nd in self.lc.nodes.items():
+            try:
+                last = nd.log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            except OSError:
+                last = ["<no log>"]
+            tails.append(f"{nid}: " + " | ".join(last))
+        return "; ".join(tails)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.lc.close)
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def pids(self) -> dict[str, int]:
+        return {nid: nd.proc.pid for nid, nd in self.lc.nodes.items()
+                if nd.proc is not None and nd.alive()}
+
+    async def leader(self) -> str:
+        return await asyncio.to_thread(self.lc.leader, 30.0)
+
+    def kill(self, node: str) -> None:
+        self.lc.kill(node, signal.SIGKILL)
+
+    def restart(self, node: str) -> None:
+        """Start the node again and block until every node is ready (has a leader and has
+        caught up): otherwise the next failover round could kill a leader while this node
+        is still starting, leaving no quorum, and time that instead of a failover."""
+        self.lc.start_node(node)
+        self.lc.wait_ready(READY_TIMEOUT_S)
+
+    # -- workloads --------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        # What distsync.client sends on every mutating call (the at-most-once table's key).
+        return {"Request-Id": f"b{self._run}-{next(self._rid)}"}
+
+    def op(self, workload: str) -> Op:
+        if workload == "put":
+            return self._put
+        if workload == "get":
+            return self._get
+        if workload == "lock":
+            return self._lock
+        if workload == "cache_get":
+            return self._cache_get
+        if workload == "cache_put":
+            return self._cache_put
+        raise Unsupported(f"distsync has no {workload!r} workload here")
+
+    async def prepare(self, workload: str, session: aiohttp.ClientSession, workers: int) -> None:
+        self.base = self.lc.nodes[await self.leader()].url
+        if workload == "get" and not self.read_keys:
+            keys = [f"bench/{self._run}/read/{i}" for i in range(READ_KEYS)]
+            for k in keys:
+                await self._put(session, 0, k)
+            self.read_keys = keys
+        elif workload == "lock":
+            for w in range(workers):
+                if w not in self.sessions:
+                    async with session.post(
+                        f"{self.base}/v1/sessions", headers=self._headers(),
+                        json={"ttl_ms": SESSION_TTL_MS, "name": f"bench-w{w}"},
+                    ) as r:
+                        self.sessions[w] = (await _json(r))["session"]
+        elif workload == "cache_get":
+            for i in range(CACHE_KEYS):  # written, then read once here so the line is local
+                async with session.put(f"{self.base}/v1/cache/bench-{i}",
+                                       data=CACHE_VALUE) as r:
+                    await _json(r)
+                async with session.get(f"{self.base}/v1/cache/bench-{i}") as r:
+                    await r.read()
+
+    async def _put(self, s: aiohttp.ClientSession, worker: int, key: str) -> None:
+        async with s.put(f"{self.base}/v1/kv/{key}", json={"value": VALUE},
+                         headers=self._headers()) as r:
+            await _json(r)
+
+    async def _get(self, s: aiohttp.ClientSession, worker: int, key: str) -> None:
+        k = self.read_keys[random.randrange(len(self.read_keys))]
+        async with s.get(f"{self.base}/v1/kv/{k}") as r:
+            await _json(r)
+
+    async def _lock(self, s: aiohttp.ClientSession, worker: int, key: str) -> None:
+        body = {"session": self.sessions[worker]}
+        url = f"{self.base}/v1/locks/bench-w{worker}"
+        async with s.post(f"{url}/acquire", json={**body, "wait_ms": 0},
+                          headers=self._headers()) as r:
+            got = await _json(r)
+        if not got.get("granted"):
+            raise HttpError(f"not granted: {got}")
+        async with s.post(f"{url}/release", json=body, headers=self._headers()) as r:
+            await _json(r)
+
+    async def _cache_get(self, s: aiohttp.ClientSession, worker: int, key: str) -> None:
+        async with s.get(f"{self.base}/v1/cache/bench-{random.randrange(CACHE_KEYS)}") as r:
+            if r.status != 200:
+                raise HttpError(f"HTTP {r.status}")
+            await r.read()
+
+    async def _cache_put(self, s: aiohttp.ClientSession, worker: int, key: str) -> None:
+        # A bounded key set per worker: each PUT invalidates a line other nodes may hold.
+        async with s.put(f"{self.base}/v1/cache/bench-put-{worker}-{hash(key) % 100}",
+                         data=CACHE_VALUE) as r:
+            await _json(r)
+
+    async def write_once(self, session: aiohttp.ClientSession, key: str) -> None:
+        """A PUT through the next live node in turn (a follower forwards it to the leader),
+        with a short timeout so a dead leader costs the failover clock little."""
+        live = [n for n in sorted(self.lc.nodes) if self.lc.nodes[n].alive()]
+        node = next(self._any)
+        while node not in live and live:
+            node = next(self._any)
+        async with session.put(f"{self.lc.nodes[node].url}/v1/kv/{key}", json={"value": VALUE},
+                               headers=self._headers(),
+                               timeout=aiohttp.ClientTimeout(total=1.0)) as r:
+            await _json(r)
+
+    def cache_stats_url(self) -> str:
+        return f"{self.base}/v1/cache/stats"
