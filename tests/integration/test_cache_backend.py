@@ -58,6 +58,46 @@ async def test_versions_compare_fence_and_seal(backend) -> None:  # type: ignore
     assert await be.reserve("k") == 6
 
 
+async def test_put_moves_the_counter_on_and_fences(backend) -> None:  # type: ignore[no-untyped-def]
+    be = backend
+    assert await be.put("p", b"one", None) == (1, False)
+    assert await be.write("p", 1, 2, b"silent", None) == (2, True)  # the owner's E -> M
+    assert await be.put("p", b"home", None) == (3, True)
+    assert await be.write("p", 2, 3, b"late", None) == (0, False), "fenced"
+    ld = await be.load("p")
+    assert (ld.value, ld.version, ld.counter) == (b"home", 3, 3)
+    assert await be.put("p", None, None) == (4, True)  # delete
+    assert (await be.load("p")).value is None
+    assert await be.put("p", b"ttl", 300) == (5, False)
+    assert 0 < (await be.load("p")).ttl_ms <= 300
+
+
+async def test_a_former_home_cannot_write_after_a_newer_home(backend) -> None:  # type: ignore[no-untyped-def]
+    be = backend
+    assert await be.put("f", b"old home", None, 3) == (1, False)
+    assert await be.reserve("f", 5) == 2  # the home under configuration 5 fences the key
+    assert await be.put("f", b"late", None, 3) == (0, False), "the former home is refused"
+    assert await be.put("f", b"new home", None, 5) == (3, True)
+    assert await be.put("f", b"newer home", None, 7) == (4, True)
+    assert await be.put("f", b"late", None, 5) == (0, False)
+    assert (await be.load("f")).value == b"newer home"
+
+
+async def test_redis_commands_of_concurrent_operations_share_a_pipeline(
+        redis_server: RedisServer) -> None:
+    be = RedisBackend(redis_server.url)
+    await be.client.flushdb()
+    try:
+        res = await asyncio.gather(*(be.put(f"pipe:{i}", b"v%d" % i, None) for i in range(50)))
+        assert res == [(1, False)] * 50
+        assert be._batch.batches < 50
+        await be.client.script_flush()  # Redis forgot the scripts: they are loaded again
+        loaded = await asyncio.gather(*(be.load(f"pipe:{i}") for i in range(50)))
+        assert [ld.value for ld in loaded] == [b"v%d" % i for i in range(50)]
+    finally:
+        await be.close()
+
+
 async def test_ttl(backend) -> None:  # type: ignore[no-untyped-def]
     be = backend
     v = await be.reserve("t")

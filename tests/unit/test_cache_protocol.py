@@ -15,7 +15,8 @@ LEASE_MS = 300
 
 
 class GatedBackend(MemoryBackend):
-    """Writes wait for `gate` (to observe the M window)."""
+    """Writes (silent ones and the home's) wait for `gate`, to observe the window while a
+    write is in flight."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -27,6 +28,11 @@ class GatedBackend(MemoryBackend):
         self.writing.set()
         await self.gate.wait()
         return await super().write(*a, **kw)
+
+    async def put(self, *a, **kw):  # type: ignore[no-untyped-def]
+        self.writing.set()
+        await self.gate.wait()
+        return await super().put(*a, **kw)
 
 
 @pytest.fixture
@@ -102,8 +108,10 @@ async def test_modified_line_is_written_back_before_a_downgrade() -> None:
     backend = GatedBackend()
     cl = InProcCluster(["n1", "n2", "n3"], backend=backend, cfg=CacheConfig(lease_ms=LEASE_MS))
     k = cl.key_homed_at("n1")
+    assert (await cl["n2"].put(k, b"old"))["state"] == E
     backend.gate.clear()
-    writer = asyncio.create_task(cl["n2"].put(k, b"new"))
+    backend.writing.clear()
+    writer = asyncio.create_task(cl["n2"].put(k, b"new"))  # silent: E -> M
     await backend.writing.wait()
     await asyncio.sleep(0.01)
     assert cl.states(k)["n2"] == M, "holding M while the write-through is in flight"
@@ -112,33 +120,66 @@ async def test_modified_line_is_written_back_before_a_downgrade() -> None:
     await asyncio.sleep(0.05)
     assert not reader.done() and not local.done(), "readers wait for the write-back"
     backend.gate.set()
-    assert (await writer)["version"] == 1
+    assert (await writer)["version"] == 2
     assert (await reader).value == b"new" and (await local).value == b"new"
     assert cl.states(k) == {"n1": I, "n2": S, "n3": S}
 
 
-async def test_a_refused_or_failed_write_leaves_no_new_value_behind() -> None:
-    cl = InProcCluster(["n1", "n2"], cfg=CacheConfig(lease_ms=LEASE_MS))
+async def test_home_write_holds_readers_until_the_backend_has_it() -> None:
+    """A write through the home (PUTX): the writer serves no copy meanwhile, and a miss
+    anywhere waits at the home for the write to land."""
+    backend = GatedBackend()
+    cl = InProcCluster(["n1", "n2", "n3"], backend=backend, cfg=CacheConfig(lease_ms=LEASE_MS))
     k = cl.key_homed_at("n1")
-    await cl["n2"].put(k, b"old")
-    await cl["n1"].get(k)
-    cl.backend.available = False  # the home cannot reserve: nothing changes anywhere
-    with pytest.raises(BackendUnavailable):
-        await cl["n1"].put(k, b"new")
-    assert cl.states(k) == {"n1": S, "n2": S}
-    assert (await cl["n1"].get(k)).value == b"old"
-    cl.backend.available = True
+    await cl["n3"].put(k, b"old")
+    await cl["n2"].get(k)
+    assert cl.states(k) == {"n1": I, "n2": S, "n3": S}
+    backend.gate.clear()
+    backend.writing.clear()
+    writer = asyncio.create_task(cl["n2"].put(k, b"new"))
+    await backend.writing.wait()
+    assert cl.states(k)["n3"] == I, "every other copy is gone before the write"
+    reader = asyncio.create_task(cl["n3"].get(k))
+    local = asyncio.create_task(cl["n2"].get(k))
+    await asyncio.sleep(0.05)
+    assert not reader.done() and not local.done(), "misses wait at the home"
+    backend.gate.set()
+    assert (await writer)["version"] == 2
+    assert (await reader).value == b"new" and (await local).value == b"new"
 
-    async def broken_write(*a, **kw):  # type: ignore[no-untyped-def]
+
+async def test_a_refused_or_failed_write_leaves_no_new_value_behind() -> None:
+    cl = InProcCluster(["n1", "n2", "n3"], cfg=CacheConfig(lease_ms=LEASE_MS))
+    k = cl.key_homed_at("n1")
+    other = cl.key_homed_at("n1", prefix="o")
+    for key in (k, other):
+        await cl["n2"].put(key, b"old")
+        await cl["n3"].get(key)
+    cl.backend.available = False  # the write reaches the home, which cannot write it
+    with pytest.raises(BackendUnavailable):
+        await cl["n3"].put(k, b"new")
+    # The first failed write cost the key's copies (invalidated before the write failed);
+    # after it, the home checks the backend first: other keys keep their valid lines.
+    assert set(cl.states(k).values()) == {I}
+    with pytest.raises(BackendUnavailable):
+        await cl["n3"].put(other, b"new")
+    assert cl.states(other) == {"n1": I, "n2": S, "n3": S}
+    assert (await cl["n3"].get(other)).hit, "a refused write leaves the writer's copy valid"
+    assert (await cl["n2"].get(other)).hit
+    cl.backend.available = True
+    assert (await cl["n2"].get(k)).value == b"old"
+
+    async def broken_put(*a, **kw):  # type: ignore[no-untyped-def]
         raise BackendUnavailable("connection lost mid-write")
 
-    cl.backend.write = broken_write  # granted M, then the write-through fails
+    cl.backend.put = broken_put  # the home's write-through fails
     with pytest.raises(BackendUnavailable):
         await cl["n1"].put(k, b"new")
-    assert cl.states(k) == {"n1": I, "n2": I}
-    del cl.backend.write
-    got = await cl["n2"].get(k)  # the home seals the abandoned reservation
-    assert got.value == b"old" and got.version == 3 and cl.states(k)["n2"] == E
+    assert set(cl.states(k).values()) == {I}
+    assert cl["n1"].dir.entries[k].holders() == set(), "nobody caches an unwritten value"
+    del cl.backend.put
+    got = await cl["n2"].get(k)
+    assert got.value == b"old" and cl.states(k)["n2"] == E
 
 
 async def test_backend_down_serves_valid_lines_and_fails_writes_then_recovers(
@@ -191,7 +232,7 @@ async def test_invalidation_during_a_pending_fill_keeps_the_grant_out(cl: InProc
     await cl["n1"].put(k, b"v1")
     svc = cl["n3"]
     seen = svc._begin(k)  # as if a GETS were out
-    await svc.dispatch("inv", {"key": k, "src": "n1"})
+    await svc.dispatch("inv", {"keys": [k], "src": "n1"})
     assert svc._end(k, seen) is True
 
 
@@ -373,30 +414,43 @@ async def test_fetch_before_a_delayed_exclusive_grant_keeps_the_grant_out(
         assert (await cl[n].get(k)).value == b"v3", n
 
 
-async def test_fetch_before_a_delayed_write_grant_fences_the_write(cl: InProcCluster) -> None:
-    """The same race for GETX: n2's grant of M is on its way when n3's miss makes the home
-    FETCH from n2 (no line yet). n3 is granted the old value, so n2's write must not land
-    with that grant (the home's sealed load fences it) nor be cached; n2 asks again, which
-    invalidates n3."""
+async def test_fetch_before_a_delayed_write_grant_keeps_the_grant_out(
+        cl: InProcCluster) -> None:
+    """The same race for a write: the home wrote n2's value and listed n2 as owner, but the
+    answer is slow; n3's miss makes the home FETCH from n2 (no line yet), so the home reads
+    Redis (the new value) and stops listing n2, whose late grant must then not be cached."""
     k = cl.key_homed_at("n1")
     await cl["n1"].put(k, b"v1")
     cl["n1"].near.drop(k)
-    held = HeldReplies(cl.peers, "n2", "getx")
+    held = HeldReplies(cl.peers, "n2", "putx")
     cl["n2"].peers = held
     slow = asyncio.create_task(cl["n2"].put(k, b"v2"))
     await held.held.wait()
     assert cl["n1"].dir.entries[k].owner == "n2"
-    assert (await cl["n3"].get(k)).value == b"v1"
+    assert (await cl["n3"].get(k)).value == b"v2", "the write landed before its answer"
     assert cl.states(k)["n3"] == E
     held.release.set()
-    res = await slow
-    assert res["version"] > 2, "the first grant was fenced; the write was granted again"
-    assert cl.states(k)["n3"] == I
-    for n in cl.nodes:
-        assert (await cl[n].get(k)).value == b"v2", n
-    await cl["n3"].put(k, b"v3")
+    assert (await slow)["version"] == 2
+    assert cl.states(k)["n2"] == I, "a grant the home has since taken back"
+    await cl["n3"].put(k, b"v3")  # silent: n3 is the only holder
     for n in cl.nodes:
         assert (await cl[n].get(k)).value == b"v3", n
+    await cl["n2"].put(k, b"v4")
+    for n in cl.nodes:
+        assert (await cl[n].get(k)).value == b"v4", n
+
+
+async def test_concurrent_writes_of_one_node_cache_neither_grant(cl: InProcCluster) -> None:
+    """Two writes of n2 to one key out at once: their answers may cross, so the node keeps
+    neither grant (it would otherwise risk keeping the older value as its E line)."""
+    k = cl.key_homed_at("n1")
+    await cl["n3"].put(k, b"v0")
+    a, b = await asyncio.gather(cl["n2"].put(k, b"a"), cl["n2"].put(k, b"b"))
+    assert {a["version"], b["version"]} == {2, 3}
+    assert cl.states(k)["n2"] == I
+    last = b"a" if a["version"] == 3 else b"b"
+    for n in cl.nodes:
+        assert (await cl[n].get(k)).value == last, n
 
 
 class HeldRequests:
@@ -416,10 +470,10 @@ class HeldRequests:
 
 async def test_own_read_miss_of_an_absent_key_keeps_the_writer_listed() -> None:
     """Found by the chaos suite (`crashes` seed 502): n1 reads and writes a key that does not
-    exist yet, at once. The home grants n1 M, then answers n1's read (sent earlier, arriving
-    later) from the backend, which the write has not reached yet: absent. The home must keep
-    n1 as owner: its write lands next and n1 holds the line in E, so a later PUT elsewhere
-    has to invalidate it (it used to be forgotten, and n1 served its write as a hit after)."""
+    exist yet, at once, and its read reaches the home only after the write. The home must
+    keep n1 listed as owner: n1 may hold the line in E from its write, so a later PUT
+    elsewhere has to invalidate it (it used to be forgotten, and n1 served its write as a
+    hit after). The read's own grant predates nothing n1 knows and is not cached."""
     backend = GatedBackend()
     cl = InProcCluster(["n1", "n2", "n3"], backend=backend, cfg=CacheConfig(lease_ms=LEASE_MS))
     k = cl.key_homed_at("n2")
@@ -429,11 +483,11 @@ async def test_own_read_miss_of_an_absent_key_keeps_the_writer_listed() -> None:
     await held.held.wait()
     backend.gate.clear()
     writer = asyncio.create_task(cl["n1"].put(k, b"v1"))
-    await backend.writing.wait()  # granted M; its write is on its way to the backend
+    await backend.writing.wait()  # the home is writing n1's value
     held.release.set()
-    assert (await reader).value is None
     backend.gate.set()
-    assert (await writer)["version"] == 1 and cl.states(k)["n1"] == E
+    assert (await writer)["version"] == 1
+    assert (await reader).value in (None, b"v1")
     assert cl["n2"].dir.entries[k].owner == "n1"
     await cl["n3"].put(k, b"v2")
     for n in cl.nodes:

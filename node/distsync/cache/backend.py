@@ -1,14 +1,24 @@
 """The backing store: a real Redis through redis-py asyncio, or an embedded in-memory store.
 
-Each key has two Redis keys in one hash slot: `dsc:{k}:v` holds `b"<version>:" + value`
+Commands issued by concurrent operations go to Redis together, one pipeline per event-loop
+turn (batching.py): redis-py spends far more CPU per command than Redis does, and a pipeline
+pays the per-call part (a pooled connection, a socket write, a read wake-up) once.
+
+Each key has two Redis keys (three once written by a home) in one hash slot: `dsc:{k}:v` holds `b"<version>:" + value`
 (with the key's TTL) and `dsc:{k}:c` is the key's version counter (no TTL, so versions only
 grow, across deletes and expiry too). Every mutation is a Lua script, atomic in Redis:
 
-- `reserve`: INCR the counter. The home does this before granting M, which also fences any
-  older owner's in-flight write (its compare below fails).
+- `put(value, conf)`: INCR the counter and store (or delete) the value stamped with it, in
+  one step. The home writes every PUT that is not a silent upgrade this way (one round
+  trip); moving the counter also fences any older owner's silent write still in flight (its
+  compare below fails). `conf` is the Raft configuration index under which the writer is
+  the key's home; a third key `dsc:{k}:h` keeps the highest one seen, and a put under an
+  older configuration is refused (version 0): a former home cut off during a membership
+  change cannot land a write after the new home has written or fenced the key.
+- `reserve(conf)`: INCR the counter and raise `h` to `conf`: the fence the home sets before
+  it loads a key whose owner (or former home) it had to revoke.
 - `write(expect, newver, value)`: only if counter == expect: set counter = newver and store
-  (or delete) the value stamped with newver. A write granted by the home uses
-  expect == newver == the reserved version; a silent E->M write by the owner uses
+  (or delete) the value stamped with newver. A silent E->M write by the owner uses
   expect = its line's version, newver = expect + 1.
 - `load(seal)`: value, its version, the counter and the TTL left. With seal, a value whose
   version is below the counter (a reserved write that never completed) is re-stamped with a
@@ -22,13 +32,21 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from hashlib import sha1
 from typing import Protocol
+
+from .batching import Batcher
 
 log = logging.getLogger("distsync.cache")
 
 
 class BackendUnavailable(Exception):
-    """The backing store cannot be reached (a write may or may not have landed)."""
+    """The backing store cannot be reached (a write may or may not have landed, unless
+    `untouched`: refused before anything was changed)."""
+
+    def __init__(self, message: str = "", untouched: bool = False):
+        super().__init__(message)
+        self.untouched = untouched
 
 
 @dataclass(slots=True)
@@ -44,7 +62,12 @@ class Backend(Protocol):
 
     async def load(self, key: str, seal: bool = False) -> Loaded: ...
 
-    async def reserve(self, key: str) -> int: ...
+    async def reserve(self, key: str, conf: int = 0) -> int: ...
+
+    async def put(self, key: str, value: bytes | None, ttl_ms: int | None,
+                  conf: int = 0) -> tuple[int, bool]:
+        """(new version, existed-before): the counter moved on and the value (None: deleted)
+        stamped with it; (0, False) if a home under a newer configuration fenced the key."""
 
     async def write(self, key: str, expect: int, newver: int, value: bytes | None,
                     ttl_ms: int | None) -> tuple[int, bool]:
@@ -84,16 +107,38 @@ else redis.call('SET', KEYS[1], raw) end
 return {nv, existed}
 """
 
+_PUT = """
+local hc = tonumber(redis.call('GET', KEYS[3]) or '0')
+local conf = tonumber(ARGV[4])
+if hc > conf then return {0, 0} end
+if conf > hc then redis.call('SET', KEYS[3], ARGV[4]) end
+local nv = redis.call('INCR', KEYS[2])
+if ARGV[1] == 'del' then return {nv, redis.call('DEL', KEYS[1])} end
+local existed = redis.call('EXISTS', KEYS[1])
+local raw = string.format('%d', nv) .. ':' .. ARGV[2]
+if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[1], raw, 'PX', ARGV[3])
+else redis.call('SET', KEYS[1], raw) end
+return {nv, existed}
+"""
+
+
+_FENCE = """
+local hc = tonumber(redis.call('GET', KEYS[3]) or '0')
+if tonumber(ARGV[1]) > hc then redis.call('SET', KEYS[3], ARGV[1]) end
+return redis.call('INCR', KEYS[2])
+"""
+
 
 def _keys(key: str) -> list[str]:
-    return [f"dsc:{{{key}}}:v", f"dsc:{{{key}}}:c"]
+    return [f"dsc:{{{key}}}:v", f"dsc:{{{key}}}:c", f"dsc:{{{key}}}:h"]
 
 
 class RedisBackend:
     kind = "redis"
 
-    def __init__(self, url: str, timeout: float = 1.0):
+    def __init__(self, url: str, timeout: float = 1.0, max_inflight: int = 4):
         import redis.asyncio as aioredis
+        from redis import exceptions as rex
         from redis.backoff import ExponentialBackoff
         from redis.retry import Retry
 
@@ -102,43 +147,81 @@ class RedisBackend:
             url, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1), max_connections=256,
         )
-        self._load = self.client.register_script(_LOAD)
-        self._write = self.client.register_script(_WRITE)
-        from redis import exceptions as rex
-
+        self._scripts = {name: (body, sha1(body.encode()).hexdigest())
+                         for name, body in (("load", _LOAD), ("write", _WRITE), ("put", _PUT),
+                                           ("fence", _FENCE))}
+        self._noscript = rex.NoScriptError
+        self._refused = rex.ResponseError
         self._down = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError,
                       asyncio.TimeoutError)
+        self._batch: Batcher[tuple] = Batcher(self._pipeline, max_inflight=max_inflight)
 
-    async def _call(self, coro):  # type: ignore[no-untyped-def]
+    async def _pipeline(self, _group: object, cmds: list[tuple]) -> list[object]:
+        """One round trip for `cmds`; scripts Redis does not know (first use, or a restarted
+        or flushed Redis) are loaded and those commands sent once more."""
         try:
-            return await coro
+            out = await self._exec(cmds)
+            again = [i for i, r in enumerate(out) if isinstance(r, self._noscript)]
+            if again:
+                for body, _ in self._scripts.values():
+                    await self.client.script_load(body)
+                for i, r in zip(again, await self._exec([cmds[i] for i in again]), strict=True):
+                    out[i] = r
+            return out
         except self._down as e:
             raise BackendUnavailable(f"redis at {self.url}: {e}") from None
 
+    async def _exec(self, cmds: list[tuple]) -> list[object]:
+        if len(cmds) == 1:  # alone: a plain command costs redis-py less than a pipeline
+            try:
+                return [await self.client.execute_command(*cmds[0])]
+            except self._refused as e:
+                return [e]
+        pipe = self.client.pipeline(transaction=False)
+        for c in cmds:
+            pipe.execute_command(*c)
+        return await pipe.execute(raise_on_error=False)
+
+    async def _cmd(self, *args: object) -> object:
+        res = await self._batch.submit(args)
+        if isinstance(res, Exception):
+            raise res
+        return res
+
+    async def _script(self, name: str, keys: list[str], args: list[object]) -> object:
+        return await self._cmd("EVALSHA", self._scripts[name][1], len(keys), *keys, *args)
+
     async def load(self, key: str, seal: bool = False) -> Loaded:
-        ok, val, ver, ctr, pttl = await self._call(
-            self._load(keys=_keys(key), args=["1" if seal else "0"])
+        ok, val, ver, ctr, pttl = await self._script(  # type: ignore[misc]
+            "load", _keys(key), ["1" if seal else "0"]
         )
         if not ok:
             return Loaded(None, 0, int(ctr), None)
         return Loaded(bytes(val), int(ver), int(ctr), None if pttl < 0 else max(1, int(pttl)))
 
-    async def reserve(self, key: str) -> int:
-        return int(await self._call(self.client.incr(_keys(key)[1])))
+    async def reserve(self, key: str, conf: int = 0) -> int:
+        return int(await self._script("fence", _keys(key), [conf]))  # type: ignore[call-overload]
+
+    async def put(self, key: str, value: bytes | None, ttl_ms: int | None,
+                  conf: int = 0) -> tuple[int, bool]:
+        args = ["del" if value is None else "set", value or b"", ttl_ms or 0, conf]
+        nv, existed = await self._script("put", _keys(key), args)  # type: ignore[misc]
+        return int(nv), bool(existed)
 
     async def write(self, key: str, expect: int, newver: int, value: bytes | None,
                     ttl_ms: int | None) -> tuple[int, bool]:
         args = [expect, newver, "del" if value is None else "set", value or b"", ttl_ms or 0]
-        nv, existed = await self._call(self._write(keys=_keys(key), args=args))
+        nv, existed = await self._script("write", _keys(key), args)  # type: ignore[misc]
         return (int(nv), bool(existed)) if nv else (0, False)
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._call(self.client.ping()))
+            return bool(await self._cmd("PING"))
         except BackendUnavailable:
             return False
 
     async def close(self) -> None:
+        await self._batch.close()
         await self.client.aclose()
 
 
@@ -152,6 +235,7 @@ class MemoryBackend:
         self.clock = clock
         self.values: dict[str, tuple[int, bytes, float | None]] = {}
         self.counters: dict[str, int] = {}
+        self.homes: dict[str, int] = {}  # key -> highest home configuration index seen
         self.available = True
         self.ops = 0
 
@@ -180,16 +264,30 @@ class MemoryBackend:
         ttl = None if exp is None else max(1, int((exp - self.clock()) * 1000))
         return Loaded(val, ver, ctr, ttl)
 
-    async def reserve(self, key: str) -> int:
+    async def reserve(self, key: str, conf: int = 0) -> int:
         self._check()
+        self.homes[key] = max(self.homes.get(key, 0), conf)
         self.counters[key] = self.counters.get(key, 0) + 1
         return self.counters[key]
+
+    async def put(self, key: str, value: bytes | None, ttl_ms: int | None,
+                  conf: int = 0) -> tuple[int, bool]:
+        self._check()
+        if self.homes.get(key, 0) > conf:
+            return 0, False
+        self.homes[key] = conf
+        nv = self.counters.get(key, 0) + 1
+        return self._store(key, nv, value, ttl_ms)
 
     async def write(self, key: str, expect: int, newver: int, value: bytes | None,
                     ttl_ms: int | None) -> tuple[int, bool]:
         self._check()
         if self.counters.get(key, 0) != expect:
             return 0, False
+        return self._store(key, newver, value, ttl_ms)
+
+    def _store(self, key: str, newver: int, value: bytes | None,
+                     ttl_ms: int | None) -> tuple[int, bool]:
         self.counters[key] = newver
         existed = self._get(key) is not None
         if value is None:

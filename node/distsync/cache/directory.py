@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -59,24 +58,15 @@ class Entry:
 
 
 class KeyLocks:
-    """One asyncio lock per key, created on demand and dropped when nobody holds or waits."""
+    """One asyncio lock per key, created on demand and dropped when nobody holds or waits.
+    (`hold` is taken several times per PUT: a plain class, not a generator-based context
+    manager, keeps that cheap.)"""
 
     def __init__(self) -> None:
         self._locks: dict[str, list] = {}
 
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        slot = self._locks.get(key)
-        if slot is None:
-            slot = self._locks[key] = [asyncio.Lock(), 0]
-        slot[1] += 1
-        try:
-            async with slot[0]:
-                yield
-        finally:
-            slot[1] -= 1
-            if slot[1] == 0:
-                del self._locks[key]
+    def hold(self, key: str) -> _Held:
+        return _Held(self._locks, key)
 
     def busy(self, key: str) -> bool:
         return key in self._locks
@@ -84,6 +74,33 @@ class KeyLocks:
     def __len__(self) -> int:
         return len(self._locks)
 
+
+class _Held:
+    __slots__ = ("locks", "key", "slot")
+
+    def __init__(self, locks: dict[str, list], key: str):
+        self.locks, self.key = locks, key
+
+    async def __aenter__(self) -> None:
+        slot = self.locks.get(self.key)
+        if slot is None:
+            slot = self.locks[self.key] = [asyncio.Lock(), 0]
+        slot[1] += 1
+        self.slot = slot
+        try:
+            await slot[0].acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.slot[0].release()
+        self._leave()
+
+    def _leave(self) -> None:
+        self.slot[1] -= 1
+        if self.slot[1] == 0:
+            del self.locks[self.key]
 
 class Directory:
     def __init__(self, lease_s: float, clock: Callable[[], float] = time.monotonic,

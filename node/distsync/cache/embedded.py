@@ -35,7 +35,9 @@ class EmbeddedStoreServer:
             ld = await st.load(msg["key"], msg["seal"])
             out: Any = [ld.value, ld.version, ld.counter, ld.ttl_ms]
         elif op == "reserve":
-            out = await st.reserve(msg["key"])
+            out = await st.reserve(msg["key"], msg.get("conf", 0))
+        elif op == "put":
+            out = list(await st.put(msg["key"], msg["value"], msg["ttl_ms"], msg["conf"]))
         else:
             out = list(await st.write(msg["key"], msg["expect"], msg["newver"], msg["value"],
                                       msg["ttl_ms"]))
@@ -86,8 +88,13 @@ class EmbeddedBackend:
     async def load(self, key: str, seal: bool = False) -> Loaded:
         return Loaded(*(await self._op("load", key=key, seal=seal)))
 
-    async def reserve(self, key: str) -> int:
-        return int(await self._op("reserve", key=key))
+    async def reserve(self, key: str, conf: int = 0) -> int:
+        return int(await self._op("reserve", key=key, conf=conf))
+
+    async def put(self, key: str, value: bytes | None, ttl_ms: int | None,
+                  conf: int = 0) -> tuple[int, bool]:
+        nv, existed = await self._op("put", key=key, value=value, ttl_ms=ttl_ms, conf=conf)
+        return int(nv), bool(existed)
 
     async def write(self, key: str, expect: int, newver: int, value: bytes | None,
                     ttl_ms: int | None) -> tuple[int, bool]:

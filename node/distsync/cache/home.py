@@ -8,14 +8,25 @@ whose ring just changed, learns nothing from anyone, it makes sure nobody holds 
 A holder that does not acknowledge an invalidation or a fetch is revoked: the home stops
 renewing its lease and waits until the last lease it granted has surely run out (the holder
 stops serving by then, see service.py), then proceeds as if the holder had answered.
+
+Writes that are not silent upgrades are written through by the home itself (PUTX): the value
+travels with the request, so a PUT costs one message to the home and one backend round trip,
+and the key's lock is held across both the invalidations and the write. Invalidations for
+different keys to the same holder are coalesced into one message (batching.py).
+
+Once the backend has failed, the next write first checks that it is back (a PING) before
+invalidating anything: while Redis is down, writes fail without costing other nodes their
+valid copies.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Hashable
 from typing import Any
 
-from .near import M
+from .backend import BackendUnavailable
+from .near import E, I
 from .protocol import FETCH, INV, NotHome, PeerUnreachable
 
 
@@ -69,15 +80,14 @@ class HomeRole:
                     if fence:
                         # A revoked node may have been the owner with a silent write in
                         # flight: move the counter so that write can never land, and re-stamp.
-                        await self.backend.reserve(key)
+                        await self.backend.reserve(key, self.view.conf_index())
                     self.metrics.inc("backend_reads")
                     ld = await self.backend.load(key, seal=True)
                     if ld.value is None:
                         # The requester missed, so it holds no shared copy. If it is the
-                        # owner, keep it listed: it was granted M and its write may still be
-                        # on its way to the backend (a read and a write of its own crossing);
-                        # once that lands it holds the line in E, and a later write must
-                        # invalidate it. At worst an extra invalidation.
+                        # owner, keep it listed: the E grant of a write of its own may still
+                        # be on its way (a read and a write of its own crossing), and a later
+                        # write must invalidate that line. At worst an extra invalidation.
                         ent.sharers.discard(src)
                         return {"value": None, **self._lease(src)}
                     got = (ld.value, ld.version, ld.ttl_ms)
@@ -87,23 +97,43 @@ class HomeRole:
             finally:
                 self._settle(key, epoch)
 
-    async def _h_getx(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """Write: reserve a version (fencing any older owner's write still in flight),
-        invalidate every other copy and collect the acknowledgements, then grant M."""
-        key, src = msg["key"], msg["src"]
+    async def _h_putx(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Write (or delete) through: invalidate every other copy and collect the
+        acknowledgements, then store the value in one backend step that moves the version
+        counter on (so an older owner's silent write still in flight can never land after
+        it); the writer becomes the only holder, in E."""
+        key, src, value = msg["key"], msg["src"], msg.get("value")
         epoch = self._check_home(key)
         async with self.dir.locks.hold(key):
             try:
-                # Reserve first: with the backend down, the write fails before anything else
-                # changes (no copy is invalidated for a write that cannot happen).
-                ver = await self.backend.reserve(key)
+                await self._backend_back()
                 await self._warm(key, src)
                 ent = self.dir.entry(key)
                 await self._invalidate(key, ent.others(src))
-                ent.grant_write(src)
-                return {"version": ver, "state": M, **self._lease(src)}
+                ent.grant_write(src)  # (src dropped its own copy before asking)
+                if value is None:
+                    ent.owner = None
+                try:
+                    ver, existed = await self.backend.put(key, value, msg.get("ttl_ms"),
+                                                          self.view.conf_index())
+                except BackendUnavailable:
+                    self._backend_down = True
+                    ent.owner = None  # may or may not have landed: src caches nothing
+                    raise
+                if not ver:  # a home under a newer configuration has the key: not us
+                    ent.owner = None
+                    raise NotHome(key, None)
+                return {"version": ver, "existed": existed,
+                        "state": E if value is not None else I, **self._lease(src)}
             finally:
                 self._settle(key, epoch)
+
+    async def _backend_back(self) -> None:
+        """After a backend failure seen here, refuse writes untouched until a PING answers."""
+        if self._backend_down:
+            if not await self.backend.ping():
+                raise BackendUnavailable("the cache backend is unreachable", untouched=True)
+            self._backend_down = False
 
     async def _h_hb(self, msg: dict[str, Any]) -> dict[str, Any]:
         src = msg["src"]
@@ -126,13 +156,16 @@ class HomeRole:
         """INV to `targets`; those that do not answer are revoked. Returns them."""
         if not targets:
             return []
-        msg: dict[str, Any] = {"key": key, "src": self.id}
-        if conf is not None:
-            msg["conf"] = conf
         order = sorted(targets)
-        results = await asyncio.gather(
-            *(self._call(n, INV, msg) for n in order), return_exceptions=True
-        )
+        if len(order) == 1:  # the common case (the previous writer): no gather, no task
+            try:
+                results = [await self._invs.submit(key, (order[0], conf))]
+            except Exception as e:  # noqa: BLE001 - judged below, as gather's would be
+                results = [e]
+        else:
+            results = await asyncio.gather(
+                *(self._invs.submit(key, (n, conf)) for n in order), return_exceptions=True
+            )
         self.metrics.inc("invalidations_sent", len(order))
         failed = []
         for n, r in zip(order, results, strict=True):
@@ -143,6 +176,15 @@ class HomeRole:
         if failed:
             await self._revoke(failed)
         return failed
+
+    async def _send_invs(self, group: Hashable, keys: list[str]) -> list[Any]:
+        """One INV message for every key invalidated at `node` in this loop turn."""
+        node, conf = group  # type: ignore[misc]
+        msg: dict[str, Any] = {"keys": keys, "src": self.id}
+        if conf is not None:
+            msg["conf"] = conf
+        await self._call(node, INV, msg)
+        return [True] * len(keys)
 
     async def _revoke(self, nodes: list[str]) -> None:
         """Treat `nodes`' copies as invalid once their leases have surely expired."""

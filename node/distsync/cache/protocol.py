@@ -10,14 +10,17 @@ the request), and `resync` when the home has revoked this node's lines unilatera
 Requester -> home
   GETS  {key}              read miss. Reply GRANT {state: E|S|"" (uncacheable), value, version,
                            ttl_ms} or {value: None} (absent).
-  GETX  {key}              write or delete. The home invalidates every other copy, reserves a
-                           version and replies GRANT {state: M, version}; the requester then
-                           writes through with that version.
+  PUTX  {key, value,       write (value None: delete), written through by the home. The home
+         ttl_ms}           invalidates every other copy, then stores the value in the backend
+                           in one step that moves the version counter on (fencing older
+                           owners), and replies GRANT {state: E (or I after a delete),
+                           version, existed}. The requester drops its own copy before sending.
   HB    {resynced}         lease renewal for all lines from this home.
 Home -> holder
-  INV   {key, conf}        drop the line (after any write in flight on it), answer ACK. `conf`
-                           (sent by a home that has no directory yet) makes the holder first
-                           apply the Raft configuration the home acts under.
+  INV   {keys, conf}       drop these lines (after any write in flight on them), answer ACK.
+                           Concurrent invalidations to one holder travel as one message.
+                           `conf` (sent by a home that has no directory yet) makes the holder
+                           first apply the Raft configuration the home acts under.
   FETCH {key}              downgrade E/M -> S and send the value back (write-back of M first).
 Anyone
   STATE {key}              this node's line for `key` (for the state API).
@@ -29,8 +32,8 @@ from typing import Any
 
 import msgpack
 
-GETS, GETX, HB, INV, FETCH, STATE = "gets", "getx", "hb", "inv", "fetch", "state"
-OPS = (GETS, GETX, HB, INV, FETCH, STATE)
+GETS, PUTX, HB, INV, FETCH, STATE = "gets", "putx", "hb", "inv", "fetch", "state"
+OPS = (GETS, PUTX, HB, INV, FETCH, STATE)
 
 
 class PeerUnreachable(Exception):

@@ -8,9 +8,13 @@ or the home asked for a resync. If the home is unreachable, the backend is read 
 nothing is cached: with write-through, the backend always holds every acknowledged write.
 
 Writes (write-through): a line held in E is upgraded to M silently and written with a
-compare on its version; otherwise the home grants M (GETX) after invalidating every other
-copy, and the value is written with the reserved version. The PUT is acknowledged only once
-the backend has it; the line is then clean (E). Concurrent fenced writes retry.
+compare on its version (one backend round trip, no message); otherwise the value goes to the
+home (PUTX), which invalidates every other copy and then writes it (one message, one backend
+round trip), and the writer keeps the line in E. The PUT is acknowledged only once the
+backend has it. While a write of this node to a key is out, the node serves no copy of that
+key and caches no grant for it (the home may already have written the new value while an
+older copy or grant is still here); a write's own E grant is kept only if no other write of
+this node to the key was out meanwhile.
 
 Leases: every answer from a home renews, for `lease_ms` from when the request was sent, this
 node's right to serve that home's lines; a heartbeat renews it every lease/4. A node that has
@@ -28,6 +32,7 @@ from typing import Any
 
 from ..hashring import HashRing
 from .backend import Backend, BackendUnavailable
+from .batching import Batcher
 from .directory import Directory, KeyLocks
 from .home import HomeRole
 from .metrics import CacheMetrics
@@ -35,9 +40,9 @@ from .near import E, I, Line, M, NearCache, S
 from .protocol import (
     FETCH,
     GETS,
-    GETX,
     HB,
     INV,
+    PUTX,
     STATE,
     HomeUnavailable,
     NotHome,
@@ -49,7 +54,7 @@ log = logging.getLogger("distsync.cache")
 
 
 class Contention(Exception):
-    """A write kept losing its reserved version to concurrent writers; retry."""
+    """A write kept being sent back (the ring was changing under it); retry."""
 
 
 @dataclass
@@ -95,6 +100,9 @@ class CacheService(HomeRole):
                                     lambda: self.near.bytes)
         self.homes: dict[str, HomeLease] = {}
         self._wlocks = KeyLocks()
+        self._writing: dict[str, int] = {}  # key -> writes of ours out at its home
+        self._invs: Batcher[str] = Batcher(self._send_invs, max_inflight=4)
+        self._backend_down = False
         self._epochs: dict[str, list[int]] = {}  # key -> [invalidations seen, ops pending]
         self._fills: dict[str, asyncio.Future] = {}
         self._tok: object = None
@@ -202,7 +210,7 @@ class CacheService(HomeRole):
         self._ring_check()
         while True:
             line = self.near.get(key)
-            if line is None:
+            if line is None or key in self._writing:
                 break
             if line.state == M:  # a write-through of ours is in flight: wait for its outcome
                 async with self._wlocks.hold(key):
@@ -222,6 +230,7 @@ class CacheService(HomeRole):
             got = await asyncio.shield(fut)
         except BackendUnavailable:
             self.metrics.inc("backend_errors")
+            self._backend_down = True
             raise
         self.metrics.miss(time.perf_counter() - t0)
         return got
@@ -256,6 +265,7 @@ class CacheService(HomeRole):
             state, line = rep.get("state"), None
             cur = self.near.peek(key)
             if (state in (E, S) and ok and not poisoned and self.home_of(key) == home
+                    and key not in self._writing
                     and (cur is None or cur.version < rep["version"])):
                 line = self.near.put(key, value, rep["version"], state, home, rep.get("ttl_ms"))
             return Got(value, rep["version"], False, line.state if line else I)
@@ -280,6 +290,7 @@ class CacheService(HomeRole):
             res = await self._write_loop(key, value, ttl_ms)
         except BackendUnavailable:
             self.metrics.inc("backend_errors")
+            self._backend_down = True
             raise
         self.metrics.inc("puts" if value is not None else "deletes")
         self.metrics.put(time.perf_counter() - t0)
@@ -290,56 +301,78 @@ class CacheService(HomeRole):
         for attempt in range(self.cfg.retries):
             async with self._wlocks.hold(key):
                 line = self.near.peek(key)
-                if (line is not None and line.state == E and not line.expired(self.clock())
-                        and self.lease_ok(line.home)):
-                    gen = self._home(line.home).gen
-                    res = await self._write_through(
-                        key, line.home, line.version, line.version + 1, value, ttl_ms, gen
-                    )
+                if (line is not None and line.state == E and key not in self._writing
+                        and not line.expired(self.clock()) and self.lease_ok(line.home)):
+                    res = await self._silent_write(key, line, value, ttl_ms)
                     if res is not None:
                         self.metrics.inc("silent_upgrades")
                         return res
-            # Ask the home for M. A copy we hold in S stays valid (and served) until the
-            # grant arrives; it is replaced then (a refused GETX leaves it alone).
-            home = self.home_of(key)
-            gen = self._home(home).gen
-            seen = self._begin(key)
-            sent = self.clock()
+                # The home invalidates every copy but the writer's: ours is not served while
+                # the write is out, and replaced or dropped when it is answered.
+                self._writing[key] = self._writing.get(key, 0) + 1
             try:
-                rep = await self._call(home, GETX, {"key": key, "src": self.id})
-            except NotHome:
-                self._end(key, seen)
-                await asyncio.sleep(0.02 * (attempt + 1))
-                self._ring_check()
-                continue
-            except PeerUnreachable:
-                self._end(key, seen)
-                raise HomeUnavailable(key, home) from None
-            except BaseException:
-                self._end(key, seen)
+                res = await self._home_write(key, value, ttl_ms, attempt)
+            except BackendUnavailable as e:
+                if not e.untouched:
+                    self.near.drop(key)
                 raise
-            poisoned = self._end(key, seen)
-            keep = self._renewed(home, rep, sent, gen) and not poisoned
-            async with self._wlocks.hold(key):
-                v = rep["version"]
-                res = await self._write_through(
-                    key, home, v, v, value, ttl_ms, self._home(home).gen if keep else None
-                )
+            except BaseException:
+                self.near.drop(key)
+                raise
+            finally:
+                n = self._writing.pop(key) - 1
+                if n:
+                    self._writing[key] = n
             if res is not None:
                 return res
-            await asyncio.sleep(0.001 * attempt)
-        raise Contention(f"write to {key!r} lost {self.cfg.retries} times to other writers")
+        raise Contention(f"write to {key!r} sent back {self.cfg.retries} times (ring changing)")
 
-    async def _write_through(self, key: str, home: str, expect: int, newver: int,
-                             value: bytes | None, ttl_ms: int | None,
-                             gen: int | None) -> dict[str, Any] | None:
-        """With the key's local lock held: hold the new value in M, write it to the backend,
-        then keep it as E (or drop it). None if the compare on the version failed."""
-        self.near.drop(key)
-        if value is not None and gen is not None:
-            self.near.put(key, value, newver, M, home, ttl_ms)
+    async def _home_write(self, key: str, value: bytes | None, ttl_ms: int | None,
+                          attempt: int) -> dict[str, Any] | None:
+        """PUTX to the key's home; None if the ring moved under us (retry)."""
+        home = self.home_of(key)
+        gen = self._home(home).gen
+        seen = self._begin(key)
+        sent = self.clock()
         try:
-            nv, existed = await self.backend.write(key, expect, newver, value, ttl_ms)
+            rep = await self._call(home, PUTX, {"key": key, "src": self.id, "value": value,
+                                                "ttl_ms": ttl_ms})
+        except NotHome:
+            self._end(key, seen)
+            await asyncio.sleep(0.02 * (attempt + 1))
+            self._ring_check()
+            return None
+        except PeerUnreachable:
+            self._end(key, seen)
+            raise HomeUnavailable(key, home) from None
+        except BaseException:
+            self._end(key, seen)
+            raise
+        poisoned = self._end(key, seen)
+        keep = (self._renewed(home, rep, sent, gen) and not poisoned and value is not None
+                and rep.get("state") == E and self._writing.get(key) == 1
+                and self.ring is not None and self.home_of(key) == home)
+        self._poison(key)  # a fill of ours still out may have been granted before this write
+        if keep:
+            self.near.put(key, value, rep["version"], E, home, ttl_ms)  # type: ignore[arg-type]
+        else:
+            self.near.drop(key)
+        return {"key": key, "version": rep["version"], "existed": rep["existed"],
+                "state": self.near.state(key)}
+
+    async def _silent_write(self, key: str, line: Line, value: bytes | None,
+                            ttl_ms: int | None) -> dict[str, Any] | None:
+        """With the key's local lock held and its line in E: hold the new value in M, write
+        it to the backend with a compare on the line's version, then keep it as E (or drop
+        it). None if the compare failed (the home moved the counter on: we are no longer
+        the owner)."""
+        home, expect = line.home, line.version
+        gen = self._home(home).gen
+        self.near.drop(key)
+        if value is not None:
+            self.near.put(key, value, expect + 1, M, home, ttl_ms)
+        try:
+            nv, existed = await self.backend.write(key, expect, expect + 1, value, ttl_ms)
         except BaseException:
             self.near.drop(key)
             raise
@@ -347,9 +380,7 @@ class CacheService(HomeRole):
         if not nv:
             self.near.drop(key)
             return None
-        slot = self._epochs.get(key)
-        if slot is not None:
-            slot[0] += 1  # a fill of ours still out was granted before this write: keep it out
+        self._poison(key)  # a fill of ours still out was granted before this write
         if cur is not None:
             if (self._home(home).gen == gen and self.ring is not None
                     and self.home_of(key) == home):
@@ -367,16 +398,37 @@ class CacheService(HomeRole):
         return await handler(self, msg)
 
     async def _h_inv(self, msg: dict[str, Any]) -> dict[str, Any]:
-        key, conf = msg["key"], msg.get("conf")
+        keys, conf = msg["keys"], msg.get("conf")
         if conf is not None and self.view.conf_index() < conf:
             if not await self.view.wait_conf(conf, self.cfg.rpc_timeout / 2):
                 raise PeerUnreachable("behind the home's membership configuration")
         self._ring_check()
-        self._poison(key)
+        busy = []
+        for key in keys:
+            self._poison(key)
+            if self._wlocks.busy(key) or self._former_home_busy(key):
+                busy.append(key)
+            else:
+                self.near.drop(key)
+        if busy:
+            await asyncio.gather(*(self._drop_after_write(k) for k in busy))
+        self.metrics.inc("invalidations_received", len(keys))
+        return {"ok": True}
+
+    def _former_home_busy(self, key: str) -> bool:
+        """A transaction of ours as the key's home under the previous ring is still running
+        (it may be about to write the key)."""
+        return self.dir.locks.busy(key) and self.ring is not None and self.home_of(key) != self.id
+
+    async def _drop_after_write(self, key: str) -> None:
+        """Drop the line once any write to the key that started here has finished: a silent
+        write of ours (the key's local lock), or a home transaction of ours from before the
+        ring changed (the new home must not hear "done" while we may still write)."""
+        if self._former_home_busy(key):
+            async with self.dir.locks.hold(key):
+                pass
         async with self._wlocks.hold(key):
             self.near.drop(key)
-        self.metrics.inc("invalidations_received")
-        return {"ok": True}
 
     def _poison(self, key: str) -> None:
         """A grant of ours for `key` still on its way is not cached when it arrives."""
@@ -386,17 +438,20 @@ class CacheService(HomeRole):
 
     async def _h_fetch(self, msg: dict[str, Any]) -> dict[str, Any]:
         key, home = msg["key"], msg["src"]
-        # The home only fetches from the node it lists as owner; if that grant (GETS: E, or
-        # GETX: M) has not reached us yet, we answer "no copy" below and the home stops
-        # listing us. The grant must then not be installed when it arrives: an E line the
-        # directory does not list gets no invalidation, is written silently and served as a
-        # hit after later PUTs (found by the chaos suite under packet loss). An M grant's
-        # write is fenced by the home's sealed load; it just is not kept either.
+        # The home only fetches from the node it lists as owner; if that grant (E, from a
+        # GETS or a PUTX) has not reached us yet, we answer "no copy" below and the home
+        # stops listing us. The grant must then not be installed when it arrives: an E line
+        # the directory does not list gets no invalidation, is written silently and served
+        # as a hit after later PUTs (found by the chaos suite under packet loss). A PUTX's
+        # write has landed by then (the home loads it); its line is just not kept.
         self._poison(key)
         async with self._wlocks.hold(key):  # an M line is written back (its write completes)
             line = self.near.peek(key)
             now = self.clock()
-            if line is None or line.home != home or line.expired(now):
+            # While a write of ours is out, our line may predate a value the home has written
+            # already: "no copy" is always safe (the home reads the backend).
+            if (line is None or line.home != home or line.expired(now)
+                    or key in self._writing):
                 self.near.drop(key)
                 return {"value": None}
             self.near.set_state(line, S)
@@ -406,7 +461,7 @@ class CacheService(HomeRole):
         return self.line_state(msg["key"])
 
     _handlers = {
-        GETS: HomeRole._h_gets, GETX: HomeRole._h_getx, HB: HomeRole._h_hb,
+        GETS: HomeRole._h_gets, PUTX: HomeRole._h_putx, HB: HomeRole._h_hb,
         INV: _h_inv, FETCH: _h_fetch, STATE: _h_state,
     }
 
@@ -448,6 +503,7 @@ class CacheService(HomeRole):
             self._task = asyncio.create_task(self._background(), name=f"cache-{self.id}")
 
     async def stop(self) -> None:
+        await self._invs.close()
         if self._task is not None:
             self._task.cancel()
             try:
