@@ -19,6 +19,10 @@ the leader:
    enqueued (random keys, or no key = round-robin), then drained; max/min messages per
    consumer, with 60 partitions and with 16.
 
+With `--profile SECONDS`, one more dequeue + ack phase (8 consumers, get then ack_many; NOT
+part of the tables) runs while `py-spy record` samples the leader, and the raw collapsed
+stacks (`leader-profile-queue-dequeue.txt`) plus a top-N summary go next to the results.
+
 If `redis-server` is on PATH, the same phases run against a Redis list on loopback with
 redis-py (RPUSH; the reliable-queue pattern LMOVE to a processing list + LREM as the ack;
 BLMOVE for the long-polling consumers), once with `appendfsync always` (every write fsynced
@@ -47,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from raft_bench import (
+    PROFILE_RATE_HZ,
     _git_rev,
     _pct,
     _proc_cpu_seconds,
@@ -54,7 +59,10 @@ from raft_bench import (
     machine_info,
     machine_text,
     probe_fsync,
+    profile_text,
     snapshots_taken,
+    start_profiler,
+    summarize_profile,
 )
 
 from distsync.client import Client
@@ -289,30 +297,11 @@ async def phases(sys_: Any, args: argparse.Namespace) -> dict[str, Any]:
     print(f"  enqueue, {b} per request, c=16: {out['enqueue_batched']}", flush=True)
     await sys_.cleanup(q)
 
-    # dequeue + ack: fill enough for the whole phase first (30k msgs/s at most).
-    async def filled() -> str:
-        q = sys_.fresh()
-        await sys_.setup(q)
-        sem = asyncio.Semaphore(16)
-
-        async def fill(_: int) -> None:
-            async with sem:
-                await sys_.put_many(q, [BODY] * 500)
-
-        await asyncio.gather(*(fill(i) for i in range(int(30_000 * (d + w)) // 500 + 1)))
-        return q
-
-    q = await filled()
-
-    async def take(worker: int) -> int:
-        return len((await sys_.take(q, f"c{worker}", b))[0])
-
-    out["dequeue_ack_batched"] = await closed_loop(8, d, w, take, sys_.pids)
+    out["dequeue_ack_batched"] = await dequeue_ack(sys_, d, w, b)
     print(f"  dequeue, then ack, {b} per request, 8 consumers: {out['dequeue_ack_batched']}",
           flush=True)
-    await sys_.cleanup(q)
 
-    q = await filled()
+    q = await filled(sys_, d + w)
     prev: dict[int, list[Any]] = {}
 
     async def take_next(worker: int) -> int:
@@ -340,6 +329,69 @@ async def phases(sys_: Any, args: argparse.Namespace) -> dict[str, Any]:
                 print(f"  spread, {parts} partitions, {'random keys' if keyed else 'no key'}, "
                       f"{n} consumers: {r}", flush=True)
     return out
+
+
+async def filled(sys_: Any, seconds: float) -> str:
+    """A fresh queue holding enough messages for `seconds` of draining (30k msgs/s at
+    most)."""
+    q = sys_.fresh()
+    await sys_.setup(q)
+    sem = asyncio.Semaphore(16)
+
+    async def fill(_: int) -> None:
+        async with sem:
+            await sys_.put_many(q, [BODY] * 500)
+
+    await asyncio.gather(*(fill(i) for i in range(int(30_000 * seconds) // 500 + 1)))
+    return q
+
+
+async def dequeue_ack(sys_: Any, duration: float, warmup: float, batch: int,
+                      started: asyncio.Event | None = None) -> dict[str, Any]:
+    """8 consumers on a pre-filled queue, each `get(max=batch)` then `ack_many`; `started`
+    is set when the fill is done and the consumers begin."""
+    q = await filled(sys_, duration + warmup)
+    if started is not None:
+        started.set()
+
+    async def take(worker: int) -> int:
+        return len((await sys_.take(q, f"c{worker}", batch))[0])
+
+    res = await closed_loop(8, duration, warmup, take, sys_.pids)
+    await sys_.cleanup(q)
+    return res
+
+
+async def profile_dequeue(sys_: Any, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The dequeue + ack phase once more while py-spy samples the leader. py-spy pauses the
+    target for each sample, so this phase is slower and is not reported as a measurement."""
+    out_dir = Path(tempfile.mkdtemp(prefix="distsync-prof-")) if args.no_write else args.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw = out_dir / "leader-profile-queue-dequeue.txt"
+    prof: dict[str, Any] = {"kind": "dequeue+ack", "seconds": args.profile, "raw": raw.name,
+                            "pid": pid, "concurrency": 8}
+    print(f"PROFILE: dequeue + ack while py-spy samples the leader (pid {pid}) for "
+          f"{args.profile:g} s ...", flush=True)
+    started = asyncio.Event()
+    task = asyncio.create_task(
+        dequeue_ack(sys_, args.profile + 1.5, args.warmup, args.batch, started))
+    await started.wait()  # the fill is not what we profile
+    await asyncio.sleep(args.warmup)
+    p = start_profiler(pid, args.profile, raw)
+    r = await task
+    prof["workload"] = {"ops_per_s": r["msgs_per_s"], "p50_ms": r.get("p50_ms"),
+                        "p99_ms": r.get("p99_ms")}
+    if p is None:
+        prof["error"] = "py-spy not installed"
+        return prof
+    text, _ = await asyncio.to_thread(p.communicate)
+    if p.returncode != 0 or not raw.exists():
+        prof["error"] = f"py-spy exited {p.returncode}: {text.strip()[-500:]}"
+        print(f"py-spy failed (ptrace not permitted?): {prof['error']}")
+    else:
+        prof["summary"] = summarize_profile(raw, PROFILE_RATE_HZ, args.profile, top=25)
+        print(profile_text(prof, n_self=20, n_incl=25), flush=True)
+    return prof
 
 
 async def end_to_end(sys_: Any, rate: int, batch: int, seconds: float,
@@ -466,6 +518,9 @@ def render_md(report: dict[str, Any]) -> str:
             cells = [f"{sp[f'p{parts}-{kind}-c{n}']['max_over_min']:.2f}" for n in (3, 5, 10)]
             lines.append(f"| {parts}, {'random keys' if kind == 'keyed' else 'no key'} | "
                          + " | ".join(cells) + " |")
+    if report.get("profile", {}).get("summary"):
+        lines += ["", "Leader profile during one more dequeue + ack phase (py-spy; not part of "
+                  "the tables):", "", "```", profile_text(report["profile"], 20, 25), "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -474,8 +529,13 @@ async def run(args: argparse.Namespace, lc: LocalCluster, work: Path,
     pids = [nd.proc.pid for nd in lc.nodes.values() if nd.proc is not None]
     async with Client(lc.addrs, timeout=60, request_timeout=30) as c:
         await c.find_leader()
-        report["systems"]["distsync"] = await phases(Distsync(c, pids), args)
-    if args.no_redis:
+        ds = Distsync(c, pids)
+        if not args.profile_only:
+            report["systems"]["distsync"] = await phases(ds, args)
+        if args.profile > 0:
+            pid = lc.nodes[lc.leader()].proc.pid  # type: ignore[union-attr]
+            report["profile"] = await profile_dequeue(ds, pid, args)
+    if args.no_redis or args.profile_only:
         return
     try:
         import redis.asyncio as aioredis
@@ -508,6 +568,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-redis", action="store_true")
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
+                   help="after the distsync phases, sample the leader with py-spy for this "
+                        "long during one more dequeue + ack phase")
+    p.add_argument("--profile-only", action="store_true",
+                   help="with --profile: skip the measured phases and Redis; write nothing "
+                        "but the profile")
     return p.parse_args(argv)
 
 
@@ -545,6 +611,8 @@ def main(argv: list[str] | None = None) -> int:
         report["snapshots_taken"] = snapshots_taken(lc)
         lc.close()
         shutil.rmtree(work, ignore_errors=True)
+    if args.profile_only:
+        return rc
     if rc == 0 and not args.no_write:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "queue_bench.json").write_text(json.dumps(report, indent=2) + "\n")

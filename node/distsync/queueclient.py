@@ -72,6 +72,10 @@ class Message:
     timeout, or its consumer going away); `dead_letter` is set for messages read from a
     dead-letter queue."""
 
+    # A batch of 1,000 of these is built per dequeue call: slots make that cheaper.
+    __slots__ = ("queue", "id", "body", "key", "headers", "receipt", "partition", "seq",
+                 "deliveries", "enqueued_at", "dead_letter")
+
     def __init__(self, queue: Queue, d: dict[str, Any]):
         self.queue = queue
         self.id: str = d["id"]

@@ -350,6 +350,24 @@ def test_timer_index_is_compacted() -> None:
     assert len(d.svc._timers) <= 4 * 4096
 
 
+def test_a_partly_acked_dequeue_times_out_only_what_is_left() -> None:
+    """A dequeue's leases share one timer entry: the acked ones leave it, the rest expire
+    at its deadline (also after a restart, which rebuilds the index from the messages)."""
+    for restart in (False, True):
+        d = Driver({"partitions": 2})
+        d.enqueue([(i, None, None) for i in range(10)])
+        got = d.dequeue("w1", 10, vis=1000)
+        d.ack([m["receipt"] for m in got[::2]])
+        if restart:
+            d.restart()
+        d.tick(999)
+        assert d.svc.queues[Q].inflight == 5
+        d.tick(1)
+        again = d.dequeue("w1", 10)
+        assert sorted(bodies(again)) == [1, 3, 5, 7, 9]
+        assert all(m["deliveries"] == 2 for m in again)
+
+
 def test_dequeue_can_ack_the_previous_batch_in_the_same_command() -> None:
     d = Driver({"partitions": 1})
     d.enqueue([(i, None, None) for i in range(5)])

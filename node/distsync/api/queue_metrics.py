@@ -66,11 +66,17 @@ class QueueMetrics:
         self._counts[key] = self._counts.get(key, 0) + n
 
     def latency(self, queue: str, kind: str, seconds: float) -> None:
+        self.latencies(queue, kind, [seconds])
+
+    def latencies(self, queue: str, kind: str, seconds: list[float]) -> None:
+        """Observe a batch (the messages of one dequeue or ack) with one table lookup."""
         h = self._hist.get((kind, queue))
         if h is None:
             h = self._hist[(kind, queue)] = [[0] * (len(BUCKETS) + 1), 0.0]
-        h[0][bisect.bisect_left(BUCKETS, seconds)] += 1
-        h[1] += seconds
+        counts, find = h[0], bisect.bisect_left
+        for s in seconds:
+            counts[find(BUCKETS, s)] += 1
+        h[1] += sum(seconds)
 
     # -- prometheus_client collector ----------------------------------------------------
 

@@ -16,6 +16,8 @@ import heapq
 from collections import OrderedDict, deque
 from typing import Any
 
+import msgpack
+
 READY, INFLIGHT, DELAYED = 0, 1, 2
 STATE_NAMES = {READY: "ready", INFLIGHT: "in_flight", DELAYED: "delayed"}
 
@@ -66,9 +68,14 @@ def check_options(opts: dict[str, Any]) -> None:
 
 
 class Message:
+    """One message. `packed` caches its snapshot row (msgpack of `encode()`) so that a
+    snapshot re-encodes only the messages that changed since the last one: a long backlog
+    costs a join, not a full encoding, each time (see `queue_chunks`). Whatever changes a
+    field of `encode()` after creation must call `changed()`."""
+
     __slots__ = (
         "id", "seq", "part", "body", "key", "headers", "size", "enq_ms", "deliveries",
-        "state", "consumer", "deadline", "receipt", "error", "dead",
+        "state", "consumer", "deadline", "receipt", "error", "dead", "packed",
     )
 
     def __init__(
@@ -85,6 +92,17 @@ class Message:
         self.receipt: str | None = None  # of the latest delivery
         self.error: str | None = None  # last error (nack reason, "visibility timeout", ...)
         self.dead: list[Any] | None = None  # [source queue, deliveries, error, at_ms] in a DLQ
+        self.packed: bytes | None = None
+
+    def changed(self) -> None:
+        self.packed = None
+
+    def pack(self) -> bytes:
+        """The snapshot row, from the cache or encoded now (and cached)."""
+        b = self.packed
+        if b is None:
+            b = self.packed = _PACKER.pack(self.encode())
+        return b
 
     def view(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -112,6 +130,7 @@ class Message:
         m = cls.__new__(cls)
         (m.id, m.seq, m.part, m.body, m.key, m.headers, m.size, m.enq_ms, m.deliveries,
          m.state, m.consumer, m.deadline, m.receipt, m.error, m.dead) = row
+        m.packed = None
         return m
 
 
@@ -135,9 +154,15 @@ class Partition:
     def head(self, live: dict[str, Message]) -> Message | None:
         """The READY message with the lowest seq, dropping stale entries on the way."""
         fresh, ret = self.fresh, self.returned
-        while fresh and not _is_ready(fresh[0], live):
+        while fresh:
+            m = fresh[0]
+            if m.state == READY and live.get(m.id) is m:
+                break
             fresh.popleft()
-        while ret and not _is_ready(ret[0][1], live):
+        while ret:
+            m = ret[0][1]
+            if m.state == READY and live.get(m.id) is m:
+                break
             heapq.heappop(ret)
         if fresh and (not ret or fresh[0].seq < ret[0][0]):
             return fresh[0]
@@ -145,22 +170,21 @@ class Partition:
 
     def pop_head(self, live: dict[str, Message]) -> Message | None:
         m = self.head(live)
-        if m is None:
-            return None
+        if m is not None:
+            self.take(m)
+        return m
+
+    def take(self, m: Message) -> None:
+        """Remove `m`, which `head` just returned, from the indexes."""
         if self.fresh and self.fresh[0] is m:
             self.fresh.popleft()
         else:
             heapq.heappop(self.returned)
-        return m
 
     def free_for(self, consumer: str) -> bool:
         """No other consumer holds a message of this partition in flight."""
         h = self.holders
         return not h or (len(h) == 1 and consumer in h)
-
-
-def _is_ready(m: Message, live: dict[str, Message]) -> bool:
-    return m.state == READY and live.get(m.id) is m
 
 
 class Consumer:
@@ -204,7 +228,12 @@ STAT_NAMES = ("enqueued", "duplicates", "dequeued", "acked", "nacked", "redelive
               "dead_lettered", "expired")
 
 
-def encode_queue(q: Queue) -> dict[str, Any]:
+# Not thread-safe: used only from the thread that applies commands (the event loop).
+_PACKER = msgpack.Packer(use_bin_type=True)
+
+
+def _queue_head(q: Queue) -> dict[str, Any]:
+    """Everything of a queue's snapshot but its messages (which come last)."""
     return {
         "name": q.name, "opts": q.opts, "created": q.created, "seq": q.seq, "rr": q.rr,
         "stats": [q.stats[k] for k in STAT_NAMES],
@@ -213,8 +242,27 @@ def encode_queue(q: Queue) -> dict[str, Any]:
             [c.id, c.last_seen, c.last_rid, c.last_index, c.last_ids]
             for c in q.consumers.values()
         ],
-        "messages": [m.encode() for m in q.messages.values()],
     }
+
+
+def encode_queue(q: Queue) -> dict[str, Any]:
+    return {**_queue_head(q), "messages": [m.encode() for m in q.messages.values()]}
+
+
+def queue_chunks(q: Queue) -> list[bytes]:
+    """msgpack of `encode_queue(q)` as a list of byte strings to concatenate: the same bytes
+    (msgpack is compositional: a map or array is a header followed by its items), but each
+    message row comes from its cache, so the cost is in the messages that changed."""
+    head = _queue_head(q)
+    p = _PACKER
+    out = [p.pack_map_header(len(head) + 1)]
+    for k, v in head.items():
+        out.append(p.pack(k))
+        out.append(p.pack(v))
+    out.append(p.pack("messages"))
+    out.append(p.pack_array_header(len(q.messages)))
+    out.extend([m.packed or m.pack() for m in q.messages.values()])
+    return out
 
 
 def decode_queue(d: dict[str, Any]) -> Queue:

@@ -118,7 +118,9 @@ class QueueService(QueueState):
             full = defaults_for(name)
             full.update(opts)
             self._new_queue(name, full, index)
-            return {"created": True, "name": name, "options": full}
+            # Copies: a result is remembered (request-id dedupe, snapshots) as it was when
+            # applied, and the options may change later.
+            return {"created": True, "name": name, "options": dict(full)}
         for k in IMMUTABLE_OPTIONS:
             if k in opts and opts[k] != q.opts[k]:
                 raise CommandError(
@@ -126,7 +128,7 @@ class QueueService(QueueState):
                     409, option=k, current=q.opts[k],
                 )
         q.opts.update(opts)
-        return {"created": False, "name": name, "options": q.opts}
+        return {"created": False, "name": name, "options": dict(q.opts)}
 
     def _delete(self, args: dict[str, Any], index: int) -> Any:
         q = self._existing(args["q"])
@@ -197,34 +199,37 @@ class QueueService(QueueState):
                 m.view() for m in again
                 if m is not None and m.state == INFLIGHT and m.consumer == cid
                 and m.receipt is not None and m.receipt.startswith(prefix)
-            ], "partitions": c.partitions, "replayed": True}
+            ], "partitions": list(c.partitions), "replayed": True}
         acks = args.get("ack")
         acked, ack_unknown = self._ack_receipts(q, acks, now) if acks else (0, [])
         vis = args.get("vis") or q.opts["visibility_ms"]
-        heads: list[tuple[int, int]] = []
+        live = q.messages
+        # The heads of the consumer's partitions, merged by seq: oldest first across them.
+        heads: list[tuple[int, int, Message]] = []
         for p in c.partitions:
             part = q.parts[p]
             if part.ready and part.free_for(cid):
-                m = part.head(q.messages)
+                m = part.head(live)
                 if m is not None:
-                    heads.append((m.seq, p))
+                    heads.append((m.seq, p, m))
         heapq.heapify(heads)
         taken: list[Message] = []
         while heads and len(taken) < want:
-            _, p = heapq.heappop(heads)
+            _, p, m = heads[0]
             part = q.parts[p]
-            m = part.pop_head(q.messages)
-            assert m is not None
-            self._lease(q, c, m, index, now, vis)
+            part.take(m)
             taken.append(m)
-            nxt = part.head(q.messages)
-            if nxt is not None:
-                heapq.heappush(heads, (nxt.seq, p))
+            nxt = part.head(live)
+            if nxt is None:
+                heapq.heappop(heads)
+            else:
+                heapq.heapreplace(heads, (nxt.seq, p, nxt))
         if taken:
+            self._lease(q, c, taken, index, now, vis)
             self.obs.count(q.name, "dequeued", len(taken))
             if rid is not None:
                 c.last_rid, c.last_index, c.last_ids = rid, index, [m.id for m in taken]
-        out = {"messages": [m.view() for m in taken], "partitions": c.partitions}
+        out = {"messages": [m.view() for m in taken], "partitions": list(c.partitions)}
         if acks:
             out["acked"], out["ack_unknown"] = acked, ack_unknown
         return out
@@ -240,20 +245,24 @@ class QueueService(QueueState):
         return {"acked": acked, "unknown": unknown}
 
     def _ack_receipts(self, q: Queue, receipts: list[Any], now: int) -> tuple[int, list[Any]]:
-        acked, unknown = 0, []
+        unknown, by, lived = [], set(), []
         for r in receipts:
             m = self._by_receipt(q, r)
             if m is None:
                 unknown.append(r)
                 continue
-            if m.consumer is not None and m.consumer in q.consumers:
-                q.consumers[m.consumer].last_seen = max(q.consumers[m.consumer].last_seen, now)
+            by.add(m.consumer)
             self._remove(q, m)
-            acked += 1
-            q.stats["acked"] += 1
-            self.obs.latency(q.name, "end_to_end", max(0, now - m.enq_ms) / 1000)
+            lived.append(max(0, now - m.enq_ms) / 1000)
+        for cid in by:  # an ack shows its consumer is alive
+            c = q.consumers.get(cid) if cid is not None else None
+            if c is not None:
+                c.last_seen = max(c.last_seen, now)
+        acked = len(lived)
         if acked:
+            q.stats["acked"] += acked
             self.obs.count(q.name, "acked", acked)
+            self.obs.latencies(q.name, "end_to_end", lived)
         return acked, unknown
 
     def _nack(self, args: dict[str, Any], index: int) -> Any:
@@ -285,7 +294,7 @@ class QueueService(QueueState):
             raise ValueError("consumer")
         q = self._queue(args["q"], index)
         c = self._touch(q, cid, now)
-        return {"consumer": c.id, "partitions": c.partitions}
+        return {"consumer": c.id, "partitions": list(c.partitions)}
 
     def _leave(self, args: dict[str, Any], index: int) -> Any:
         q = self._existing(args["q"])
@@ -381,7 +390,7 @@ class QueueService(QueueState):
         """Visibility timeouts and delays that have passed, oldest first (sorted, so the
         proposal does not depend on the heap's shape, which differs after a restore)."""
         h = self._timers
-        while h and not self._timer_live(h[0]):
+        while h and not self._timer_any(h[0]):
             heapq.heappop(h)
         due: list[tuple[int, str, int, list[Any]]] = []
         stack = [0] if h else []
@@ -390,9 +399,9 @@ class QueueService(QueueState):
             e = h[i]
             if e[0] > now_ms:
                 continue
-            m = self._timer_live(e)
-            if m is not None and self._once(("t", e[2], e[3], e[4], e[0]), now_ms):
-                due.append((e[0], e[2], m.seq, [e[2], e[3], e[4], m.state]))
+            for m in self._timer_live(e):
+                if self._once(("t", e[2], m.id, m.receipt, e[0]), now_ms):
+                    due.append((e[0], e[2], m.seq, [e[2], m.id, m.receipt, m.state]))
             stack.extend(j for j in (2 * i + 1, 2 * i + 2) if j < len(h))
         due.sort(key=lambda d: d[:3])
         return [d[3] for d in due]

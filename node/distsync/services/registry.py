@@ -10,6 +10,13 @@ An id is bound to the operation (service and op) that first used it: reusing it 
 different operation is a client bug and gets 409 `request_id_reused`, not the other
 operation's result. Arguments are not compared, because a legitimate retry may differ in
 leader-supplied fields such as the proposal time.
+
+Snapshots are taken on the event loop, so they must be cheap however big the state is: the
+snapshot is assembled from msgpack pieces (`snapshot_chunks`) that services and the dedupe
+table cache between snapshots, re-encoding only what changed; the bytes are the same as a
+plain `msgpack.packb` of the whole state, so `restore` is unchanged. And `snapshot_due` spaces
+snapshots by the log they replace (see there), since writing one costs time proportional to
+the state on every node.
 """
 
 from __future__ import annotations
@@ -22,6 +29,20 @@ import msgpack
 from .base import CommandError, StateMachine
 
 DEDUPE_LIMIT = 100_000
+# Take a snapshot only once the log since the last one is at least this many times the size
+# of the snapshot (LogCabin's snapshotRatio, same default): snapshot writes cost at most 1/4
+# of the log's bytes, the log kept in memory stays below 4x the state, and a big transient
+# state (a queue backlog) is usually snapshotted after it drained, when it is cheap.
+SNAPSHOT_LOG_RATIO = 4.0
+# Below this size a snapshot costs little to write (milliseconds), so the entry threshold
+# alone decides; the ratio is for states whose write stalls the Raft loop.
+SNAPSHOT_SMALL_BYTES = 4 << 20
+# ... but never more than this many times the entry threshold, which bounds the entries a
+# restart replays (and holds in memory) when small commands act on a big state.
+SNAPSHOT_MAX_DEFER = 10
+
+# Not thread-safe: used only from the thread that applies commands (the event loop).
+_PACKER = msgpack.Packer(use_bin_type=True)
 
 
 def encode_command(service: str, op: str, args: dict[str, Any], request_id: str | None) -> bytes:
@@ -33,8 +54,14 @@ class Registry:
         self.services = {s.name: s for s in services}
         self.dedupe: OrderedDict[str, Any] = OrderedDict()
         self.dedupe_limit = dedupe_limit
+        # rid -> msgpack of its snapshot row, in the same order as `dedupe` (rows never change)
+        self._dedupe_rows: dict[str, bytes] = {}
+        self.log_bytes = 0  # bytes of commands applied since the last snapshot or restore
+        # Bytes of that snapshot not covered by services' size hints (see state_bytes).
+        self._unhinted_bytes = 0
 
     def apply(self, data: bytes, index: int) -> Any:
+        self.log_bytes += len(data)
         try:
             cmd = msgpack.unpackb(data, raw=False)
             service, op, args, rid = cmd["s"], cmd["o"], cmd["a"], cmd.get("r")
@@ -58,28 +85,76 @@ class Registry:
             except CommandError as e:
                 result = e.to_result()
         if rid is not None:
-            self.dedupe[rid] = (f"{service}.{op}", result)
+            entry = (f"{service}.{op}", result)
+            self.dedupe[rid] = entry
+            self._dedupe_rows[rid] = _PACKER.pack((rid, entry))
             while len(self.dedupe) > self.dedupe_limit:
-                self.dedupe.popitem(last=False)
+                old, _ = self.dedupe.popitem(last=False)
+                del self._dedupe_rows[old]
         return result
 
     def snapshot(self) -> bytes:
-        return msgpack.packb(
-            {
-                "services": {n: s.snapshot() for n, s in self.services.items()},
-                "dedupe": list(self.dedupe.items()),
-            },
-            use_bin_type=True,
-        )
+        """msgpack of {"services": {name: service.snapshot()}, "dedupe": [[rid, [op,
+        result]], ...]}."""
+        return b"".join(self.snapshot_chunks())
+
+    def snapshot_chunks(self) -> list[bytes]:
+        """`snapshot()` in pieces; a service with `snapshot_chunks` supplies its own (from
+        its caches), any other is encoded whole."""
+        p = _PACKER
+        out = [p.pack_map_header(2), p.pack("services"), p.pack_map_header(len(self.services))]
+        for n, s in self.services.items():
+            out.append(p.pack(n))
+            chunks = getattr(s, "snapshot_chunks", None)
+            if chunks is not None:
+                out.extend(chunks())
+            else:
+                out.append(p.pack(s.snapshot()))
+        out.append(p.pack("dedupe"))
+        out.append(p.pack_array_header(len(self._dedupe_rows)))
+        out.extend(self._dedupe_rows.values())
+        return out
+
+    def snapshot_due(self, entries: int, threshold: int) -> bool:
+        """Whether to snapshot now, `entries` after the last one: at least `threshold`
+        entries, and log bytes since then of at least SNAPSHOT_LOG_RATIO times what the
+        snapshot would weigh now, unless that is small (SNAPSHOT_SMALL_BYTES); or
+        SNAPSHOT_MAX_DEFER times the threshold in entries, whichever comes first. Writing a
+        snapshot stalls every node's Raft loop for a time
+        proportional to its size, so a big state (a queue backlog) waits until the log it
+        frees is worth it, while a drained queue is snapshotted soon, and cheaply."""
+        if entries < threshold:
+            return False
+        if entries >= SNAPSHOT_MAX_DEFER * threshold:
+            return True
+        size = self.state_bytes()
+        return size <= SNAPSHOT_SMALL_BYTES or self.log_bytes >= SNAPSHOT_LOG_RATIO * size
+
+    def state_bytes(self) -> int:
+        """About the size of a snapshot taken now: the services' own estimates where they
+        give one (`snapshot_size_hint`, cheap), plus the rest as of the last snapshot."""
+        return self._unhinted_bytes + self._hinted_bytes()
+
+    def _hinted_bytes(self) -> int:
+        return sum(s.snapshot_size_hint() for s in self.services.values()
+                   if hasattr(s, "snapshot_size_hint"))
+
+    def snapshot_taken(self, size: int) -> None:
+        """A snapshot of `size` bytes was written (or restored): the log starts again."""
+        self.log_bytes = 0
+        self._unhinted_bytes = max(0, size - self._hinted_bytes())
 
     def restore(self, data: bytes) -> None:
         if not data:
             for s in self.services.values():
                 s.restore(s.__class__().snapshot())
             self.dedupe = OrderedDict()
-            return
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
-        for n, s in self.services.items():
-            if n in obj["services"]:
-                s.restore(obj["services"][n])
-        self.dedupe = OrderedDict((k, (v[0], v[1])) for k, v in obj["dedupe"])
+            self._dedupe_rows = {}
+        else:
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            for n, s in self.services.items():
+                if n in obj["services"]:
+                    s.restore(obj["services"][n])
+            self.dedupe = OrderedDict((k, (v[0], v[1])) for k, v in obj["dedupe"])
+            self._dedupe_rows = {k: _PACKER.pack((k, v)) for k, v in self.dedupe.items()}
+        self.snapshot_taken(len(data))
