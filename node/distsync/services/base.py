@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+import msgpack
+
 
 class CommandError(Exception):
     """A command that the state machine refuses, deterministically, on every node. It becomes
@@ -54,3 +56,9 @@ class LeaderDriven(Protocol):
     def on_leader_start(self, now_ms: int) -> None: ...
 
     def due_commands(self, now_ms: int) -> list[tuple[str, dict[str, Any]]]: ...
+
+
+# One packer for snapshot pieces that services encode ahead of time (see KVStore.snapshot_chunks):
+# the same options as the registry's, so that the pieces join into the very bytes that packing
+# the whole snapshot at once would give.
+SNAPSHOT_PACKER = msgpack.Packer(use_bin_type=True)
