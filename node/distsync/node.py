@@ -148,6 +148,11 @@ class Node:
         self.registry = Registry([self.kv, *services])
         self.storage = Storage(cfg.data_dir)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fsync-{self.id}")
+        # Snapshots are written by a thread of their own, so that the Raft loop's saves do
+        # not queue behind a large one (see _maybe_snapshot).
+        self._snap_io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"snap-{self.id}")
+        self._snap_task: asyncio.Task | None = None
+        self._snap_done: Any = None  # a Snapshot written to disk, to compact the core to
         persisted = self.storage.load()
         self._synced_term_vote = (persisted.hard_state.term, persisted.hard_state.vote)
         self.core = Raft(
@@ -221,7 +226,10 @@ class Node:
                 pass
         self._fail_all(Unavailable("node shutting down"))
         await self.transport.close()
+        if self._snap_task is not None:
+            await asyncio.wait([self._snap_task])
         self._io.shutdown(wait=True)
+        self._snap_io.shutdown(wait=True)
         self.storage.close()
 
     # -- queries -------------------------------------------------------------------------
@@ -518,7 +526,7 @@ class Node:
                 self._leader_timers()
             while self.core.has_ready():
                 await self._handle_ready(self.core.ready(), loop)
-            await self._maybe_snapshot(loop)
+            self._maybe_snapshot(loop)
 
     def _leader_timers(self) -> None:
         """Propose the time-based commands services ask for (see LeaderDriven). Only once
@@ -686,21 +694,38 @@ class Node:
                 fut.set_exception(exc)
         self._read_waits = []
 
-    async def _maybe_snapshot(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _maybe_snapshot(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Take a snapshot when the Registry says one is due (its log-to-state ratio). The
+        state is encoded here, on the loop, between Ready cycles (services cache their
+        encoded pieces, so this is cheap); writing it (seconds for a big state on a slow
+        disk) runs in the background, and the core forgets the covered entries only once
+        it is durable."""
         c = self.core
-        # Registry decides (its log-to-state ratio) and encodes incrementally, so this is
-        # cheap on the loop; the write still stalls this loop for a time ~ the state's size.
-        if not self.registry.snapshot_due(c.log.applied - c.log.snap.index,
-                                          self.cfg.snapshot_threshold):
+        if self._snap_done is not None:
+            snap, self._snap_done = self._snap_done, None
+            c.compact(snap)
+            self.registry.snapshot_taken(len(snap.data))
+            log.info("%s: snapshot at %d, log compacted", self.id, snap.meta.index)
+        if self._snap_task is not None or not self.registry.snapshot_due(
+            c.log.applied - c.log.snap.index, self.cfg.snapshot_threshold
+        ):
             return
         try:
             snap = c.make_snapshot(c.log.applied, self.registry.snapshot())
         except ValueError:
             return
-        await loop.run_in_executor(self._io, self.storage.compact, snap)
-        c.compact(snap)
-        self.registry.snapshot_taken(len(snap.data))
-        log.info("%s: snapshot at %d, log compacted", self.id, snap.meta.index)
+        self._snap_task = loop.create_task(self._write_snapshot(snap, loop))
+
+    async def _write_snapshot(self, snap: Any, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            await loop.run_in_executor(self._snap_io, self.storage.compact, snap)
+        except Exception:  # noqa: BLE001 - the store is poisoned; the next save fails fast
+            log.exception("%s: writing the snapshot at %d failed", self.id, snap.meta.index)
+        else:
+            self._snap_done = snap
+            self._wake.set()
+        finally:
+            self._snap_task = None
 
     def _update_gauges(self) -> None:
         c, m = self.core, self.metrics

@@ -38,6 +38,11 @@ from ..raft.types import Entry, EntryType, HardState, PersistedState, Snapshot
 
 DB_NAME = "raft.db"
 LOCK_NAME = "LOCK"
+# Snapshots live in files of their own (`snap-<term>-<index>.bin`), written and fsynced before
+# the transaction that points the database at them: a large snapshot is then written without
+# holding the store (the Raft loop keeps saving entries meanwhile), and the transaction that
+# makes it current is short.
+SNAP_PREFIX, SNAP_SUFFIX = "snap-", ".bin"
 
 # The WAL file is reused rather than shrunk after a checkpoint; past this size it is truncated
 # so that one burst of large entries or a big snapshot does not pin disk space forever.
@@ -161,11 +166,52 @@ class Storage:
         return conn
 
     def _read_snapshot_meta(self) -> tuple[int, int]:
-        row = self._conn.execute("SELECT v FROM kv WHERE k='snapshot'").fetchone()
-        if row is None:
+        snap = self._read_snapshot(self._conn)
+        self._remove_snapshot_files(keep=self._snap_file(self._conn))
+        if snap is None:
             return 0, 0
-        snap = decode_snapshot(row[0])
         return snap.meta.index, snap.meta.term
+
+    def _snap_file(self, conn: sqlite3.Connection) -> str | None:
+        row = conn.execute("SELECT v FROM kv WHERE k='snapshot_file'").fetchone()
+        if row is None:
+            return None
+        return row[0].decode() if isinstance(row[0], bytes) else row[0]
+
+    def _read_snapshot(self, conn: sqlite3.Connection) -> Snapshot | None:
+        name = self._snap_file(conn)
+        if name is not None:
+            try:
+                data = (self._dir / name).read_bytes()
+            except FileNotFoundError:
+                raise StorageCorruptError(
+                    f"{self._dir / name} is missing: the log refers to it as its snapshot"
+                ) from None
+            return decode_snapshot(data)
+        row = conn.execute("SELECT v FROM kv WHERE k='snapshot'").fetchone()  # older format
+        return decode_snapshot(row[0]) if row is not None else None
+
+    def _write_snapshot_file(self, snapshot: Snapshot) -> str:
+        """Write `snapshot` to its own file, durably (fsync the file, rename, fsync the
+        directory), before anything refers to it."""
+        m = snapshot.meta
+        name = f"{SNAP_PREFIX}{m.term}-{m.index}{SNAP_SUFFIX}"
+        tmp = self._dir / (name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(encode_snapshot(snapshot))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._dir / name)
+        _fsync_dir(self._dir)
+        return name
+
+    def _remove_snapshot_files(self, keep: str | None) -> None:
+        """Delete snapshot files that are not the current one (superseded, or left by a crash
+        before the transaction that would have made them current)."""
+        for p in self._dir.iterdir():
+            if p.name.startswith(SNAP_PREFIX) and p.name != keep:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
 
     # ----------------------------------------------------------------------- transactions
 
@@ -217,8 +263,7 @@ class Storage:
             conn.execute("BEGIN")
             try:
                 hs_row = conn.execute("SELECT v FROM kv WHERE k='hard_state'").fetchone()
-                snap_row = conn.execute("SELECT v FROM kv WHERE k='snapshot'").fetchone()
-                snapshot = decode_snapshot(snap_row[0]) if snap_row is not None else None
+                snapshot = self._read_snapshot(conn)
                 snap_index = snapshot.meta.index if snapshot is not None else 0
                 rows = conn.execute(
                     "SELECT idx, term, type, data FROM entries WHERE idx > ? ORDER BY idx",
@@ -254,7 +299,18 @@ class Storage:
             return
         if entries:
             _check_batch(entries)
-        with self._lock, self._write() as conn:
+        with self._lock:
+            self._save_locked(hard_state, entries, snapshot)
+
+    def _save_locked(
+        self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None
+    ) -> None:
+        snap_name = None
+        if snapshot is not None:
+            self._usable()
+            if snapshot.meta.index >= self._snap_index:
+                snap_name = self._write_snapshot_file(snapshot)
+        with self._write() as conn:
             snap_index, snap_term = self._snap_index, self._snap_term
             if snapshot is not None:
                 m = snapshot.meta
@@ -269,10 +325,7 @@ class Storage:
                     # The snapshot is not a prefix of our log, so none of our log can be
                     # trusted to follow it.
                     conn.execute("DELETE FROM entries")
-                conn.execute(
-                    "INSERT OR REPLACE INTO kv(k, v) VALUES ('snapshot', ?)",
-                    (encode_snapshot(snapshot),),
-                )
+                self._point_at(conn, snap_name)
                 snap_index, snap_term = m.index, m.term
             if entries:
                 skip = snap_index + 1 - entries[0].index
@@ -294,7 +347,14 @@ class Storage:
                     (encode_hard_state(hard_state),),
                 )
         # Only reached once COMMIT succeeded.
+        if snapshot is not None:
+            self._remove_snapshot_files(keep=snap_name)
         self._snap_index, self._snap_term = snap_index, snap_term
+
+    @staticmethod
+    def _point_at(conn: sqlite3.Connection, snap_name: str | None) -> None:
+        conn.execute("INSERT OR REPLACE INTO kv(k, v) VALUES ('snapshot_file', ?)", (snap_name,))
+        conn.execute("DELETE FROM kv WHERE k='snapshot'")
 
     def compact(self, snapshot: Snapshot) -> None:
         """Record a snapshot the node took of its own state machine and drop the entries it
@@ -302,16 +362,21 @@ class Storage:
         snapshot may have been installed while this one was being produced."""
         m = snapshot.meta
         with self._lock:
+            self._usable()
             if m.index < self._snap_index:
-                self._usable()
+                return
+        # The big write happens without the lock: saves of new entries go on meanwhile.
+        name = self._write_snapshot_file(snapshot)
+        with self._lock:
+            if m.index < self._snap_index:  # a newer one was installed while we wrote
+                with contextlib.suppress(FileNotFoundError):
+                    (self._dir / name).unlink()
                 return
             with self._write() as conn:
-                conn.execute(
-                    "INSERT OR REPLACE INTO kv(k, v) VALUES ('snapshot', ?)",
-                    (encode_snapshot(snapshot),),
-                )
+                self._point_at(conn, name)
                 conn.execute("DELETE FROM entries WHERE idx <= ?", (m.index,))
             self._snap_index, self._snap_term = m.index, m.term
+            self._remove_snapshot_files(keep=name)
 
     def last_index(self) -> int:
         """Index of the last entry, or the snapshot index when the log is empty (etcd-style)."""
@@ -330,6 +395,9 @@ class Storage:
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 total += os.stat(f"{self._path}{suffix}").st_size
+        for p in self._dir.glob(f"{SNAP_PREFIX}*"):
+            with contextlib.suppress(FileNotFoundError):
+                total += p.stat().st_size
         return total
 
     def close(self) -> None:
