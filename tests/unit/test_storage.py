@@ -363,3 +363,72 @@ def test_group_commit_is_fast(store: Storage) -> None:
     # Generous bound (a few ms of CPU plus one fsync on a slow disk); per-entry commits would
     # take seconds.
     assert best < 0.25, f"save of 1000 entries took {best * 1000:.1f} ms"
+
+
+# -- snapshot files ----------------------------------------------------------------------
+
+
+def snap_files(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.name.startswith("snap-"))
+
+
+def test_snapshot_lives_in_one_file_and_superseded_ones_go(tmp_path: Path) -> None:
+    s = Storage(tmp_path)
+    s.save(None, ents(1, 30))
+    s.compact(snap(10, 1, b"sm@10"))
+    assert snap_files(tmp_path) == ["snap-1-10.bin"]
+    s.compact(snap(20, 1, b"sm@20"))
+    assert snap_files(tmp_path) == ["snap-1-20.bin"]
+    blob = s._conn.execute("SELECT count(*) FROM kv WHERE k='snapshot'").fetchone()[0]
+    assert blob == 0  # not in the database any more
+    s.close()
+    st = Storage(tmp_path).load()
+    assert st.snapshot == snap(20, 1, b"sm@20")
+    assert indexes(st) == list(range(21, 31))
+
+
+def test_orphan_snapshot_file_from_a_crash_is_ignored_and_removed(tmp_path: Path) -> None:
+    s = Storage(tmp_path)
+    s.save(None, ents(1, 30))
+    s.compact(snap(10, 1, b"sm@10"))
+    # A crash after writing the next snapshot's file but before the transaction that makes
+    # it current leaves a file nobody refers to.
+    s._write_snapshot_file(snap(25, 1, b"sm@25"))
+    (tmp_path / "snap-1-26.bin.tmp").write_bytes(b"torn")
+    s.close()
+    s = Storage(tmp_path)
+    st = s.load()
+    assert st.snapshot == snap(10, 1, b"sm@10")
+    assert indexes(st) == list(range(11, 31))
+    assert snap_files(tmp_path) == ["snap-1-10.bin"]
+    s.close()
+
+
+def test_missing_snapshot_file_is_corruption(tmp_path: Path) -> None:
+    s = Storage(tmp_path)
+    s.save(None, ents(1, 30))
+    s.compact(snap(10, 1))
+    s.close()
+    (tmp_path / "snap-1-10.bin").unlink()
+    with pytest.raises(StorageCorruptError, match="snap-1-10.bin is missing"):
+        Storage(tmp_path)
+
+
+def test_store_with_the_snapshot_in_the_database_still_loads(tmp_path: Path) -> None:
+    from distsync.codec import encode_snapshot
+
+    s = Storage(tmp_path)
+    s.save(None, ents(1, 30))
+    s.close()
+    conn = sqlite3.connect(tmp_path / "raft.db")  # the layout before snapshot files
+    conn.execute("INSERT INTO kv(k, v) VALUES ('snapshot', ?)", (encode_snapshot(snap(10, 1)),))
+    conn.execute("DELETE FROM entries WHERE idx <= 10")
+    conn.commit()
+    conn.close()
+    s = Storage(tmp_path)
+    st = s.load()
+    assert st.snapshot == snap(10, 1)
+    assert indexes(st) == list(range(11, 31))
+    s.compact(snap(20, 1, b"sm@20"))  # the next snapshot moves it to a file
+    s.close()
+    assert Storage(tmp_path).load().snapshot == snap(20, 1, b"sm@20")
