@@ -19,6 +19,11 @@ database file) and an occasional checkpoint stall; both are small next to an fsy
 Entries are stored as real columns rather than one encoded blob so that conflict truncation
 and compaction are range DELETEs on the primary key and loading needs no per-entry decoding.
 
+The snapshot itself is a file next to the database (``snap-<term>-<index>.bin``), fsynced and
+renamed into place before a short transaction points the database at it and drops the
+entries it covers. Kept inside the database, a snapshot of a large state held the write
+transaction (and so every save of new entries) for hundreds of milliseconds.
+
 Only one process may own a data directory: two writers interleaving on one Raft log would
 break Raft's safety silently, so the store takes an exclusive ``flock`` on ``<dir>/LOCK``.
 """
