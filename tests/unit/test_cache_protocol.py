@@ -341,6 +341,37 @@ async def test_concurrent_writers_and_readers_never_read_older_than_acknowledged
     assert not bad, bad[:5]
 
 
+async def test_a_resync_during_the_writers_own_write_keeps_it_listed() -> None:
+    """A suspect node's resync (which makes the home forget it everywhere) lands while the
+    home is writing that node's PUT: the writer's E grant must still be in the directory, or
+    a later write never invalidates it and it serves its value as a hit after newer PUTs
+    (found by the chaos suite: seed 1713011460, a restarted node's resync heartbeat crossed
+    its own PUT)."""
+    backend = GatedBackend()
+    cl = InProcCluster(["n1", "n2", "n3"], backend=backend, cfg=CacheConfig(lease_ms=LEASE_MS))
+    k = cl.key_homed_at("n1")
+    await cl["n1"].put(k, b"v1")
+    await cl["n3"].get(k)
+    cl.peers.down.add("n3")
+    await cl["n2"].put(k, b"v2")  # n3 does not answer: revoked, suspect
+    cl.peers.down.discard("n3")
+    await cl["n3"].heartbeat()  # told to resync: drops its lines from n1
+    assert cl["n3"].homes["n1"].need_resync and "n3" in cl["n1"].dir.suspect
+    backend.gate.clear()
+    backend.writing.clear()
+    writer = asyncio.create_task(cl["n3"].put(k, b"v3"))
+    await backend.writing.wait()  # the home is writing n3's value
+    await cl["n3"].heartbeat()  # the resync echo crosses the write
+    assert "n3" not in cl["n1"].dir.suspect
+    backend.gate.set()
+    assert (await writer)["version"] == 3
+    if cl["n3"].near.state(k) != I:  # n3 kept its line: the home must know it
+        assert cl["n1"].dir.entries[k].owner == "n3"
+    await cl["n2"].put(k, b"v4")
+    got = await cl["n3"].get(k)
+    assert got.value == b"v4", f"n3 served {got.value!r} (hit={got.hit}) after v4"
+
+
 async def test_a_late_resync_echo_does_not_clear_a_newer_revocation(cl: InProcCluster) -> None:
     k = cl.key_homed_at("n1")
     await cl["n1"].put(k, b"v1")

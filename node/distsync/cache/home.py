@@ -110,19 +110,27 @@ class HomeRole:
                 await self._warm(key, src)
                 ent = self.dir.entry(key)
                 await self._invalidate(key, ent.others(src))
-                ent.grant_write(src)  # (src dropped its own copy before asking)
-                if value is None:
-                    ent.owner = None
+                # Every other copy is gone. The writer stays listed (as a sharer) while the
+                # write is out: it may still hold its old line. It drops that line when the
+                # write fails (service.py), so a failure leaves nobody listed.
+                ent.owner, ent.sharers = None, {src}
                 try:
                     ver, existed = await self.backend.put(key, value, msg.get("ttl_ms"),
                                                           self.view.conf_index())
                 except BackendUnavailable:
                     self._backend_down = True
-                    ent.owner = None  # may or may not have landed: src caches nothing
+                    ent.sharers.discard(src)
                     raise
                 if not ver:  # a home under a newer configuration has the key: not us
-                    ent.owner = None
+                    ent.sharers.discard(src)
                     raise NotHome(key, None)
+                # The grant is recorded here, with no await before the lease below: a resync
+                # of src handled during the write (which forgets src everywhere) must not
+                # erase a grant that the same answer renews (chaos seed 1713011460).
+                if value is not None:
+                    ent.grant_write(src)
+                else:
+                    ent.sharers.clear()  # a deleter keeps no line
                 return {"version": ver, "existed": existed,
                         "state": E if value is not None else I, **self._lease(src)}
             finally:

@@ -339,6 +339,7 @@ class CacheService(HomeRole):
                                                 "ttl_ms": ttl_ms})
         except NotHome:
             self._end(key, seen)
+            self.near.drop(key)  # the home may have stopped listing our copy
             await asyncio.sleep(0.02 * (attempt + 1))
             self._ring_check()
             return None
