@@ -372,6 +372,28 @@ async def test_a_resync_during_the_writers_own_write_keeps_it_listed() -> None:
     assert got.value == b"v4", f"n3 served {got.value!r} (hit={got.hit}) after v4"
 
 
+async def test_a_former_home_invalidating_its_own_copy_does_not_wait_for_itself() -> None:
+    """A home transaction that outlives a ring change invalidates the home's own copy: the
+    handler must not wait for the key's directory lock, which that transaction holds."""
+    cl = InProcCluster(["n1", "n2", "n3"], cfg=CacheConfig(lease_ms=LEASE_MS))
+    ring4 = InProcCluster(["n1", "n2", "n3", "n4"])
+    k = next(f"k{i}" for i in range(10_000)
+             if cl.home(f"k{i}") == "n1" and ring4.home(f"k{i}") == "n4")
+    await cl["n2"].put(k, b"v1")
+    await cl["n1"].get(k)
+    assert cl.states(k)["n1"] == S
+    svc = cl["n1"]
+    async with svc.dir.locks.hold(k):  # a transaction of n1 as k's home ...
+        cl.set_members(["n1", "n2", "n3", "n4"])  # ... outlives the ring change
+        await asyncio.wait_for(svc.dispatch("inv", {"keys": [k], "src": "n1"}), 2)
+        assert svc.near.state(k) == I
+        # An invalidation from the new home still waits for the former home's transaction.
+        from_new_home = asyncio.create_task(svc.dispatch("inv", {"keys": [k], "src": "n4"}))
+        await asyncio.sleep(0.05)
+        assert not from_new_home.done()
+    assert (await asyncio.wait_for(from_new_home, 2))["ok"]
+
+
 async def test_a_late_resync_echo_does_not_clear_a_newer_revocation(cl: InProcCluster) -> None:
     k = cl.key_homed_at("n1")
     await cl["n1"].put(k, b"v1")

@@ -404,10 +404,15 @@ class CacheService(HomeRole):
             if not await self.view.wait_conf(conf, self.cfg.rpc_timeout / 2):
                 raise PeerUnreachable("behind the home's membership configuration")
         self._ring_check()
+        # Our own invalidation comes from a home transaction of ours that holds each key's
+        # directory lock: waiting for that lock would wait for ourselves, for ever (found
+        # by the membership test: a transaction that outlived a ring change hung every
+        # later read of the key at this node).
+        own = msg.get("src") == self.id
         busy = []
         for key in keys:
             self._poison(key)
-            if self._wlocks.busy(key) or self._former_home_busy(key):
+            if self._wlocks.busy(key) or (not own and self._former_home_busy(key)):
                 busy.append(key)
             else:
                 self.near.drop(key)
