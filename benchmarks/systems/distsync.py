@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.systems.base import Op, Unsupported
+from benchmarks.systems.base import WorkloadTable
 from distsync.local import LocalCluster
 
 VALUE = "v" * 100  # 100-byte value, as in every system's "put"
@@ -40,8 +40,11 @@ async def _json(resp: aiohttp.ClientResponse) -> Any:
     return await resp.json()
 
 
-class Distsync:
+class Distsync(WorkloadTable):
     name = "distsync"
+    WORKLOADS = {"put": "_put", "get": "_get", "lock": "_lock",
+                 "cache_get": "_cache_get", "cache_put": "_cache_put"}
+    NO_WORKLOAD = "distsync has no {workload!r} workload here"
 
     def __init__(self, nodes: int = 3, data_dir: Path | None = None,
                  redis_url: str | None = None):
@@ -117,19 +120,6 @@ class Distsync:
     def _headers(self) -> dict[str, str]:
         # What distsync.client sends on every mutating call (the at-most-once table's key).
         return {"Request-Id": f"b{self._run}-{next(self._rid)}"}
-
-    def op(self, workload: str) -> Op:
-        if workload == "put":
-            return self._put
-        if workload == "get":
-            return self._get
-        if workload == "lock":
-            return self._lock
-        if workload == "cache_get":
-            return self._cache_get
-        if workload == "cache_put":
-            return self._cache_put
-        raise Unsupported(f"distsync has no {workload!r} workload here")
 
     async def prepare(self, workload: str, session: aiohttp.ClientSession, workers: int) -> None:
         self.base = self.lc.nodes[await self.leader()].url

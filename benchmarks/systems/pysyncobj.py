@@ -18,22 +18,18 @@ Self-check: `python -m benchmarks.systems.pysyncobj` from the repo root.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.metadata
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from benchmarks.systems.base import Op, Unsupported
-from benchmarks.systems.procs import ProcessSet, first_ack, wait_until_written
-from distsync.local import free_ports
+from benchmarks.systems.base import ProcessPeer
+from benchmarks.systems.procs import ProcessSet
 
 NODE_SCRIPT = Path(__file__).resolve().with_name("pysyncobj_node.py")
 VALUE = "v" * 100
-STATUS_TIMEOUT = aiohttp.ClientTimeout(total=1.0)
 # A follower forwards a write to the leader it last knew; one forwarded to a leader that has
 # just died fails only once the follower sees a new leader. The short per-attempt timeout
 # keeps any other stall from rounding up the failover time (the caller retries).
@@ -69,107 +65,58 @@ async def _call(
         return body
 
 
-class PySyncObj:
-    """A PySyncObj cluster of separate processes, one journal + dump per node in a temp dir."""
+class PySyncObj(ProcessPeer):
+    """A PySyncObj cluster of separate processes, one journal + dump per node in a temp dir.
+
+    `restart` relaunches a node with the same journal and dump: PySyncObj replays them on
+    start."""
 
     name = "pysyncobj"
     durability = (
         "journal written (mmap), not fsynced: survives a process kill, not a power loss; "
         "appendEntriesPeriod=2 ms (default 100 ms), appendEntriesUseBatch=False"
     )
-
-    def __init__(self, nodes: int = 3, data_dir: str | None = None) -> None:
-        self.nodes = nodes
-        self._parent_dir = data_dir
-        self._procs: ProcessSet | None = None
-        self._http_url: dict[str, str] = {}
-        self._raft_name: dict[str, str] = {}   # raft host:port -> node name
-        self._leader_url = ""
+    START_TIMEOUT_S = 60.0
+    WORKLOADS = {"put": "_put", "lock": "_lock"}
+    UNSUPPORTED = {"get": NO_LINEARIZABLE_READ}
+    NO_WORKLOAD = "pysyncobj adapter has no workload {workload!r}"
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def start(self) -> float:
-        self._procs = procs = ProcessSet("pysyncobj-bench", self._parent_dir)
-        ports = free_ports(2 * self.nodes)
-        names = [f"pysyncobj-{i}" for i in range(self.nodes)]
-        raft = {n: f"127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(names)}
-        self._raft_name = {a: n for n, a in raft.items()}
-        self._http_url = {n: f"http://127.0.0.1:{ports[2 * i]}" for i, n in enumerate(names)}
-        t0 = time.perf_counter()
-        for n in names:
-            procs.spawn(n, [
-                sys.executable, str(NODE_SCRIPT), "--self", raft[n],
-                "--partners", ",".join(raft[m] for m in names if m != n),
-                "--http-port", self._http_url[n].rsplit(":", 1)[1],
-                "--data-dir", str(procs.data_dir(n)),
-            ])
-        async with aiohttp.ClientSession() as session:
-            await wait_until_written(
-                lambda: self.write_once(session, "bench/ready"), 60.0, "pysyncobj start",
-                self._log_tails,
-            )
-        ready = time.perf_counter() - t0
-        await self._find_leader_url()
-        return ready
+    def _argv(self, node: str, procs: ProcessSet) -> list[str]:
+        return [
+            sys.executable, str(NODE_SCRIPT), "--self", self._peer_addr[node],
+            "--partners", ",".join(a for m, a in self._peer_addr.items() if m != node),
+            "--http-port", self._client_url[node].rsplit(":", 1)[1],
+            "--data-dir", str(procs.data_dir(node)),
+        ]
 
-    async def stop(self) -> None:
-        if self._procs is not None:
-            await asyncio.to_thread(self._procs.stop)
-            self._procs = None
-
-    def pids(self) -> dict[str, int]:
-        return self._procs.pids() if self._procs else {}
-
-    def kill(self, node: str) -> None:
-        assert self._procs is not None
-        self._procs.kill(node)
-
-    def restart(self, node: str) -> None:
-        """Relaunch with the same journal and dump: PySyncObj replays them on start."""
-        assert self._procs is not None
-        self._procs.restart(node)
-
-    async def leader(self) -> str:
-        """The live node that says it leads, once every reachable node names it."""
-        async with aiohttp.ClientSession(timeout=STATUS_TIMEOUT) as session:
-            deadline = time.monotonic() + 15.0
-            while time.monotonic() < deadline:
-                named, leading = set(), []
-                for n in self._live():
-                    try:
-                        st = await _call(session, "GET", self._http_url[n] + "/status")
-                    except (TimeoutError, aiohttp.ClientError, RuntimeError):
-                        continue
-                    named.add(st["leader"])
-                    if st["is_leader"]:
-                        leading.append(n)
-                if len(leading) == 1 and named == {self._addr_of(leading[0])}:
-                    return leading[0]
-                await asyncio.sleep(0.05)
-        raise TimeoutError(f"pysyncobj: no agreed leader among {self._live()}")
+    async def _agreed_leader(self, session: aiohttp.ClientSession) -> str | None:
+        """One round of /status: the live node that says it leads, if it is the only one
+        and every reachable node names it."""
+        named, leading = set(), []
+        for n in self._live():
+            try:
+                st = await _call(session, "GET", self._client_url[n] + "/status")
+            except (TimeoutError, aiohttp.ClientError, RuntimeError):
+                continue
+            named.add(st["leader"])
+            if st["is_leader"]:
+                leading.append(n)
+        if len(leading) == 1 and named == {self._peer_addr[leading[0]]}:
+            return leading[0]
+        return None
 
     # -- workloads --------------------------------------------------------------------------
-
-    def op(self, workload: str) -> Op:
-        if workload == "put":
-            return self._put
-        if workload == "get":
-            raise Unsupported(NO_LINEARIZABLE_READ)
-        if workload == "lock":
-            return self._lock
-        raise Unsupported(f"pysyncobj adapter has no workload {workload!r}")
 
     async def prepare(self, workload: str, session: aiohttp.ClientSession, workers: int) -> None:
         """Point ops at the current leader; the lock session is the leader process's own
         ReplLockManager, already kept alive, so locks need nothing more."""
         await self._find_leader_url()
 
-    async def write_once(self, session: aiohttp.ClientSession, key: str) -> None:
-        await first_ack({
-            n: lambda n=n: _call(session, "PUT", f"{self._http_url[n]}/kv/{key}", VALUE,
-                                 WRITE_ONCE_TIMEOUT)
-            for n in self._live()
-        }, "pysyncobj")
+    async def _write_to(self, session: aiohttp.ClientSession, node: str, key: str) -> None:
+        await _call(session, "PUT", f"{self._client_url[node]}/kv/{key}", VALUE,
+                    WRITE_ONCE_TIMEOUT)
 
     async def _put(self, session: aiohttp.ClientSession, worker: int, key: str) -> None:
         await _call(session, "PUT", f"{self._leader_url}/kv/{key}", VALUE)
@@ -178,22 +125,6 @@ class PySyncObj:
         url = f"{self._leader_url}/lock/bench/lock/w{worker}"
         await _call(session, "POST", url)
         await _call(session, "DELETE", url)
-
-    # -- helpers ----------------------------------------------------------------------------
-
-    def _live(self) -> list[str]:
-        return self._procs.live_names() if self._procs else []
-
-    def _addr_of(self, node: str) -> str:
-        return next(a for a, n in self._raft_name.items() if n == node)
-
-    async def _find_leader_url(self) -> None:
-        self._leader_url = self._http_url[await self.leader()]
-
-    def _log_tails(self) -> str:
-        assert self._procs is not None
-        return "\n".join(f"--- {n} ---\n{self._procs.log_tail(n)}" for n in self._procs.names())
-
 
 if __name__ == "__main__":
     from benchmarks.systems.selfcheck import main

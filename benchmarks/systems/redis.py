@@ -18,7 +18,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from benchmarks.harness import ensure_bench_path
-from benchmarks.systems.base import Op, Unsupported
+from benchmarks.systems.base import Unsupported, WorkloadTable
 
 ensure_bench_path()
 from queue_bench import Redis as RedisQueue  # noqa: E402
@@ -29,8 +29,10 @@ CACHE_KEYS = 100
 MAX_CONNECTIONS = 128
 
 
-class Redis:
+class Redis(WorkloadTable):
     nodes = 1
+    WORKLOADS = {"cache_get": "_get", "cache_put": "_set"}
+    NO_WORKLOAD = "Redis is the baseline for the queue and cache only, not {workload!r}"
 
     def __init__(self, fsync: str = "everysec", data_dir: Path | None = None):
         if fsync not in ("always", "everysec"):
@@ -94,13 +96,6 @@ class Redis:
         """queue_bench's Redis list queue (RPUSH; LMOVE to a processing list + LREM as ack)
         on this server."""
         return RedisQueue(self.client, self.proc.pid, self.fsync)  # type: ignore[union-attr]
-
-    def op(self, workload: str) -> Op:
-        if workload == "cache_get":
-            return self._get
-        if workload == "cache_put":
-            return self._set
-        raise Unsupported(f"Redis is the baseline for the queue and cache only, not {workload!r}")
 
     async def prepare(self, workload: str, session: aiohttp.ClientSession, workers: int) -> None:
         if workload == "cache_get":

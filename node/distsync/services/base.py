@@ -58,7 +58,9 @@ class LeaderDriven(Protocol):
     def due_commands(self, now_ms: int) -> list[tuple[str, dict[str, Any]]]: ...
 
 
-# One packer for snapshot pieces that services encode ahead of time (see KVStore.snapshot_chunks):
-# the same options as the registry's, so that the pieces join into the very bytes that packing
-# the whole snapshot at once would give.
+# The one packer for snapshot pieces (KVStore, the queue service, the Registry's dedupe rows
+# and framing): one set of options for every piece, so that they join into the very bytes that
+# packing the whole snapshot at once would give. Not thread-safe; that is fine because every
+# piece is encoded on the thread that applies commands (the node's event loop), and the
+# snapshot thread only writes the finished bytes.
 SNAPSHOT_PACKER = msgpack.Packer(use_bin_type=True)

@@ -11,10 +11,8 @@ import itertools
 from functools import lru_cache
 from typing import Any
 
-import msgpack
-
 from ..hashring import HashRing
-from .base import CommandError
+from .base import SNAPSHOT_PACKER, CommandError
 from .queue_model import (
     DELAYED,
     DLQ_OPTIONS,
@@ -29,8 +27,6 @@ from .queue_model import (
     encode_queue,
     queue_chunks,
 )
-
-_PACKER = msgpack.Packer(use_bin_type=True)
 
 CONSUMER_VNODES = 64
 PARTITION_VNODES = 160
@@ -85,7 +81,7 @@ class QueueState:
     def snapshot_chunks(self) -> list[bytes]:
         """msgpack of `snapshot()`, in pieces, re-encoding only what changed since the last
         call (see Message.packed): what the Registry joins into the snapshot."""
-        out = [_PACKER.pack_array_header(len(self.queues))]
+        out = [SNAPSHOT_PACKER.pack_array_header(len(self.queues))]
         for q in self.queues.values():
             out.extend(queue_chunks(q))
         return out

@@ -16,7 +16,7 @@ import heapq
 from collections import OrderedDict, deque
 from typing import Any
 
-import msgpack
+from .base import SNAPSHOT_PACKER
 
 READY, INFLIGHT, DELAYED = 0, 1, 2
 STATE_NAMES = {READY: "ready", INFLIGHT: "in_flight", DELAYED: "delayed"}
@@ -101,7 +101,7 @@ class Message:
         """The snapshot row, from the cache or encoded now (and cached)."""
         b = self.packed
         if b is None:
-            b = self.packed = _PACKER.pack(self.encode())
+            b = self.packed = SNAPSHOT_PACKER.pack(self.encode())
         return b
 
     def view(self) -> dict[str, Any]:
@@ -228,10 +228,6 @@ STAT_NAMES = ("enqueued", "duplicates", "dequeued", "acked", "nacked", "redelive
               "dead_lettered", "expired")
 
 
-# Not thread-safe: used only from the thread that applies commands (the event loop).
-_PACKER = msgpack.Packer(use_bin_type=True)
-
-
 def _queue_head(q: Queue) -> dict[str, Any]:
     """Everything of a queue's snapshot but its messages (which come last)."""
     return {
@@ -254,7 +250,7 @@ def queue_chunks(q: Queue) -> list[bytes]:
     (msgpack is compositional: a map or array is a header followed by its items), but each
     message row comes from its cache, so the cost is in the messages that changed."""
     head = _queue_head(q)
-    p = _PACKER
+    p = SNAPSHOT_PACKER
     out = [p.pack_map_header(len(head) + 1)]
     for k, v in head.items():
         out.append(p.pack(k))

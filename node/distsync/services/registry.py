@@ -26,7 +26,7 @@ from typing import Any
 
 import msgpack
 
-from .base import CommandError, StateMachine
+from .base import SNAPSHOT_PACKER, CommandError, StateMachine
 
 DEDUPE_LIMIT = 100_000
 # Take a snapshot only once the log since the last one is at least this many times the size
@@ -40,9 +40,6 @@ SNAPSHOT_SMALL_BYTES = 4 << 20
 # ... but never more than this many times the entry threshold, which bounds the entries a
 # restart replays (and holds in memory) when small commands act on a big state.
 SNAPSHOT_MAX_DEFER = 10
-
-# Not thread-safe: used only from the thread that applies commands (the event loop).
-_PACKER = msgpack.Packer(use_bin_type=True)
 
 
 def encode_command(service: str, op: str, args: dict[str, Any], request_id: str | None) -> bytes:
@@ -87,7 +84,7 @@ class Registry:
         if rid is not None:
             entry = (f"{service}.{op}", result)
             self.dedupe[rid] = entry
-            self._dedupe_rows[rid] = _PACKER.pack((rid, entry))
+            self._dedupe_rows[rid] = SNAPSHOT_PACKER.pack((rid, entry))
             while len(self.dedupe) > self.dedupe_limit:
                 old, _ = self.dedupe.popitem(last=False)
                 del self._dedupe_rows[old]
@@ -101,7 +98,7 @@ class Registry:
     def snapshot_chunks(self) -> list[bytes]:
         """`snapshot()` in pieces; a service with `snapshot_chunks` supplies its own (from
         its caches), any other is encoded whole."""
-        p = _PACKER
+        p = SNAPSHOT_PACKER
         out = [p.pack_map_header(2), p.pack("services"), p.pack_map_header(len(self.services))]
         for n, s in self.services.items():
             out.append(p.pack(n))
@@ -156,5 +153,5 @@ class Registry:
                 if n in obj["services"]:
                     s.restore(obj["services"][n])
             self.dedupe = OrderedDict((k, (v[0], v[1])) for k, v in obj["dedupe"])
-            self._dedupe_rows = {k: _PACKER.pack((k, v)) for k, v in self.dedupe.items()}
+            self._dedupe_rows = {k: SNAPSHOT_PACKER.pack((k, v)) for k, v in self.dedupe.items()}
         self.snapshot_taken(len(data))
