@@ -1,0 +1,84 @@
+"""Commit notices are held back briefly and dropped when an append with entries makes them
+moot (node.py NoticeHold); held notices are still delivered, so followers apply every
+committed write without further traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from distsync.api.app import serve
+from distsync.node import Node, NodeConfig, NoticeHold
+from distsync.raft.types import Entry, EntryType, Message, MsgType
+
+
+def notice(dst: str, commit: int) -> Message:
+    return Message(MsgType.APPEND, "n1", dst, 2, index=commit, log_term=2, commit=commit)
+
+
+def append(dst: str, idx: int) -> Message:
+    return Message(MsgType.APPEND, "n1", dst, 2, index=idx - 1, log_term=2,
+                   entries=[Entry(idx, 2, EntryType.NORMAL, b"x")], commit=idx - 1)
+
+
+def test_held_notices_go_out_once_due_latest_per_peer() -> None:
+    h = NoticeHold(0.005)
+    h.hold([notice("n2", 7), notice("n3", 7)], now=100.0)
+    assert h.take_due(100.004) == []
+    h.hold([notice("n2", 8)], now=100.003)  # a newer one replaces it; the due time stays
+    out = h.take_due(100.005)
+    assert sorted((m.dst, m.commit) for m in out) == [("n2", 8), ("n3", 7)]
+    assert h.take_due(200.0) == [] and not h.held
+
+
+def test_an_append_with_entries_makes_the_peers_notice_moot() -> None:
+    h = NoticeHold(0.005)
+    h.hold([notice("n2", 7), notice("n3", 7)], now=0.0)
+    hb = Message(MsgType.HEARTBEAT, "n1", "n3", 2, commit=7)
+    h.sent([append("n2", 8), hb])  # a heartbeat does not replace a notice
+    assert [m.dst for m in h.take_due(1.0)] == ["n3"]
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.mark.asyncio
+async def test_followers_apply_every_write_with_no_traffic_after_it(tmp_path) -> None:
+    """Three real nodes over loopback: after a burst of writes (whose notices are mostly
+    dropped) and then silence, every follower has applied the last write."""
+    ids = ["n1", "n2", "n3"]
+    peers = {nid: f"127.0.0.1:{p}" for nid, p in zip(ids, _free_ports(3), strict=True)}
+    nodes = [Node(NodeConfig(node_id=nid, listen=peers[nid], peers=peers,
+                             data_dir=str(tmp_path / nid))) for nid in ids]
+    runners = [await serve(nd) for nd in nodes]
+    try:
+        async def leader() -> Node:
+            for _ in range(200):
+                ls = [nd for nd in nodes if nd.is_leader()]
+                if ls:
+                    return ls[0]
+                await asyncio.sleep(0.05)
+            raise AssertionError("no leader elected")
+
+        ld = await leader()
+        for i in range(30):
+            await ld.propose("kv", "put", {"key": f"k{i}", "value": i}, f"rid-{i}", 5.0)
+        last = ld.core.log.committed
+        for nd in nodes:
+            if nd is not ld:
+                assert await nd.wait_until(lambda nd=nd: nd.core.log.applied >= last, 5.0), (
+                    nd.id, nd.core.log.applied, last)
+                assert nd.kv.get("k29") is not None
+    finally:
+        for nd, r in zip(nodes, runners, strict=True):
+            await nd.stop()
+            await r.cleanup()
