@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -118,6 +119,77 @@ def raw_request(
     except ValueError:
         body = raw.decode(errors="replace")
     return status, ctype, body
+
+
+# -- refused requests: the documented 4xx with a JSON error body, and nothing changed --------
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def via_url(lc: LocalCluster, via: str) -> str:
+    """The base URL of the agreed leader (`via="leader"`) or else of the first other node."""
+    leader = agreed_leader(lc)
+    nid = leader if via == "leader" else next(n for n in sorted(lc.nodes) if n != leader)
+    return lc.nodes[nid].url
+
+
+def refusal_problem(
+    method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None,
+    *, status: int, error: str,
+) -> str | None:
+    """Send a request that must be refused. None if the answer is `status` with a JSON body
+    `{"error": error, "message": <non-empty text>}`; else what was answered instead."""
+    code, ctype, body = raw_request(method, url, data, headers)
+    if (code == status and ctype.startswith("application/json") and isinstance(body, dict)
+            and body.get("error") == error and isinstance(body.get("message"), str)
+            and body["message"]):
+        return None
+    return f"{method} {url[:100]}: want {status} {error}, got {code} {ctype} {str(body)[:300]}"
+
+
+@dataclass(frozen=True)
+class ErrorCase:
+    """A request the API must refuse with `status` and the JSON error code `error`."""
+
+    name: str
+    method: str
+    path: str
+    body: bytes | None
+    status: int
+    error: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def problem(self, base_url: str) -> str | None:
+        """`refusal_problem` for this request sent to `base_url` (a body goes as JSON)."""
+        headers = dict(self.headers)
+        if self.body is not None:
+            headers = {**JSON_HEADERS, **headers}
+        return refusal_problem(self.method, base_url + self.path, self.body, headers,
+                               status=self.status, error=self.error)
+
+
+def proposals(lc: LocalCluster) -> dict[str, float]:
+    """Each node's `distsync_proposals_total`, summed over outcomes. Unlike the log indexes it
+    does not move when an (unrelated) election appends the new leader's no-op entry."""
+    out = {}
+    for nid, nd in lc.nodes.items():
+        status, _, text = raw_request("GET", f"{nd.url}/metrics")
+        assert status == 200 and isinstance(text, str), (nid, status)
+        out[nid] = sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line.startswith("distsync_proposals_total")
+        )
+    return out
+
+
+def log_marks(lc: LocalCluster) -> dict[str, tuple[int, int]]:
+    """Each node's (commit index, last log index)."""
+    out = {}
+    for nid in lc.nodes:
+        st = lc.status(nid)
+        assert st is not None, diag(lc, f"{nid} did not answer")
+        out[nid] = (st["commit"], st["last_index"])
+    return out
 
 
 class LeaderSampler:

@@ -18,24 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from cluster_helpers import agreed_leader, diag, healthz, raw_request, wait_until
+from cluster_helpers import ErrorCase as Case
+from cluster_helpers import diag, healthz, proposals, raw_request, via_url, wait_until
 
 from distsync.client import BlockingClient, CompareFailed
 from distsync.local import LocalCluster
 
 SEED = "api/seed/1"
 JSON = {"Content-Type": "application/json"}
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    method: str
-    path: str
-    body: bytes | None
-    status: int
-    error: str
-    headers: tuple[tuple[str, str], ...] = ()
 
 
 def _j(obj: Any) -> bytes:
@@ -150,20 +140,6 @@ class Baseline:
     seeds: dict[str, tuple[Any, int]]  # key -> (value, revision)
 
 
-def _proposals(lc: LocalCluster) -> dict[str, float]:
-    """Each node's `distsync_proposals_total`, summed over outcomes. Unlike the log indexes it
-    does not move when an (unrelated) election appends the new leader's no-op entry."""
-    out = {}
-    for nid, nd in lc.nodes.items():
-        status, _, text = raw_request("GET", f"{nd.url}/metrics")
-        assert status == 200 and isinstance(text, str), (nid, status)
-        out[nid] = sum(
-            float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-            if line.startswith("distsync_proposals_total")
-        )
-    return out
-
-
 def _indexes(lc: LocalCluster) -> dict[str, tuple[int, int, int]]:
     out = {}
     for nid in lc.nodes:
@@ -190,29 +166,14 @@ def baseline(shared_cluster: LocalCluster) -> Iterator[Baseline]:
         return idx if len(commits) == 1 and applied == commits else None
 
     indexes = wait_until(lc, settled, 15, "all nodes to settle on one commit index")
-    yield Baseline(lc, indexes, _proposals(lc), seeds)
-
-
-def _target(lc: LocalCluster, via: str) -> str:
-    leader = agreed_leader(lc)
-    nid = leader if via == "leader" else next(n for n in sorted(lc.nodes) if n != leader)
-    return lc.nodes[nid].url
+    yield Baseline(lc, indexes, proposals(lc), seeds)
 
 
 @pytest.mark.parametrize("via", ["leader", "follower"])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_request_gets_documented_json_error(baseline: Baseline, case: Case, via: str) -> None:
-    lc = baseline.lc
-    headers = {**JSON, **dict(case.headers)} if case.body is not None else dict(case.headers)
-    status, ctype, body = raw_request(
-        case.method, _target(lc, via) + case.path, case.body, headers
-    )
-    got = f"{case.method} {case.path[:80]} via {via}: {status} {ctype} {str(body)[:300]}"
-    assert status == case.status, diag(lc, got)
-    assert ctype.startswith("application/json"), got
-    assert isinstance(body, dict), got
-    assert body.get("error") == case.error, got
-    assert isinstance(body.get("message"), str) and body["message"], got
+    problem = case.problem(via_url(baseline.lc, via))
+    assert problem is None, diag(baseline.lc, f"via {via}: {problem}")
 
 
 def test_rejected_requests_changed_nothing(baseline: Baseline) -> None:
@@ -221,9 +182,9 @@ def test_rejected_requests_changed_nothing(baseline: Baseline) -> None:
         assert healthz(lc, nid), diag(lc, f"{nid} /healthz failed after the bad requests")
     # The metric does see proposals: the seed writes were counted.
     assert sum(baseline.proposals.values()) >= len(baseline.seeds), baseline.proposals
-    proposals = _proposals(lc)
-    assert proposals == baseline.proposals, diag(
-        lc, f"rejected requests were proposed: before {baseline.proposals}, after {proposals}"
+    after = proposals(lc)
+    assert after == baseline.proposals, diag(
+        lc, f"rejected requests were proposed: before {baseline.proposals}, after {after}"
     )
     now = _indexes(lc)
     for nid, (term, commit, last) in now.items():
@@ -255,10 +216,10 @@ def test_request_id_applies_a_put_at_most_once(
     key = f"api/rid/{first_via}-{second_via}"
     rid = f"test-{uuid.uuid4()}"
     hdrs = {**JSON, "Request-Id": rid}
-    s1, _, r1 = raw_request("PUT", f"{_target(lc, first_via)}/v1/kv/{key}",
+    s1, _, r1 = raw_request("PUT", f"{via_url(lc, first_via)}/v1/kv/{key}",
                             _j({"value": "first"}), hdrs)
     assert s1 == 200, r1
-    s2, _, r2 = raw_request("PUT", f"{_target(lc, second_via)}/v1/kv/{key}",
+    s2, _, r2 = raw_request("PUT", f"{via_url(lc, second_via)}/v1/kv/{key}",
                             _j({"value": "second"}), hdrs)
     assert s2 == 200 and r2 == r1, diag(lc, f"retry answered {s2} {r2}, first was {r1}")
     with BlockingClient(lc.addrs) as c:
@@ -269,7 +230,7 @@ def test_request_id_applies_a_put_at_most_once(
         assert r3["revision"] > r1["revision"]
         assert c.get_value(key) == "third"
         # And replaying the old id still answers the old result without applying.
-        s4, _, r4 = raw_request("PUT", f"{_target(lc, 'leader')}/v1/kv/{key}",
+        s4, _, r4 = raw_request("PUT", f"{via_url(lc, 'leader')}/v1/kv/{key}",
                                 _j({"value": "fourth"}), hdrs)
         assert s4 == 200 and r4 == r1
         assert c.get_value(key) == "third"
@@ -296,14 +257,14 @@ def test_cas_mismatch_is_409_and_changes_nothing(shared_cluster: LocalCluster) -
         for via in ("leader", "follower"):
             for wrong in (rev + 1000, rev - 1, 0):
                 status, _, body = raw_request(
-                    "PUT", f"{_target(lc, via)}/v1/kv/{key}",
+                    "PUT", f"{via_url(lc, via)}/v1/kv/{key}",
                     _j({"value": "clobbered", "expect_revision": wrong}), JSON,
                 )
                 assert status == 409, (via, wrong, status, body)
                 assert body["error"] == "compare_failed" and body["message"], body
                 assert body["revision"] == rev, body
             status, _, body = raw_request(
-                "DELETE", f"{_target(lc, via)}/v1/kv/{key}", _j({"expect_revision": rev + 7}),
+                "DELETE", f"{via_url(lc, via)}/v1/kv/{key}", _j({"expect_revision": rev + 7}),
                 JSON,
             )
             assert status == 409 and body["error"] == "compare_failed", body

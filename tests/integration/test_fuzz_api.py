@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from cluster_helpers import diag, ready
+from cluster_helpers import diag, log_marks, ready
 
 from distsync.local import LocalCluster, http_json
 
@@ -76,15 +76,6 @@ def operations(schema: Any) -> list[Any]:
     ops = [r.ok() for r in schema.get_all_operations()]
     assert len(ops) >= 10
     return ops
-
-
-def logs(lc: LocalCluster) -> dict[str, tuple[int, int]]:
-    out = {}
-    for nid in lc.nodes:
-        st = lc.status(nid)
-        assert st is not None, diag(lc, f"{nid} did not answer")
-        out[nid] = (st["commit"], st["last_index"])
-    return out
 
 
 def _clamp(case: Any) -> None:
@@ -212,7 +203,7 @@ def test_rejected_requests_change_nothing(lc: LocalCluster, schema: Any) -> None
     and schema-invalid bodies or path parameters with a valid token (4xx). Afterwards no
     node's log has moved."""
     ready(lc)
-    before = logs(lc)
+    before = log_marks(lc)
     spec = schema.raw_schema
     fz = Fuzzer(lc)
     read = {"Authorization": f"Bearer {ENV['DISTSYNC_READ_TOKEN']}"}
@@ -237,7 +228,7 @@ def test_rejected_requests_change_nothing(lc: LocalCluster, schema: Any) -> None
     guarded = {f"{op.method.upper()} {op.path}" for op in operations(schema)
                if op.definition.raw.get("x-distsync-role")}
     assert fz.covered == guarded, guarded ^ fz.covered
-    after = logs(lc)
+    after = log_marks(lc)
     assert after == before, diag(lc, f"rejected requests changed the log: {before} -> {after}")
 
 

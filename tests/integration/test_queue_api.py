@@ -15,11 +15,19 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from cluster_helpers import agreed_leader, diag, raw_request, ready, wait_until
+from cluster_helpers import ErrorCase as Case
+from cluster_helpers import (
+    agreed_leader,
+    diag,
+    proposals,
+    raw_request,
+    ready,
+    via_url,
+    wait_until,
+)
 
 from distsync.client import BlockingClient, Client
 from distsync.local import LocalCluster
@@ -39,24 +47,7 @@ def lc() -> Iterator[LocalCluster]:
         yield cluster
 
 
-def url(lc: LocalCluster, via: str) -> str:
-    leader = agreed_leader(lc)
-    nid = leader if via == "leader" else next(n for n in sorted(lc.nodes) if n != leader)
-    return lc.nodes[nid].url
-
-
 # -- the error contract -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    method: str
-    path: str
-    body: bytes | None
-    status: int
-    error: str
-    headers: tuple[tuple[str, str], ...] = ()
 
 
 M = f"/v1/queues/{BAD}/messages"
@@ -167,18 +158,9 @@ CASES = [
 ]
 
 
-def _proposals(lc: LocalCluster) -> float:
-    total = 0.0
-    for nd in lc.nodes.values():
-        _, _, text = raw_request("GET", f"{nd.url}/metrics")
-        total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                     if line.startswith("distsync_proposals_total"))
-    return total
-
-
 def _view(lc: LocalCluster) -> Any:
     """The bad queue as the leader sees it (linearizable), minus nothing."""
-    status, _, body = raw_request("GET", f"{url(lc, 'leader')}/v1/queues/{BAD}")
+    status, _, body = raw_request("GET", f"{via_url(lc, 'leader')}/v1/queues/{BAD}")
     assert status == 200, body
     return body
 
@@ -200,23 +182,19 @@ def baseline(lc: LocalCluster) -> Iterator[dict[str, Any]]:
         ) else None
 
     marks = wait_until(lc, settled, 15, "all nodes to settle")
-    yield {"marks": marks, "proposals": _proposals(lc), "view": _view(lc)}
+    yield {"marks": marks, "proposals": proposals(lc), "view": _view(lc)}
 
 
 @pytest.mark.parametrize("via", ["leader", "follower"])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_request_gets_documented_error(baseline: dict, lc: LocalCluster, case: Case,
                                            via: str) -> None:
-    headers = {**JSON, **dict(case.headers)} if case.body is not None else dict(case.headers)
-    status, ctype, body = raw_request(case.method, url(lc, via) + case.path, case.body, headers)
-    got = f"{case.method} {case.path[:60]} via {via}: {status} {str(body)[:300]}"
-    assert status == case.status, diag(lc, got)
-    assert ctype.startswith("application/json") and isinstance(body, dict), got
-    assert body.get("error") == case.error and body.get("message"), got
+    problem = case.problem(via_url(lc, via))
+    assert problem is None, diag(lc, f"via {via}: {problem}")
 
 
 def test_refused_requests_changed_nothing(baseline: dict, lc: LocalCluster) -> None:
-    assert _proposals(lc) == baseline["proposals"], diag(lc, "a refused request was proposed")
+    assert proposals(lc) == baseline["proposals"], diag(lc, "a refused request was proposed")
     for nid, (term, last) in baseline["marks"].items():
         st = lc.status(nid)
         assert st is not None
@@ -225,7 +203,7 @@ def test_refused_requests_changed_nothing(baseline: dict, lc: LocalCluster) -> N
         else:  # an unrelated election adds only the new leader's no-op
             assert st["last_index"] - last <= st["term"] - term
     assert _view(lc) == baseline["view"]
-    status, _, listing = raw_request("GET", f"{url(lc, 'leader')}/v1/queues")
+    status, _, listing = raw_request("GET", f"{via_url(lc, 'leader')}/v1/queues")
     assert status == 200 and [q["name"] for q in listing["queues"]] == [BAD], listing
 
 
@@ -259,9 +237,9 @@ async def test_fifo_batches_and_forwarding_through_a_follower(lc: LocalCluster) 
 async def test_request_id_and_client_id_make_enqueue_idempotent(lc: LocalCluster) -> None:
     rid = f"t-{uuid.uuid4()}"
     hdrs = {**JSON, "Request-Id": rid}
-    first = raw_request("POST", f"{url(lc, 'follower')}/v1/queues/idem/messages",
+    first = raw_request("POST", f"{via_url(lc, 'follower')}/v1/queues/idem/messages",
                         _j({"body": "once"}), hdrs)
-    again = raw_request("POST", f"{url(lc, 'leader')}/v1/queues/idem/messages",
+    again = raw_request("POST", f"{via_url(lc, 'leader')}/v1/queues/idem/messages",
                         _j({"body": "once"}), hdrs)
     assert first[0] == again[0] == 200 and first[2] == again[2], (first, again)
     async with Client(lc.addrs) as c:
@@ -281,11 +259,11 @@ def test_dequeue_retry_with_the_same_request_id_returns_the_same_messages(
         c.queue("retry").put_many([{"body": i} for i in range(4)])
     hdrs = {**JSON, "Request-Id": f"t-{uuid.uuid4()}"}
     body = _j({"consumer": "r1", "max": 2})
-    s1, _, a = raw_request("POST", f"{url(lc, 'leader')}/v1/queues/retry/dequeue", body, hdrs)
-    s2, _, b = raw_request("POST", f"{url(lc, 'follower')}/v1/queues/retry/dequeue", body, hdrs)
+    s1, _, a = raw_request("POST", f"{via_url(lc, 'leader')}/v1/queues/retry/dequeue", body, hdrs)
+    s2, _, b = raw_request("POST", f"{via_url(lc, 'follower')}/v1/queues/retry/dequeue", body, hdrs)
     assert s1 == s2 == 200 and len(a["messages"]) == 2
     assert [m["receipt"] for m in b["messages"]] == [m["receipt"] for m in a["messages"]]
-    s3, _, c3 = raw_request("POST", f"{url(lc, 'leader')}/v1/queues/retry/dequeue", body,
+    s3, _, c3 = raw_request("POST", f"{via_url(lc, 'leader')}/v1/queues/retry/dequeue", body,
                             {**JSON, "Request-Id": f"t-{uuid.uuid4()}"})
     assert [m["body"] for m in c3["messages"]] == [2, 3]
 
@@ -312,7 +290,7 @@ def test_long_poll_through_a_follower_wakes_when_a_message_arrives(lc: LocalClus
 
     def poll() -> None:
         out["res"] = raw_request(
-            "POST", f"{url(lc, 'follower')}/v1/queues/lp/dequeue",
+            "POST", f"{via_url(lc, 'follower')}/v1/queues/lp/dequeue",
             _j({"consumer": "p1", "wait_ms": 15000}), JSON, timeout=30,
         )
 

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
-from cluster_helpers import diag, raw_request, ready, wait_until
+from cluster_helpers import diag, log_marks, raw_request, ready, wait_until
 
 from distsync.api.app import create_app
 from distsync.api.auth import Role, required_role
@@ -75,15 +75,6 @@ def lc() -> Iterator[LocalCluster]:
         yield c
 
 
-def logs(lc: LocalCluster) -> dict[str, tuple[int, int]]:
-    out = {}
-    for nid in lc.nodes:
-        st = lc.status(nid)
-        assert st is not None, diag(lc, f"{nid} did not answer")
-        out[nid] = (st["commit"], st["last_index"])
-    return out
-
-
 def test_there_are_mutating_routes_to_check() -> None:
     assert ("PUT", "/v1/kv/sec-x") in MUTATING
     assert ("POST", "/v1/cluster/members") in ADMIN_ROUTES
@@ -92,8 +83,8 @@ def test_there_are_mutating_routes_to_check() -> None:
 def test_refused_requests_change_nothing(lc: LocalCluster) -> None:
     leader = ready(lc)
     follower = next(n for n in lc.nodes if n != leader)
-    wait_until(lc, lambda: len({v for v in logs(lc).values()}) == 1, 30, "logs to agree")
-    before = logs(lc)
+    wait_until(lc, lambda: len({v for v in log_marks(lc).values()}) == 1, 30, "logs to agree")
+    before = log_marks(lc)
     failures = []
     for nid in (leader, follower):
         url = lc.nodes[nid].url
@@ -112,7 +103,7 @@ def test_refused_requests_change_nothing(lc: LocalCluster) -> None:
             if not ok:
                 failures.append(f"{nid} {method} {path} {headers}: {code} {got}")
     assert not failures, "\n".join(failures)
-    assert logs(lc) == before, diag(lc, f"the log moved: {before} -> {logs(lc)}")
+    assert log_marks(lc) == before, diag(lc, f"the log moved: {before} -> {log_marks(lc)}")
     code, got = http_json("GET", f"{lc.nodes[leader].url}/v1/kv/{SEED}", headers=bearer(READ))
     assert code == 200 and got["value"] == "v0", got
 
@@ -152,8 +143,8 @@ def test_follower_forwards_the_token_and_the_leader_checks_it(lc: LocalCluster) 
                            timeout=10)
     assert code == 200, body
     # n3 accepts this token itself, but the leader does not: the forwarded write is refused.
-    before = logs(lc)[leader]
+    before = log_marks(lc)[leader]
     code, body = http_json("PUT", f"{n3}/v1/kv/sec/fwd", {"value": 2}, headers=bearer(ONLY_N3),
                            timeout=10)
     assert code == 401 and body["error"] == "unauthorized", body
-    assert logs(lc)[leader] == before
+    assert log_marks(lc)[leader] == before

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
-from cluster_helpers import diag, raw_request, ready
+from cluster_helpers import JSON_HEADERS, diag, ready, refusal_problem
 
 from distsync.local import LocalCluster, http_json
 
@@ -65,11 +65,9 @@ def test_limits_answer_clearly_and_change_nothing(
     follower = next(n for n in lc.nodes if n != leader)
     for nid in (leader, follower):
         before = commit(lc, leader)
-        code, _, got = raw_request(method, lc.nodes[nid].url + path,
-                                   json.dumps(body).encode(),
-                                   {"Content-Type": "application/json"})
-        assert (code, got.get("error") if isinstance(got, dict) else got) == (status, error)
-        assert got["message"]
+        problem = refusal_problem(method, lc.nodes[nid].url + path, json.dumps(body).encode(),
+                                  JSON_HEADERS, status=status, error=error)
+        assert problem is None, problem
         assert commit(lc, leader) == before
     code, _ = http_json("PUT", f"{lc.nodes[leader].url}/v1/kv/lim",
                         {"value": "x" * (MAX_VALUE - 10)})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..cache import CACHE_KEY_RE, MAX_TTL_S
-from .common import BOOL, INT, STR, errors, obj, ok, path_param, query_param
+from .common import BOOL, INT, OBJECT, STR, errors, obj, ok, path_param, query_param
 
 # "stats" is not a readable key: GET /v1/cache/stats is the statistics route.
 KEY = path_param("key", f"^(?!stats$){CACHE_KEY_RE.pattern[1:]}",
@@ -14,7 +14,7 @@ OPENAPI = {
     "/v1/cache/stats": {"get": {
         "summary": "This node's cache statistics (hits, misses, lines by state, bytes)",
         "tags": ["cache"],
-        "responses": {"200": ok({"type": "object"}), **errors(503)},
+        "responses": {"200": ok(OBJECT), **errors(503)},
     }},
     "/v1/cache/{key}": {
         "get": {

@@ -8,6 +8,7 @@ from .common import (
     INT,
     REQUEST_ID,
     STR,
+    array,
     body,
     errors,
     nullable,
@@ -21,7 +22,7 @@ OPENAPI_SCHEMAS = {
     "Member": obj(["id", "addr", "voter"], id=STR, addr=STR, voter=BOOL),
     "Members": obj(
         ["leader", "members"], leader=nullable(STR),
-        members={"type": "array", "items": ref("Member")},
+        members=array(ref("Member")),
     ),
     "Status": obj(
         ["id", "role", "term", "leader", "commit", "applied", "last_index", "voters",
@@ -30,8 +31,7 @@ OPENAPI_SCHEMAS = {
                                                  "leader"]},
         term=INT, leader=nullable(STR), leader_addr=nullable(STR), addr=STR, commit=INT,
         applied=INT, last_index=INT, snapshot_index=INT,
-        voters={"type": "array", "items": STR}, learners={"type": "array", "items": STR},
-        members={"type": "array", "items": ref("Member")},
+        voters=array(STR), learners=array(STR), members=array(ref("Member")),
         progress={"type": "object", "description": "Per follower (on the leader only)",
                   "additionalProperties": obj(["match", "next"], match=INT, next=INT,
                                               state=STR)},
@@ -39,6 +39,7 @@ OPENAPI_SCHEMAS = {
     ),
 }
 
+# The errors of the routes that change the membership or the leader.
 _MEMBER_ERRORS = errors(409, 503)
 
 OPENAPI = {
@@ -91,6 +92,6 @@ OPENAPI = {
         "tags": ["cluster"],
         "parameters": [REQUEST_ID],
         "requestBody": body(TransferLeader, required=False),
-        "responses": {"200": ok(obj(["leader"], leader=STR)), **errors(409, 503)},
+        "responses": {"200": ok(obj(["leader"], leader=STR)), **_MEMBER_ERRORS},
     }},
 }

@@ -46,7 +46,14 @@ def nullable(schema: dict[str, Any]) -> dict[str, Any]:
 STR: dict[str, Any] = {"type": "string"}
 INT: dict[str, Any] = {"type": "integer"}
 BOOL: dict[str, Any] = {"type": "boolean"}
+OBJECT: dict[str, Any] = {"type": "object"}  # any object: its fields are not described
 ANY: dict[str, Any] = {}
+
+
+def array(items: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An array schema, of `items` if given."""
+    return {"type": "array"} if items is None else {"type": "array", "items": items}
+
 
 # Error responses, referenced as "#/components/responses/<name>".
 ERROR_RESPONSES: dict[int, tuple[str, str]] = {
@@ -81,10 +88,7 @@ def error_components() -> tuple[dict[str, Any], dict[str, Any]]:
             "properties": {
                 "error": {"type": "string", "examples": ["invalid_request"]},
                 "message": {"type": "string"},
-                "details": {"type": "array", "items": {
-                    "type": "object",
-                    "properties": {"field": STR, "problem": STR},
-                }},
+                "details": array(obj(field=STR, problem=STR)),
             },
         }
     }
@@ -131,3 +135,9 @@ def query_param(name: str, schema: dict[str, Any], description: str = "") -> dic
     if description:
         p["description"] = description
     return p
+
+
+def limit_param(maximum: int, default: int) -> dict[str, Any]:
+    """The `limit` query parameter of a listing: 1 to `maximum` entries, `default` if absent."""
+    return query_param("limit", {"type": "integer", "minimum": 1, "maximum": maximum,
+                                 "default": default})

@@ -7,10 +7,13 @@ from ..locks import LOCK_RE, SESSION_RE, LockAcquire, LockRelease, SessionOpen
 from .common import (
     CONSISTENCY,
     INT,
+    OBJECT,
     REQUEST_ID,
     STR,
+    array,
     body,
     errors,
+    limit_param,
     nullable,
     obj,
     ok,
@@ -35,8 +38,7 @@ OPENAPI_SCHEMAS = {
         wait_id=INT, deadline_ms=INT, position=INT,
     ),
     "LockInfo": obj(["lock", "holders", "waiters"], lock=STR, mode=nullable(_MODE),
-                    token=nullable(INT), holders={"type": "array", "items": {"type": "object"}},
-                    waiters={"type": "array", "items": {"type": "object"}}),
+                    token=nullable(INT), holders=array(OBJECT), waiters=array(OBJECT)),
 }
 
 _READ_ERRORS = errors(400, 503)
@@ -58,8 +60,7 @@ OPENAPI = {
             "responses": {
                 "200": ok(obj(["session", "ttl_ms", "holds", "waits"], session=STR,
                               ttl_ms=INT, name=STR, created=INT,
-                              holds={"type": "array", "items": {"type": "object"}},
-                              waits={"type": "array", "items": {"type": "object"}},
+                              holds=array(OBJECT), waits=array(OBJECT),
                               lease_remaining_ms=nullable(INT))),
                 **errors(400, 404, 503),
             },
@@ -83,13 +84,11 @@ OPENAPI = {
         "tags": ["locks"],
         "parameters": [
             query_param("prefix", STR), query_param("after", STR, "Page after this name"),
-            query_param("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
-                                  "default": 100}),
+            limit_param(1000, 100),
             CONSISTENCY,
         ],
         "responses": {"200": ok(obj(["locks", "next"],
-                                    locks={"type": "array", "items": {"type": "object"}},
-                                    next=nullable(STR))),
+                                    locks=array(OBJECT), next=nullable(STR))),
                       **_READ_ERRORS},
     }},
     "/v1/locks/deadlocks": {"get": {
@@ -97,7 +96,7 @@ OPENAPI = {
                    "one are refused)",
         "tags": ["locks"],
         "parameters": [CONSISTENCY],
-        "responses": {"200": ok(obj(["cycles"], cycles={"type": "array"})), **_READ_ERRORS},
+        "responses": {"200": ok(obj(["cycles"], cycles=array())), **_READ_ERRORS},
     }},
     "/v1/locks/{name}": {"get": {
         "summary": "A lock's holders and queue",

@@ -16,25 +16,27 @@ from .common import (
     BOOL,
     CONSISTENCY,
     INT,
+    OBJECT,
     REQUEST_ID,
     STR,
+    array,
     body,
     errors,
     obj,
     ok,
     path_param,
+    ref,
 )
 
 QUEUE = path_param("q", QUEUE_RE.pattern,
                    "1-124 characters of A-Z a-z 0-9 _ . - (not starting with . or -)")
 CONSUMER = path_param("c", CONSUMER_RE, "1-128 characters of A-Z a-z 0-9 _ . : @ -")
-_ARRAY = {"type": "array"}
+_ARRAY = array()
 
 OPENAPI_SCHEMAS = {
     "QueueSummary": obj(["name"], name=STR, messages=INT, ready=INT, in_flight=INT,
                         delayed=INT, consumers=INT),
-    "Delivery": obj(["messages"], messages={"type": "array", "items": {"type": "object"}},
-                    partitions=_ARRAY),
+    "Delivery": obj(["messages"], messages=array(OBJECT), partitions=_ARRAY),
 }
 
 # 404: no such queue or receipt; 409: an immutable option; 429: the queue is full.
@@ -45,16 +47,15 @@ OPENAPI = {
         "summary": "All queues",
         "tags": ["queues"],
         "parameters": [CONSISTENCY],
-        "responses": {"200": ok(obj(["queues"], queues={
-            "type": "array", "items": {"$ref": "#/components/schemas/QueueSummary"}})),
-            **errors(400, 503)},
+        "responses": {"200": ok(obj(["queues"], queues=array(ref("QueueSummary")))),
+                      **errors(400, 503)},
     }},
     "/v1/queues/{q}": {
         "get": {
             "summary": "A queue: options, counts, partitions, consumers",
             "tags": ["queues"],
             "parameters": [QUEUE, CONSISTENCY],
-            "responses": {"200": ok(obj(["name"], name=STR, options={"type": "object"})),
+            "responses": {"200": ok(obj(["name"], name=STR, options=OBJECT)),
                           **errors(400, 404, 503)},
         },
         "put": {
@@ -63,14 +64,14 @@ OPENAPI = {
             "parameters": [QUEUE, REQUEST_ID],
             "requestBody": body(QueueOptions, required=False),
             "responses": {"200": ok(obj(["created", "name", "options"], created=BOOL,
-                                        name=STR, options={"type": "object"})),
+                                        name=STR, options=OBJECT)),
                           **_WRITE_ERRORS},
         },
         "delete": {
             "summary": "Delete a queue and its messages",
             "tags": ["queues"],
             "parameters": [QUEUE, REQUEST_ID],
-            "responses": {"200": ok({"type": "object"}), **errors(400), **_WRITE_ERRORS},
+            "responses": {"200": ok(OBJECT), **errors(400), **_WRITE_ERRORS},
         },
     },
     "/v1/queues/{q}/messages": {"post": {
@@ -87,7 +88,7 @@ OPENAPI = {
         "tags": ["queues"],
         "parameters": [QUEUE, REQUEST_ID],
         "requestBody": body(DequeueBody),
-        "responses": {"200": ok({"$ref": "#/components/schemas/Delivery"}), **_WRITE_ERRORS},
+        "responses": {"200": ok(ref("Delivery")), **_WRITE_ERRORS},
     }},
     "/v1/queues/{q}/ack": {"post": {
         "summary": "Acknowledge (delete) delivered messages by receipt",
@@ -110,12 +111,12 @@ OPENAPI = {
         "summary": "Register or keep alive a consumer without dequeuing",
         "tags": ["queues"],
         "parameters": [QUEUE, CONSUMER, REQUEST_ID],
-        "responses": {"200": ok({"type": "object"}), **errors(400), **_WRITE_ERRORS},
+        "responses": {"200": ok(OBJECT), **errors(400), **_WRITE_ERRORS},
     }},
     "/v1/queues/{q}/consumers/{c}": {"delete": {
         "summary": "Unregister a consumer: its messages in flight go back at once",
         "tags": ["queues"],
         "parameters": [QUEUE, CONSUMER, REQUEST_ID],
-        "responses": {"200": ok({"type": "object"}), **errors(400), **_WRITE_ERRORS},
+        "responses": {"200": ok(OBJECT), **errors(400), **_WRITE_ERRORS},
     }},
 }
