@@ -1,8 +1,9 @@
 """The backing store: a real Redis through redis-py asyncio, or an embedded in-memory store.
 
-Commands issued by concurrent operations go to Redis together, one pipeline per event-loop
-turn (batching.py): redis-py spends far more CPU per command than Redis does, and a pipeline
-pays the per-call part (a pooled connection, a socket write, a read wake-up) once.
+Operations issued concurrently go to Redis together, as one call of one Lua script per
+event-loop turn (batching.py, _BATCH below): redis-py spends far more CPU per command than
+Redis does, and one call pays the per-command part (a pooled connection, a socket write, a
+reply to read with its timeout) once for the whole batch.
 
 Each key has two Redis keys (three once written by a home) in one hash slot: `dsc:{k}:v` holds `b"<version>:" + value`
 (with the key's TTL) and `dsc:{k}:c` is the key's version counter (no TTL, so versions only
@@ -129,6 +130,28 @@ return redis.call('INCR', KEYS[2])
 """
 
 
+# Every command a node sends Redis in one event-loop turn goes as one call of this script:
+# the operations above, applied in order (each one atomic, as it was as a script of its own).
+# One reply to parse and one timeout per round trip, not one per operation: redis-py spends
+# far more CPU per command than Redis does (a fifth of a coherent PUT's CPU at c=64 was
+# redis-py reading pipelined replies one by one). ARGV holds, per operation, its name, its
+# argument count and its arguments; KEYS holds its three keys (see _keys).
+_OPS = (("load", _LOAD), ("write", _WRITE), ("put", _PUT), ("fence", _FENCE))
+_BATCH = "local OPS = {}\n" + "".join(
+    f"OPS['{name}'] = function(KEYS, ARGV)\n{body}\nend\n" for name, body in _OPS
+) + """
+local res, ai, ki = {}, 1, 1
+while ai <= #ARGV do
+  local op, na = ARGV[ai], tonumber(ARGV[ai + 1])
+  local A = {}
+  for j = 1, na do A[j] = ARGV[ai + 1 + j] end
+  res[#res + 1] = OPS[op]({KEYS[ki], KEYS[ki + 1], KEYS[ki + 2]}, A)
+  ai, ki = ai + 2 + na, ki + 3
+end
+return res
+"""
+
+
 def _keys(key: str) -> list[str]:
     return [f"dsc:{{{key}}}:v", f"dsc:{{{key}}}:c", f"dsc:{{{key}}}:h"]
 
@@ -147,49 +170,43 @@ class RedisBackend:
             url, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1), max_connections=256,
         )
-        self._scripts = {name: (body, sha1(body.encode()).hexdigest())
-                         for name, body in (("load", _LOAD), ("write", _WRITE), ("put", _PUT),
-                                           ("fence", _FENCE))}
+        self._sha = sha1(_BATCH.encode()).hexdigest()
         self._noscript = rex.NoScriptError
         self._refused = rex.ResponseError
         self._down = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError,
                       asyncio.TimeoutError)
         self._batch: Batcher[tuple] = Batcher(self._pipeline, max_inflight=max_inflight)
 
-    async def _pipeline(self, _group: object, cmds: list[tuple]) -> list[object]:
-        """One round trip for `cmds`; scripts Redis does not know (first use, or a restarted
-        or flushed Redis) are loaded and those commands sent once more."""
+    async def _pipeline(self, _group: object, ops: list[tuple]) -> list[object]:
+        """One round trip for `ops` (one call of _BATCH); a script Redis does not know (first
+        use, or a restarted or flushed Redis) is loaded and the call sent once more."""
+        keys: list[str] = []
+        argv: list[object] = []
+        for name, op_keys, args in ops:
+            keys += op_keys
+            argv += [name, len(args), *args]
         try:
-            out = await self._exec(cmds)
-            again = [i for i, r in enumerate(out) if isinstance(r, self._noscript)]
-            if again:
-                for body, _ in self._scripts.values():
-                    await self.client.script_load(body)
-                for i, r in zip(again, await self._exec([cmds[i] for i in again]), strict=True):
-                    out[i] = r
-            return out
+            try:
+                out = await self._run(keys, argv)
+            except self._noscript:
+                await self.client.script_load(_BATCH)
+                out = await self._run(keys, argv)
         except self._down as e:
             raise BackendUnavailable(f"redis at {self.url}: {e}") from None
+        except self._refused as e:  # a Redis error fails the whole call: every op gets it
+            return [e] * len(ops)
+        return list(out)
 
-    async def _exec(self, cmds: list[tuple]) -> list[object]:
-        if len(cmds) == 1:  # alone: a plain command costs redis-py less than a pipeline
-            try:
-                return [await self.client.execute_command(*cmds[0])]
-            except self._refused as e:
-                return [e]
-        pipe = self.client.pipeline(transaction=False)
-        for c in cmds:
-            pipe.execute_command(*c)
-        return await pipe.execute(raise_on_error=False)
+    async def _run(self, keys: list[str], argv: list[object]) -> list[object]:
+        return await self.client.execute_command(  # type: ignore[no-any-return]
+            "EVALSHA", self._sha, len(keys), *keys, *argv
+        )
 
-    async def _cmd(self, *args: object) -> object:
-        res = await self._batch.submit(args)
+    async def _script(self, name: str, keys: list[str], args: list[object]) -> object:
+        res = await self._batch.submit((name, keys, args))
         if isinstance(res, Exception):
             raise res
         return res
-
-    async def _script(self, name: str, keys: list[str], args: list[object]) -> object:
-        return await self._cmd("EVALSHA", self._scripts[name][1], len(keys), *keys, *args)
 
     async def load(self, key: str, seal: bool = False) -> Loaded:
         ok, val, ver, ctr, pttl = await self._script(  # type: ignore[misc]
@@ -216,8 +233,8 @@ class RedisBackend:
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._cmd("PING"))
-        except BackendUnavailable:
+            return bool(await self.client.ping())
+        except self._down:
             return False
 
     async def close(self) -> None:
