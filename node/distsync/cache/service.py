@@ -108,6 +108,7 @@ class CacheService(HomeRole):
         self._tok: object = None
         self.members: frozenset[str] = frozenset()
         self.ring: HashRing | None = None
+        self._homes_cache: dict[str, str] = {}  # key -> home under the current ring
         self.ring_epoch = 0
         self._task: asyncio.Task | None = None
         self._ring_check()
@@ -124,6 +125,7 @@ class CacheService(HomeRole):
             return
         self.members = members
         self.ring = HashRing(members) if members else None
+        self._homes_cache.clear()
         self.ring_epoch += 1
         self.dir.clear()
         if self.ring is not None:
@@ -135,9 +137,15 @@ class CacheService(HomeRole):
                          self.id, sorted(members), moved)
 
     def home_of(self, key: str) -> str:
-        if self.ring is None:
-            raise HomeUnavailable(key, "-")
-        return self.ring.owner(key)
+        # A PUT asks several times (writer, home, keep check); the ring hashes with blake2b.
+        home = self._homes_cache.get(key)
+        if home is None:
+            if self.ring is None:
+                raise HomeUnavailable(key, "-")
+            if len(self._homes_cache) >= 65_536:
+                self._homes_cache.clear()
+            home = self._homes_cache[key] = self.ring.owner(key)
+        return home
 
     def _home(self, home: str) -> HomeLease:
         h = self.homes.get(home)
