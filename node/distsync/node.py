@@ -629,12 +629,16 @@ class Node:
             # Long polls (a lock wait, a dequeue) see the new state now, not after the fsync.
             self._wake_watchers()
         hs = rd.hard_state
-        if hs is not None and not rd.entries and rd.snapshot is None and (
+        if hs is not None and rd.snapshot is None and (
             (hs.term, hs.vote) == self._synced_term_vote
-        ):
+        ) and not any(e.type == EntryType.CONF for e in rd.committed):
             # Only the commit index moved. It is volatile in Raft (a restarted node learns
             # it again from the leader), so it is not worth an fsync of its own (etcd's
-            # MustSync rule); it is written with the next batch of entries.
+            # MustSync rule), nor a second page in every save of entries (the hard state's
+            # row: about a fifth of a small save on this disk). It is written whenever the
+            # term or vote changes, with every snapshot, and when a membership change
+            # commits: a restarted node rebuilds its membership from the committed entries,
+            # and must not come back with a configuration older than one it has applied.
             hs = None
         if notices:
             self._notices.hold(notices, time.monotonic())
@@ -649,14 +653,14 @@ class Node:
                 # requests answered above write their responses.
                 if early or rd.committed:
                     await asyncio.sleep(0)
-                self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+                self.storage.save(hs, rd.entries, rd.snapshot)
             else:
                 await loop.run_in_executor(
-                    self._io, self.storage.save, rd.hard_state, rd.entries, rd.snapshot
+                    self._io, self.storage.save, hs, rd.entries, rd.snapshot
                 )
             self.metrics.fsync_latency.observe(time.perf_counter() - t0)
-            if rd.hard_state is not None:
-                self._synced_term_vote = (rd.hard_state.term, rd.hard_state.vote)
+            if hs is not None:
+                self._synced_term_vote = (hs.term, hs.vote)
             if rd.entries:
                 self.metrics.batch_entries.observe(len(rd.entries))
         if late:

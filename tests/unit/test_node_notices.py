@@ -1,11 +1,15 @@
 """Commit notices are held back briefly and dropped when an append with entries makes them
 moot (node.py NoticeHold); held notices are still delivered, so followers apply every
-committed write without further traffic."""
+committed write without further traffic. And the hard state, which saves of entries no
+longer rewrite when only the commit index moved, is still written when a membership change
+commits."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -51,25 +55,39 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-@pytest.mark.asyncio
-async def test_followers_apply_every_write_with_no_traffic_after_it(tmp_path) -> None:
-    """Three real nodes over loopback: after a burst of writes (whose notices are mostly
-    dropped) and then silence, every follower has applied the last write."""
+@contextlib.asynccontextmanager
+async def three_nodes(tmp_path) -> AsyncIterator[list[Node]]:
+    """Three real nodes over loopback, in this event loop, with a leader elected."""
     ids = ["n1", "n2", "n3"]
     peers = {nid: f"127.0.0.1:{p}" for nid, p in zip(ids, _free_ports(3), strict=True)}
     nodes = [Node(NodeConfig(node_id=nid, listen=peers[nid], peers=peers,
                              data_dir=str(tmp_path / nid))) for nid in ids]
     runners = [await serve(nd) for nd in nodes]
     try:
-        async def leader() -> Node:
-            for _ in range(200):
-                ls = [nd for nd in nodes if nd.is_leader()]
-                if ls:
-                    return ls[0]
-                await asyncio.sleep(0.05)
+        for _ in range(200):
+            if any(nd.is_leader() for nd in nodes):
+                break
+            await asyncio.sleep(0.05)
+        else:
             raise AssertionError("no leader elected")
+        yield nodes
+    finally:
+        for nd, r in zip(nodes, runners, strict=True):
+            if nd._task is not None:
+                await nd.stop()
+            await r.cleanup()
 
-        ld = await leader()
+
+def leader_of(nodes: list[Node]) -> Node:
+    return next(nd for nd in nodes if nd.is_leader())
+
+
+@pytest.mark.asyncio
+async def test_followers_apply_every_write_with_no_traffic_after_it(tmp_path) -> None:
+    """After a burst of writes (whose notices are mostly dropped) and then silence, every
+    follower has applied the last write."""
+    async with three_nodes(tmp_path) as nodes:
+        ld = leader_of(nodes)
         for i in range(30):
             await ld.propose("kv", "put", {"key": f"k{i}", "value": i}, f"rid-{i}", 5.0)
         last = ld.core.log.committed
@@ -78,7 +96,20 @@ async def test_followers_apply_every_write_with_no_traffic_after_it(tmp_path) ->
                 assert await nd.wait_until(lambda nd=nd: nd.core.log.applied >= last, 5.0), (
                     nd.id, nd.core.log.applied, last)
                 assert nd.kv.get("k29") is not None
-    finally:
-        for nd, r in zip(nodes, runners, strict=True):
-            await nd.stop()
-            await r.cleanup()
+
+
+@pytest.mark.asyncio
+async def test_a_committed_membership_change_is_in_the_persisted_commit_index(tmp_path) -> None:
+    """A restarted node rebuilds its membership from the entries its stored commit index
+    covers: once a node has applied a change, its disk must say it is committed."""
+    async with three_nodes(tmp_path) as nodes:
+        ld = leader_of(nodes)
+        for i in range(5):
+            await ld.propose("kv", "put", {"key": f"k{i}", "value": i}, f"rid-{i}", 5.0)
+        victim = next(nd for nd in nodes if nd is not ld)
+        await ld.remove_member(victim.id)
+        conf_index = ld.core.conf_index
+        rest = [nd for nd in nodes if nd is not victim]
+        for nd in rest:
+            assert await nd.wait_until(lambda nd=nd: nd.core.conf_index >= conf_index, 5.0)
+            assert nd.storage.load().hard_state.commit >= conf_index, nd.id
