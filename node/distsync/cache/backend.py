@@ -100,12 +100,7 @@ local ctr = tonumber(redis.call('GET', KEYS[2]) or '0')
 if ctr ~= tonumber(ARGV[1]) then return {0, ctr} end
 local nv = tonumber(ARGV[2])
 if nv ~= ctr then redis.call('SET', KEYS[2], string.format('%d', nv)) end
-if ARGV[3] == 'del' then return {nv, redis.call('DEL', KEYS[1])} end
-local existed = redis.call('EXISTS', KEYS[1])
-local raw = string.format('%d', nv) .. ':' .. ARGV[4]
-if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[1], raw, 'PX', ARGV[5])
-else redis.call('SET', KEYS[1], raw) end
-return {nv, existed}
+return store(KEYS[1], nv, ARGV[3], ARGV[4], ARGV[5])
 """
 
 _PUT = """
@@ -114,12 +109,7 @@ local conf = tonumber(ARGV[4])
 if hc > conf then return {0, 0} end
 if conf > hc then redis.call('SET', KEYS[3], ARGV[4]) end
 local nv = redis.call('INCR', KEYS[2])
-if ARGV[1] == 'del' then return {nv, redis.call('DEL', KEYS[1])} end
-local existed = redis.call('EXISTS', KEYS[1])
-local raw = string.format('%d', nv) .. ':' .. ARGV[2]
-if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[1], raw, 'PX', ARGV[3])
-else redis.call('SET', KEYS[1], raw) end
-return {nv, existed}
+return store(KEYS[1], nv, ARGV[1], ARGV[2], ARGV[3])
 """
 
 
@@ -137,7 +127,19 @@ return redis.call('INCR', KEYS[2])
 # redis-py reading pipelined replies one by one). ARGV holds, per operation, its name, its
 # argument count and its arguments; KEYS holds its three keys (see _keys).
 _OPS = (("load", _LOAD), ("write", _WRITE), ("put", _PUT), ("fence", _FENCE))
-_BATCH = "local OPS = {}\n" + "".join(
+# Stores (op 'set') or deletes (op 'del') the value of key `k` stamped with version `nv`;
+# returns {nv, existed-before}. Shared by write and put.
+_STORE = """
+local function store(k, nv, op, val, ttl)
+  if op == 'del' then return {nv, redis.call('DEL', k)} end
+  local existed = redis.call('EXISTS', k)
+  local raw = string.format('%d', nv) .. ':' .. val
+  if tonumber(ttl) > 0 then redis.call('SET', k, raw, 'PX', ttl)
+  else redis.call('SET', k, raw) end
+  return {nv, existed}
+end
+"""
+_BATCH = _STORE + "local OPS = {}\n" + "".join(
     f"OPS['{name}'] = function(KEYS, ARGV)\n{body}\nend\n" for name, body in _OPS
 ) + """
 local res, ai, ki = {}, 1, 1
