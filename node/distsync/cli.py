@@ -57,7 +57,43 @@ def _pod_defaults() -> dict[str, str]:
     return out
 
 
-@click.group()
+EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_REFUSED = 1, 2, 3, 4
+
+
+class _PlainErrors(click.Group):
+    """Every command fails in one plain line, never a traceback: a user who typed a wrong
+    address or token needs to read what went wrong, not where in the code. The traceback is
+    still logged at DEBUG (`--log-level DEBUG`)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from .client import DistSyncError
+
+        try:
+            return super().invoke(ctx)
+        except DistSyncError as e:
+            logging.getLogger("distsync.cli").debug("command failed", exc_info=True)
+            if e.status in (401, 403):
+                click.echo(f"error: the node refused the token ({e.status} {e.code}: "
+                           f"{e.message}); pass --token or set DISTSYNC_TOKEN", err=True)
+                ctx.exit(EXIT_REFUSED)
+            if e.code == "unreachable":
+                click.echo(f"error: no node answered: {e.message}", err=True)
+                ctx.exit(EXIT_UNREACHABLE)
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(EXIT_FAILED)
+        except (OSError, TimeoutError) as e:
+            logging.getLogger("distsync.cli").debug("command failed", exc_info=True)
+            click.echo(f"error: {type(e).__name__}: {e}", err=True)
+            ctx.exit(EXIT_FAILED)
+
+
+@click.group(cls=_PlainErrors, epilog="""\b
+Exit codes:
+  0  success
+  1  failure: a demo check failed, a node died, or the command could not finish
+  2  usage error (a bad option or argument)
+  3  no node answered at the given address(es)
+  4  a node refused the credentials (401/403)""")
 @click.option("--log-level", default="INFO", envvar="DISTSYNC_LOG_LEVEL", show_default=True)
 def main(log_level: str) -> None:
     """distsync: Raft-replicated locks, queues, cache and a key-value register."""
@@ -157,30 +193,55 @@ def free_port() -> int:
 def up(nodes: int, base_port: int, data_dir: str) -> None:
     """Start a local cluster of real node processes on loopback; Ctrl-C stops it."""
     from .cache.redis_proc import local_backend
-    from .local import LocalCluster
+    from .local import LocalCluster, NodeDied
 
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
     with local_backend(click.echo) as cache_args, LocalCluster(
         nodes, base_port=base_port, data_dir=data_dir or None, extra_args=cache_args
     ) as lc:
-        lc.wait_ready()
-        click.echo(lc.status_table())
-        click.echo(f"cluster up: {' '.join(lc.addrs)}  (data in {lc.data_dir}); Ctrl-C stops it")
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-        click.echo("stopping...")
+        try:
+            # Blocked only now: a child inherits the signal mask, and a node started with
+            # SIGTERM blocked could not be stopped gracefully.
+            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+            lc.wait_ready()
+            lc.leader(15.0)
+            click.echo(lc.status_table())
+            click.echo(f"cluster up: {' '.join(lc.addrs)}  (data in {lc.data_dir}); "
+                       "Ctrl-C stops it")
+            # Watch the nodes while waiting for Ctrl-C: a node that dies later is reported at
+            # once, and the cluster stops, rather than leaving a silent minority running.
+            while signal.sigtimedwait(stop_signals, 0.5) is None:
+                lc.check_alive()
+            click.echo("stopping...")
+        except (NodeDied, TimeoutError) as e:
+            lc.keep_data = True
+            click.echo(f"error: {e}", err=True)
+            click.echo(f"stopping the other nodes; node logs kept in {lc.data_dir}", err=True)
+            sys.exit(EXIT_FAILED)
 
 
-@main.command()
+class _DemoCommand(click.Command):
+    """Lists the scenarios in `--help` from the registry itself, so the list cannot go stale."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from .demo import SUMMARIES
+
+        with formatter.section("Scenarios"):
+            formatter.write_dl(sorted(SUMMARIES.items()))
+
+
+@main.command(cls=_DemoCommand)
 @click.argument("scenario", default="kv")
 @click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
 @click.option("--writes", default=200, show_default=True, type=int, help="kv scenario size.")
 def demo(scenario: str, nodes: int, writes: int) -> None:
-    """Start a local cluster and run a scenario against it (kv: writes, reads, SIGKILL of the
-    leader under load, restart, no acknowledged write lost). See `distsync.demo.SCENARIOS`."""
+    """Start a local cluster of real node processes and run SCENARIO against it. Exits 0 when
+    every check held; a failed check or a node that dies exits 1 and keeps the node logs."""
     from .demo import SCENARIOS
 
     if scenario not in SCENARIOS:
-        raise click.BadParameter(f"choose one of {', '.join(sorted(SCENARIOS))}")
+        raise click.BadParameter(f"choose one of {', '.join(sorted(SCENARIOS))}",
+                                 param_hint="SCENARIO")
     sys.exit(SCENARIOS[scenario](nodes=nodes, writes=writes))
 
 

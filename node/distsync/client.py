@@ -230,14 +230,20 @@ class Client:
     async def cluster_status(self) -> list[dict[str, Any]]:
         """Every member's own view, as listed by the first node that answers."""
         first = None
+        failed: list[tuple[str, DistSyncError]] = []
         for a in self.seeds:
             try:
                 first = await self.request_or_raise("GET", "/v1/status", addr=a, timeout=2.0)
                 break
-            except DistSyncError:
-                continue
+            except DistSyncError as e:
+                failed.append((a, e))
         if first is None:
-            raise Unavailable(503, "unreachable", "no seed answered")
+            # A refusal is the answer to report (a wrong token), not "nobody answered".
+            for _, e in failed:
+                if e.status in (401, 403):
+                    raise e
+            raise Unavailable(503, "unreachable", "; ".join(
+                f"{a}: {e.message or e.code}" for a, e in failed) or "no address given")
         out = []
         for m in first["members"]:
             try:

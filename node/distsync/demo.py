@@ -15,6 +15,7 @@ import click
 
 from .client import Client
 from .demo_locks import run_locks_demo as _locks_demo
+from .demo_run import run_scenario
 from .local import LocalCluster
 
 
@@ -66,21 +67,23 @@ async def _demo(lc: LocalCluster, writes: int) -> int:
 
 
 def run_demo(nodes: int = 3, writes: int = 200, **_: object) -> int:
-    with LocalCluster(nodes) as lc:
-        click.echo(f"starting {nodes} nodes on loopback (data in {lc.data_dir}) ...")
-        lc.wait_ready(30)
-        lc.leader()
-        click.echo(lc.status_table() + "\n")
-        rc = asyncio.run(_demo(lc, writes))
-        click.echo("\n" + lc.status_table())
-        click.echo("\nOK: every acknowledged write survived" if rc == 0 else "\nFAILED")
-        return rc
+    return run_scenario(nodes, lambda lc: _demo(lc, writes), "every acknowledged write survived")
 
 
 # Scenario name -> function(nodes=..., writes=...) returning an exit status. Each service adds
-# its own scenario (one line), implemented in its own module.
+# its own scenario (one line), implemented in its own module; SUMMARIES is what `--help` lists.
 SCENARIOS: dict[str, Callable[..., int]] = {"kv": run_demo}
 SCENARIOS["locks"] = _locks_demo
+SUMMARIES = {
+    "kv": "writes, linearizable reads, SIGKILL of the leader under load, restart, and a check "
+          "that every acknowledged write survived (the default)",
+    "locks": "an exclusive lock with fencing tokens, a FIFO waiter, a deadlock refused with "
+             "the cycle named, and measured acquire/release latencies",
+    "queue": "FIFO enqueue/dequeue/ack, a redelivery after the visibility timeout, and a "
+             "message dead-lettered after max_deliveries",
+    "cache": "near caches on every node kept coherent (MESI) in front of redis-server, or "
+             "the embedded store when redis-server is not installed",
+}
 
 
 def _cache_demo(**kw: object) -> int:

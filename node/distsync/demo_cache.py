@@ -9,7 +9,6 @@ node's statistics and the measured hit and miss latencies.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import statistics
 import time
@@ -19,6 +18,7 @@ import click
 from .cache.redis_proc import local_backend
 from .cacheclient import CacheClient
 from .client import Client
+from .demo_run import run_scenario
 from .local import LocalCluster
 
 USERS = {
@@ -110,10 +110,6 @@ async def _demo(lc: LocalCluster) -> int:
 
 
 def run_cache_demo(nodes: int = 3, **_: object) -> int:
-    with local_backend(click.echo) as args, LocalCluster(nodes, extra_args=args) as lc:
-        click.echo(f"starting {nodes} nodes on loopback (data in {lc.data_dir}) ...")
-        lc.wait_ready(30)
-        lc.leader()
-        rc = asyncio.run(_demo(lc))
-        click.echo("\nOK: every node saw the update at once" if rc == 0 else "\nFAILED")
-        return rc
+    with local_backend(click.echo) as args:
+        return run_scenario(nodes, _demo, "every node saw the update at once",
+                            extra_args=args, show_table=False)

@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from .client import Client
+from .demo_run import run_scenario
 from .local import LocalCluster
 from .lockclient import Deadlock, Session
 
@@ -177,11 +178,4 @@ async def _demo(lc: LocalCluster, rounds: int) -> int:
 
 
 def run_locks_demo(nodes: int = 3, writes: int = 200, **_: object) -> int:
-    with LocalCluster(nodes) as lc:
-        click.echo(f"starting {nodes} nodes on loopback (data in {lc.data_dir}) ...")
-        lc.wait_ready(30)
-        lc.leader()
-        click.echo(lc.status_table() + "\n")
-        rc = asyncio.run(_demo(lc, max(1, writes)))
-        click.echo("\nOK: locks behaved" if rc == 0 else "\nFAILED")
-        return rc
+    return run_scenario(nodes, lambda lc: _demo(lc, max(1, writes)), "locks behaved")

@@ -9,13 +9,13 @@ through the log) and a dead letter (a message nacked max_deliveries times moves 
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import time
 
 import click
 
 from .client import Client
+from .demo_run import run_scenario
 from .local import LocalCluster
 from .queueclient import Message
 
@@ -123,12 +123,4 @@ async def _run(lc: LocalCluster) -> int:
 
 
 def run_queue_demo(nodes: int = 3, **_: object) -> int:
-    with LocalCluster(nodes) as lc:
-        click.echo(f"starting {nodes} nodes on loopback (data in {lc.data_dir}) ...")
-        lc.wait_ready(30)
-        lc.leader()
-        click.echo(lc.status_table() + "\n")
-        rc = asyncio.run(_run(lc))
-        click.echo("\nOK: FIFO, redelivery and dead-lettering as documented" if rc == 0
-                   else "\nFAILED")
-        return rc
+    return run_scenario(nodes, _run, "FIFO, redelivery and dead-lettering as documented")

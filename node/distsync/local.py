@@ -65,6 +65,7 @@ class LocalNode:
     proc: subprocess.Popen | None = None
     join: bool = False
     scheme: str = "http"
+    stopped: bool = False  # the harness stopped it on purpose (kill, stop): not a death
 
     @property
     def url(self) -> str:
@@ -72,6 +73,32 @@ class LocalNode:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def died(self) -> bool:
+        """The process exited and nobody asked it to: a crash (at start-up or later)."""
+        return self.proc is not None and not self.stopped and self.proc.poll() is not None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError as e:
+            return f"(no log: {e})"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class NodeDied(RuntimeError):
+    """A node process exited that the harness did not stop. The message carries what a user
+    needs to see why without digging: the node, its exit code and the end of its log."""
+
+    def __init__(self, nodes: list[LocalNode]):
+        self.nodes = nodes
+        parts = []
+        for nd in nodes:
+            code = nd.proc.returncode if nd.proc is not None else None
+            how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            parts.append(f"node {nd.node_id} ({nd.addr}) died: {how}; last lines of "
+                         f"{nd.log_path}:\n{nd.log_tail()}")
+        super().__init__("\n\n".join(parts))
 
 
 class LocalCluster:
@@ -87,6 +114,7 @@ class LocalCluster:
         token: str | None = None, ca: str | os.PathLike | None = None,
     ):
         self._tmp = None if data_dir else tempfile.mkdtemp(prefix="distsync-")
+        self.keep_data = False  # set on failure: the logs stay for the user to read
         self.data_dir = Path(data_dir or self._tmp or ".")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.extra_args = list(extra_args or [])
@@ -129,15 +157,18 @@ class LocalCluster:
         if nd.alive():
             return
         peers = ",".join(f"{k}={v}" for k, v in self.founders.items())
+        # -P: the current directory is not put on sys.path, so a folder named `distsync` where
+        # the user stands cannot shadow the installed package (a namespace package import).
         cmd = [
             *self._command_prefix(node_id),
-            sys.executable, "-m", "distsync.cli", "node", "--id", nd.node_id,
+            sys.executable, "-P", "-m", "distsync.cli", "node", "--id", nd.node_id,
             "--listen", nd.addr, "--peers", peers, "--data-dir", str(nd.data_dir),
             "--tick-ms", str(self.tick_ms), *self.extra_args,
         ]
         if nd.join:
             cmd.append("--join")
         logf = open(nd.log_path, "ab")  # noqa: SIM115 - the child owns it
+        nd.stopped = False
         nd.proc = subprocess.Popen(
             cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env,
@@ -160,9 +191,12 @@ class LocalCluster:
 
     def kill(self, node_id: str, sig: int = signal.SIGKILL) -> None:
         nd = self.nodes[node_id]
+        ends = sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
+        if ends:
+            nd.stopped = True
         if nd.proc is not None and nd.proc.poll() is None:
             nd.proc.send_signal(sig)
-            if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+            if ends:
                 try:
                     nd.proc.wait(timeout=15)
                 except subprocess.TimeoutExpired:
@@ -180,6 +214,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         for nd in self.nodes.values():
+            nd.stopped = True
             if nd.alive():
                 nd.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         for nd in self.nodes.values():
@@ -192,14 +227,25 @@ class LocalCluster:
 
     def close(self) -> None:
         self.stop()
-        if self._tmp:
+        if self._tmp and not self.keep_data:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __enter__(self) -> LocalCluster:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:
+            self.keep_data = True  # whatever went wrong, its traces are in the node logs
         self.close()
+
+    def dead(self) -> list[LocalNode]:
+        return [nd for nd in self.nodes.values() if nd.died()]
+
+    def check_alive(self) -> None:
+        """Raise NodeDied if a node exited that nobody stopped."""
+        dead = self.dead()
+        if dead:
+            raise NodeDied(dead)
 
     # -- observing -----------------------------------------------------------------------
 
@@ -219,6 +265,7 @@ class LocalCluster:
     def wait_for(self, cond: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
         deadline = time.monotonic() + timeout
         while True:
+            self.check_alive()  # a crashed node is an answer, not a reason to wait it out
             got = cond()
             if got:
                 return got
@@ -244,9 +291,12 @@ class LocalCluster:
         return self.wait_for(agreed, timeout, "an agreed leader")
 
     def wait_ready(self, timeout: float = 30.0) -> None:
+        """Every node the harness has not stopped is alive and ready (a dead one raises)."""
         def ready() -> bool:
+            if not any(nd.alive() for nd in self.nodes.values()):
+                return False
             for nd in self.nodes.values():
-                if not nd.alive():
+                if nd.stopped or nd.proc is None:
                     continue
                 try:
                     code, _ = http_json(

@@ -32,13 +32,9 @@ def log_tails(lc: LocalCluster, lines: int = 25) -> str:
     """The last `lines` lines of every node's log, for assertion messages."""
     out = []
     for nid, nd in lc.nodes.items():
-        try:
-            text = nd.log_path.read_text(errors="replace").splitlines()[-lines:]
-        except OSError as e:
-            text = [f"<no log: {e}>"]
         state = "alive" if nd.alive() else "dead"
         out.append(f"--- {nid} ({state}) {nd.log_path} ---")
-        out.extend(text)
+        out.append(nd.log_tail(lines))
     return "\n".join(out)
 
 

@@ -164,8 +164,8 @@ class RedisBackend:
     def __init__(self, url: str, timeout: float = 1.0, max_inflight: int = 4):
         import redis.asyncio as aioredis
         from redis import exceptions as rex
+        from redis.asyncio.retry import Retry  # the asyncio one: redis-py warns at a sync Retry
         from redis.backoff import ExponentialBackoff
-        from redis.retry import Retry
 
         self.url = url
         self.client = aioredis.Redis.from_url(
