@@ -25,7 +25,8 @@ if str(ROOT) not in sys.path:  # benchmarks/ is not an installed package
 from benchmarks.systems import etcd, pysyncobj  # noqa: E402
 from benchmarks.systems.base import Unsupported  # noqa: E402
 
-SETUP_HINT = "run benchmarks/setup_peers.py"
+SETUP_HINT = ("install it with: apt-get install -y etcd-server (README names every tool the "
+              "tests use), or run benchmarks/setup_peers.py")
 
 PEERS = [
     pytest.param(

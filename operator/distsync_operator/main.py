@@ -24,7 +24,11 @@ def argv(args: list[str]) -> list[str]:
 
 
 def main() -> None:
-    from kopf.cli import main as kopf_main
+    try:
+        from kopf.cli import main as kopf_main
+    except ImportError as e:  # the base install has no kopf: say which extra brings it
+        sys.exit(f"distsync-operator needs the operator extra ({e}): "
+                 "pip install 'distsync[operator]'")
 
     sys.exit(kopf_main(argv(sys.argv[1:]), prog_name="distsync-operator"))
 

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 from cluster_helpers import ready
+from needs_tools import require_tool
 
-from distsync.cache.redis_proc import RedisServer, redis_server_path
+from distsync.cache.redis_proc import RedisServer
 from distsync.local import LocalCluster
 
 CACHE_LEASE_MS = 1500  # short, so tests that wait a lease out stay quick
@@ -17,8 +18,7 @@ CACHE_LEASE_MS = 1500  # short, so tests that wait a lease out stay quick
 
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
-    if redis_server_path() is None:
-        pytest.fail("redis-server is not installed (.ci/run installs it: apt-get redis-server)")
+    require_tool("redis-server", "the cache suites run a real one")
     with RedisServer() as rs:
         yield rs
 

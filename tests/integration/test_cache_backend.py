@@ -16,9 +16,9 @@ from distsync.cache.redis_proc import RedisServer
 
 
 @pytest.fixture(params=["redis", "embedded", "memory"])
-async def backend(request: pytest.FixtureRequest, redis_server: RedisServer
-                  ) -> AsyncIterator[object]:
-    if request.param == "redis":
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[object]:
+    if request.param == "redis":  # only this one needs redis-server (the others run anywhere)
+        redis_server: RedisServer = request.getfixturevalue("redis_server")
         be = RedisBackend(redis_server.url)
         await be.client.flushdb()
         yield be

@@ -63,7 +63,8 @@ def netns_unavailable_reason() -> str | None:
         return "network namespaces need root"
     for tool in ("ip", "nft"):
         if shutil.which(tool) is None:
-            return f"`{tool}` is not installed (Debian: iproute2, nftables)"
+            return (f"`{tool}` is not installed (Debian: iproute2, nftables; install with "
+                    "apt-get install -y iproute2 nftables)")
     name = f"dsprobe-{os.getpid()}"
     try:
         _run(["ip", "netns", "add", name])
