@@ -24,6 +24,7 @@ from ..cache import (
 from ..cache.protocol import OPS, PeerUnreachable, decode, encode
 from ..cache.transport import HttpPeers, dispatch_safe
 from .errors import ApiError
+from .jsonio import json_response
 
 log = logging.getLogger("distsync.cache")
 routes = web.RouteTableDef()
@@ -71,7 +72,7 @@ async def _guard(coro):  # type: ignore[no-untyped-def]
 
 @routes.get("/v1/cache/stats")
 async def stats(request: web.Request) -> web.StreamResponse:
-    return web.json_response(_svc(request).stats())
+    return json_response(_svc(request).stats())
 
 
 @routes.get("/v1/cache/{key:[^/]*}/state")
@@ -90,10 +91,10 @@ async def state(request: web.Request) -> web.StreamResponse:
         except PeerUnreachable:
             out[nid] = {"node": nid, "state": "unreachable"}
     if which != "all":
-        return web.json_response({"key": key, **out[which]})
+        return json_response({"key": key, **out[which]})
     home = svc.home_of(key) if svc.ring else None
     directory = (out.get(home) or {}).get("directory") if home else None
-    return web.json_response({
+    return json_response({
         "key": key, "home": home, "directory": directory,
         "nodes": {n: {k: v for k, v in s.items() if k != "directory"} for n, s in out.items()},
     })
@@ -120,14 +121,14 @@ async def put(request: web.Request) -> web.StreamResponse:
         raise ApiError(413, "value_too_large",
                        f"cache values are at most {svc.cfg.max_value_bytes} bytes")
     res = await _guard(svc.put(key, body, ttl))
-    return web.json_response({"key": key, "version": res["version"], "state": res["state"]})
+    return json_response({"key": key, "version": res["version"], "state": res["state"]})
 
 
 @routes.delete("/v1/cache/{key:[^/]*}")
 async def delete(request: web.Request) -> web.StreamResponse:
     key = _key(request)
     res = await _guard(_svc(request).delete(key))
-    return web.json_response({"key": key, "deleted": res["existed"], "version": res["version"]})
+    return json_response({"key": key, "deleted": res["existed"], "version": res["version"]})
 
 
 @routes.post("/v1/internal/cache/{op}")

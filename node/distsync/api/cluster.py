@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from .errors import ApiError
 from .forward import forward, leader_only
+from .jsonio import json_response
 from .schemas import NODE_ID_RE, MemberAdd, TransferLeader, parse_body
 
 routes = web.RouteTableDef()
@@ -15,7 +16,7 @@ routes = web.RouteTableDef()
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.StreamResponse:
     """Liveness: the process and its event loop answer."""
-    return web.json_response({"ok": True, "id": request.app["node"].id})
+    return json_response({"ok": True, "id": request.app["node"].id})
 
 
 @routes.get("/readyz")
@@ -24,7 +25,7 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     to be committed. A Kubernetes Service sends traffic only to ready pods."""
     node = request.app["node"]
     if node.is_ready():
-        return web.json_response({"ready": True, "leader": node.core.leader})
+        return json_response({"ready": True, "leader": node.core.leader})
     raise ApiError(503, "not_ready", "no leader yet, not a member, or still catching up")
 
 
@@ -38,7 +39,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/v1/status")
 async def status(request: web.Request) -> web.StreamResponse:
-    return web.json_response(request.app["node"].status())
+    return json_response(request.app["node"].status())
 
 
 @routes.get("/v1/cluster/members")
@@ -48,7 +49,7 @@ async def members(request: web.Request) -> web.StreamResponse:
     removed, so its own view is not authoritative; `/v1/status` shows each node's view."""
     node = request.app["node"]
     st = node.status()
-    return web.json_response({"leader": st["leader"], "members": st["members"]})
+    return json_response({"leader": st["leader"], "members": st["members"]})
 
 
 @routes.post("/v1/cluster/members")
@@ -60,7 +61,7 @@ async def add_member(request: web.Request) -> web.StreamResponse:
     node = request.app["node"]
     await node.add_member(body.id, body.addr, learner=body.learner)
     st = node.status()
-    return web.json_response({"leader": st["leader"], "members": st["members"]})
+    return json_response({"leader": st["leader"], "members": st["members"]})
 
 
 @routes.delete("/v1/cluster/members/{id}")
@@ -81,7 +82,7 @@ async def remove_member(request: web.Request) -> web.StreamResponse:
         return await forward(request)
     await node.remove_member(target)
     st = node.status()
-    return web.json_response({"leader": st["leader"], "members": st["members"]})
+    return json_response({"leader": st["leader"], "members": st["members"]})
 
 
 @routes.post("/v1/cluster/transfer-leader")
@@ -95,4 +96,4 @@ async def transfer_leader(request: web.Request) -> web.StreamResponse:
         leader = await node.transfer_leader(body.to)
     except ValueError as e:
         raise ApiError(409, "conflict", str(e)) from None
-    return web.json_response({"leader": leader})
+    return json_response({"leader": leader})

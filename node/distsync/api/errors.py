@@ -12,6 +12,7 @@ from aiohttp import web
 from ..node import Unavailable
 from ..raft.conf import ConfChangeError
 from ..raft.core import NotLeader, ProposalDropped
+from .jsonio import json_response
 
 log = logging.getLogger("distsync.api")
 
@@ -35,7 +36,7 @@ class ApiError(Exception):
 
 
 def json_error(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": code, "message": message, **extra}, status=status)
+    return json_response({"error": code, "message": message, **extra}, status=status)
 
 
 @web.middleware

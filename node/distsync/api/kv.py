@@ -9,6 +9,7 @@ from aiohttp import web
 
 from .errors import ApiError
 from .forward import leader_only, request_id
+from .jsonio import json_response
 from .schemas import KVDelete, KVPut, check_key, check_value_size, parse_body
 
 routes = web.RouteTableDef()
@@ -17,8 +18,8 @@ routes = web.RouteTableDef()
 def _result(res: Any) -> web.Response:
     if isinstance(res, dict) and "error" in res:
         body = {k: v for k, v in res.items() if k != "status"}
-        return web.json_response(body, status=res.get("status", 409))
-    return web.json_response(res)
+        return json_response(body, status=res.get("status", 409))
+    return json_response(res)
 
 
 @routes.put("/v1/kv/{key:.+}")
@@ -61,7 +62,7 @@ async def _read(request: web.Request) -> web.StreamResponse:
     if got is None:
         raise ApiError(404, "not_found", f"key {key!r} does not exist")
     value, rev = got
-    return web.json_response({"key": key, "value": value, "revision": rev})
+    return json_response({"key": key, "value": value, "revision": rev})
 
 
 _read_linearizable = leader_only(_read)
@@ -85,7 +86,7 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "invalid_query", "limit must be an integer") from None
     if not 1 <= limit <= 10_000:
         raise ApiError(400, "invalid_query", "limit must be between 1 and 10000")
-    return web.json_response({"keys": request.app["node"].kv.keys(prefix, limit)})
+    return json_response({"keys": request.app["node"].kv.keys(prefix, limit)})
 
 
 def _consistency(request: web.Request) -> str:

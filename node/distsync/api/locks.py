@@ -28,6 +28,7 @@ from ..services.base import CommandError
 from ..services.locks import MAX_TTL_MS, MAX_WAIT_MS, MIN_TTL_MS, LockService, NotReady
 from .errors import ApiError
 from .forward import leader_only, request_id
+from .jsonio import json_response
 from .limits import check_session_quota, session_opened
 from .schemas import _Strict, parse_body
 
@@ -67,8 +68,8 @@ def _svc(request: web.Request) -> LockService:
 def _result(res: Any) -> web.Response:
     if isinstance(res, dict) and "error" in res:
         body = {k: v for k, v in res.items() if k != "status"}
-        return web.json_response(body, status=res.get("status", 409))
-    return web.json_response(res)
+        return json_response(body, status=res.get("status", 409))
+    return json_response(res)
 
 
 def _lock_name(request: web.Request) -> str:
@@ -190,7 +191,7 @@ async def keepalive(request: web.Request) -> web.StreamResponse:
     if not node.is_leader():
         raise NotLeader(node.core.leader)
     try:
-        return web.json_response(_svc(request).keepalive(sid, node.core.term))
+        return json_response(_svc(request).keepalive(sid, node.core.term))
     except NotReady as e:
         raise ApiError(503, "unavailable", str(e)) from None
     except CommandError as e:
@@ -209,7 +210,7 @@ async def get_session(request: web.Request) -> web.StreamResponse:
         return _result(_session_gone(sid, "expired, closed or never opened"))
     left = svc.lease.remaining_ms(sid) if svc.lease.term == node.core.term else None
     info["lease_remaining_ms"] = None if left is None else int(left)
-    return web.json_response(info)
+    return json_response(info)
 
 
 @routes.delete("/v1/sessions/{id}")
@@ -236,18 +237,18 @@ async def _list(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "invalid_query", "limit must be between 1 and 1000")
     await _barrier(request)
     locks, nxt = _svc(request).list_locks(q.get("prefix", ""), q.get("after", ""), limit)
-    return web.json_response({"locks": locks, "next": nxt})
+    return json_response({"locks": locks, "next": nxt})
 
 
 async def _deadlocks(request: web.Request) -> web.StreamResponse:
     await _barrier(request)
-    return web.json_response({"cycles": _svc(request).deadlocks()})
+    return json_response({"cycles": _svc(request).deadlocks()})
 
 
 async def _get_lock(request: web.Request) -> web.StreamResponse:
     name = _lock_name(request)
     await _barrier(request)
-    return web.json_response(_svc(request).lock_info(name))
+    return json_response(_svc(request).lock_info(name))
 
 
 def _read_route(handler: Any) -> Any:

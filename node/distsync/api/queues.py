@@ -9,14 +9,12 @@ then proposes again, until `wait_ms` runs out.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import aiohttp
-import orjson
 from aiohttp import web
 from pydantic import Field, StringConstraints, model_validator
 
@@ -31,6 +29,7 @@ from ..services.queue_model import (
 )
 from .errors import ApiError
 from .forward import FORWARDED_HEADER, LEADER_HEADER, leader_only, request_id
+from .jsonio import json_response, json_size
 from .queue_metrics import QueueMetrics
 from .schemas import _Strict, parse_body
 
@@ -41,7 +40,6 @@ CONSUMER_RE = r"^[A-Za-z0-9_.:@\-]{1,128}$"
 MESSAGE_ID_RE = r"^[A-Za-z0-9._\-/:@]{1,128}$"  # no "~": generated ids start with it
 RECEIPT_RE = r"^[0-9]{1,20}:[A-Za-z0-9._\-/:@~]{1,200}$"
 _PASS_HEADERS = ("Content-Type", "Authorization", "Accept")
-_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # orjson's fallback
 
 HeaderKey = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 HeaderValue = Annotated[str, StringConstraints(max_length=4096)]
@@ -159,30 +157,11 @@ def check_consumer(cid: str) -> str:
     return cid
 
 
-def _json(body: Any, status: int = 200) -> web.Response:
-    """orjson rather than web.json_response: a dequeue answer carries up to 1,000 messages,
-    and the stdlib encoder costs ~5 us per message on the leader's event loop (orjson ~0.7)."""
-    try:
-        data = orjson.dumps(body)
-    except TypeError:  # what orjson refuses (an int past 64 bits) the stdlib may still take
-        return web.json_response(body, status=status)
-    return web.Response(body=data, status=status, content_type="application/json")
-
-
-def _json_size(body: Any) -> int:
-    """Bytes of `body` as compact UTF-8 JSON (what a message's size counts), by orjson: the
-    stdlib encoder costs ~3 us per message of a batched enqueue on the leader."""
-    try:
-        return len(orjson.dumps(body))
-    except TypeError:
-        return len(_JSON.encode(body).encode())
-
-
 def _result(res: Any) -> web.Response:
     if isinstance(res, dict) and "error" in res:
         body = {k: v for k, v in res.items() if k != "status"}
-        return _json(body, status=res.get("status", 409))
-    return _json(res)
+        return json_response(body, status=res.get("status", 409))
+    return json_response(res)
 
 
 def _svc(request: web.Request) -> Any:
@@ -262,7 +241,7 @@ async def delete(request: web.Request) -> web.StreamResponse:
 
 async def _list(request: web.Request) -> web.StreamResponse:
     svc = _svc(request)
-    return web.json_response({"queues": [svc.summary(svc.get(n)) for n in svc.names()]})
+    return json_response({"queues": [svc.summary(svc.get(n)) for n in svc.names()]})
 
 
 async def _describe(request: web.Request) -> web.StreamResponse:
@@ -271,7 +250,7 @@ async def _describe(request: web.Request) -> web.StreamResponse:
     q = svc.get(name)
     if q is None:
         raise ApiError(404, "not_found", f"queue {name!r} does not exist")
-    return web.json_response(svc.describe(q))
+    return json_response(svc.describe(q))
 
 
 def _reader(handler: Any) -> Any:
@@ -309,7 +288,7 @@ async def enqueue(request: web.Request) -> web.StreamResponse:
     msgs = body.batch()
     packed = []
     for i, m in enumerate(msgs):
-        size = _json_size(m.body)
+        size = json_size(m.body)
         size += len(m.key.encode()) if m.key else 0
         if m.headers:
             size += sum(len(k.encode()) + len(v.encode()) for k, v in m.headers.items())
@@ -348,8 +327,8 @@ async def enqueue(request: web.Request) -> web.StreamResponse:
     ids = [m.id if m.id is not None else f"~{res['index']}.{i}" for i, m in enumerate(msgs)]
     dup = set(res["dup"])
     if body.messages is None:
-        return _json({"id": ids[0], "duplicate": 0 in dup})
-    return _json({"ids": ids, "duplicates": [ids[i] for i in sorted(dup)]})
+        return json_response({"id": ids[0], "duplicate": 0 in dup})
+    return json_response({"ids": ids, "duplicates": [ids[i] for i in sorted(dup)]})
 
 
 @routes.post("/v1/queues/{q}/dequeue")
@@ -388,12 +367,12 @@ async def _dequeue_here(request: web.Request, name: str, body: DequeueBody) -> w
                 acked = {"acked": res.get("acked", 0), "ack_unknown": res.get("ack_unknown", [])}
                 acks = None
             if res["messages"]:
-                return _json({**res, **(acked or {})})
+                return json_response({**res, **(acked or {})})
         left = deadline - time.monotonic()
         if left <= 0:
             q = svc.get(name)
             parts = q.consumers[cid].partitions if q and cid in q.consumers else []
-            return _json({"messages": [], "partitions": parts, **(acked or {})})
+            return json_response({"messages": [], "partitions": parts, **(acked or {})})
         q = svc.get(name)
         ttl_s = (q.opts["consumer_ttl_ms"] if q else OPTION_LIMITS["consumer_ttl_ms"][0]) / 1000
         # Wake when a message is there for us, or when we must show we are alive.

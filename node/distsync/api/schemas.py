@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ApiError
+from .jsonio import json_size
 
 KEY_RE = re.compile(r"^[A-Za-z0-9._\-/:@]{1,512}$")
 NODE_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,62}$"
@@ -90,7 +91,7 @@ def check_key(key: str) -> str:
 def check_value_size(value: Any, limit: int, what: str = "value") -> None:
     """413 `value_too_large` when `value`, encoded as compact JSON, exceeds `limit` bytes: the
     body limit bounds a request, this bounds what one entry puts into the replicated state."""
-    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    size = json_size(value)
     if size > limit:
         raise ApiError(
             413, "value_too_large", f"{what} is {size} bytes as JSON; the limit is {limit}",

@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from ..auth import Role, required_role
+from ..jsonio import json_response
 from .common import MODELS, STR, error_components, errors, obj, ok
 
 routes = web.RouteTableDef()
@@ -47,7 +48,7 @@ INTERNAL = re.compile(r"^/v1/(raft/|internal/)")
 
 @routes.get("/v1/openapi.json")
 async def openapi_json(request: web.Request) -> web.StreamResponse:
-    return web.json_response(build_spec())
+    return json_response(build_spec())
 
 
 def _source(module: ModuleType) -> ModuleType | None:
