@@ -53,7 +53,10 @@ def test_up_reports_a_node_that_dies_at_start_and_exits_non_zero(tmp_path: Path)
     # n2's data directory cannot be created (a file stands there): n2 crashes at start-up.
     (tmp_path / "n2").write_text("not a directory")
     proc = _up(["--nodes", "3", "--data-dir", str(tmp_path)])
-    out, _ = proc.communicate(timeout=90)
+    try:
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        _stop(proc, tmp_path)
     assert proc.returncode == 1, out
     assert re.search(r"node n2 \(127\.0\.0\.1:\d+\) died: exit code 1", out), out
     assert "NotADirectoryError" in out or "FileExistsError" in out, "the log tail is shown"
@@ -69,8 +72,7 @@ def test_up_reports_a_node_killed_while_it_starts(tmp_path: Path) -> None:
         os.kill(pid, signal.SIGKILL)
         out, _ = proc.communicate(timeout=90)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        _stop(proc, tmp_path)
     assert proc.returncode == 1, out
     assert re.search(r"node n3 \(127\.0\.0\.1:\d+\) died: killed by signal 9", out), out
     assert f"last lines of {tmp_path / 'n3.log'}" in out
@@ -86,8 +88,7 @@ def test_up_reports_a_node_that_dies_later(tmp_path: Path) -> None:
         os.kill(_wait_node_pid(tmp_path / "n1"), signal.SIGKILL)
         rest, _ = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        _stop(proc, tmp_path)
     assert proc.returncode == 1, head + rest
     assert "node n1" in rest and "killed by signal 9" in rest, rest
     assert not _node_pids(tmp_path), "the other nodes were stopped"
@@ -105,8 +106,7 @@ def test_up_starts_from_a_directory_holding_a_folder_named_distsync(tmp_path: Pa
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        _stop(proc, tmp_path)
     assert proc.returncode == 0, head + rest
     assert "ImportError" not in (data / "n1.log").read_text()
 
@@ -157,6 +157,23 @@ def test_status_with_a_wrong_token_says_the_token_was_refused() -> None:
         assert "Traceback" not in proc.stderr
         good = _run(["status", "--addr", lc.addrs[0], "--token", "r" * 24], timeout=60)
         assert good.returncode == 0 and "n1" in good.stdout, good.stderr
+
+
+def _stop(proc: subprocess.Popen, data_dir: Path) -> None:
+    """Whatever a failed assertion left running: `up` (gracefully, so it stops its nodes),
+    then any node process still there."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for pid in _node_pids(data_dir):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _node_pids(data_dir: Path) -> list[int]:
