@@ -49,7 +49,7 @@ def message_to_obj(m: Message) -> list[Any]:
     return [
         int(m.type), m.src, m.dst, m.term, m.index, m.log_term,
         [entry_to_obj(e) for e in m.entries], m.commit, m.reject, m.reject_hint,
-        snapshot_to_obj(m.snapshot) if m.snapshot is not None else None, m.context,
+        snapshot_to_obj(m.snapshot) if m.snapshot is not None else None, m.context, m.seq,
     ]
 
 
@@ -58,7 +58,7 @@ def message_from_obj(o: list[Any]) -> Message:
         type=MsgType(o[0]), src=o[1], dst=o[2], term=o[3], index=o[4], log_term=o[5],
         entries=[entry_from_obj(e) for e in o[6]], commit=o[7], reject=o[8],
         reject_hint=o[9], snapshot=snapshot_from_obj(o[10]) if o[10] is not None else None,
-        context=o[11],
+        context=o[11], seq=o[12] if len(o) > 12 else 0,  # absent from older nodes
     )
 
 

@@ -163,6 +163,9 @@ class Cluster:
         self.applied_at: dict[int, Entry] = {}
         self.snap_registry: dict[bytes, tuple[Entry, ...]] = {}
         self.read_floor: dict[bytes, int] = {}
+        # (leader, term, follower) -> (match, the follower's disk when it was reached): a
+        # leader's match of a follower never goes back unless that disk was replaced (wiped).
+        self.matches: dict[tuple[str, int, str], tuple[int, Disk]] = {}
         self._snap_seq = 0
         ids = list(ids)
         if persisted is None:
@@ -573,6 +576,7 @@ class Cluster:
                 self._check_new_leader(node.id, r)
             elif who != node.id:
                 self._fail(f"election safety: {who} and {node.id} both lead term {r.term}")
+            self._check_matches(node.id, r)
         # Commit monotonic; record what became committed.
         c = log.committed
         if c < node.mem_commit:
@@ -585,6 +589,19 @@ class Cluster:
             self._check_log(node, log.stable + 1)
         if log.applied != len(node.sm):
             self._fail(f"{node.id}: core applied {log.applied}, state machine {len(node.sm)}")
+
+    def _check_matches(self, nid: str, r: Raft) -> None:
+        for p, pr in r.prs.items():
+            if p == nid or p not in self.nodes:
+                continue
+            disk = self.nodes[p].disk
+            key = (nid, r.term, p)
+            prev = self.matches.get(key)
+            if prev is not None and pr.match < prev[0] and prev[1] is disk:
+                self._fail(f"{nid} (term {r.term}) lowered {p}'s match {prev[0]} -> "
+                           f"{pr.match}, but {p} kept its disk")
+            if prev is None or pr.match != prev[0]:  # the disk that held it when it was reached
+                self.matches[key] = (pr.match, disk)
 
     def _record_commit(self, nid: str, r: Raft, lo: int, hi: int) -> None:
         later_leaders = [

@@ -391,6 +391,57 @@ def test_5_3_lost_appends_are_retried() -> None:
     assert applied(c, "n3") == [b"p0", b"p1", b"p2"]
 
 
+def test_5_3_a_late_heartbeat_answer_never_lowers_a_followers_match() -> None:
+    """A heartbeat answer that was on its way while the follower acknowledged more entries
+    carries an older last index. It must not lower `match` (etcd keeps Match monotone):
+    a regressed match misleads add_member's catch-up check and transfer_leader's choice."""
+    c = elected(3)
+    c.propose("n1", b"a")
+    c.stabilize()
+    c.tick("n1")  # a heartbeat round; hold n2's answer back
+    c.process("n1")
+    c.deliver_all()
+    c.process_all()
+    (late,) = c.take(lambda m: m.type == MsgType.HEARTBEAT_RESP and m.src == "n2")
+    c.take(lambda m: m.type == MsgType.HEARTBEAT_RESP)
+    for k in range(3):
+        c.propose("n1", b"b%d" % k)
+    c.stabilize()
+    match = c.raft("n1").prs["n2"].match
+    assert match == c.raft("n1").log.last_index() > late.index
+    c.deliver(late)
+    c.process("n1")
+    assert c.raft("n1").prs["n2"].match == match
+    c.stabilize()
+    assert c.raft("n1").prs["n2"].match == match
+
+
+def test_5_3_a_late_rejection_never_lowers_a_followers_match() -> None:
+    """The same for an append rejection delivered late (or duplicated) after the follower
+    caught up: only an answer to an append sent after `match` rose may lower it."""
+    c = elected(3)
+    c.isolate("n3")
+    for k in range(3):
+        c.propose("n1", b"a%d" % k)
+    c.stabilize()
+    c.heal()
+    c.propose("n1", b"x")
+    c.process("n1")
+    c.deliver_all()
+    c.process("n3")
+    rejections = c.take(lambda m: m.type == MsgType.APPEND_RESP and m.reject and m.src == "n3")
+    assert rejections, "n3 was behind: its first answer rejects"
+    for m in rejections:
+        c.deliver(m)
+    c.stabilize()
+    match = c.raft("n1").prs["n3"].match
+    assert match == c.raft("n1").log.last_index()
+    for m in rejections:  # delivered again, late
+        c.deliver(m)
+    c.process("n1")
+    assert c.raft("n1").prs["n3"].match == match
+
+
 # -- 5.4 Safety ------------------------------------------------------------------------------
 
 

@@ -103,6 +103,9 @@ class Raft:
         self.msgs: list[Message] = []
         self.read_states: list[ReadState] = []
         self.prs: dict[str, Progress] = {}
+        # Stamped on what a leader sends and echoed in answers; rises each time a follower's
+        # match does, so an answer tells whether it was sent after that (see Progress).
+        self._seq = 1
         self.votes: dict[str, bool] = {}
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
@@ -355,9 +358,10 @@ class Raft:
         if m.type == MsgType.APPEND_RESP:
             pr.recent_active = True
             if m.reject:
-                if m.reject_hint < pr.match:
-                    # The follower lost entries it had acknowledged (its disk was wiped).
-                    # Forget what we knew and probe it from scratch.
+                if m.reject_hint < pr.match and m.seq > pr.match_seq:
+                    # The follower lost entries it had acknowledged (its disk was wiped): the
+                    # append it rejects left after its match rose (an older answer, late or
+                    # duplicated, proves nothing). Forget what we knew and probe it afresh.
                     pr.match = m.reject_hint
                     pr.become_probe()
                     self._send_append(m.src)
@@ -372,6 +376,8 @@ class Raft:
                 return
             old_paused = pr.is_paused(self.cfg.max_inflight)
             if pr.maybe_update(m.index):
+                pr.match_seq = self._seq
+                self._seq += 1
                 if pr.state == ProgressState.PROBE:
                     pr.become_replicate()
                 elif pr.state == ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
@@ -393,9 +399,10 @@ class Raft:
         elif m.type == MsgType.HEARTBEAT_RESP:
             pr.recent_active = True
             pr.probe_sent = False
-            if m.index < pr.match:
-                # The follower holds less than it acknowledged: its disk was wiped (or this
-                # answer is stale; re-probing is then merely redundant). Start over.
+            if m.index < pr.match and m.seq > pr.match_seq:
+                # The follower holds less than it acknowledged, in answer to a heartbeat sent
+                # after it acknowledged: its disk was wiped. Start over. (An answer that was
+                # on its way meanwhile is stale: match never goes back for it.)
                 pr.match = m.index
                 pr.become_probe()
             if pr.state == ProgressState.REPLICATE and len(pr.inflight) >= self.cfg.max_inflight:
@@ -435,7 +442,7 @@ class Raft:
             self._send(
                 Message(
                     MsgType.HEARTBEAT_RESP, self.id, m.src, self.term, context=m.context,
-                    index=self.log.last_index(),
+                    index=self.log.last_index(), seq=m.seq,
                 )
             )
         elif m.type == MsgType.SNAPSHOT:
@@ -447,13 +454,13 @@ class Raft:
 
     def _handle_append(self, m: Message) -> None:
         if m.index < self.log.committed:
-            self._send(
-                Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=self.log.committed)
-            )
+            self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term,
+                               index=self.log.committed, seq=m.seq))
             return
         last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last_new is not None:
-            self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=last_new))
+            self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=last_new,
+                               seq=m.seq))
             return
         hint_index, hint_term = self.log.find_conflict_by_term(
             min(m.index, self.log.last_index()), m.log_term
@@ -461,7 +468,7 @@ class Raft:
         self._send(
             Message(
                 MsgType.APPEND_RESP, self.id, m.src, self.term, index=m.index, reject=True,
-                reject_hint=hint_index, log_term=hint_term,
+                reject_hint=hint_index, log_term=hint_term, seq=m.seq,
             )
         )
 
@@ -470,22 +477,23 @@ class Raft:
         assert snap is not None
         meta = snap.meta
         if meta.index <= self.log.committed:
-            self._send(
-                Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=self.log.committed)
-            )
+            self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term,
+                               index=self.log.committed, seq=m.seq))
             return
         if self.log.match_term(meta.index, meta.term):
             # We already have the snapshot's entries: just commit up to it. Acknowledge only
             # meta.index (as etcd does), not our last index: entries after it may be a stale
             # tail from an older term, and the leader would count them as replicated.
             self.log.commit_to(meta.index)
-            self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=meta.index))
+            self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=meta.index,
+                               seq=m.seq))
             return
         self.log.restore(snap)
         self.snapshot = snap
         self.conf = meta.conf
         self.conf_index = meta.index
-        self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=meta.index))
+        self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=meta.index,
+                           seq=m.seq))
 
     # -- roles ---------------------------------------------------------------------------
 
@@ -644,7 +652,7 @@ class Raft:
             self._send(
                 Message(
                     MsgType.HEARTBEAT, self.id, p, self.term,
-                    commit=min(pr.match, self.log.committed), context=ctx,
+                    commit=min(pr.match, self.log.committed), context=ctx, seq=self._seq,
                 )
             )
 
@@ -657,14 +665,15 @@ class Raft:
         if prev_term is None or pr.next < self.log.first_index():
             if self.snapshot is None:
                 return False
-            self._send(Message(MsgType.SNAPSHOT, self.id, to, self.term, snapshot=self.snapshot))
+            self._send(Message(MsgType.SNAPSHOT, self.id, to, self.term, snapshot=self.snapshot,
+                               seq=self._seq))
             pr.become_snapshot(self.snapshot.meta.index)
             return True
         ents = self.log.slice(pr.next, min(self.log.last_index() + 1, pr.next + self.cfg.max_append_entries))
         self._send(
             Message(
                 MsgType.APPEND, self.id, to, self.term, index=prev, log_term=prev_term,
-                entries=ents, commit=self.log.committed,
+                entries=ents, commit=self.log.committed, seq=self._seq,
             )
         )
         if pr.state == ProgressState.REPLICATE:

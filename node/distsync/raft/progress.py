@@ -29,6 +29,9 @@ class Progress:
     learner: bool = False
     # Last index of each append in flight, oldest first; bounded by max_inflight.
     inflight: deque[int] = field(default_factory=deque)
+    # The leader's send sequence when `match` last rose: only an answer to a message sent
+    # after that (a higher `seq`) can prove the follower lost entries it acknowledged.
+    match_seq: int = 0
 
     def become_probe(self) -> None:
         if self.state == ProgressState.SNAPSHOT:

@@ -102,6 +102,10 @@ class Message:
     # Opaque bytes echoed back in heartbeat responses; ReadIndex uses it, and a leadership
     # transfer marks its vote requests with b"transfer".
     context: bytes = b""
+    # The leader's send sequence on APPEND / HEARTBEAT / SNAPSHOT, echoed in the answer: an
+    # answer to a message sent before a follower's match last rose is stale, and may never
+    # lower that match (0: unknown, from a node that predates the field).
+    seq: int = 0
 
 
 @dataclass(slots=True, frozen=True)
