@@ -62,7 +62,7 @@ def dump(objs: list[dict]) -> str:
 
 
 def generate(helm: str) -> dict[str, str]:
-    default = [o for _, o in render(helm)]
+    default = [o for _, o in render(helm, "--include-crds")]
     crds = [o for o in default if o["kind"] == "CustomResourceDefinition"]
     rest = [o for o in default if o["kind"] != "CustomResourceDefinition"]
     namespace = {"apiVersion": "v1", "kind": "Namespace",

@@ -90,7 +90,8 @@ def peer_service(owner: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
             # Raft needs peer DNS before any pod is ready (readiness needs a leader).
             "publishNotReadyAddresses": True,
             "selector": selector_labels(name),
-            "ports": [{"name": PORT_NAME, "port": spec.port, "targetPort": PORT_NAME}],
+            "ports": [{"name": PORT_NAME, "port": spec.port, "targetPort": PORT_NAME,
+                       "protocol": "TCP"}],
         },
     }
 
@@ -104,7 +105,8 @@ def client_service(owner: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(name),
-            "ports": [{"name": PORT_NAME, "port": spec.port, "targetPort": PORT_NAME}],
+            "ports": [{"name": PORT_NAME, "port": spec.port, "targetPort": PORT_NAME,
+                       "protocol": "TCP"}],
         },
     }
 
