@@ -95,21 +95,22 @@ class Envtest:
         return out.stdout.strip()
 
     def _tool(self, name: str, args: tuple[str, ...], kubeconfig: Path | None, check: bool,
-              timeout: float) -> subprocess.CompletedProcess[str]:
+              timeout: float, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         env = {**self.env, "KUBECONFIG": str(kubeconfig or self.kubeconfig),
                "HELM_CACHE_HOME": str(self.run / "helm" / "cache"),
                "HELM_CONFIG_HOME": str(self.run / "helm" / "config"),
                "HELM_DATA_HOME": str(self.run / "helm" / "data")}
         out = subprocess.run([str(self.tools / name), *args], env=env, capture_output=True,
-                             text=True, timeout=timeout)
+                             text=True, timeout=timeout, input=stdin)
         if check and out.returncode != 0:
             raise AssertionError(f"{name} {' '.join(args)} failed ({out.returncode}):\n"
                                  f"{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
         return out
 
     def kubectl(self, *args: str, kubeconfig: Path | None = None, check: bool = True,
-                timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return self._tool("kubectl", args, kubeconfig, check, timeout)
+                timeout: float = 60, stdin: str | None = None
+                ) -> subprocess.CompletedProcess[str]:
+        return self._tool("kubectl", args, kubeconfig, check, timeout, stdin)
 
     def helm(self, *args: str, kubeconfig: Path | None = None, check: bool = True,
              timeout: float = 180) -> subprocess.CompletedProcess[str]:

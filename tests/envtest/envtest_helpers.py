@@ -60,3 +60,9 @@ def release_values(name: str = "demo", replicas: int = 3) -> list[str]:
     for steps, not for timers)."""
     return ["--set", "operator.interval=1", "--set", f"cluster.name={name}",
             "--set", f"cluster.replicas={replicas}"]
+
+
+def release(ns: str) -> str:
+    """A release name unique to the namespace: the chart's ClusterRole and ClusterRoleBinding
+    are named after the release, and every test installs into its own namespace."""
+    return "r" + ns.rsplit("-", 1)[1]

@@ -98,7 +98,8 @@ class StandInKubelet:
         self.pods: dict[tuple[str, str], Running] = {}
         self.ips: dict[tuple[str, str], str] = {}
         self.published: set[str] = set()
-        self.held: set[str] = set()
+        self.held: dict[str, dict[str, str]] = {}  # namespace -> labels ({}: every pod)
+        self.paused: set[tuple[str, str]] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -117,12 +118,32 @@ class StandInKubelet:
         for key in list(self.pods):
             self._kill(key)
 
-    def hold(self, namespace: str) -> None:
-        self.held.add(namespace)
+    def hold(self, namespace: str, labels: dict[str, str] | None = None) -> None:
+        """Leave the namespace's pods (those with all of `labels`, or all) Pending."""
+        self.held[namespace] = dict(labels or {})
+
+    def pause(self, namespace: str, name: str) -> None:
+        """The pod's process dies and is not restarted (the pod stays, unready) until
+        `resume`: a node that is down."""
+        with self._lock:
+            self.paused.add((namespace, name))
+            self.kill_process(namespace, name)
+
+    def resume(self, namespace: str, name: str) -> None:
+        self.paused.discard((namespace, name))
+
+    def _held(self, pod: Any) -> bool:
+        ns = pod.metadata.namespace
+        if ns.startswith("kube-"):
+            return True
+        if ns not in self.held:
+            return False
+        labels = pod.metadata.labels or {}
+        return all(labels.get(k) == v for k, v in self.held[ns].items())
 
     def forget(self, namespace: str) -> None:
         """Stop every process of the namespace and leave its pods alone from now on."""
-        self.held.add(namespace)
+        self.held[namespace] = {}
         with self._lock:
             for key in [k for k in self.pods if k[0] == namespace]:
                 self._kill(key)
@@ -152,7 +173,7 @@ class StandInKubelet:
         seen = set()
         for pod in pods:
             ns, name = pod.metadata.namespace, pod.metadata.name
-            if ns.startswith("kube-") or ns in self.held:
+            if self._held(pod):
                 continue
             key = (ns, name)
             seen.add(key)
@@ -165,6 +186,9 @@ class StandInKubelet:
                         raise
                 continue
             r = self.pods.get(key)
+            if r is not None and key in self.paused:
+                self._report(pod, r)
+                continue
             if r is not None and r.proc.poll() is not None:  # exited: restart (Always)
                 log.info("%s/%s exited with %s; restarting", ns, name, r.proc.returncode)
                 restarts = r.restarts + 1
@@ -431,6 +455,7 @@ class StandInKubelet:
             r.proc.wait(timeout=15)
 
     def _kill(self, key: tuple[str, str], grace: int | None = 10) -> None:
+        self.paused.discard(key)
         r = self.pods.pop(key, None)
         if r is None or r.proc.poll() is not None:
             return

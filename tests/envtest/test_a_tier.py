@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from conftest import ADMISSION, Envtest, wait_for
-from envtest_helpers import CRD, get
+from envtest_helpers import CRD, get, release
 from kubelet import StandInKubelet
 
 
@@ -33,7 +33,7 @@ def test_f3_helm_install_with_cluster_on_a_fresh_server(envtest: Envtest, kubele
     beside the CR: Helm must install the CRD first (crds/)."""
     kubelet.hold(namespace)  # the install is under test, not the pods
     envtest.kubectl("delete", "crd", CRD, "--ignore-not-found", "--timeout=60s")
-    out = envtest.helm("install", "t", str(chart), "-n", namespace, "--set",
+    out = envtest.helm("install", release(namespace), str(chart), "-n", namespace, "--set",
                        "cluster.enabled=true", "--set", "cluster.name=demo", check=False)
     assert out.returncode == 0, out.stderr
     assert get(envtest, namespace, "distsynccluster", "demo") is not None
