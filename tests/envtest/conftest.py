@@ -120,7 +120,7 @@ class Envtest:
         return Path(self.script("sa-kubeconfig", ns, sa))
 
     def api(self, kubeconfig: Path | None = None) -> Any:
-        from kubernetes import client, config
+        from kubernetes import config
 
         return config.new_client_from_config(str(kubeconfig or self.kubeconfig))
 

@@ -30,7 +30,9 @@ that, as in a container, it sees its own files. What differs from a real node, a
 5. Probes: readiness is the container's httpGet probe (or a TCP connect for other probe
    kinds), polled every loop; liveness is not enforced; a process that exits is restarted
    (restartPolicy Always) and counted in restartCount.
-6. Deletion: a pod with a deletionTimestamp gets SIGTERM (SIGKILL after its grace period,
+6. Pods with restartPolicy Never/OnFailure (a Job's) end Succeeded or Failed by their exit
+   code, and are not restarted.
+7. Deletion: a pod with a deletionTimestamp gets SIGTERM (SIGKILL after its grace period,
    at most 10 s), then is deleted with grace 0, as a kubelet does.
 
 `hold(namespace)` keeps the pods of a namespace Pending (no process), for tests of what the
@@ -188,6 +190,10 @@ class StandInKubelet:
             r = self.pods.get(key)
             if r is not None and key in self.paused:
                 self._report(pod, r)
+                continue
+            if r is not None and r.proc.poll() is not None and (
+                    pod.spec.restart_policy or "Always") != "Always":
+                self._report_exit(pod, r)  # a Job's pod: Succeeded or Failed, for good
                 continue
             if r is not None and r.proc.poll() is not None:  # exited: restart (Always)
                 log.info("%s/%s exited with %s; restarting", ns, name, r.proc.returncode)
@@ -437,6 +443,30 @@ class StandInKubelet:
                 "name": c.name, "image": c.image, "imageID": "", "ready": ok,
                 "restartCount": r.restarts, "started": True,
                 "state": {"running": {"startedAt": r.started}}}],
+        }}
+        try:
+            self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace,
+                                                  body)
+        except ApiException as e:
+            if e.status not in (404, 409):
+                raise
+
+    def _report_exit(self, pod: Any, r: Running) -> None:
+        code = r.proc.returncode
+        phase = "Succeeded" if code == 0 else "Failed"
+        if pod.status.phase == phase:
+            return
+        c = pod.spec.containers[0]
+        body = {"status": {
+            "phase": phase, "podIP": r.ip, "podIPs": [{"ip": r.ip}], "hostIP": "127.0.0.1",
+            "startTime": r.started,
+            "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": _now()}],
+            "containerStatuses": [{
+                "name": c.name, "image": c.image, "imageID": "", "ready": False,
+                "restartCount": r.restarts, "started": False,
+                "state": {"terminated": {"exitCode": code, "startedAt": r.started,
+                                         "finishedAt": _now(),
+                                         "reason": "Completed" if code == 0 else "Error"}}}],
         }}
         try:
             self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace,
