@@ -48,8 +48,15 @@ async def observe(owner: dict[str, Any], kube: KubeApi, nodes: NodeApi) -> Obser
         o = res.ordinal_in(name, p["metadata"]["name"], prefix="data-")
         if o is not None:
             pvc_by_ordinal[o] = p["metadata"]["name"]
+    storage = None
+    for t in (sts or {}).get("spec", {}).get("volumeClaimTemplates") or []:
+        if t.get("metadata", {}).get("name") == "data":
+            tspec = t.get("spec") or {}
+            size = str(tspec.get("resources", {}).get("requests", {}).get("storage", ""))
+            storage = (size, tspec.get("storageClassName") or None)
     return Observed(
         statefulset_replicas=None if sts is None else int(sts["spec"].get("replicas", 0)),
+        storage=storage,
         pods=await observe_pods(name, pods, nodes),
         config=None if cm is None else dict(cm.get("data") or {}),
         pvcs=pvc_by_ordinal,
