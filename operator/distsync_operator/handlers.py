@@ -15,6 +15,7 @@ kopf's own event posting covers only exceptions, and these are not raised.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from typing import Any
@@ -33,11 +34,18 @@ FINALIZER = f"{GROUP}/finalizer"
 
 
 def defaults_from_env() -> Defaults:
+    """`DISTSYNC_OPERATOR_NODE_POD_DEFAULTS`: JSON object of node pod settings (the chart's
+    `nodes` values and imagePullSecrets), the defaults of every DistSyncCluster's."""
+    raw = os.environ.get("DISTSYNC_OPERATOR_NODE_POD_DEFAULTS", "") or "{}"
+    pod = json.loads(raw)
+    if not isinstance(pod, dict):
+        raise SystemExit(f"DISTSYNC_OPERATOR_NODE_POD_DEFAULTS is not a JSON object: {raw!r}")
     return Defaults(
         image=os.environ.get("DISTSYNC_OPERATOR_NODE_IMAGE", Defaults.image),
         image_pull_policy=os.environ.get("DISTSYNC_OPERATOR_NODE_PULL_POLICY",
                                          Defaults.image_pull_policy),
         in_chart_redis_url=os.environ.get("DISTSYNC_OPERATOR_REDIS_URL", ""),
+        pod={k: v for k, v in pod.items() if v not in (None, "", [], {})},
     )
 
 

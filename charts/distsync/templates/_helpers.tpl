@@ -64,3 +64,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "redis://%s-redis.%s.svc.cluster.local:6379/0" (include "distsync.fullname" .) .Release.Namespace -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The node pod defaults handed to the operator (JSON): the `nodes` values, with the chart's
+imagePullSecrets unless nodes.imagePullSecrets is set. */}}
+{{- define "distsync.nodePodDefaults" -}}
+{{- $d := deepCopy .Values.nodes -}}
+{{- if not $d.imagePullSecrets -}}
+{{- $_ := set $d "imagePullSecrets" .Values.imagePullSecrets -}}
+{{- end -}}
+{{- toJson $d -}}
+{{- end -}}
