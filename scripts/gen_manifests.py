@@ -69,7 +69,7 @@ def generate(helm: str) -> dict[str, str]:
                  "metadata": {"name": NAMESPACE, "labels": {"app.kubernetes.io/part-of":
                                                             "distsync"}}}
     sample = [o for _, o in render(helm, "--set", "cluster.enabled=true", "--set",
-                                   "cluster.name=demo")
+                                   "cluster.name=demo", "--set", "cluster.replicas=3")
               if o["kind"] == "DistSyncCluster"]
     return {"crd.yaml": dump(crds), "operator.yaml": dump([namespace, *rest]),
             "cluster-sample.yaml": dump(sample)}

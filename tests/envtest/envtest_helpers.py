@@ -55,11 +55,10 @@ def diag(et: Envtest, k: StandInKubelet, ns: str, name: str = "") -> Any:
     return show
 
 
-def release_values(name: str = "demo", replicas: int = 3) -> list[str]:
+def release_values(name: str = "demo") -> list[str]:
     """helm flags every test install uses: a 1-second operator interval (the tests wait
     for steps, not for timers)."""
-    return ["--set", "operator.interval=1", "--set", f"cluster.name={name}",
-            "--set", f"cluster.replicas={replicas}"]
+    return ["--set", "operator.interval=1", "--set", f"cluster.name={name}"]
 
 
 def release(ns: str) -> str:

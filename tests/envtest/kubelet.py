@@ -159,6 +159,16 @@ class StandInKubelet:
             return ""
         return "\n".join(r.log_path.read_text(errors="replace").splitlines()[-lines:])
 
+    def run_in_cluster(self, argv: list[str], timeout: float = 60
+                       ) -> subprocess.CompletedProcess[str]:
+        """Run a command as a client inside the cluster would: it resolves the cluster's
+        DNS names (the hosts file of 2. above) and reaches the pods' addresses."""
+        script = 'mount --bind "$DS_HOSTS" /etc/hosts && unset DS_HOSTS && exec "$@"'
+        return subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "client", *argv],
+            env={**os.environ, "DS_HOSTS": str(self.hosts)}, capture_output=True, text=True,
+            timeout=timeout)
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:

@@ -188,3 +188,19 @@ def test_notes_tell_how_to_port_forward_and_try_the_api():
                "--set", "cluster.enabled=true", "--set", "cluster.name=demo")
     assert "kubectl -n ns port-forward svc/demo-client 7001:7001" in res.stdout
     assert "curl -s -X PUT localhost:7001/v1/kv/hello" in res.stdout
+
+
+def test_notes_heredoc_ends_when_pasted(tmp_path):
+    """Issue 18: the NOTES heredoc was indented, so its terminator never matched and a
+    pasted command waited for ever. Run the pasted lines through bash with kubectl replaced
+    by `cat`: the heredoc must end and hand over exactly the resource."""
+    import subprocess
+
+    notes = helm("install", "t", str(CHART), "--namespace", "ns", "--dry-run=client").stdout
+    lines = notes.splitlines()
+    start = next(i for i, line in enumerate(lines) if "<<'YAML'" in line)
+    end = lines.index("YAML", start)
+    snippet = "\n".join(lines[start:end + 1]).replace("kubectl -n ns apply -f -", "cat")
+    out = subprocess.run(["bash", "-c", snippet], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0 and "kind: DistSyncCluster" in out.stdout
+    assert "YAML" not in out.stdout
