@@ -46,6 +46,7 @@ def defaults_from_env() -> Defaults:
                                          Defaults.image_pull_policy),
         in_chart_redis_url=os.environ.get("DISTSYNC_OPERATOR_REDIS_URL", ""),
         pod={k: v for k, v in pod.items() if v not in (None, "", [], {})},
+        cluster_domain=os.environ.get("DISTSYNC_OPERATOR_CLUSTER_DOMAIN") or "cluster.local",
     )
 
 

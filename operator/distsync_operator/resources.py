@@ -129,6 +129,7 @@ def config_map(owner: dict[str, Any], spec: ClusterSpec, founding: int,
         "DISTSYNC_DATA_DIR": DATA_DIR,
         "DISTSYNC_CLUSTER": name,
         "DISTSYNC_LOG_LEVEL": spec.log_level,
+        "DISTSYNC_CLUSTER_DOMAIN": spec.cluster_domain,
     }
     if spec.redis_url:
         data["DISTSYNC_REDIS_URL"] = spec.redis_url

@@ -41,6 +41,7 @@ class Defaults:
     image_pull_policy: str = "IfNotPresent"
     in_chart_redis_url: str = ""
     pod: dict[str, Any] = field(default_factory=dict)  # POD_KEYS defaults
+    cluster_domain: str = "cluster.local"  # the Kubernetes cluster's DNS domain
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class ClusterSpec:
     pvc_retention: str = "Retain"
     log_level: str = "INFO"
     port: int = DEFAULT_PORT
+    cluster_domain: str = "cluster.local"
     # Node pod scheduling and security (POD_KEYS): the CR's, else the chart's defaults.
     # The nodes never call the Kubernetes API: no token unless asked for.
     pod: dict[str, Any] = field(default_factory=lambda: {"automountServiceAccountToken": False})
@@ -188,6 +190,7 @@ def parse_spec(name: str, raw: dict[str, Any] | None,
             storage_class=storage_class, resources=resources, redis_mode=mode, redis_url=url,
             redis_password_secret=pw, metrics_enabled=metrics_enabled,
             pvc_retention=retention, log_level=log_level, pod=pod,
+            cluster_domain=defaults.cluster_domain,
         ),
         (),
         tuple(warnings),

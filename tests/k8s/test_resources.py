@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from k8s_helpers import k8s_validate
+from k8s_helpers import k8s_validate, render
 
 from distsync.cli import _pod_defaults
 from distsync_operator import resources as res
@@ -112,3 +112,19 @@ def test_node_pods_take_scheduling_settings_from_the_cr_over_the_chart_defaults(
     assert tmpl["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     bad = parse_spec("demo", {"nodeSelector": {"disk": 1}, "imagePullSecrets": ["regcred"]})
     assert bad.spec is None and len(bad.errors) == 2
+
+
+def test_cluster_domain_is_not_hard_coded(monkeypatch):
+    """Issue 18: cluster.local was hard-coded for peer DNS and the Redis URL."""
+    cm = res.config_map(OWNER, parse_spec("demo", {}, Defaults(cluster_domain="k8s.corp"))
+                        .spec, 3, False)
+    assert cm["data"]["DISTSYNC_CLUSTER_DOMAIN"] == "k8s.corp"
+    for k, v in {**cm["data"], "POD_NAME": "demo-1", "POD_NAMESPACE": "prod"}.items():
+        monkeypatch.setenv(k, v)
+    d = _pod_defaults()
+    assert d["advertise"] == "demo-1.demo-peers.prod.svc.k8s.corp:7001"
+    objs = render("--set", "clusterDomain=k8s.corp")
+    (dep,) = [o for o in objs if o["kind"] == "Deployment"]
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["DISTSYNC_OPERATOR_REDIS_URL"] == "redis://t-distsync-redis.ns.svc.k8s.corp:6379/0"
+    assert env["DISTSYNC_OPERATOR_CLUSTER_DOMAIN"] == "k8s.corp"

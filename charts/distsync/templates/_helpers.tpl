@@ -61,7 +61,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.redis.externalUrl -}}
 {{- .Values.redis.externalUrl -}}
 {{- else if .Values.redis.enabled -}}
-{{- printf "redis://%s-redis.%s.svc.cluster.local:6379/0" (include "distsync.fullname" .) .Release.Namespace -}}
+{{- printf "redis://%s-redis.%s.svc.%s:6379/0" (include "distsync.fullname" .) .Release.Namespace .Values.clusterDomain -}}
 {{- end -}}
 {{- end -}}
 
