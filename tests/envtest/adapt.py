@@ -53,8 +53,9 @@ def strip_block(text: str, key: str) -> str:
     out, cut = [], None
     for line in text.splitlines(keepends=True):
         indent = len(line) - len(line.lstrip())
-        if cut is not None and (not line.strip() or indent > cut):
-            continue
+        if cut is not None and (not line.strip() or indent > cut or (
+                indent == cut and line.lstrip().startswith("- "))):
+            continue  # indented under the key, or its list at the key's own indent
         cut = None
         if line.lstrip().startswith(key):
             cut = indent

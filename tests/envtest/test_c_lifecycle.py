@@ -63,7 +63,9 @@ def test_install_scale_upgrade_fail_recover_uninstall(envtest: Envtest, kubelet:
     op = operator_pod(envtest, ns)
     assert get(envtest, ns, "pod", op)["spec"]["serviceAccountName"] == f"{rel}-distsync-operator"
     assert "Forbidden" not in kubelet.log_of(ns, op, 10_000)
-    assert [e["reason"] for e in events(envtest, ns, "demo")][-1:] == ["Running"]
+    wait_for("a Normal event Running", lambda: [
+        e for e in events(envtest, ns, "demo")
+        if e["type"] == "Normal" and e["reason"] == "Running"], 30, show)
 
     def addrs() -> list[str]:
         return [f"{kubelet.running(ns, f'demo-{i}').ip}:7001" for i in range(3)]
