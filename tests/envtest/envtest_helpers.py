@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conftest import Envtest
 from kubelet import StandInKubelet
+from tier import Envtest
 
 CRD = "distsyncclusters.distsync.io"
 

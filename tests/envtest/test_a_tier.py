@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 
 import adapt
-from conftest import ADMISSION, Envtest, wait_for
 from envtest_helpers import CRD, get, release
 from kubelet import StandInKubelet
+from tier import ADMISSION, Envtest, wait_for
 
 
 def test_real_api_server_with_rbac_and_admission(envtest: Envtest):

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 
-from conftest import Envtest, wait_for
 from envtest_helpers import condition, diag, events, get, release, release_values, status
 from kubelet import StandInKubelet
+from tier import Envtest, wait_for
 
 NODES = {"app.kubernetes.io/component": "node"}
 

@@ -10,9 +10,9 @@ import json
 import sys
 from typing import Any
 
-from conftest import Envtest, wait_for
 from envtest_helpers import condition, diag, events, get, items, operator_pod, release, status
 from kubelet import StandInKubelet
+from tier import Envtest, wait_for
 
 CLIENT = """
 import json, sys
