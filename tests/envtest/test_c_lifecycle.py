@@ -135,3 +135,35 @@ def test_install_scale_upgrade_fail_recover_uninstall(envtest: Envtest, kubelet:
     assert get(envtest, ns, "distsynccluster", "demo") is None
     wait_for("the StatefulSet collected", lambda: get(envtest, ns, "statefulset", "demo")
              is None, 60, show)
+
+
+def test_without_the_chart_cluster_install_upgrade_uninstall(envtest: Envtest,
+                                                             kubelet: StandInKubelet,
+                                                             namespace: str, chart):
+    """cluster.enabled=false: the operator alone. A cluster the user creates is handled;
+    `helm upgrade` replaces the operator (Recreate) and the new one carries on; the user
+    deletes the cluster (the operator lets it go), then `helm uninstall` leaves nothing of
+    the release, cluster-scoped RBAC included."""
+    ns, rel = namespace, release(namespace)
+    kubelet.hold(ns, {"app.kubernetes.io/component": "node"})  # the operator is under test
+    show = diag(envtest, kubelet, ns, "mine")
+    envtest.helm("install", rel, str(chart), "-n", ns, "--set", "redis.enabled=false",
+                 "--set", "operator.interval=1")
+    envtest.kubectl("-n", ns, "apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "distsync.io/v1alpha1", "kind": "DistSyncCluster",
+        "metadata": {"name": "mine"}, "spec": {"replicas": 3}}))
+    wait_for("the operator's status", lambda: status(envtest, ns, "mine").get("phase") ==
+             "Creating", 60, show)
+    first = operator_pod(envtest, ns)
+    envtest.helm("upgrade", rel, str(chart), "-n", ns, "--reuse-values",
+                 "--set", "operator.interval=2")
+    wait_for("a new operator pod running", lambda: (op := operator_pod(envtest, ns)) not in
+             (None, first) and kubelet.running(ns, op) is not None, 60, show)
+    envtest.kubectl("-n", ns, "scale", "distsynccluster", "mine", "--replicas=5")
+    wait_for("the new operator saw the scale", lambda: condition(
+        status(envtest, ns, "mine"), "Ready").get("observedGeneration") == 2, 60, show)
+    envtest.kubectl("-n", ns, "delete", "distsynccluster", "mine", "--timeout=60s")
+    envtest.helm("uninstall", rel, "-n", ns, "--wait", "--timeout", "60s")
+    assert items(envtest, ns, "deployments") == []
+    left = envtest.kubectl("get", "clusterroles,clusterrolebindings", "-o", "name").stdout
+    assert rel not in left
