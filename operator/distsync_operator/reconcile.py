@@ -345,7 +345,8 @@ def build_status(p: Plan, owner: dict[str, Any], previous: list[dict[str, Any]],
     elif chk.warnings:
         first = chk.warnings[0]
         reason = ("StorageImmutable" if first.startswith("spec.storage") else
-                  "EvenReplicas" if "even" in first else "Warning")
+                  "EvenReplicas" if "even" in first else
+                  "SingleVoter" if first.startswith("spec.replicas=1:") else "Warning")
         spec_cond = _condition("SpecValid", True, reason, "; ".join(chk.warnings), gen, prev,
                                now)
     else:

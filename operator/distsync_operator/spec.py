@@ -105,6 +105,12 @@ def parse_spec(name: str, raw: dict[str, Any] | None,
             f"{replicas - 1} (a quorum is {quorum(replicas)} of {replicas}); "
             "use an odd count (1, 3, 5, 7, 9)"
         )
+    elif replicas == 1:
+        warnings.append(
+            "spec.replicas=1: a single voter, so its PodDisruptionBudget allows no eviction "
+            "and `kubectl drain` of its node waits; scale to 3 first (or drain with "
+            "--disable-eviction, losing the cluster while the pod moves)"
+        )
 
     image = raw.get("image") or defaults.image
     if not isinstance(image, str) or not image.strip() or any(c.isspace() for c in image):

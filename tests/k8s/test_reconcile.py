@@ -372,3 +372,13 @@ def test_storage_changed_after_creation_keeps_the_statefulsets_and_says_so():
     cond = {c["type"]: c for c in p.status(owner, [], NOW)["conditions"]}["SpecValid"]
     assert cond["status"] == "True" and cond["reason"] == "StorageImmutable"
     assert "keep size 1Gi" in cond["message"]
+
+
+def test_one_replica_says_that_drain_will_wait():
+    """Issue 18: a one-replica cluster's PDB (maxUnavailable 0) blocks `kubectl drain`: the
+    SpecValid condition says so."""
+    p = plan(cr(1), world(sts=1, voters=[0], founding=1))
+    assert obj_of(p, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 0
+    cond = {c["type"]: c for c in p.status(cr(1), [], NOW)["conditions"]}["SpecValid"]
+    assert cond["status"] == "True" and cond["reason"] == "SingleVoter"
+    assert "kubectl drain" in cond["message"]
