@@ -35,8 +35,9 @@ that, as in a container, it sees its own files. What differs from a real node, a
 7. Deletion: a pod with a deletionTimestamp gets SIGTERM (SIGKILL after its grace period,
    at most 10 s), then is deleted with grace 0, as a kubelet does.
 
-`hold(namespace)` keeps the pods of a namespace Pending (no process), for tests of what the
-operator does before any node answers.
+For the tests: `hold(namespace, labels)` keeps matching pods Pending (no process), e.g. to
+see what the operator does before any node answers; `pause`/`resume` take a pod's process
+down and back (a node that is down); `run_in_cluster` runs a client with the cluster's DNS.
 """
 
 from __future__ import annotations
