@@ -62,14 +62,14 @@ def dump(objs: list[dict]) -> str:
 
 
 def generate(helm: str) -> dict[str, str]:
-    default = [o for _, o in render(helm)]
+    default = [o for _, o in render(helm, "--include-crds")]
     crds = [o for o in default if o["kind"] == "CustomResourceDefinition"]
     rest = [o for o in default if o["kind"] != "CustomResourceDefinition"]
     namespace = {"apiVersion": "v1", "kind": "Namespace",
                  "metadata": {"name": NAMESPACE, "labels": {"app.kubernetes.io/part-of":
                                                             "distsync"}}}
     sample = [o for _, o in render(helm, "--set", "cluster.enabled=true", "--set",
-                                   "cluster.name=demo")
+                                   "cluster.name=demo", "--set", "cluster.replicas=3")
               if o["kind"] == "DistSyncCluster"]
     return {"crd.yaml": dump(crds), "operator.yaml": dump([namespace, *rest]),
             "cluster-sample.yaml": dump(sample)}

@@ -34,7 +34,8 @@ def parse_peers(spec: str) -> dict[str, str]:
 
 def _pod_defaults() -> dict[str, str]:
     """In a StatefulSet pod, derive id and founding peers from the pod name and the headless
-    Service (`DISTSYNC_STATEFULSET_REPLICAS` founding members named `<set>-<i>`). A pod whose
+    Service (`DISTSYNC_STATEFULSET_REPLICAS` founding members named `<set>-<i>`; the
+    cluster's DNS domain from `DISTSYNC_CLUSTER_DOMAIN`, default cluster.local). A pod whose
     ordinal is at or beyond the founding size was added by scaling up: it starts with --join
     and waits for the operator to add it (as a learner, then a voter)."""
     out: dict[str, str] = {}
@@ -43,12 +44,13 @@ def _pod_defaults() -> dict[str, str]:
     svc = os.environ.get("DISTSYNC_PEER_SERVICE")
     ns = os.environ.get("POD_NAMESPACE", "default")
     port = os.environ.get("DISTSYNC_PORT", "7001")
+    domain = os.environ.get("DISTSYNC_CLUSTER_DOMAIN") or "cluster.local"
     if pod and replicas and svc and "-" in pod:
         base = pod.rsplit("-", 1)[0]
         out["id"] = pod
-        out["advertise"] = f"{pod}.{svc}.{ns}.svc.cluster.local:{port}"
+        out["advertise"] = f"{pod}.{svc}.{ns}.svc.{domain}:{port}"
         out["peers"] = ",".join(
-            f"{base}-{i}={base}-{i}.{svc}.{ns}.svc.cluster.local:{port}"
+            f"{base}-{i}={base}-{i}.{svc}.{ns}.svc.{domain}:{port}"
             for i in range(int(replicas))
         )
         ordinal = pod.rsplit("-", 1)[1]

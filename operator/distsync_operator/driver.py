@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import resources as res
-from .kube import KubeApi
+from .kube import KubeApi, KubeError
 from .nodes import NodeApi, observe_pods
 from .reconcile import Observed, Plan, plan
 from .spec import Defaults
@@ -48,8 +48,15 @@ async def observe(owner: dict[str, Any], kube: KubeApi, nodes: NodeApi) -> Obser
         o = res.ordinal_in(name, p["metadata"]["name"], prefix="data-")
         if o is not None:
             pvc_by_ordinal[o] = p["metadata"]["name"]
+    storage = None
+    for t in (sts or {}).get("spec", {}).get("volumeClaimTemplates") or []:
+        if t.get("metadata", {}).get("name") == "data":
+            tspec = t.get("spec") or {}
+            size = str(tspec.get("resources", {}).get("requests", {}).get("storage", ""))
+            storage = (size, tspec.get("storageClassName") or None)
     return Observed(
         statefulset_replicas=None if sts is None else int(sts["spec"].get("replicas", 0)),
+        storage=storage,
         pods=await observe_pods(name, pods, nodes),
         config=None if cm is None else dict(cm.get("data") or {}),
         pvcs=pvc_by_ordinal,
@@ -57,17 +64,35 @@ async def observe(owner: dict[str, Any], kube: KubeApi, nodes: NodeApi) -> Obser
     )
 
 
+class ApplyError(Exception):
+    """The API server refused one of the objects: which one, and what it said."""
+
+
+async def apply_objects(owner: dict[str, Any], p: Plan, kube: KubeApi) -> None:
+    ns = owner["metadata"]["namespace"]
+    steps: list[tuple[str, Any]] = []
+    if p.create_secret:
+        sec = res.secret(owner, secrets.token_urlsafe(32))
+        steps.append((f"creating Secret {sec['metadata']['name']}", kube.create(sec)))
+    for name in p.delete_pvcs:
+        steps.append((f"deleting PersistentVolumeClaim {name}",
+                      kube.delete("PersistentVolumeClaim", ns, name)))
+    for obj in p.objects:
+        steps.append((f"applying {obj['kind']} {obj['metadata']['name']}", kube.apply(obj)))
+    for i, (what, call) in enumerate(steps):
+        try:
+            await call
+        except KubeError as e:
+            for _, rest in steps[i + 1:]:
+                rest.close()  # never awaited: nothing after a refusal is sent
+            raise ApplyError(f"{what}: {e}") from e
+
+
 async def apply_plan(owner: dict[str, Any], p: Plan, kube: KubeApi, nodes: NodeApi,
                      observed: Observed) -> str | None:
     """Apply the objects, then the one membership action. Returns an error message for a
-    failed membership step (retried on the next pass); Kubernetes API errors raise."""
-    ns = owner["metadata"]["namespace"]
-    if p.create_secret:
-        await kube.create(res.secret(owner, secrets.token_urlsafe(32)))
-    for name in p.delete_pvcs:
-        await kube.delete("PersistentVolumeClaim", ns, name)
-    for obj in p.objects:
-        await kube.apply(obj)
+    failed membership step (retried on the next pass); a refused object raises ApplyError."""
+    await apply_objects(owner, p, kube)
     if p.action is None:
         return None
     leader_eps = [v.endpoint for v in observed.pods.values()
@@ -89,7 +114,11 @@ async def reconcile_pass(owner: dict[str, Any], kube: KubeApi, nodes: NodeApi,
     p = plan(owner, observed, defaults)
     error = None
     if p.spec_check.spec is not None:
-        error = await apply_plan(owner, p, kube, nodes, observed)
+        try:
+            error = await apply_plan(owner, p, kube, nodes, observed)
+        except ApplyError as e:  # into .status and an Event, not only the operator's log
+            p.step, p.phase, p.action = "ApplyFailed", "Degraded", None
+            error = str(e)
     if error:
         p.message = error
     previous = (owner.get("status") or {}).get("conditions") or []

@@ -27,6 +27,7 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "StatefulSet": ("apps", "v1", "statefulsets"),
     "PodDisruptionBudget": ("policy", "v1", "poddisruptionbudgets"),
     "DistSyncCluster": (GROUP, VERSION, PLURAL),
+    "Event": ("", "v1", "events"),
 }
 
 
@@ -161,7 +162,7 @@ class RestKubeApi:
         return payload
 
     async def create(self, obj: dict[str, Any]) -> bool:
-        meta = obj["metadata"]
+        meta = obj["metadata"]  # `name`, or `generateName` (never "exists")
         status, payload = await self._call(
             "POST", collection_path(obj["kind"], meta["namespace"]), obj,
             params={"fieldManager": FIELD_MANAGER})
@@ -178,3 +179,21 @@ class RestKubeApi:
         if status >= 400:
             self._raise(status, payload)
         return True
+
+
+def event(owner: dict[str, Any], type_: str, reason: str, message: str,
+          now: str) -> dict[str, Any]:
+    """A core/v1 Event about the DistSyncCluster `owner`: what `kubectl describe` lists.
+    Created with `KubeApi.create` (generateName: each one is new)."""
+    meta = owner["metadata"]
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": owner.get("apiVersion") or f"{GROUP}/{VERSION}",
+                           "kind": owner.get("kind") or "DistSyncCluster",
+                           "name": meta["name"], "namespace": meta["namespace"],
+                           "uid": meta.get("uid", "")},
+        "type": type_, "reason": reason, "message": message[:1024],
+        "source": {"component": FIELD_MANAGER}, "reportingComponent": FIELD_MANAGER,
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    }

@@ -1,6 +1,7 @@
 """`distsync-operator`: run the kopf operator for DistSyncCluster.
 
     distsync-operator [--namespace NS ...] [--all-namespaces] [--liveness URL]
+    distsync-operator delete-cluster NAME --namespace NS [--timeout S]   (cleanup.py)
 
 It is `kopf run --standalone -m distsync_operator.handlers` with the namespaces given by
 flags or by `DISTSYNC_OPERATOR_NAMESPACES` (comma-separated; empty: all namespaces).
@@ -25,6 +26,10 @@ def argv(args: list[str]) -> list[str]:
 
 def main() -> None:
     try:
+        if sys.argv[1:2] == ["delete-cluster"]:
+            from .cleanup import main as cleanup_main
+
+            sys.exit(cleanup_main(sys.argv[2:]))
         from kopf.cli import main as kopf_main
     except ImportError as e:  # the base install has no kopf: say which extra brings it
         sys.exit(f"distsync-operator needs the operator extra ({e}): "

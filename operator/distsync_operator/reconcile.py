@@ -20,7 +20,7 @@ Scaling, one step per pass:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import resources as res
@@ -76,6 +76,9 @@ class Observed:
     # operator's RBAC has no read access to Secrets). The driver sets it once the
     # StatefulSet and ConfigMap exist, which are created in the same pass as the Secret.
     secret_exists: bool = False
+    # (size, storageClassName) of the StatefulSet's volumeClaimTemplate, if it exists: fixed
+    # at creation (Kubernetes refuses to change it), so it wins over a later spec.storage.
+    storage: tuple[str, str | None] | None = None
 
 
 # -- actions (at most one membership action per pass) ---------------------------------------
@@ -189,6 +192,16 @@ def plan(owner: dict[str, Any], obs: Observed, defaults: Defaults = DEFAULTS) ->
         return Plan(**base, step="InvalidSpec", message="; ".join(check.errors),
                     phase="Invalid")
     spec = check.spec
+    if obs.storage is not None and obs.storage != (spec.storage_size, spec.storage_class):
+        # spec.storage changed after creation (e.g. added where there was none, which the
+        # CRD's immutability rule cannot see): keep what the StatefulSet has, say so, and
+        # go on; re-rendering it would make every later StatefulSet update fail (422).
+        size, cls = obs.storage
+        spec = replace(spec, storage_size=size, storage_class=cls)
+        kept = f"size {size}" + (f", storageClassName {cls}" if cls else "")
+        check = replace(check, spec=spec, warnings=(
+            f"spec.storage cannot change after creation (a StatefulSet's volumeClaimTemplates "
+            f"are immutable): the pods keep {kept}", *check.warnings))
     n_want = spec.replicas
     leader = pick_leader(obs.pods)
     founding = int(obs.config[res.CFG_FOUNDING]) if obs.config else n_want
@@ -198,9 +211,12 @@ def plan(owner: dict[str, Any], obs: Observed, defaults: Defaults = DEFAULTS) ->
 
     def finish(replicas: int, action: Action | None, step: str, message: str, phase: str,
                delete_pvcs: list[str] | None = None, voters: int = n_want,
-               members: list[dict[str, Any]] | None = None) -> Plan:
+               members: list[dict[str, Any]] | None = None,
+               pdb_voters: int | None = None) -> Plan:
+        if pdb_voters is None:
+            pdb_voters = max(1, min(voters, n_want))
         objs = res.desired_objects(owner, spec, replicas, founding, bootstrapped,
-                                   pdb_voters=max(1, min(voters, n_want)))
+                                   pdb_voters=pdb_voters)
         return Plan(objects=objs, replicas=replicas, action=action,
                     delete_pvcs=delete_pvcs or [], create_secret=not obs.secret_exists,
                     step=step, message=message, phase=phase,
@@ -208,13 +224,18 @@ def plan(owner: dict[str, Any], obs: Observed, defaults: Defaults = DEFAULTS) ->
                     ready_replicas=ready, voters=voters, spec_check=check)
 
     r_now = obs.statefulset_replicas
+    # Before the first leader no member exists yet (status.replicas 0), and the founding
+    # pods are the only voters to be: the PDB counts them, whatever spec.replicas says by
+    # now (a `kubectl scale` during creation must not make founders evictable).
     if r_now is None:
         return finish(n_want, None, "Creating",
-                      f"creating {n_want} founding pods", "Creating")
+                      f"creating {n_want} founding pods", "Creating", voters=0,
+                      pdb_voters=founding)
     if leader is None:
         if not bootstrapped:
             return finish(r_now, None, "WaitingForLeader",
-                          "waiting for the founding pods to elect a leader", "Creating")
+                          "waiting for the founding pods to elect a leader", "Creating",
+                          voters=0, pdb_voters=max(1, min(founding, r_now)))
         return finish(r_now, None, "NoLeader",
                       "no pod reports a leader; membership changes wait", "Degraded",
                       voters=0)
@@ -322,7 +343,10 @@ def build_status(p: Plan, owner: dict[str, Any], previous: list[dict[str, Any]],
         spec_cond = _condition("SpecValid", False, "InvalidSpec", "; ".join(chk.errors), gen,
                                prev, now)
     elif chk.warnings:
-        reason = "EvenReplicas" if "even" in chk.warnings[0] else "Warning"
+        first = chk.warnings[0]
+        reason = ("StorageImmutable" if first.startswith("spec.storage") else
+                  "EvenReplicas" if "even" in first else
+                  "SingleVoter" if first.startswith("spec.replicas=1:") else "Warning")
         spec_cond = _condition("SpecValid", True, reason, "; ".join(chk.warnings), gen, prev,
                                now)
     else:

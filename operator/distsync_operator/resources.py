@@ -90,7 +90,8 @@ def peer_service(owner: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
             # Raft needs peer DNS before any pod is ready (readiness needs a leader).
             "publishNotReadyAddresses": True,
             "selector": selector_labels(name),
-            "ports": [{"name": PORT_NAME, "port": spec.port, "targetPort": PORT_NAME}],
+            "ports": [{"name": PORT_NAME, "port": spec.port, "targetPort": PORT_NAME,
+                       "protocol": "TCP"}],
         },
     }
 
@@ -104,7 +105,8 @@ def client_service(owner: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(name),
-            "ports": [{"name": PORT_NAME, "port": spec.port, "targetPort": PORT_NAME}],
+            "ports": [{"name": PORT_NAME, "port": spec.port, "targetPort": PORT_NAME,
+                       "protocol": "TCP"}],
         },
     }
 
@@ -127,6 +129,7 @@ def config_map(owner: dict[str, Any], spec: ClusterSpec, founding: int,
         "DISTSYNC_DATA_DIR": DATA_DIR,
         "DISTSYNC_CLUSTER": name,
         "DISTSYNC_LOG_LEVEL": spec.log_level,
+        "DISTSYNC_CLUSTER_DOMAIN": spec.cluster_domain,
     }
     if spec.redis_url:
         data["DISTSYNC_REDIS_URL"] = spec.redis_url
@@ -167,6 +170,30 @@ def _env(spec: ClusterSpec) -> list[dict[str, Any]]:
         env.append({"name": "DISTSYNC_REDIS_PASSWORD",
                     "valueFrom": {"secretKeyRef": {"name": sname, "key": key}}})
     return env
+
+
+def affinity(spec: ClusterSpec, sel: dict[str, str]) -> dict[str, Any]:
+    """The CR's affinity; the operator's spreading of the pods over hosts unless the CR sets
+    a podAntiAffinity of its own."""
+    spread = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+        "weight": 100,
+        "podAffinityTerm": {"labelSelector": {"matchLabels": sel},
+                            "topologyKey": "kubernetes.io/hostname"},
+    }]}}
+    return {**spread, **spec.pod.get("affinity", {})}
+
+
+def pod_settings(spec: ClusterSpec) -> dict[str, Any]:
+    """Scheduling and security settings of the node pods (F8 of issue 18): from the CR,
+    else the chart's defaults (ClusterSpec.pod)."""
+    p = spec.pod
+    out: dict[str, Any] = {
+        "automountServiceAccountToken": bool(p.get("automountServiceAccountToken", False))}
+    for key in ("imagePullSecrets", "nodeSelector", "tolerations", "priorityClassName",
+                "serviceAccountName"):
+        if p.get(key):
+            out[key] = p[key]
+    return out
 
 
 def statefulset(owner: dict[str, Any], spec: ClusterSpec, replicas: int) -> dict[str, Any]:
@@ -217,20 +244,16 @@ def statefulset(owner: dict[str, Any], spec: ClusterSpec, replicas: int) -> dict
                 "whenDeleted": spec.pvc_retention, "whenScaled": spec.pvc_retention,
             },
             "template": {
-                "metadata": {"labels": labels(name), "annotations": scrape_annotations(spec)},
+                "metadata": {"labels": labels(name), "annotations": {
+                    **spec.pod.get("podAnnotations", {}), **scrape_annotations(spec)}},
                 "spec": {
                     "terminationGracePeriodSeconds": 30,
                     "enableServiceLinks": False,
+                    **pod_settings(spec),
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
                                         "runAsGroup": 10001, "fsGroup": 10001,
                                         "seccompProfile": {"type": "RuntimeDefault"}},
-                    "affinity": {"podAntiAffinity": {
-                        "preferredDuringSchedulingIgnoredDuringExecution": [{
-                            "weight": 100,
-                            "podAffinityTerm": {"labelSelector": {"matchLabels": sel},
-                                                "topologyKey": "kubernetes.io/hostname"},
-                        }],
-                    }},
+                    "affinity": affinity(spec, sel),
                     "topologySpreadConstraints": [
                         {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
                          "labelSelector": {"matchLabels": sel}}

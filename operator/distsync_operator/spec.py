@@ -24,6 +24,15 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_PORT = 7001
 
 
+# Pod settings of the node pods a DistSyncCluster may set (spec.<key>); the chart's `nodes`
+# values are the operator-wide defaults of each (Defaults.pod), the CR overrides per key.
+POD_KEYS: dict[str, type] = {
+    "imagePullSecrets": list, "nodeSelector": dict, "tolerations": list, "affinity": dict,
+    "priorityClassName": str, "podAnnotations": dict, "serviceAccountName": str,
+    "automountServiceAccountToken": bool,
+}
+
+
 @dataclass(frozen=True)
 class Defaults:
     """Operator-wide settings (from the operator's environment, set by the Helm chart)."""
@@ -31,6 +40,8 @@ class Defaults:
     image: str = "distsync:latest"
     image_pull_policy: str = "IfNotPresent"
     in_chart_redis_url: str = ""
+    pod: dict[str, Any] = field(default_factory=dict)  # POD_KEYS defaults
+    cluster_domain: str = "cluster.local"  # the Kubernetes cluster's DNS domain
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,10 @@ class ClusterSpec:
     pvc_retention: str = "Retain"
     log_level: str = "INFO"
     port: int = DEFAULT_PORT
+    cluster_domain: str = "cluster.local"
+    # Node pod scheduling and security (POD_KEYS): the CR's, else the chart's defaults.
+    # The nodes never call the Kubernetes API: no token unless asked for.
+    pod: dict[str, Any] = field(default_factory=lambda: {"automountServiceAccountToken": False})
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,12 @@ def parse_spec(name: str, raw: dict[str, Any] | None,
             f"spec.replicas={replicas} is even: it tolerates no more failures than "
             f"{replicas - 1} (a quorum is {quorum(replicas)} of {replicas}); "
             "use an odd count (1, 3, 5, 7, 9)"
+        )
+    elif replicas == 1:
+        warnings.append(
+            "spec.replicas=1: a single voter, so its PodDisruptionBudget allows no eviction "
+            "and `kubectl drain` of its node waits; scale to 3 first (or drain with "
+            "--disable-eviction, losing the cluster while the pod moves)"
         )
 
     image = raw.get("image") or defaults.image
@@ -147,6 +168,26 @@ def parse_spec(name: str, raw: dict[str, Any] | None,
     if log_level not in LOG_LEVELS:
         errors.append(f"spec.logLevel must be one of {', '.join(LOG_LEVELS)}")
 
+    pod: dict[str, Any] = {"automountServiceAccountToken": False}
+    for key, kind in POD_KEYS.items():
+        value = raw.get(key, defaults.pod.get(key))
+        if value is None:
+            continue
+        if not isinstance(value, kind) or (kind is str and not value.strip()):
+            what = {list: "a list", dict: "an object", str: "a non-empty string",
+                    bool: "true or false"}[kind]
+            errors.append(f"spec.{key} must be {what}, got {value!r}")
+            continue
+        if key == "imagePullSecrets" and not all(
+                isinstance(x, dict) and isinstance(x.get("name"), str) for x in value):
+            errors.append("spec.imagePullSecrets must be a list of {name: <secret>}")
+            continue
+        if key in ("nodeSelector", "podAnnotations") and not all(
+                isinstance(v, str) for v in value.values()):
+            errors.append(f"spec.{key} values must be strings")
+            continue
+        pod[key] = value
+
     if errors:
         return SpecCheck(None, tuple(errors), tuple(warnings))
     return SpecCheck(
@@ -154,7 +195,8 @@ def parse_spec(name: str, raw: dict[str, Any] | None,
             replicas=replicas, image=image, image_pull_policy=pull, storage_size=size,
             storage_class=storage_class, resources=resources, redis_mode=mode, redis_url=url,
             redis_password_secret=pw, metrics_enabled=metrics_enabled,
-            pvc_retention=retention, log_level=log_level,
+            pvc_retention=retention, log_level=log_level, pod=pod,
+            cluster_domain=defaults.cluster_domain,
         ),
         (),
         tuple(warnings),

@@ -277,7 +277,8 @@ def test_uninstall_is_clean(deployed: PortForward) -> None:
                    f"app.kubernetes.io/instance={NAME}", "-o", "name") == ""
     sh(uninstall)
     wait("the operator gone", lambda: kubectl("get", "deploy,sts", "-o", "name") == "")
-    # The CRD stays (crds.keep, so no DistSyncCluster is ever deleted by an uninstall).
+    # The CRD stays (it is in the chart's crds/: Helm never deletes it, nor so any
+    # DistSyncCluster).
     out = subprocess.run(["kubectl", "get", "crd", "distsyncclusters.distsync.io"],
                          env=ENV, capture_output=True, text=True)
     assert out.returncode == 0

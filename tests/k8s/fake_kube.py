@@ -59,6 +59,8 @@ class FakeKubeApi:
 
     async def create(self, obj: dict[str, Any]) -> bool:
         meta = obj["metadata"]
+        if "name" not in meta:  # generateName, as events use
+            meta = obj["metadata"] = {**meta, "name": f"{meta['generateName']}{next(_uid)}"}
         self.calls.append(("create", obj["kind"], meta["name"]))
         if (obj["kind"], meta["namespace"], meta["name"]) in self.objects:
             return False

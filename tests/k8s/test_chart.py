@@ -21,7 +21,7 @@ VALUE_SETS = {
     "monitoring": ["--api-versions", "monitoring.coreos.com/v1", "--set", "cluster.enabled=true",
                    "--set", "cluster.pvcRetention=Delete",
                    "--set", "cluster.storage.storageClassName=fast"],
-    "minimal": ["--set", "crds.install=false", "--set", "metrics.grafanaDashboard.enabled=false",
+    "minimal": ["--set", "metrics.grafanaDashboard.enabled=false",
                 "--set", "operator.serviceAccount.create=false"],
 }
 
@@ -82,11 +82,9 @@ def test_default_install(rendered):
     objs = rendered["defaults"]
     kinds = sorted(o["kind"] for o in objs)
     assert kinds == sorted([
-        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition",
+        "ClusterRole", "ClusterRoleBinding", "ConfigMap",
         "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount", "StatefulSet"])
     assert by_kind(objs, "DistSyncCluster") == []  # cluster.enabled is off by default
-    (crd,) = by_kind(objs, "CustomResourceDefinition")
-    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     (dep,) = by_kind(objs, "Deployment")
     c = dep["spec"]["template"]["spec"]["containers"][0]
     env = operator_env(dep)
@@ -99,6 +97,19 @@ def test_default_install(rendered):
     (redis,) = by_kind(objs, "StatefulSet")
     assert redis["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"] == {
         "storage": "1Gi"}
+
+
+def test_crd_is_in_crds_so_helm_installs_it_first():
+    """F3 of issue 18: in templates/ the CRD and the chart's DistSyncCluster went in one
+    batch, and a fresh cluster refused the CR (no such kind yet). crds/ is installed first
+    (tests/envtest checks it on a real API server). It carries no Helm ownership metadata,
+    so `kubectl apply -f manifests/crd.yaml` before `helm install` does not conflict."""
+    assert not (CHART / "templates" / "crd.yaml").exists()
+    (crd,) = [o for o in render("--include-crds") if o["kind"] == "CustomResourceDefinition"]
+    meta = crd["metadata"]
+    assert not any(k.startswith("meta.helm.sh/") for k in meta.get("annotations") or {})
+    assert "app.kubernetes.io/managed-by" not in meta["labels"]
+    assert [o for o in render() if o["kind"] == "CustomResourceDefinition"] == []
 
 
 def test_external_redis_replaces_the_in_chart_one(rendered):
@@ -177,3 +188,19 @@ def test_notes_tell_how_to_port_forward_and_try_the_api():
                "--set", "cluster.enabled=true", "--set", "cluster.name=demo")
     assert "kubectl -n ns port-forward svc/demo-client 7001:7001" in res.stdout
     assert "curl -s -X PUT localhost:7001/v1/kv/hello" in res.stdout
+
+
+def test_notes_heredoc_ends_when_pasted(tmp_path):
+    """Issue 18: the NOTES heredoc was indented, so its terminator never matched and a
+    pasted command waited for ever. Run the pasted lines through bash with kubectl replaced
+    by `cat`: the heredoc must end and hand over exactly the resource."""
+    import subprocess
+
+    notes = helm("install", "t", str(CHART), "--namespace", "ns", "--dry-run=client").stdout
+    lines = notes.splitlines()
+    start = next(i for i, line in enumerate(lines) if "<<'YAML'" in line)
+    end = lines.index("YAML", start)
+    snippet = "\n".join(lines[start:end + 1]).replace("kubectl -n ns apply -f -", "cat")
+    out = subprocess.run(["bash", "-c", snippet], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0 and "kind: DistSyncCluster" in out.stdout
+    assert "YAML" not in out.stdout

@@ -206,7 +206,12 @@ async def test_invalid_spec_is_reported_and_nothing_is_created(world):
     assert st["phase"] == "Invalid"
     cond = {c["type"]: c for c in st["conditions"]}["SpecValid"]
     assert cond["status"] == "False" and "redis.url" in cond["message"]
-    assert kube.verbs("apply") == [] and kube.verbs("create") == []
+    assert kube.verbs("apply") == [] and kube.verbs("create", "Secret") == []
+    (ev,) = [o for (k, _, _), o in kube.objects.items() if k == "Event"]
+    assert (ev["type"], ev["reason"]) == ("Warning", "InvalidSpec")
+    assert "redis.url" in ev["message"] and ev["involvedObject"]["name"] == "demo"
+    await op.tick()  # the same problem again: no second event
+    assert len([k for (k, _, _) in kube.objects if k == "Event"]) == 1
 
 
 async def test_pvcs_are_deleted_by_policy(world):
@@ -226,7 +231,9 @@ async def test_pvcs_are_deleted_by_policy(world):
     assert not [n for (k, _, n) in kube.objects if k == "PersistentVolumeClaim"]
 
 
-async def test_kubernetes_api_errors_reach_kopf(world):
+async def test_kubernetes_api_errors_reach_status_and_events(world):
+    """F5 of issue 18: an API error was raised before the status was written, so only the
+    operator's log knew. tests/envtest repeats this against a real API server."""
     kube, nodes = world
     op = Operator(kube, nodes)
     await op.start()
@@ -235,9 +242,19 @@ async def test_kubernetes_api_errors_reach_kopf(world):
     async def refuse(obj):
         raise KubeError(403, "Forbidden", "statefulsets.apps is forbidden")
 
+    real = kube.apply
     kube.apply = refuse  # type: ignore[method-assign]
-    with pytest.raises(KubeError):  # kopf logs it, posts an event and retries the handler
-        await op.changed()
+    st = await op.changed()
+    assert st["phase"] == "Degraded"
+    ready = {c["type"]: c for c in st["conditions"]}["Ready"]
+    assert ready["status"] == "False" and ready["reason"] == "ApplyFailed"
+    assert "applying ConfigMap demo-config: 403 Forbidden" in ready["message"]
+    events = [o for (k, _, _), o in kube.objects.items() if k == "Event"]
+    assert [(e["type"], e["reason"]) for e in events] == [("Warning", "ApplyFailed")]
+    kube.apply = real  # type: ignore[method-assign]
+    st = await settle(op)
+    events = [o for (k, _, _), o in kube.objects.items() if k == "Event"]
+    assert (events[-1]["type"], events[-1]["reason"]) == ("Normal", "Running")
 
 
 async def test_failed_membership_step_is_reported_and_retried(world):

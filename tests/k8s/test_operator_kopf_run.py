@@ -138,7 +138,9 @@ def test_kopf_run_scales_real_nodes(tmp_path, fake_api: FakeApiServer, chart_rba
 
     # Least privilege, checked against behaviour: the API (enforcing the chart's RBAC)
     # refused nothing, and the chart grants nothing the run did not use beyond PVC deletion
-    # (pvcRetention: Delete) and events (kopf posts them only when a handler fails).
+    # (pvcRetention: Delete), events (posted when something fails) and update of
+    # distsyncclusters/finalizers, which only the OwnerReferencesPermissionEnforcement
+    # admission plugin checks (tests/envtest runs a real API server with it).
     role, cluster = chart_rbac
     assert fake_api.denied == []
     used = {(r.group, r.resource, r.verb) for r in fake_api.requests}
@@ -146,5 +148,6 @@ def test_kopf_run_scales_real_nodes(tmp_path, fake_api: FakeApiServer, chart_rba
                for res in r["resources"] for v in r["verbs"]}
     unused = granted - used - {("", "persistentvolumeclaims", "delete"),
                                ("events.k8s.io", "events", "create"),
-                               ("", "events", "create")}
+                               ("", "events", "create"),
+                               ("distsync.io", "distsyncclusters/finalizers", "update")}
     assert unused == set(), f"granted but never used: {sorted(unused)}"

@@ -343,3 +343,42 @@ def test_condition_transition_time_is_kept_while_unchanged():
     ready = {c["type"]: c for c in degraded["conditions"]}["Ready"]
     assert ready["status"] == "False" and ready["lastTransitionTime"] == LATER
     assert ready["reason"] == "MembersNotReady"
+
+
+def test_scaling_before_the_first_leader_keeps_the_founders_pdb():
+    """F7 of issue 18: `kubectl scale --replicas=9` before the first leader published a PDB
+    for 9 voters (every founding pod evictable) and status.replicas 9 with no member."""
+    owner = cr(9)
+    p = plan(owner, world(sts=3, voters=[], leader=None, join=False, founding=3))
+    assert p.step == "WaitingForLeader" and p.replicas == 3
+    assert obj_of(p, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    assert p.status(owner, [], NOW)["replicas"] == 0
+    created = plan(cr(5), Observed(statefulset_replicas=None))
+    assert created.status(cr(5), [], NOW)["replicas"] == 0
+    assert obj_of(created, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 2
+
+
+def test_storage_changed_after_creation_keeps_the_statefulsets_and_says_so():
+    """F6 of issue 18: spec.storage added after creation was rendered into the StatefulSet's
+    (immutable) volumeClaimTemplates, and every later update of it failed with 422."""
+    owner = cr(5, storage={"size": "2Gi", "storageClassName": "fast"})
+    obs = world(sts=3, voters=[0, 1, 2])
+    obs = Observed(**{**obs.__dict__, "storage": ("1Gi", None)})
+    p = plan(owner, obs)
+    assert p.step == "GrowingStatefulSet" and p.replicas == 5
+    pvc = sts_of(p)["spec"]["volumeClaimTemplates"][0]["spec"]
+    assert pvc["resources"]["requests"] == {"storage": "1Gi"}
+    assert "storageClassName" not in pvc
+    cond = {c["type"]: c for c in p.status(owner, [], NOW)["conditions"]}["SpecValid"]
+    assert cond["status"] == "True" and cond["reason"] == "StorageImmutable"
+    assert "keep size 1Gi" in cond["message"]
+
+
+def test_one_replica_says_that_drain_will_wait():
+    """Issue 18: a one-replica cluster's PDB (maxUnavailable 0) blocks `kubectl drain`: the
+    SpecValid condition says so."""
+    p = plan(cr(1), world(sts=1, voters=[0], founding=1))
+    assert obj_of(p, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 0
+    cond = {c["type"]: c for c in p.status(cr(1), [], NOW)["conditions"]}["SpecValid"]
+    assert cond["status"] == "True" and cond["reason"] == "SingleVoter"
+    assert "kubectl drain" in cond["message"]

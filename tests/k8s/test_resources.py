@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from k8s_helpers import k8s_validate
+from k8s_helpers import k8s_validate, render
 
 from distsync.cli import _pod_defaults
 from distsync_operator import resources as res
-from distsync_operator.spec import parse_spec
+from distsync_operator.spec import Defaults, parse_spec
 
 OWNER = {"apiVersion": "distsync.io/v1alpha1", "kind": "DistSyncCluster",
          "metadata": {"name": "demo", "namespace": "prod", "uid": "u-9"}}
@@ -87,3 +87,44 @@ def test_pod_defaults_founders_bootstrap_and_later_pods_join(monkeypatch):
     assert d["peers"].split(",")[0] == "demo-0=demo-0.demo-peers.prod.svc.cluster.local:7001"
     monkeypatch.setenv("POD_NAME", "demo-3")  # added by scaling up
     assert _pod_defaults()["join"] == "1"
+
+
+def test_node_pods_take_scheduling_settings_from_the_cr_over_the_chart_defaults():
+    """F8 of issue 18: the node pods had no imagePullSecrets, nodeSelector, tolerations,
+    affinity, priorityClassName, podAnnotations or serviceAccountName, and a token."""
+    defaults = Defaults(pod={"imagePullSecrets": [{"name": "regcred"}],
+                             "nodeSelector": {"disk": "ssd"}, "priorityClassName": "high"})
+    check = parse_spec("demo", {"replicas": 3, "nodeSelector": {"disk": "nvme"},
+                                "podAnnotations": {"team": "infra"},
+                                "tolerations": [{"key": "x", "operator": "Exists"}],
+                                "affinity": {"nodeAffinity": {"x": 1}},
+                                "serviceAccountName": "nodes"}, defaults)
+    owner = {"metadata": {"name": "demo", "namespace": "ns", "uid": "u"}}
+    tmpl = res.statefulset(owner, check.spec, 3)["spec"]["template"]
+    pod = tmpl["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]  # the chart's default
+    assert pod["nodeSelector"] == {"disk": "nvme"}  # the CR's wins
+    assert pod["priorityClassName"] == "high" and pod["serviceAccountName"] == "nodes"
+    assert pod["tolerations"] == [{"key": "x", "operator": "Exists"}]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["affinity"]["nodeAffinity"] == {"x": 1} and pod["affinity"]["podAntiAffinity"]
+    assert tmpl["metadata"]["annotations"]["team"] == "infra"
+    assert tmpl["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    bad = parse_spec("demo", {"nodeSelector": {"disk": 1}, "imagePullSecrets": ["regcred"]})
+    assert bad.spec is None and len(bad.errors) == 2
+
+
+def test_cluster_domain_is_not_hard_coded(monkeypatch):
+    """Issue 18: cluster.local was hard-coded for peer DNS and the Redis URL."""
+    cm = res.config_map(OWNER, parse_spec("demo", {}, Defaults(cluster_domain="k8s.corp"))
+                        .spec, 3, False)
+    assert cm["data"]["DISTSYNC_CLUSTER_DOMAIN"] == "k8s.corp"
+    for k, v in {**cm["data"], "POD_NAME": "demo-1", "POD_NAMESPACE": "prod"}.items():
+        monkeypatch.setenv(k, v)
+    d = _pod_defaults()
+    assert d["advertise"] == "demo-1.demo-peers.prod.svc.k8s.corp:7001"
+    objs = render("--set", "clusterDomain=k8s.corp")
+    (dep,) = [o for o in objs if o["kind"] == "Deployment"]
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["DISTSYNC_OPERATOR_REDIS_URL"] == "redis://t-distsync-redis.ns.svc.k8s.corp:6379/0"
+    assert env["DISTSYNC_OPERATOR_CLUSTER_DOMAIN"] == "k8s.corp"

@@ -61,6 +61,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.redis.externalUrl -}}
 {{- .Values.redis.externalUrl -}}
 {{- else if .Values.redis.enabled -}}
-{{- printf "redis://%s-redis.%s.svc.cluster.local:6379/0" (include "distsync.fullname" .) .Release.Namespace -}}
+{{- printf "redis://%s-redis.%s.svc.%s:6379/0" (include "distsync.fullname" .) .Release.Namespace .Values.clusterDomain -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The node pod defaults handed to the operator (JSON): the `nodes` values, with the chart's
+imagePullSecrets unless nodes.imagePullSecrets is set. */}}
+{{- define "distsync.nodePodDefaults" -}}
+{{- $d := deepCopy .Values.nodes -}}
+{{- if not $d.imagePullSecrets -}}
+{{- $_ := set $d "imagePullSecrets" .Values.imagePullSecrets -}}
+{{- end -}}
+{{- toJson $d -}}
 {{- end -}}
