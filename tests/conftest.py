@@ -18,7 +18,7 @@ import pytest
 # `conftest`).
 sys.modules["needs_tools"] = sys.modules[__name__]
 
-APT_LINE = "apt-get install -y redis-server nftables iproute2 etcd-server"
+APT_LINE = "apt-get install -y redis-server nftables iproute2 etcd-server openssl curl util-linux"
 PACKAGE_OF = {"redis-server": "redis-server", "ip": "iproute2", "nft": "nftables",
               "etcd": "etcd-server"}
 
