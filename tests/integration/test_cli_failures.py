@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from distsync.local import LocalCluster, free_ports
+from distsync.testing.harness import pids_where
 
 DISTSYNC = str(Path(sys.executable).with_name("distsync"))
 
@@ -177,18 +178,9 @@ def _stop(proc: subprocess.Popen, data_dir: Path) -> None:
 
 
 def _node_pids(data_dir: Path) -> list[int]:
-    """Pids of node processes whose --data-dir is under `data_dir` (from /proc)."""
-    pids = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"node" in cmd and any(a.startswith(str(data_dir).encode()) for a in cmd):
-            pids.append(int(d.name))
-    return pids
+    """Pids of node processes whose --data-dir is under `data_dir`."""
+    prefix = str(data_dir).encode()
+    return pids_where(lambda cmd: b"node" in cmd and any(a.startswith(prefix) for a in cmd))
 
 
 def _wait_node_pid(node_dir: Path, timeout: float = 30) -> int:

@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,8 +150,9 @@ def sweep_unclaimed() -> None:
             os.close(fd)
 
 
-def _kill_redis_on(gateway: str) -> None:
-    """A redis-server that a dead run left bound to this slot's bridge address."""
+def pids_where(match: Callable[[list[bytes]], bool]) -> list[int]:
+    """Pids of the processes whose command line (argv, from /proc) `match` accepts."""
+    pids = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
@@ -158,11 +160,19 @@ def _kill_redis_on(gateway: str) -> None:
             cmd = (d / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if cmd and cmd[0].endswith(b"redis-server") and gateway.encode() in cmd:
-            try:
-                os.kill(int(d.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if cmd and match(cmd):
+            pids.append(int(d.name))
+    return pids
+
+
+def _kill_redis_on(gateway: str) -> None:
+    """A redis-server that a dead run left bound to this slot's bridge address."""
+    for pid in pids_where(lambda cmd: cmd[0].endswith(b"redis-server")
+                          and gateway.encode() in cmd):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def cleanup_stale(prefix: str) -> list[str]:
