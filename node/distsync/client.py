@@ -13,7 +13,7 @@ import ssl as ssl_mod
 import threading
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -23,6 +23,11 @@ from tenacity import (
     stop_after_delay,
     wait_exponential_jitter,
 )
+
+if TYPE_CHECKING:
+    from .cacheclient import BlockingCache, CacheClient
+    from .lockclient import BlockingLock, BlockingSession, Lock, Session
+    from .queueclient import BlockingQueue, Queue
 
 T = TypeVar("T")
 
@@ -35,6 +40,15 @@ class DistSyncError(Exception):
         self.status, self.code, self.message, self.body = status, code, message, body or {}
 
 
+class InvalidArgument(DistSyncError, ValueError):
+    """A bad argument: raised by the client before any request when it can tell (a lock name
+    the API would refuse, a negative timeout), or for the cluster's 400 answers."""
+
+    def __init__(self, code: str, message: str, status: int = 400,
+                 body: dict[str, Any] | None = None):
+        super().__init__(status, code, message, body)
+
+
 class NotFound(DistSyncError):
     pass
 
@@ -43,8 +57,9 @@ class CompareFailed(DistSyncError):
     pass
 
 
-class Unavailable(DistSyncError):
-    """The cluster could not serve the request before the client's deadline."""
+class Unavailable(DistSyncError, ConnectionError):
+    """The cluster could not serve the request before the client's deadline (a
+    `ConnectionError`, as for any unreachable server)."""
 
 
 class _Retry(Exception):
@@ -61,6 +76,8 @@ def _error(status: int, body: dict[str, Any]) -> DistSyncError:
         return CompareFailed(status, code, msg, body)
     if status in (502, 503, 504):
         return Unavailable(status, code, msg, body)
+    if status == 400:
+        return InvalidArgument(code, msg, status, body)
     return DistSyncError(status, code, msg, body)
 
 
@@ -86,6 +103,9 @@ class Client:
         self.leader_addr: str | None = None
         self._next_seed = 0
         self._session: aiohttp.ClientSession | None = None
+        self._cache: CacheClient | None = None
+        self._lock_sessions: dict[float, Session] = {}
+        self._lock_session_guard: asyncio.Lock | None = None
 
     async def __aenter__(self) -> Client:
         return self
@@ -94,6 +114,10 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
+        """Close the shared lock sessions (releasing what they hold) and the connections."""
+        sessions, self._lock_sessions = list(self._lock_sessions.values()), {}
+        for s in sessions:
+            await s.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -316,9 +340,9 @@ class Client:
     # -- cache (see distsync.cacheclient) ------------------------------------------------
 
     @property
-    def cache(self) -> Any:
+    def cache(self) -> CacheClient:
         """`await c.cache.get/set/delete(...)` on the coherent near caches."""
-        if getattr(self, "_cache", None) is None:
+        if self._cache is None:
             from .cacheclient import CacheClient
 
             self._cache = CacheClient(self)
@@ -326,7 +350,7 @@ class Client:
 
     # -- queues -------------------------------------------------------------------------
 
-    def queue(self, name: str) -> Any:
+    def queue(self, name: str) -> Queue:
         """A handle on queue `name` (see distsync.queueclient)."""
         from .queueclient import Queue
 
@@ -334,18 +358,41 @@ class Client:
 
     # -- locks (see distsync.lockclient) ----------------------------------------------------
 
-    def session(self, ttl: float = 10.0, name: str = "") -> Any:
-        """A lock session with a background keepalive: `async with c.session(ttl=10) as s`."""
+    def session(self, ttl: float = 10.0, name: str = "") -> Session:
+        """A lock session of your own, with a background keepalive:
+        `async with c.session(ttl=10) as s`."""
         from .lockclient import Session
 
         return Session(self, ttl=ttl, name=name)
 
     def lock(self, name: str, mode: str = "exclusive", ttl: float = 10.0,
-             wait: float | None = None) -> Any:
-        """`async with c.lock(name, mode=..., ttl=...) as grant:` (uses `grant.token`)."""
-        from .lockclient import LockContext
+             wait: float | None = None, *, reentrant: bool = False,
+             on_lost: Callable[[Lock], Any] | None = None) -> Lock:
+        """A Lock object on the client's shared session for `ttl` (seconds):
+        `async with c.lock(name) as lock:` (uses `lock.token`), or `acquire(timeout=)` /
+        `release()`. `wait`: the default timeout of `acquire()` and `async with` (None: no
+        limit). Raises InvalidLockName (a ValueError) at once for a name the API refuses."""
+        from .lockclient import Lock
 
-        return LockContext(self, name, mode=mode, ttl=ttl, wait=wait)
+        return Lock(self, name, mode, ttl=ttl, wait=wait, reentrant=reentrant,
+                    on_lost=on_lost)
+
+    async def lock_session(self, ttl: float = 10.0) -> Session:
+        """The client's shared session for leases of `ttl` seconds: opened on first use, kept
+        alive in the background, replaced by a new one once lost, closed by `close()`."""
+        from .lockclient import Session
+
+        key = float(ttl)
+        guard = self._lock_session_guard
+        if guard is None:
+            guard = self._lock_session_guard = asyncio.Lock()
+        async with guard:
+            s = self._lock_sessions.get(key)
+            if s is None or s.lost:
+                s = Session(self, ttl=ttl, name="shared")
+                await s.open()
+                self._lock_sessions[key] = s
+            return s
 
 
 def blocking_attr(target: Any, name: str, run: Callable[[Coroutine[Any, Any, Any]], Any]) -> Any:
@@ -379,32 +426,35 @@ class BlockingClient:
         return blocking_attr(self._client, name, self._run)
 
     @property
-    def cache(self) -> Any:
+    def cache(self) -> BlockingCache:
         """Blocking `c.cache.get/set/delete(...)`."""
         if self.__dict__.get("_cache") is None:
             from .cacheclient import BlockingCache
 
             self.__dict__["_cache"] = BlockingCache(self)
-        return self.__dict__["_cache"]
+        cache: BlockingCache = self.__dict__["_cache"]
+        return cache
 
-    def queue(self, name: str) -> Any:
+    def queue(self, name: str) -> BlockingQueue:
         """A blocking handle on queue `name` (see distsync.queueclient)."""
         from .queueclient import BlockingQueue
 
         return BlockingQueue(self, name)
 
-    def session(self, ttl: float = 10.0, name: str = "") -> Any:
+    def session(self, ttl: float = 10.0, name: str = "") -> BlockingSession:
         """A blocking lock session: `with c.session(ttl=10) as s: s.acquire(...)`."""
         from .lockclient import BlockingSession
 
         return BlockingSession(self, ttl=ttl, name=name)
 
     def lock(self, name: str, mode: str = "exclusive", ttl: float = 10.0,
-             wait: float | None = None) -> Any:
-        """`with c.lock(name) as grant:` the blocking form of `Client.lock`."""
+             wait: float | None = None, *, reentrant: bool = False,
+             on_lost: Callable[[Lock], Any] | None = None) -> BlockingLock:
+        """`with c.lock(name) as lock:` the blocking form of `Client.lock` (same arguments)."""
         from .lockclient import BlockingLock
 
-        return BlockingLock(self, name, mode=mode, ttl=ttl, wait=wait)
+        return BlockingLock(self, self._client.lock(name, mode, ttl, wait, reentrant=reentrant,
+                                                    on_lost=on_lost))
 
     def close(self) -> None:
         if self._loop.is_running():

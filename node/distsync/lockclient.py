@@ -1,50 +1,67 @@
-"""Client side of the lock service: sessions with a background keepalive, and locks as
-context managers, in asyncio and blocking forms.
+"""Client side of the lock service: `Lock` objects in the shape redis-py and kazoo users know,
+on sessions kept alive in the background, in asyncio and blocking forms.
 
 ```python
 async with Client(addrs) as c:
-    async with c.lock("resource-1", mode="exclusive", ttl=10) as grant:
-        storage.write(data, fencing_token=grant.token)
+    async with c.lock("resource-1", ttl=10) as lock:      # LockLost on exit if the lease went
+        storage.write(data, fencing_token=lock.token)
 
-    async with c.session(ttl=10) as s:           # one session, many locks
-        a = await s.acquire("a", wait=5.0)        # LockTimeout after 5 s
-        async with s.lock("b", mode="shared"):
-            ...
-        await s.release("a")
+    lock = c.lock("resource-2")
+    if await lock.acquire(timeout=5):                   # LockTimeout (a TimeoutError) after 5 s
+        try: ...
+        finally: await lock.release()
 
-with BlockingClient(addrs) as c:
-    with c.lock("resource-1") as grant:
-        ...
+    async with c.session(ttl=10) as s:                  # a session of your own, many locks
+        async with s.lock("b", mode="shared"): ...
 ```
 
-A session's lease is renewed every `ttl / 3` by a background task. The client counts the
-lease from the moment it *sent* the last acknowledged keepalive, so `Session.alive` never
-overestimates it; once it is past (or the cluster answers that the session is gone) the
-session is `lost`, and every lock it held must be assumed released. Protected resources must
-therefore check the fencing token (`grant.token`), not trust `alive`.
+Sessions. A client keeps ONE session per lease TTL, opened on first use, renewed every
+`ttl / 3` and closed with the client; every `c.lock()` uses it (an open and a close per use
+cost more than the lock itself). The client counts the lease from the moment it *sent* the
+last acknowledged keepalive, so it never overestimates it. Once it is past, or the cluster
+answers that the session is gone, the session is `lost`: each Lock held on it sets `lost`,
+sets `lost_event`, calls its `on_lost` callback, and raises `LockLost` when its `with` block
+ends. The next lock opens a fresh session. Protected resources must still check the fencing
+token (`lock.token`): a paused holder learns of the loss only when it runs again.
+
+Ownership. The cluster sees sessions, and a session's second acquire of a lock it holds is
+granted at once (reentrant). A `Lock` object is one holder: two Lock objects on the same
+session (two tasks, or two threads of a BlockingClient) wait for each other exactly as two
+processes would. Holders that *want* to share a hold ask with `reentrant=True`.
+`Session.acquire` / `Session.release` stay the raw, session-level calls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import re
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from types import EllipsisType, TracebackType
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-from .client import DistSyncError
+from .client import DistSyncError, InvalidArgument
 
 if TYPE_CHECKING:
     from .client import BlockingClient, Client
 
 MAX_WAIT_MS = 3_600_000
+LOCK_NAME_RE = re.compile(r"^[A-Za-z0-9._\-:@]{1,256}$")  # as the API checks (api/locks.py)
+RESERVED_NAMES = frozenset({"deadlocks"})
+Mode = Literal["exclusive", "shared"]
 
 
 class LockError(DistSyncError):
     """A lock request the cluster refused (409/404 from the lock API)."""
+
+
+class InvalidLockName(InvalidArgument):
+    """A lock name the API would refuse (raised before any request)."""
 
 
 class Deadlock(LockError):
@@ -60,7 +77,7 @@ class Deadlock(LockError):
         return list(self.body.get("locks", []))
 
 
-class LockTimeout(LockError):
+class LockTimeout(LockError, TimeoutError):
     """Not granted within the wait (or at once, for a try-lock)."""
 
 
@@ -68,8 +85,12 @@ class SessionLost(LockError):
     """The session expired or was closed: every lock it held is released."""
 
 
+class LockLost(SessionLost):
+    """A held lock's session was lost while it was held: someone else may have had it since."""
+
+
 class NotHeld(LockError):
-    """Release of a lock the session neither holds nor waits for."""
+    """Release of a lock the session (or Lock object) neither holds nor waits for."""
 
 
 _CODES: dict[str, type[LockError]] = {
@@ -82,6 +103,34 @@ _CODES: dict[str, type[LockError]] = {
 def _convert(e: DistSyncError) -> DistSyncError:
     cls = _CODES.get(e.code)
     return cls(e.status, e.code, e.message, e.body) if cls else e
+
+
+def check_lock_name(name: str) -> str:
+    if not isinstance(name, str) or not LOCK_NAME_RE.fullmatch(name) or name in RESERVED_NAMES:
+        raise InvalidLockName(
+            "invalid_lock_name",
+            f"lock names are 1-256 characters of A-Z a-z 0-9 . _ - : @ ('deadlocks' is "
+            f"reserved), not {name!r}")
+    return name
+
+
+def check_mode(mode: str) -> Mode:
+    if mode not in ("exclusive", "shared"):
+        raise InvalidArgument("invalid_mode", f"mode must be 'exclusive' or 'shared', not "
+                                              f"{mode!r}")
+    return mode  # type: ignore[return-value]
+
+
+def check_seconds(what: str, value: float | None) -> float | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                              or not math.isfinite(value) or value < 0):
+        raise InvalidArgument("invalid_argument",
+                              f"{what} must be a number of seconds >= 0, not {value!r}")
+    return value
+
+
+def _wait_ms(wait: float | None) -> int:
+    return MAX_WAIT_MS if wait is None else max(0, min(MAX_WAIT_MS, int(wait * 1000)))
 
 
 @dataclass
@@ -104,7 +153,9 @@ class Session:
 
     def __init__(self, client: Client, ttl: float = 10.0, name: str = "",
                  keepalive_every: float | None = None):
+        check_seconds("ttl", ttl)
         self.client = client
+        self.ttl = float(ttl)
         self.ttl_ms = int(ttl * 1000)
         self.name = name
         self.every = keepalive_every or ttl / 3
@@ -113,8 +164,9 @@ class Session:
         self.lost = False
         self.held: dict[str, Grant] = {}
         self.on_lost: list[Callable[[Session], Any]] = []
-        self._task: asyncio.Task | None = None
-        self._bg: set[asyncio.Future] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._bg: set[asyncio.Future[Any]] = set()
+        self._gates: dict[str, _Gate] = {}
 
     @property
     def alive(self) -> bool:
@@ -136,12 +188,13 @@ class Session:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def keepalive(self) -> None:
-        """One renewal now (the background task does this every `ttl / 3`)."""
+    async def keepalive(self) -> float:
+        """One renewal now (the background task does this every `ttl / 3`); returns the
+        seconds of lease the client may now count on."""
         sent = time.monotonic()
         try:
             await self.client.request_or_raise(
-                "POST", f"/v1/sessions/{quote(self._sid())}/keepalive",
+                "POST", f"/v1/sessions/{quote(self._sid(), safe='')}/keepalive",
                 timeout=max(0.5, self.valid_until - sent),
             )
         except DistSyncError as e:
@@ -150,10 +203,20 @@ class Session:
                 self._mark_lost()
             raise err from None
         self.valid_until = max(self.valid_until, sent + self.ttl_ms / 1000)
+        return max(0.0, self.valid_until - time.monotonic())
 
     async def _keepalive_loop(self) -> None:
         while not self.lost:
-            await asyncio.sleep(self.every)
+            # Wake for the next renewal, or at the lease's end, whichever is first: a loop
+            # that was paused (SIGSTOP, a blocked event loop) notices at once on waking.
+            now = time.monotonic()
+            await asyncio.sleep(max(0.0, min(self.every, self.valid_until - now)))
+            if time.monotonic() >= self.valid_until:
+                with contextlib.suppress(DistSyncError):
+                    await self.keepalive()  # may still be alive at the leader; ask
+                if time.monotonic() >= self.valid_until:
+                    self._mark_lost()
+                continue
             with contextlib.suppress(DistSyncError):
                 await self.keepalive()
 
@@ -162,7 +225,7 @@ class Session:
             return
         self.lost = True
         self.held.clear()
-        for cb in self.on_lost:
+        for cb in list(self.on_lost):
             cb(self)
 
     def _sid(self) -> str:
@@ -174,11 +237,15 @@ class Session:
         self, name: str, mode: str = "exclusive", wait: float | None = None,
         upgrade: bool = False,
     ) -> Grant:
-        """Acquire `name`. `wait` seconds (None: up to an hour; 0: try-lock). Raises
+        """Acquire `name` for the session (session-level: a second acquire of a held lock is
+        granted at once). `wait` seconds (None: up to an hour; 0: try-lock). Raises
         LockTimeout, Deadlock, SessionLost or LockError."""
-        wait_ms = MAX_WAIT_MS if wait is None else max(0, min(MAX_WAIT_MS, int(wait * 1000)))
-        body = {"session": self._sid(), "mode": mode, "wait_ms": wait_ms, "upgrade": upgrade}
-        path = f"/v1/locks/{quote(name)}"
+        check_lock_name(name)
+        check_mode(mode)
+        check_seconds("wait", wait)
+        body = {"session": self._sid(), "mode": mode, "wait_ms": _wait_ms(wait),
+                "upgrade": upgrade}
+        path = f"/v1/locks/{quote(name, safe='')}"
         had = name in self.held
         try:
             res = await self.client.request_or_raise(
@@ -203,23 +270,28 @@ class Session:
         return grant
 
     async def release(self, name: str | Grant) -> dict[str, Any]:
-        lock = name.lock if isinstance(name, Grant) else name
+        lock = name.lock if isinstance(name, Grant) else check_lock_name(name)
         self.held.pop(lock, None)
         try:
             return await self.client.request_or_raise(
-                "POST", f"/v1/locks/{quote(lock)}/release", {"session": self._sid()},
+                "POST", f"/v1/locks/{quote(lock, safe='')}/release", {"session": self._sid()},
                 mutating=True,
             )
         except DistSyncError as e:
-            raise _convert(e) from None
+            err = _convert(e)
+            if isinstance(err, SessionLost):
+                self._mark_lost()
+            raise err from None
 
     async def _release_quietly(self, name: str) -> None:
         with contextlib.suppress(DistSyncError):
             await self.release(name)
 
-    def lock(self, name: str, mode: str = "exclusive", wait: float | None = None) -> _Held:
-        """`async with session.lock(name) as grant:` acquire on entry, release on exit."""
-        return _Held(self, name, mode, wait)
+    def lock(self, name: str, mode: str = "exclusive", wait: float | None = None, *,
+             reentrant: bool = False, on_lost: Callable[[Lock], Any] | None = None) -> Lock:
+        """A Lock object on this session: `async with session.lock(name) as lock:`."""
+        return Lock(self.client, name, mode, wait=wait, session=self, reentrant=reentrant,
+                    on_lost=on_lost)
 
     async def close(self) -> None:
         """Stop renewing and close the session (releases everything it holds)."""
@@ -231,47 +303,282 @@ class Session:
         if self.id is not None and not self.lost:
             with contextlib.suppress(DistSyncError):
                 await self.client.request_or_raise(
-                    "DELETE", f"/v1/sessions/{quote(self.id)}", mutating=True
+                    "DELETE", f"/v1/sessions/{quote(self.id, safe='')}", mutating=True
                 )
         self.lost = True
         self.held.clear()
 
 
-class _Held:
-    def __init__(self, session: Session, name: str, mode: str, wait: float | None):
-        self.session, self.name, self.mode, self.wait = session, name, mode, wait
+class _Gate:
+    """Who holds one lock name through one session, on the client side: one exclusive Lock
+    object, or any number of shared ones, or reentrant holders that asked to share."""
 
-    async def __aenter__(self) -> Grant:
-        return await self.session.acquire(self.name, self.mode, self.wait)
+    def __init__(self) -> None:
+        self.cond = asyncio.Condition()
+        self.holders: set[Lock] = set()
+        self.mode: str | None = None
+        self.reentrant = False
+        self.grant: Grant | None = None
+        self.busy = False  # the first holder's acquire is on its way to the cluster
 
-    async def __aexit__(self, *exc: object) -> None:
-        if not self.session.lost:
-            with contextlib.suppress(SessionLost, NotHeld):
-                await self.session.release(self.name)
+    def admits(self, lk: Lock) -> bool:
+        if not self.holders:
+            return True
+        if self.mode == "shared" and lk.mode == "shared":
+            return True
+        return self.reentrant and lk.reentrant and self.mode == lk.mode
 
 
-class LockContext:
-    """`async with client.lock(name, mode=..., ttl=...) as grant:` a session of its own,
-    kept alive in the background, one lock; both released on exit."""
+class Lock:
+    """A distributed lock, one holder per object. `acquire(timeout=)` / `release()`,
+    `async with`, `owned()` / `locked()`, `extend()` / `refresh()`; `token` is the fencing
+    token of the current hold. Made by `Client.lock` (on the client's shared session) or
+    `Session.lock`."""
 
-    def __init__(self, client: Client, name: str, mode: str = "exclusive", ttl: float = 10.0,
-                 wait: float | None = None):
-        self.session = Session(client, ttl=ttl)
-        self.name, self.mode, self.wait = name, mode, wait
+    def __init__(
+        self, client: Client, name: str, mode: str = "exclusive", *, ttl: float = 10.0,
+        wait: float | None = None, session: Session | None = None, reentrant: bool = False,
+        on_lost: Callable[[Lock], Any] | None = None,
+    ):
+        self.name = check_lock_name(name)
+        self.mode: Mode = check_mode(mode)
+        check_seconds("ttl", ttl)
+        self.wait = check_seconds("wait", wait)
+        self.ttl = float(ttl)
+        self.client = client
+        self.reentrant = reentrant
+        self.on_lost = on_lost
+        self.lost = False
+        self.lost_event = asyncio.Event()
+        self._fixed_session = session
+        self._session: Session | None = None
+        self.grant: Grant | None = None
 
-    async def __aenter__(self) -> Grant:
-        await self.session.open()
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def token(self) -> int | None:
+        """The fencing token of the current (or last) hold."""
+        return self.grant.token if self.grant else None
+
+    @property
+    def session_id(self) -> str | None:
+        return self.grant.session_id if self.grant else None
+
+    def owned(self) -> bool:
+        """True while this object holds the lock and its lease has not run out (client's
+        count, conservative)."""
+        return not self.lost and self._session is not None and self._session.alive
+
+    @property
+    def alive(self) -> bool:
+        """`owned()`, under the name a `Grant` used."""
+        return self.owned()
+
+    async def locked(self) -> bool:
+        """Whether anyone (any session) holds the lock now (a linearizable read)."""
+        info = await self.client.request_or_raise(
+            "GET", f"/v1/locks/{quote(self.name, safe='')}")
+        return bool(info.get("holders"))
+
+    # -- acquire / release ------------------------------------------------------------------
+
+    async def acquire(self, timeout: float | None | EllipsisType = ..., *,
+                      blocking: bool = True) -> bool:
+        """Wait up to `timeout` seconds (default: the Lock's `wait`; None: no limit) and
+        return True, or raise LockTimeout. `blocking=False`: one try, False if it is held."""
+        if isinstance(timeout, EllipsisType):
+            timeout = self.wait
+        check_seconds("timeout", timeout)
+        if self._session is not None:
+            raise LockError(409, "already_held", f"this Lock object already holds "
+                                                 f"{self.name!r}; make one Lock per holder")
+        if not blocking:
+            timeout = 0.0
+        session = self._fixed_session or await self.client.lock_session(self.ttl)
+        gate = session._gates.setdefault(self.name, _Gate())
+        deadline = None if timeout is None else time.monotonic() + timeout
+        first = False
         try:
-            return await self.session.acquire(self.name, self.mode, self.wait)
-        except BaseException:
-            await self.session.close()
-            raise
+            async with asyncio.timeout(None if timeout is None else max(timeout, 0.001)):
+                async with gate.cond:
+                    await gate.cond.wait_for(lambda: not gate.busy and gate.admits(self))
+                    first = not gate.holders
+                    if first:
+                        gate.busy = True
+                    else:
+                        gate.holders.add(self)
+        except TimeoutError:
+            if not blocking:
+                return False
+            raise LockTimeout(409, "timeout", f"lock {self.name!r} was not granted within "
+                                              f"{timeout} s") from None
+        if first:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                grant = await session.acquire(self.name, self.mode, left)
+            except BaseException as e:
+                async with gate.cond:
+                    gate.busy = False
+                    gate.cond.notify_all()
+                if isinstance(e, LockTimeout) and not blocking:
+                    return False
+                raise
+            async with gate.cond:
+                gate.busy = False
+                gate.grant, gate.mode, gate.reentrant = grant, self.mode, self.reentrant
+                gate.holders.add(self)
+                gate.cond.notify_all()
+        assert gate.grant is not None
+        self._session, self.grant = session, gate.grant
+        self.lost = False
+        self.lost_event.clear()
+        session.on_lost.append(self._session_lost)
+        return True
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.session.close()  # closing releases the lock in the same command
+    def _session_lost(self, session: Session) -> None:
+        if session is not self._session or self.lost:
+            return
+        self.lost = True
+        self.lost_event.set()
+        if self.on_lost is not None:
+            self.on_lost(self)
+
+    async def release(self) -> None:
+        """Give the lock back. NotHeld if this object does not hold it; LockLost if the lease
+        was lost while it was held (someone else may have had it since)."""
+        session = self._session
+        if session is None:
+            raise NotHeld(409, "not_held", f"this Lock object does not hold {self.name!r}")
+        self._session = None
+        with contextlib.suppress(ValueError):
+            session.on_lost.remove(self._session_lost)
+        lost = self.lost or session.lost
+        gate = session._gates.get(self.name)
+        if gate is not None:
+            async with gate.cond:
+                gate.holders.discard(self)
+                if not gate.holders:
+                    gate.grant, gate.mode = None, None
+                    if not lost:
+                        try:
+                            await session.release(self.name)
+                        except (SessionLost, NotHeld):
+                            lost = True
+                gate.cond.notify_all()
+        if lost:
+            if not self.lost:
+                self._session_lost_now()
+            raise LockLost(409, "lock_lost", f"lock {self.name!r} was lost while held (its "
+                                             f"session's lease ran out)")
+
+    def _session_lost_now(self) -> None:
+        self.lost = True
+        self.lost_event.set()
+        if self.on_lost is not None:
+            self.on_lost(self)
+
+    async def extend(self) -> float:
+        """Renew the lease now; returns the seconds left. Every lock on the session shares
+        the lease, which the background keepalive renews anyway: call this before a long
+        step to be sure of the time. LockLost if it is gone."""
+        if not self.owned() or self._session is None:
+            raise LockLost(409, "lock_lost", f"lock {self.name!r} is not held")
+        try:
+            return await self._session.keepalive()
+        except SessionLost:
+            raise LockLost(409, "lock_lost", f"lock {self.name!r} was lost") from None
+
+    refresh = extend
+
+    async def __aenter__(self) -> Lock:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        try:
+            await self.release()
+        except LockLost:
+            if ev is None:
+                raise
+            # the body's own exception goes on; the loss is in `lost`, `lost_event`
+
+    def __repr__(self) -> str:
+        return (f"Lock({self.name!r}, mode={self.mode!r}, token={self.token}, "
+                f"owned={self.owned()}, lost={self.lost})")
 
 
 # -- blocking forms ------------------------------------------------------------------------
+
+
+class BlockingLock:
+    """`Lock` for ordinary threads, on the BlockingClient's event loop."""
+
+    def __init__(self, bc: BlockingClient, lock: Lock):
+        self._bc = bc
+        self._lock = lock
+
+    @property
+    def name(self) -> str:
+        return self._lock.name
+
+    @property
+    def mode(self) -> str:
+        return self._lock.mode
+
+    @property
+    def token(self) -> int | None:
+        return self._lock.token
+
+    @property
+    def session_id(self) -> str | None:
+        return self._lock.session_id
+
+    @property
+    def lost(self) -> bool:
+        return self._lock.lost
+
+    @property
+    def grant(self) -> Grant | None:
+        return self._lock.grant
+
+    def owned(self) -> bool:
+        return self._lock.owned()
+
+    @property
+    def alive(self) -> bool:
+        return self._lock.owned()
+
+    @property
+    def lost_event(self) -> asyncio.Event:
+        return self._lock.lost_event
+
+    def locked(self) -> bool:
+        return self._bc._run(self._lock.locked())
+
+    def acquire(self, timeout: float | None | EllipsisType = ..., *,
+                blocking: bool = True) -> bool:
+        return self._bc._run(self._lock.acquire(timeout, blocking=blocking))
+
+    def release(self) -> None:
+        self._bc._run(self._lock.release())
+
+    def extend(self) -> float:
+        return self._bc._run(self._lock.extend())
+
+    refresh = extend
+
+    def __enter__(self) -> BlockingLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._bc._run(self._lock.__aexit__(et, ev, tb))
+
+    def __repr__(self) -> str:
+        return repr(self._lock).replace("Lock(", "BlockingLock(", 1)
 
 
 class BlockingSession:
@@ -300,14 +607,14 @@ class BlockingSession:
     def release(self, name: str | Grant) -> dict[str, Any]:
         return self._bc._run(self._s.release(name))
 
-    @contextlib.contextmanager
-    def lock(self, name: str, mode: str = "exclusive", wait: float | None = None) -> Any:
-        held = self._s.lock(name, mode, wait)
-        grant = self._bc._run(held.__aenter__())
-        try:
-            yield grant
-        finally:
-            self._bc._run(held.__aexit__(None, None, None))
+    def keepalive(self) -> float:
+        return self._bc._run(self._s.keepalive())
+
+    def lock(self, name: str, mode: str = "exclusive", wait: float | None = None, *,
+             reentrant: bool = False, on_lost: Callable[[Lock], Any] | None = None,
+             ) -> BlockingLock:
+        return BlockingLock(self._bc, self._s.lock(name, mode, wait, reentrant=reentrant,
+                                                   on_lost=on_lost))
 
     def close(self) -> None:
         self._bc._run(self._s.close())
@@ -318,14 +625,3 @@ class BlockingSession:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-class BlockingLock:
-    def __init__(self, bc: BlockingClient, name: str, **kw: Any):
-        self._bc = bc
-        self._ctx = LockContext(bc._client, name, **kw)
-
-    def __enter__(self) -> Grant:
-        return self._bc._run(self._ctx.__aenter__())
-
-    def __exit__(self, *exc: object) -> None:
-        self._bc._run(self._ctx.__aexit__(None, None, None))

@@ -321,6 +321,19 @@ async def release(request: web.Request) -> web.StreamResponse:
     return _result(res)
 
 
+# A name with a `/` (raw, or decoded from %2F) cannot match the routes above; without these
+# it would get the router's bare 404 "no route". Registered last, so they only catch that.
+async def _name_with_slash(request: web.Request) -> web.StreamResponse:
+    raise ApiError(400, "invalid_lock_name",
+                   "lock names are 1-256 characters of A-Z a-z 0-9 . _ - : @ (no '/')",
+                   name=request.match_info.get("name", ""))
+
+
+routes.post("/v1/locks/{name:.+}/acquire")(_name_with_slash)
+routes.post("/v1/locks/{name:.+}/release")(_name_with_slash)
+routes.get("/v1/locks/{name:.+}")(_name_with_slash)
+
+
 # -- wiring: metrics and the lease tracker's term ------------------------------------------
 
 
