@@ -190,4 +190,4 @@ class Distsync(WorkloadTable):
             await _json(r)
 
     def cache_stats_url(self) -> str:
-        return f"{self.base}/v1/cache/stats"
+        return f"{self.base}/v1/cache"

@@ -21,17 +21,62 @@ timeout; `backend_unavailable` is raised at once as `BackendUnavailable`.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import quote
 
 import aiohttp
 
-from .client import DistSyncError, Unavailable, _error, blocking_attr
+from .client import DistSyncError, InvalidArgument, Unavailable, _error, blocking_attr
 
 if TYPE_CHECKING:
     from .client import BlockingClient, Client
+
+
+Codec = Literal["utf-8", "json"]
+CODECS: tuple[str, ...] = ("utf-8", "json")
+
+
+class CacheCodecError(InvalidArgument):
+    """An unknown codec name (raised before any request)."""
+
+
+def check_codec(codec: str) -> None:
+    if codec not in CODECS:
+        raise CacheCodecError("invalid_codec", f"codec must be one of {CODECS}, not {codec!r}")
+
+
+def encode_value(value: Any, codec: str | None) -> bytes:
+    """The bytes a value is stored as: bytes-like as is, str as UTF-8, and with
+    codec="json" anything json.dumps takes. Anything else would be guessed at (bytes(5) is
+    five zero bytes), so it is a TypeError."""
+    if codec is not None:
+        check_codec(codec)
+        if codec == "json":
+            try:
+                return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
+                                  allow_nan=False).encode()
+            except (TypeError, ValueError) as e:
+                raise TypeError(f"value is not JSON-serializable: {e}") from None
+        if not isinstance(value, str):
+            raise TypeError(f"codec='utf-8' takes a str, not {type(value).__name__}")
+        return value.encode()
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode()
+    raise TypeError(
+        f"cache values are bytes or str; got {type(value).__name__} (pass codec='json' to "
+        f"store it as JSON)")
+
+
+def decode_value(data: bytes, codec: str) -> Any:
+    return data.decode() if codec == "utf-8" else json.loads(data)
 
 
 class BackendUnavailable(Unavailable):
@@ -104,20 +149,51 @@ class CacheClient:
         return CacheItem(key, body, int(h.get("X-Cache-Version", "0")),
                          h.get("X-Cache") == "hit", h.get("X-Cache-State", "I"), addr)
 
-    async def get(self, key: str, default: bytes | None = None,
-                  node: str | None = None) -> bytes | None:
-        item = await self.get_item(key, node)
-        return default if item is None else item.value
+    @overload
+    async def get(self, key: str, default: bytes | None = None, node: str | None = None,
+                  ) -> bytes | None: ...
 
-    async def set(self, key: str, value: bytes | str, ttl: float | None = None,
-                  node: str | None = None) -> int:
-        """Store `value` (str is UTF-8 encoded) with an optional TTL in seconds; returns the
-        new version once every other copy is invalidated and the backend has it."""
-        data = value.encode() if isinstance(value, str) else bytes(value)
+    @overload
+    async def get(self, key: str, default: Any = None, node: str | None = None, *,
+                  codec: Codec) -> Any: ...
+
+    async def get(self, key: str, default: Any = None, node: str | None = None, *,
+                  codec: Codec | None = None) -> Any:
+        """The value as bytes (or decoded with `codec`: "utf-8" gives str, "json" the
+        document), or `default` if the key is absent."""
+        if codec is not None:
+            check_codec(codec)
+        item = await self.get_item(key, node)
+        if item is None:
+            return default
+        return item.value if codec is None else decode_value(item.value, codec)
+
+    async def set(self, key: str, value: Any, ttl: float | None = None,
+                  node: str | None = None, *, codec: Codec | None = None) -> int:
+        """Store `value` with an optional TTL in seconds; returns the new version once every
+        other copy is invalidated and the backend has it. `value` is bytes (stored as is) or
+        str (stored UTF-8); with `codec="json"` any JSON-serializable value (stored as UTF-8
+        JSON). Anything else is a TypeError, raised before any request."""
+        data = encode_value(value, codec)
         params = {"ttl": repr(float(ttl))} if ttl is not None else None
         _, _, body, _ = await self._req("PUT", self._path(key), data=data, params=params,
                                         node=node)
         return int(_json(body)["version"])
+
+    async def mget(self, keys: Iterable[str], node: str | None = None,
+                   ) -> dict[str, bytes | None]:
+        """Several keys at once (concurrent reads); absent keys map to None."""
+        ks = list(keys)
+        got = await asyncio.gather(*(self.get(k, node=node) for k in ks))
+        return dict(zip(ks, got, strict=True))
+
+    async def mset(self, items: Mapping[str, Any], ttl: float | None = None,
+                   node: str | None = None, *, codec: Codec | None = None) -> dict[str, int]:
+        """Several writes at once; returns each key's new version. Every value is checked
+        (TypeError) before any request. Not atomic across keys: each write is its own."""
+        data = {k: encode_value(v, codec) for k, v in items.items()}
+        versions = await asyncio.gather(*(self.set(k, v, ttl, node) for k, v in data.items()))
+        return dict(zip(data, versions, strict=True))
 
     async def delete(self, key: str, node: str | None = None) -> bool:
         _, _, body, _ = await self._req("DELETE", self._path(key), node=node)
@@ -130,13 +206,11 @@ class CacheClient:
         return _json(body)
 
     async def stats(self, node: str | None = None) -> dict[str, Any]:
-        _, _, body, _ = await self._req("GET", "/v1/cache/stats", node=node)
+        _, _, body, _ = await self._req("GET", "/v1/cache", node=node)
         return _json(body)
 
 
 def _json(body: bytes) -> dict[str, Any]:
-    import json
-
     obj = json.loads(body)
     if not isinstance(obj, dict):
         raise DistSyncError(502, "bad_response", "expected a JSON object")

@@ -37,7 +37,7 @@ async def join_then_leave(lc: LocalCluster, wl: Workload, s: aiohttp.ClientSessi
     await until_no_conflict(lambda: admin.add_member(n4.node_id, n4.addr))
     wl.addrs[n4.node_id] = n4.addr  # clients use the new node too
     await asyncio.sleep(3)
-    async with s.get(f"http://{n4.addr}/v1/cache/stats") as r:
+    async with s.get(f"http://{n4.addr}/v1/cache") as r:
         st4 = await r.json()
     assert st4["members"] == sorted(lc.nodes), st4
     moved = []

@@ -65,6 +65,6 @@ async def test_redis_down_then_back(cache_cluster: LocalCluster, redis_server: R
             for nid in addrs:
                 r = await wl.read(s, k, nid)
                 assert r is not None and r.version >= last[k].version, (k, nid, r)
-        async with s.get(f"http://{addrs['n1']}/v1/cache/stats") as r:
+        async with s.get(f"http://{addrs['n1']}/v1/cache") as r:
             st = await r.json()
         assert st["backend_errors"] > 0 and st["backend"] == "redis"

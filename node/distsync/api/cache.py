@@ -70,7 +70,10 @@ async def _guard(coro):  # type: ignore[no-untyped-def]
         raise ApiError(503, "contention", str(e)) from None
 
 
-@routes.get("/v1/cache/stats")
+# Statistics live at the bare collection path: no key is empty, so no key can shadow them.
+# (Up to issue 20 they were at /v1/cache/stats, which hid a user's key "stats"; that path is
+# now the key's, like any other.)
+@routes.get("/v1/cache")
 async def stats(request: web.Request) -> web.StreamResponse:
     return json_response(_svc(request).stats())
 

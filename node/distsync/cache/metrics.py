@@ -1,5 +1,5 @@
 """The cache's Prometheus collectors, created on the node's own registry, and the plain
-counters behind `GET /v1/cache/stats`.
+counters behind `GET /v1/cache`.
 
 The counters are plain ints, exported at scrape time by a collector of our own: a
 prometheus_client Counter takes a lock on every increment, and a PUT bumps several of them

@@ -5,13 +5,13 @@ from __future__ import annotations
 from ..cache import CACHE_KEY_RE, MAX_TTL_S
 from .common import BOOL, INT, OBJECT, STR, errors, obj, ok, path_param, query_param
 
-# "stats" is not a readable key: GET /v1/cache/stats is the statistics route.
-KEY = path_param("key", f"^(?!stats$){CACHE_KEY_RE.pattern[1:]}",
+# Every key is readable: the statistics route is GET /v1/cache, which no key can shadow.
+KEY = path_param("key", CACHE_KEY_RE.pattern,
                  "1-512 characters of A-Z a-z 0-9 . _ - : @")
 _BYTES = {"type": "string", "format": "binary"}
 
 OPENAPI = {
-    "/v1/cache/stats": {"get": {
+    "/v1/cache": {"get": {
         "summary": "This node's cache statistics (hits, misses, lines by state, bytes)",
         "tags": ["cache"],
         "responses": {"200": ok(OBJECT), **errors(503)},

@@ -1,0 +1,78 @@
+"""The cache client as users expect it (issue 20): values are bytes, text or JSON with the
+codec stated and nothing else reaches the wire; no key shadows a route; the extras."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from distsync.cacheclient import CacheCodecError
+from distsync.client import BlockingClient, Client
+from distsync.local import LocalCluster
+
+
+@pytest.mark.parametrize("bad", [5, 10**7, [104, 105], {"a": 1}, True, 1.5, None, object()])
+async def test_set_refuses_values_that_are_not_bytes_or_text(
+    shared_cluster: LocalCluster, bad: object,
+) -> None:
+    """Bug 2: `set("k", 5)` stored five zero bytes, a list of ints became bytes, 10**7 sent
+    10 MB of zeros. Now any such value is a TypeError raised before any request, and the key
+    keeps what it had."""
+    async with Client(shared_cluster.addrs) as c:
+        await c.cache.set("c20-typed", b"before")
+        with pytest.raises(TypeError):
+            await c.cache.set("c20-typed", bad)  # type: ignore[arg-type]
+        assert await c.cache.get("c20-typed") == b"before"
+
+
+async def test_text_and_json_round_trip_with_the_codec_stated(
+    shared_cluster: LocalCluster,
+) -> None:
+    async with Client(shared_cluster.addrs) as c:
+        await c.cache.set("c20-text", "héllo")
+        assert await c.cache.get("c20-text") == "héllo".encode()
+        assert await c.cache.get("c20-text", codec="utf-8") == "héllo"
+        doc = {"a": [1, 2, {"b": None}], "n": 5}
+        await c.cache.set("c20-json", doc, codec="json")
+        assert await c.cache.get("c20-json", codec="json") == doc
+        await c.cache.set("c20-json5", 5, codec="json")
+        assert await c.cache.get("c20-json5") == b"5"
+        with pytest.raises(CacheCodecError):
+            await c.cache.set("c20-json", b"x", codec="yaml")  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            await c.cache.set("c20-json", {1, 2}, codec="json")
+
+
+def test_blocking_set_refuses_an_int(shared_cluster: LocalCluster) -> None:
+    with BlockingClient(shared_cluster.addrs) as c:
+        with pytest.raises(TypeError):
+            c.cache.set("c20-blocking", 5)  # type: ignore[arg-type]
+        assert c.cache.get("c20-blocking") is None
+
+
+async def test_a_key_named_stats_is_a_key(shared_cluster: LocalCluster) -> None:
+    """Bug 3: `set("stats", b"mine")` succeeded, then `get("stats")` answered the node's
+    statistics. Statistics now live at `GET /v1/cache` (no key is empty), so every key,
+    `stats` included, is the user's."""
+    async with Client(shared_cluster.addrs) as c:
+        await c.cache.set("stats", b"mine")
+        assert await c.cache.get("stats") == b"mine"
+        st = await c.cache.stats()
+        assert "hits" in st or "states" in st, st
+        await c.cache.set("state", b"also mine")
+        assert await c.cache.get("state") == b"also mine"
+        assert await c.cache.delete("stats") is True
+        assert await c.cache.get("stats") is None
+
+
+async def test_mget_mset(shared_cluster: LocalCluster) -> None:
+    async with Client(shared_cluster.addrs) as c:
+        versions = await c.cache.mset({"c20-m1": b"1", "c20-m2": "two"})
+        assert set(versions) == {"c20-m1", "c20-m2"}
+        await c.cache.delete("c20-m3")
+        got = await c.cache.mget(["c20-m1", "c20-m2", "c20-m3"])
+        assert got == {"c20-m1": b"1", "c20-m2": b"two", "c20-m3": None}
+        with pytest.raises(TypeError):
+            await c.cache.mset({"c20-m1": b"ok", "c20-m4": 4})  # type: ignore[dict-item]
+        assert await c.cache.get("c20-m4") is None and await c.cache.get("c20-m1") == b"1"
