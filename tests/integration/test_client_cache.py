@@ -3,8 +3,6 @@ codec stated and nothing else reaches the wire; no key shadows a route; the extr
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from distsync.cacheclient import CacheCodecError

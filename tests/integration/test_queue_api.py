@@ -227,7 +227,7 @@ async def test_fifo_batches_and_forwarding_through_a_follower(lc: LocalCluster) 
             got += await q.get("solo", max=3)
         assert [m.body for m in got] == [f"task_{i:03d}" for i in range(1, 11)]
         assert [m.id for m in got] == ids
-        assert await q.ack(*got[:9]) == 9
+        assert (await q.ack(*got[:9])).acked == 9
         await got[9].ack()
         info = await q.info()
         assert info["messages"] == 0 and info["stats"]["acked"] == 10
