@@ -104,7 +104,8 @@ class CacheClient:
     async def _req(self, method: str, path: str, *, data: bytes | None = None,
                    params: dict[str, str] | None = None, node: str | None = None,
                    ) -> tuple[int, dict[str, str], bytes, str]:
-        deadline = time.monotonic() + self.c.timeout
+        started = time.monotonic()
+        deadline = started + self.c.timeout
         delay = 0.02
         headers = self.c._auth_headers()
         while True:
@@ -114,6 +115,7 @@ class CacheClient:
                     method, f"{self.c.scheme}://{addr}{path}", data=data, params=params,
                     headers=headers,
                 ) as r:
+                    self.c.answered_once = True
                     body = await r.read()
                     if r.status < 400:
                         return r.status, dict(r.headers), body, addr
@@ -133,6 +135,7 @@ class CacheClient:
             except (aiohttp.ClientError, TimeoutError, OSError) as e:
                 if node is None:
                     self._seed += 1
+                self.c.check_first_contact(started, e)
                 if time.monotonic() > deadline:
                     raise Unavailable(503, "unreachable", f"{addr}: {e!r}") from None
             await asyncio.sleep(delay)
@@ -226,3 +229,34 @@ class BlockingCache:
 
     def __getattr__(self, name: str) -> Any:
         return blocking_attr(self._cache, name, self._bc._run)
+
+    def get_item(self, key: str, node: str | None = None) -> CacheItem | None:
+        return self._bc._run(self._cache.get_item(key, node))
+
+    def get(self, key: str, default: Any = None, node: str | None = None, *,
+            codec: Codec | None = None) -> Any:
+        """bytes (or decoded with `codec`), or `default` if absent."""
+        if codec is None:
+            return self._bc._run(self._cache.get(key, default, node))
+        return self._bc._run(self._cache.get(key, default, node, codec=codec))
+
+    def set(self, key: str, value: Any, ttl: float | None = None, node: str | None = None,
+            *, codec: Codec | None = None) -> int:
+        return self._bc._run(self._cache.set(key, value, ttl, node, codec=codec))
+
+    def delete(self, key: str, node: str | None = None) -> bool:
+        return self._bc._run(self._cache.delete(key, node))
+
+    def mget(self, keys: Iterable[str], node: str | None = None) -> dict[str, bytes | None]:
+        return self._bc._run(self._cache.mget(keys, node))
+
+    def mset(self, items: Mapping[str, Any], ttl: float | None = None, node: str | None = None,
+             *, codec: Codec | None = None) -> dict[str, int]:
+        return self._bc._run(self._cache.mset(items, ttl, node, codec=codec))
+
+    def state(self, key: str, node: str = "all", via: str | None = None) -> dict[str, Any]:
+        return self._bc._run(self._cache.state(key, node, via))
+
+    def stats(self, node: str | None = None) -> dict[str, Any]:
+        return self._bc._run(self._cache.stats(node))
+

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl as ssl_mod
 import threading
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -85,16 +86,27 @@ class Client:
     def __init__(
         self, addrs: list[str] | str, timeout: float = 15.0, request_timeout: float = 6.0,
         token: str | None = None, ssl: ssl_mod.SSLContext | bool | None = None,
-        ca: str | None = None,
+        ca: str | None = None, connect_timeout: float = 3.0,
     ):
-        """`token`: sent as `Authorization: Bearer`. `ssl`: talk HTTPS (True: verify against
-        the system store; or an SSLContext); `ca`: a CA file to verify the nodes against
-        (implies HTTPS)."""
+        """Times are seconds. `timeout`: how long one call may retry through leader changes
+        and 503s. `request_timeout`: one HTTP attempt. `connect_timeout`: one TCP connect;
+        and until some node has answered once, a call whose every attempt failed to connect
+        raises Unavailable after `connect_timeout` (a wrong or dead address fails fast rather
+        than after `timeout`). `token`: sent as `Authorization: Bearer`. `ssl`: talk HTTPS
+        (True: verify against the system store; or an SSLContext); `ca`: a CA file to verify
+        the nodes against (implies HTTPS)."""
         self.seeds = [addrs] if isinstance(addrs, str) else list(addrs)
         if not self.seeds:
             raise ValueError("give at least one node address")
+        for what, v in (("timeout", timeout), ("request_timeout", request_timeout),
+                        ("connect_timeout", connect_timeout)):
+            if not isinstance(v, int | float) or isinstance(v, bool) or not v > 0:
+                raise InvalidArgument("invalid_argument",
+                                      f"{what} must be a number of seconds > 0, not {v!r}")
         self.timeout = timeout
         self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self.answered_once = False  # some node has answered: past first contact
         self.token = token
         if ca:
             ssl = ssl_mod.create_default_context(cafile=ca)
@@ -125,7 +137,8 @@ class Client:
     def _sess(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.request_timeout),
+                timeout=aiohttp.ClientTimeout(total=self.request_timeout,
+                                              sock_connect=self.connect_timeout),
                 connector=aiohttp.TCPConnector(
                     use_dns_cache=False, limit=256, ssl=self._ssl or True
                 ),
@@ -150,7 +163,8 @@ class Client:
                     headers=self._auth_headers(),
                 ) as r:
                     if r.status == 200:
-                        return (await r.json()).get("leader_addr")
+                        got = (await r.json()).get("leader_addr")
+                        return str(got) if got else None
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
                 pass
             return None
@@ -174,6 +188,7 @@ class Client:
         if mutating:
             headers["Request-Id"] = request_id or str(uuid.uuid4())
         headers.update(self._auth_headers())
+        started = time.monotonic()
         async for attempt in AsyncRetrying(
             stop=stop_after_delay(timeout or self.timeout),
             wait=wait_exponential_jitter(multiplier=0.02, max=0.5, jitter=0.02),
@@ -186,8 +201,19 @@ class Client:
                 except _Retry as r:
                     if attempt.retry_state.attempt_number > 1000:
                         raise
+                    self.check_first_contact(started, r.cause)
                     raise r
         raise AssertionError("unreachable")
+
+    def check_first_contact(self, started: float, cause: BaseException) -> None:
+        """Raise Unavailable once `connect_timeout` has passed without any node ever
+        answering and the last attempt could not connect."""
+        if (not self.answered_once and time.monotonic() - started >= self.connect_timeout
+                and isinstance(cause, aiohttp.ClientConnectorError
+                               | aiohttp.ConnectionTimeoutError | ConnectionRefusedError)):
+            raise Unavailable(503, "unreachable",
+                              f"no node of {self.seeds} could be reached within "
+                              f"connect_timeout={self.connect_timeout} s: {cause!r}")
 
     async def request_or_raise(self, *a: Any, **kw: Any) -> dict[str, Any]:
         try:
@@ -208,6 +234,7 @@ class Client:
             async with self._sess().request(
                 method, url, json=body, headers=headers, params=params
             ) as r:
+                self.answered_once = True
                 try:
                     data = await r.json(content_type=None)
                 except ValueError:
@@ -299,7 +326,7 @@ class Client:
             "POST", "/v1/cluster/transfer-leader", body, mutating=True
         )
         self.leader_addr = None
-        return res["leader"]
+        return str(res["leader"])
 
     # -- key-value ----------------------------------------------------------------------
 
@@ -424,6 +451,56 @@ class BlockingClient:
 
     def __getattr__(self, name: str) -> Any:
         return blocking_attr(self._client, name, self._run)
+
+    # The blocking twins of Client's calls, spelled out so that help() and IDEs see them.
+
+    def request(self, method: str, path: str, body: Any = None, *, mutating: bool = False,
+                request_id: str | None = None, params: dict[str, str] | None = None,
+                addr: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+        return self._run(self._client.request_or_raise(
+            method, path, body, mutating=mutating, request_id=request_id, params=params,
+            addr=addr, timeout=timeout))
+
+    def status(self, addr: str | None = None) -> dict[str, Any]:
+        return self._run(self._client.status(addr))
+
+    def find_leader(self) -> str:
+        return self._run(self._client.find_leader())
+
+    def cluster_status(self) -> list[dict[str, Any]]:
+        return self._run(self._client.cluster_status())
+
+    def members(self) -> dict[str, Any]:
+        return self._run(self._client.members())
+
+    def add_member(self, node_id: str, addr: str, learner: bool = False) -> dict[str, Any]:
+        return self._run(self._client.add_member(node_id, addr, learner))
+
+    def remove_member(self, node_id: str) -> dict[str, Any]:
+        return self._run(self._client.remove_member(node_id))
+
+    def transfer_leader(self, to: str | None = None) -> str:
+        return self._run(self._client.transfer_leader(to))
+
+    def put(self, key: str, value: Any, *, expect_revision: int | None = None,
+            request_id: str | None = None) -> dict[str, Any]:
+        return self._run(self._client.put(key, value, expect_revision=expect_revision,
+                                          request_id=request_id))
+
+    def get(self, key: str, *, consistency: str = "linearizable") -> dict[str, Any]:
+        return self._run(self._client.get(key, consistency=consistency))
+
+    def get_value(self, key: str, default: Any = None) -> Any:
+        return self._run(self._client.get_value(key, default))
+
+    def delete(self, key: str, *, expect_revision: int | None = None,
+               request_id: str | None = None) -> dict[str, Any]:
+        return self._run(self._client.delete(key, expect_revision=expect_revision,
+                                             request_id=request_id))
+
+    def cas(self, key: str, expect_revision: int, value: Any) -> dict[str, Any]:
+        return self._run(self._client.cas(key, expect_revision, value))
+
 
     @property
     def cache(self) -> BlockingCache:
