@@ -471,7 +471,8 @@ async def run(b: Bench) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog=os.environ.get("DISTSYNC_PROG"),
+                                description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
                    help="short phases and fewer repetitions (under 5 minutes)")
     p.add_argument("--only", default=",".join(SECTIONS),

@@ -256,7 +256,7 @@ def chaos(args: tuple[str, ...]) -> None:
     lists its options."""
     from .testing.chaos import main as run
 
-    sys.exit(run(list(args)))
+    sys.exit(run(list(args), prog="distsync chaos"))
 
 
 @main.command(
@@ -276,7 +276,8 @@ def bench(args: tuple[str, ...]) -> None:
             "Clone the repository and run `pip install -e .` there (or run "
             "`python benchmarks/run.py` in it)."
         )
-    sys.exit(subprocess.call([sys.executable, str(script), *args]))
+    env = {**os.environ, "DISTSYNC_PROG": "distsync bench"}  # its --help shows this usage
+    sys.exit(subprocess.call([sys.executable, str(script), *args], env=env))
 
 
 @main.command()

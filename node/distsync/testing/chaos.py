@@ -217,10 +217,10 @@ async def run_chaos(
     return res
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m distsync.testing.chaos") -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m distsync.testing.chaos",
+    p = argparse.ArgumentParser(prog=prog,
                                 description="Run one seeded chaos scenario and check it.")
     p.add_argument("--scenario", default="mixed", choices=sorted(SCENARIOS))
     p.add_argument("--nodes", type=int, default=None, help="default: the scenario's (3 or 5)")
