@@ -21,9 +21,11 @@ timeout; `backend_unavailable` is raised at once as `BackendUnavailable`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import inspect
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import quote
@@ -73,6 +75,13 @@ def encode_value(value: Any, codec: str | None) -> bytes:
     raise TypeError(
         f"cache values are bytes or str; got {type(value).__name__} (pass codec='json' to "
         f"store it as JSON)")
+
+
+def _fill_lock_name(key: str) -> str:
+    name = f"cache-fill:{key}"
+    if len(name) <= 256:
+        return name
+    return "cache-fill:sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def decode_value(data: bytes, codec: str) -> Any:
@@ -198,6 +207,24 @@ class CacheClient:
         versions = await asyncio.gather(*(self.set(k, v, ttl, node) for k, v in data.items()))
         return dict(zip(data, versions, strict=True))
 
+    async def get_or_set(self, key: str, loader: Callable[[], Any], ttl: float | None = None,
+                         *, codec: Codec | None = None, wait: float | None = 30.0) -> Any:
+        """The cached value, or else `loader()`'s (a function or coroutine function), stored
+        with `ttl` and returned as `get` would return it. Single flight across the cluster:
+        on a miss the caller takes the distsync lock `cache-fill:<key>` and checks again, so
+        one loader per key runs at a time however many clients and nodes miss together."""
+        got = await self.get(key)
+        if got is None:
+            async with self.c.lock(_fill_lock_name(key), wait=wait):
+                got = await self.get(key)
+                if got is None:
+                    value = loader()
+                    if inspect.isawaitable(value):
+                        value = await value
+                    got = encode_value(value, codec)
+                    await self.set(key, got, ttl)
+        return got if codec is None else decode_value(got, codec)
+
     async def delete(self, key: str, node: str | None = None) -> bool:
         _, _, body, _ = await self._req("DELETE", self._path(key), node=node)
         return bool(_json(body)["deleted"])
@@ -243,6 +270,12 @@ class BlockingCache:
     def set(self, key: str, value: Any, ttl: float | None = None, node: str | None = None,
             *, codec: Codec | None = None) -> int:
         return self._bc._run(self._cache.set(key, value, ttl, node, codec=codec))
+
+    def get_or_set(self, key: str, loader: Callable[[], Any], ttl: float | None = None, *,
+                   codec: Codec | None = None, wait: float | None = 30.0) -> Any:
+        """As CacheClient.get_or_set; `loader` is a plain function here (run on the
+        client's event loop thread, so keep it short or hand it a cached result)."""
+        return self._bc._run(self._cache.get_or_set(key, loader, ttl, codec=codec, wait=wait))
 
     def delete(self, key: str, node: str | None = None) -> bool:
         return self._bc._run(self._cache.delete(key, node))

@@ -3,6 +3,8 @@ codec stated and nothing else reaches the wire; no key shadows a route; the extr
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from distsync.cacheclient import CacheCodecError
@@ -74,3 +76,34 @@ async def test_mget_mset(shared_cluster: LocalCluster) -> None:
         with pytest.raises(TypeError):
             await c.cache.mset({"c20-m1": b"ok", "c20-m4": 4})  # type: ignore[dict-item]
         assert await c.cache.get("c20-m4") is None and await c.cache.get("c20-m1") == b"1"
+
+
+async def test_get_or_set_runs_one_loader_per_key_across_clients(
+    shared_cluster: LocalCluster,
+) -> None:
+    """Ten callers through three clients (one per node) miss at once: one loader runs and
+    everyone gets its value."""
+    lc = shared_cluster
+    calls = 0
+
+    async def loader() -> bytes:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.2)  # a slow database read, while the others wait
+        return b"loaded"
+
+    key = "c20-gos"
+    clients = [Client([a]) for a in lc.addrs]
+    try:
+        await clients[0].cache.delete(key)
+        got = await asyncio.gather(*(
+            clients[i % len(clients)].cache.get_or_set(key, loader, ttl=30) for i in range(10)
+        ))
+        assert got == [b"loaded"] * 10
+        assert calls == 1
+        assert await clients[1].cache.get(key) == b"loaded"
+        doc = await clients[2].cache.get_or_set("c20-gos-json", lambda: {"n": 1}, codec="json")
+        assert doc == {"n": 1}
+    finally:
+        for c in clients:
+            await c.close()
