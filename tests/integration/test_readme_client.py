@@ -1,0 +1,73 @@
+"""Every ```python block of README runs, as a user would paste it, against a real local
+cluster (issue 20). A block that is only a fragment of someone else's code is marked in the
+README with `<!-- readme-test: skip (why) -->` on the line before it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cluster_helpers import ready
+
+from distsync.local import LocalCluster
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+SKIP = re.compile(r"<!-- readme-test: skip \((.+?)\) -->\s*$")
+
+
+def python_blocks() -> list[tuple[int, str, str | None]]:
+    """(line number, code, skip reason or None) of each ```python block."""
+    lines = README.read_text().splitlines()
+    out = []
+    i = 0
+    while i < len(lines):
+        if lines[i].strip() == "```python":
+            start = i + 1
+            j = start
+            while lines[j].strip() != "```":
+                j += 1
+            m = SKIP.search(lines[i - 1]) if i else None
+            out.append((start, "\n".join(lines[start:j]) + "\n", m.group(1) if m else None))
+            i = j
+        i += 1
+    return out
+
+
+BLOCKS = python_blocks()
+
+
+@pytest.fixture(scope="module")
+def readme_cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(3) as lc:
+        ready(lc)
+        yield lc
+
+
+def test_readme_has_the_client_blocks() -> None:
+    runnable = [b for b in BLOCKS if b[2] is None]
+    assert len(runnable) >= 6, [b[0] for b in BLOCKS]
+    text = "".join(code for _, code, _ in runnable)
+    for form in ("async with c.lock(", "msg.process()", "with msg.process():",
+                 "codec=\"json\"", "get_or_set", "acquire(timeout=5)", "lock.extend()"):
+        assert form in text, form
+
+
+@pytest.mark.parametrize("line,code,skip", BLOCKS, ids=[f"README.md:{b[0]}" for b in BLOCKS])
+def test_readme_block_runs(readme_cluster: LocalCluster, line: int, code: str,
+                           skip: str | None) -> None:
+    if skip is not None:
+        pytest.skip(f"README.md:{line} is marked: {skip}")
+    addrs = readme_cluster.addrs
+    # the README's example addresses (127.0.0.1:7001...) become this cluster's nodes
+    script = re.sub(r"127\.0\.0\.1:700([1-9])",
+                    lambda m: addrs[(int(m.group(1)) - 1) % len(addrs)], code)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert res.returncode == 0, (
+        f"README.md:{line} failed (exit {res.returncode})\n--- stdout ---\n{res.stdout}"
+        f"\n--- stderr ---\n{res.stderr}")
