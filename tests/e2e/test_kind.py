@@ -212,7 +212,7 @@ def test_workload(deployed: PortForward) -> None:
     write_batch(50)
     check_acked()
     with BlockingClient([API], timeout=30) as c:
-        with c.lock("e2e/lock", ttl=10) as grant:
+        with c.lock("e2e-lock", ttl=10) as grant:
             assert grant.token > 0  # a fencing token
         q = c.queue("e2e")
         q.create()
