@@ -32,7 +32,14 @@ from urllib.parse import quote
 
 import aiohttp
 
-from .client import DistSyncError, InvalidArgument, Unavailable, _error, blocking_attr
+from .client import (
+    CompareFailed,
+    DistSyncError,
+    InvalidArgument,
+    Unavailable,
+    _error,
+    blocking_attr,
+)
 
 if TYPE_CHECKING:
     from .client import BlockingClient, Client
@@ -86,6 +93,14 @@ def _fill_lock_name(key: str) -> str:
 
 def decode_value(data: bytes, codec: str) -> Any:
     return data.decode() if codec == "utf-8" else json.loads(data)
+
+
+class VersionMismatch(CompareFailed):
+    """`set(..., if_version=n)` found another version (`version`): nothing was written."""
+
+    @property
+    def version(self) -> int:
+        return int(self.body.get("version", 0))
 
 
 class BackendUnavailable(Unavailable):
@@ -180,16 +195,49 @@ class CacheClient:
             return default
         return item.value if codec is None else decode_value(item.value, codec)
 
+    @overload
     async def set(self, key: str, value: Any, ttl: float | None = None,
-                  node: str | None = None, *, codec: Codec | None = None) -> int:
+                  node: str | None = None, *, codec: Codec | None = None,
+                  nx: Literal[False] = False, if_version: int | None = None) -> int: ...
+
+    @overload
+    async def set(self, key: str, value: Any, ttl: float | None = None,
+                  node: str | None = None, *, codec: Codec | None = None,
+                  nx: Literal[True], if_version: None = None) -> int | None: ...
+
+    async def set(self, key: str, value: Any, ttl: float | None = None,
+                  node: str | None = None, *, codec: Codec | None = None, nx: bool = False,
+                  if_version: int | None = None) -> int | None:
         """Store `value` with an optional TTL in seconds; returns the new version once every
         other copy is invalidated and the backend has it. `value` is bytes (stored as is) or
         str (stored UTF-8); with `codec="json"` any JSON-serializable value (stored as UTF-8
-        JSON). Anything else is a TypeError, raised before any request."""
+        JSON). Anything else is a TypeError, raised before any request.
+        `nx=True`: only if the key is absent (else nothing is written and None is returned,
+        as redis-py's `set(nx=True)` does). `if_version=n`: only if the key's version is
+        still n (0: absent), else VersionMismatch (with the current `version`)."""
         data = encode_value(value, codec)
-        params = {"ttl": repr(float(ttl))} if ttl is not None else None
-        _, _, body, _ = await self._req("PUT", self._path(key), data=data, params=params,
-                                        node=node)
+        if nx and if_version is not None:
+            raise InvalidArgument("invalid_argument", "give nx or if_version, not both")
+        if if_version is not None and (isinstance(if_version, bool)
+                                       or not isinstance(if_version, int) or if_version < 0):
+            raise InvalidArgument("invalid_argument",
+                                  f"if_version must be an int >= 0, not {if_version!r}")
+        params: dict[str, str] = {}
+        if ttl is not None:
+            params["ttl"] = repr(float(ttl))
+        if nx:
+            params["nx"] = "1"
+        if if_version is not None:
+            params["if_version"] = str(if_version)
+        try:
+            _, _, body, _ = await self._req("PUT", self._path(key), data=data,
+                                            params=params or None, node=node)
+        except DistSyncError as e:
+            if e.code != "condition_failed":
+                raise
+            if nx:
+                return None
+            raise VersionMismatch(e.status, e.code, e.message, e.body) from None
         return int(_json(body)["version"])
 
     async def mget(self, keys: Iterable[str], node: str | None = None,
@@ -268,8 +316,13 @@ class BlockingCache:
         return self._bc._run(self._cache.get(key, default, node, codec=codec))
 
     def set(self, key: str, value: Any, ttl: float | None = None, node: str | None = None,
-            *, codec: Codec | None = None) -> int:
-        return self._bc._run(self._cache.set(key, value, ttl, node, codec=codec))
+            *, codec: Codec | None = None, nx: bool = False,
+            if_version: int | None = None) -> int | None:
+        """As CacheClient.set (None only for nx=True when the key exists)."""
+        if nx:
+            return self._bc._run(self._cache.set(key, value, ttl, node, codec=codec, nx=True))
+        return self._bc._run(self._cache.set(key, value, ttl, node, codec=codec,
+                                             if_version=if_version))
 
     def get_or_set(self, key: str, loader: Callable[[], Any], ttl: float | None = None, *,
                    codec: Codec | None = None, wait: float | None = 30.0) -> Any:

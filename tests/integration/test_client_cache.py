@@ -107,3 +107,43 @@ async def test_get_or_set_runs_one_loader_per_key_across_clients(
     finally:
         for c in clients:
             await c.close()
+
+
+async def test_set_nx_and_if_version(shared_cluster: LocalCluster) -> None:
+    """Conditional writes, through different nodes (so both the home's check and the E
+    owner's local check are used), and many writers racing on one key: exactly one nx wins."""
+    from distsync.cacheclient import VersionMismatch
+
+    lc = shared_cluster
+    clients = [Client([a]) for a in lc.addrs]
+    try:
+        a, b, c3 = clients
+        await a.cache.delete("c20-nx")
+        v1 = await a.cache.set("c20-nx", b"first", nx=True)
+        assert v1 is not None
+        assert await b.cache.set("c20-nx", b"second", nx=True) is None
+        assert await a.cache.set("c20-nx", b"again", nx=True) is None  # a holds it in E
+        assert await c3.cache.get("c20-nx") == b"first"
+        item = await b.cache.get_item("c20-nx")
+        assert item is not None and item.version == v1
+        v2 = await b.cache.set("c20-nx", b"third", if_version=v1)
+        assert v2 > v1
+        with pytest.raises(VersionMismatch) as ei:
+            await a.cache.set("c20-nx", b"fourth", if_version=v1)
+        assert ei.value.version == v2
+        v3 = await b.cache.set("c20-nx", b"fifth", if_version=v2)  # b's own E line
+        with pytest.raises(VersionMismatch):
+            await b.cache.set("c20-nx", b"sixth", if_version=v2)
+        assert await c3.cache.get("c20-nx") == b"fifth" and v3 > v2
+        with pytest.raises(ValueError):
+            await a.cache.set("c20-nx", b"x", nx=True, if_version=1)  # type: ignore[call-overload]
+
+        await a.cache.delete("c20-race")
+        got = await asyncio.gather(*(
+            clients[i % 3].cache.set("c20-race", f"w{i}", nx=True) for i in range(12)))
+        winners = [i for i, v in enumerate(got) if v is not None]
+        assert len(winners) == 1, got
+        assert await c3.cache.get("c20-race") == f"w{winners[0]}".encode()
+    finally:
+        for cl in clients:
+            await cl.close()

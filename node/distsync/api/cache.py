@@ -123,8 +123,31 @@ async def put(request: web.Request) -> web.StreamResponse:
     if len(body) > svc.cfg.max_value_bytes:
         raise ApiError(413, "value_too_large",
                        f"cache values are at most {svc.cfg.max_value_bytes} bytes")
-    res = await _guard(svc.put(key, body, ttl))
+    cond = _condition(request)
+    res = await _guard(svc.put(key, body, ttl, cond))
+    if res.get("cond_failed"):
+        want = "absent" if cond and cond.get("nx") else f"at version {cond and cond.get('if_version')}"
+        raise ApiError(409, "condition_failed",
+                       f"the key is at version {res['version']} (0: absent), not {want}",
+                       key=key, version=res["version"])
     return json_response({"key": key, "version": res["version"], "state": res["state"]})
+
+
+def _condition(request: web.Request) -> dict[str, object] | None:
+    """`?nx=1`: write only if the key is absent; `?if_version=N`: only if its version is N
+    (0: absent). Checked where the write is ordered; 409 `condition_failed` otherwise."""
+    nx, ifv = request.query.get("nx"), request.query.get("if_version")
+    if nx is not None and ifv is not None:
+        raise ApiError(400, "invalid_query", "give nx or if_version, not both")
+    if nx is not None:
+        if nx not in ("1", "true"):
+            raise ApiError(400, "invalid_query", "nx must be 1 or true")
+        return {"nx": True}
+    if ifv is not None:
+        if not ifv.isdigit() or len(ifv) > 18:
+            raise ApiError(400, "invalid_query", "if_version must be an integer >= 0")
+        return {"if_version": int(ifv)}
+    return None
 
 
 @routes.delete("/v1/cache/{key:[^/]*}")

@@ -26,6 +26,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from .backend import BackendUnavailable
+from .conditions import cond_holds
 from .near import E, I
 from .protocol import FETCH, INV, NotHome, PeerUnreachable
 
@@ -107,13 +108,19 @@ class HomeRole:
         async with self.dir.locks.hold(key):
             try:
                 await self._backend_back()
-                await self._warm(key, src)
+                fenced = await self._warm(key, src)
                 ent = self.dir.entry(key)
-                await self._invalidate(key, ent.others(src))
+                fenced = bool(await self._invalidate(key, ent.others(src))) or fenced
                 # Every other copy is gone. The writer stays listed (as a sharer) while the
                 # write is out: it may still hold its old line. It drops that line when the
                 # write fails (service.py), so a failure leaves nobody listed.
                 ent.owner, ent.sharers = None, {src}
+                cond = msg.get("cond")
+                if cond is not None:
+                    cur = await self._current_version(key, fenced)
+                    if not cond_holds(cond, cur):
+                        ent.sharers.discard(src)  # the writer drops its line (service.py)
+                        return {"cond_failed": True, "version": cur, **self._lease(src)}
                 try:
                     ver, existed = await self.backend.put(key, value, msg.get("ttl_ms"),
                                                           self.view.conf_index())
@@ -135,6 +142,17 @@ class HomeRole:
                         "state": E if value is not None else I, **self._lease(src)}
             finally:
                 self._settle(key, epoch)
+
+    async def _current_version(self, key: str, fenced: bool) -> int:
+        """The key's version (0: absent) for a conditional write, with every other copy
+        invalidated and the key's lock held: every holder that answered has finished its
+        silent writes (INV waits for them). If one had to be revoked instead, `reserve`
+        first moves the counter on, as a GETS does, so a silent write of it still in flight
+        cannot land between this read and the write that follows (its compare fails)."""
+        if fenced:
+            await self.backend.reserve(key, self.view.conf_index())
+        ld = await self.backend.load(key)
+        return ld.version if ld.value is not None else 0
 
     async def _backend_back(self) -> None:
         """After a backend failure seen here, refuse writes untouched until a PING answers."""

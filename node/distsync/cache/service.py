@@ -33,6 +33,7 @@ from typing import Any
 from ..hashring import HashRing
 from .backend import Backend, BackendUnavailable
 from .batching import Batcher
+from .conditions import cond_holds
 from .directory import Directory, KeyLocks
 from .home import HomeRole
 from .metrics import CacheMetrics
@@ -285,32 +286,45 @@ class CacheService(HomeRole):
 
     # -- writes --------------------------------------------------------------------------
 
-    async def put(self, key: str, value: bytes, ttl_ms: int | None = None) -> dict[str, Any]:
-        return await self._write(key, bytes(value), ttl_ms)
+    async def put(self, key: str, value: bytes, ttl_ms: int | None = None,
+                  cond: dict[str, Any] | None = None) -> dict[str, Any]:
+        """`cond`: {"nx": True} (only if absent) or {"if_version": n} (only if the current
+        version is n; 0: absent). When it does not hold, nothing is written and the answer
+        is {"cond_failed": True, "version": current}. Checked where the write is ordered: at
+        the E owner for a silent write, else at the home under the key's lock."""
+        return await self._write(key, bytes(value), ttl_ms, cond or None)
 
     async def delete(self, key: str) -> dict[str, Any]:
         return await self._write(key, None, None)
 
-    async def _write(self, key: str, value: bytes | None, ttl_ms: int | None) -> dict[str, Any]:
+    async def _write(self, key: str, value: bytes | None, ttl_ms: int | None,
+                     cond: dict[str, Any] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         self._ring_check()
         try:
-            res = await self._write_loop(key, value, ttl_ms)
+            res = await self._write_loop(key, value, ttl_ms, cond)
         except BackendUnavailable:
             self.metrics.inc("backend_errors")
             self._backend_down = True
             raise
+        if res.get("cond_failed"):
+            return res
         self.metrics.inc("puts" if value is not None else "deletes")
         self.metrics.put(time.perf_counter() - t0)
         return res
 
-    async def _write_loop(self, key: str, value: bytes | None,
-                          ttl_ms: int | None) -> dict[str, Any]:
+    async def _write_loop(self, key: str, value: bytes | None, ttl_ms: int | None,
+                          cond: dict[str, Any] | None = None) -> dict[str, Any]:
         for attempt in range(self.cfg.retries):
             async with self._wlocks.hold(key):
                 line = self.near.peek(key)
                 if (line is not None and line.state == E and key not in self._writing
                         and not line.expired(self.clock()) and self.lease_ok(line.home)):
+                    # An E line is the current value (every other write would have come
+                    # through the home and invalidated it first): check the condition here.
+                    if cond is not None and not cond_holds(cond, line.version):
+                        return {"key": key, "cond_failed": True, "version": line.version,
+                                "state": line.state}
                     res = await self._silent_write(key, line, value, ttl_ms)
                     if res is not None:
                         self.metrics.inc("silent_upgrades")
@@ -319,7 +333,7 @@ class CacheService(HomeRole):
                 # the write is out, and replaced or dropped when it is answered.
                 self._writing[key] = self._writing.get(key, 0) + 1
             try:
-                res = await self._home_write(key, value, ttl_ms, attempt)
+                res = await self._home_write(key, value, ttl_ms, attempt, cond)
             except BackendUnavailable as e:
                 if not e.untouched:
                     self.near.drop(key)
@@ -336,15 +350,18 @@ class CacheService(HomeRole):
         raise Contention(f"write to {key!r} sent back {self.cfg.retries} times (ring changing)")
 
     async def _home_write(self, key: str, value: bytes | None, ttl_ms: int | None,
-                          attempt: int) -> dict[str, Any] | None:
+                          attempt: int, cond: dict[str, Any] | None = None,
+                          ) -> dict[str, Any] | None:
         """PUTX to the key's home; None if the ring moved under us (retry)."""
         home = self.home_of(key)
         gen = self._home(home).gen
         seen = self._begin(key)
         sent = self.clock()
+        msg: dict[str, Any] = {"key": key, "src": self.id, "value": value, "ttl_ms": ttl_ms}
+        if cond is not None:
+            msg["cond"] = cond
         try:
-            rep = await self._call(home, PUTX, {"key": key, "src": self.id, "value": value,
-                                                "ttl_ms": ttl_ms})
+            rep = await self._call(home, PUTX, msg)
         except NotHome:
             self._end(key, seen)
             self.near.drop(key)  # the home may have stopped listing our copy
@@ -358,6 +375,11 @@ class CacheService(HomeRole):
             self._end(key, seen)
             raise
         poisoned = self._end(key, seen)
+        if rep.get("cond_failed"):
+            self._renewed(home, rep, sent, gen)
+            self.near.drop(key)
+            return {"key": key, "cond_failed": True, "version": rep["version"],
+                    "state": self.near.state(key)}
         keep = (self._renewed(home, rep, sent, gen) and not poisoned and value is not None
                 and rep.get("state") == E and self._writing.get(key) == 1
                 and self.ring is not None and self.home_of(key) == home)

@@ -34,12 +34,16 @@ OPENAPI = {
             "tags": ["cache"],
             "parameters": [KEY, query_param(
                 "ttl", {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TTL_S},
-                "Seconds to live")],
+                "Seconds to live"),
+                query_param("nx", {"type": "string", "enum": ["1", "true"]},
+                            "Write only if the key is absent (409 condition_failed if not)"),
+                query_param("if_version", {"type": "integer", "minimum": 0},
+                            "Write only if the key's version is this (0: absent)")],
             "requestBody": {"required": True,
                             "content": {"application/octet-stream": {"schema": _BYTES}}},
             "responses": {"200": ok(obj(["key", "version", "state"], key=STR, version=INT,
                                         state=STR)),
-                          **errors(503)},
+                          **errors(400, 409, 503)},
         },
         "delete": {
             "summary": "Delete a value everywhere",
