@@ -162,6 +162,7 @@ class Client:
                     f"{self.scheme}://{a}/v1/status", timeout=aiohttp.ClientTimeout(total=0.5),
                     headers=self._auth_headers(),
                 ) as r:
+                    self.answered_once = True
                     if r.status == 200:
                         got = (await r.json()).get("leader_addr")
                         return str(got) if got else None

@@ -413,6 +413,14 @@ class Lock:
                 return False
             raise LockTimeout(409, "timeout", f"lock {self.name!r} was not granted within "
                                               f"{timeout} s") from None
+        if first and session.lost and self._fixed_session is None:
+            # the shared session was lost while we waited at its gate: start again on the
+            # client's new one
+            async with gate.cond:
+                gate.busy = False
+                gate.cond.notify_all()
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            return await self.acquire(left, blocking=blocking)
         if first:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
