@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import inspect
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -47,6 +48,13 @@ if TYPE_CHECKING:
 
 Codec = Literal["utf-8", "json"]
 CODECS: tuple[str, ...] = ("utf-8", "json")
+
+
+CACHE_KEY_RE = re.compile(r"^[A-Za-z0-9._\-:@]{1,512}$")  # as api/cache.py checks
+
+
+class InvalidCacheKey(InvalidArgument):
+    """A cache key the API would refuse (raised before any request)."""
 
 
 class CacheCodecError(InvalidArgument):
@@ -167,6 +175,9 @@ class CacheClient:
 
     @staticmethod
     def _path(key: str) -> str:
+        if not isinstance(key, str) or not CACHE_KEY_RE.fullmatch(key):
+            raise InvalidCacheKey("invalid_key", "cache keys are 1-512 characters of A-Z a-z "
+                                                 f"0-9 . _ - : @, not {key!r}")
         return f"/v1/cache/{quote(key, safe='')}"
 
     async def get_item(self, key: str, node: str | None = None) -> CacheItem | None:
@@ -252,6 +263,8 @@ class CacheClient:
         """Several writes at once; returns each key's new version. Every value is checked
         (TypeError) before any request. Not atomic across keys: each write is its own."""
         data = {k: encode_value(v, codec) for k, v in items.items()}
+        for k in data:
+            self._path(k)  # every key checked before any request
         versions = await asyncio.gather(*(self.set(k, v, ttl, node) for k, v in data.items()))
         return dict(zip(data, versions, strict=True))
 

@@ -46,6 +46,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import socket
 import time
 import uuid
@@ -71,6 +72,32 @@ class QueueFull(DistSyncError):
 class UnknownReceipt(DistSyncError):
     """404 `unknown_receipt`: no receipt matched a current delivery (acked already, or the
     message was redelivered after its visibility timeout)."""
+
+
+QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,123}$")  # as api/queues.py checks
+CONSUMER_RE = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
+# seconds keywords of create(), and the option (ms) each sets
+SECONDS_OPTIONS = {"visibility": "visibility_ms", "retention": "retention_ms",
+                   "dedupe_window": "dedupe_window_ms", "consumer_ttl": "consumer_ttl_ms"}
+
+
+class InvalidQueueName(InvalidArgument):
+    """A queue name or consumer id the API would refuse (raised before any request)."""
+
+
+def check_queue_name(name: str) -> str:
+    if not isinstance(name, str) or not QUEUE_NAME_RE.fullmatch(name):
+        raise InvalidQueueName("invalid_queue_name",
+                               "queue names are 1-124 characters of A-Z a-z 0-9 _ . - (not "
+                               f"starting with . or -), not {name!r}")
+    return name
+
+
+def check_consumer_id(cid: str) -> str:
+    if not isinstance(cid, str) or not CONSUMER_RE.fullmatch(cid):
+        raise InvalidQueueName("invalid_consumer",
+                               f"consumer ids are 1-128 of A-Z a-z 0-9 _ . : @ -, not {cid!r}")
+    return cid
 
 
 class LeaseExpired(DistSyncError, TimeoutError):
@@ -255,7 +282,7 @@ def _mark_settled(items: Iterable[Any]) -> None:
 class Queue:
     def __init__(self, client: Client, name: str):
         self.client = client
-        self.name = name
+        self.name = check_queue_name(name)
         self._path = f"/v1/queues/{quote(name, safe='')}"
 
     async def _call(self, method: str, path: str, body: Any = None, **kw: Any) -> dict[str, Any]:
@@ -267,8 +294,14 @@ class Queue:
     # -- queue --------------------------------------------------------------------------
 
     async def create(self, **options: Any) -> dict[str, Any]:
-        """Create, or change options (partitions, visibility_ms, max_deliveries, max_length,
-        max_bytes, retention_ms, dedupe_window_ms, consumer_ttl_ms, dead_letter)."""
+        """Create, or change options (partitions, max_deliveries, max_length, max_bytes,
+        dead_letter; times in seconds as visibility=, retention=, dedupe_window=,
+        consumer_ttl=, or in ms as the API's visibility_ms, retention_ms, ...)."""
+        for kw, opt in SECONDS_OPTIONS.items():
+            if kw in options:
+                if opt in options:
+                    raise InvalidArgument("invalid_argument", f"give {kw} or {opt}, not both")
+                options[opt] = _ms(kw, options.pop(kw), None)
         return await self._call("PUT", "", options, mutating=True)
 
     async def info(self, *, consistency: str = "linearizable") -> dict[str, Any]:
@@ -316,6 +349,7 @@ class Queue:
         waiting up to `wait` seconds for the first; [] if none came. `ack`: receipts (or
         messages) to ack in the same command first, like JetStream's AckNext (receipts that
         no longer match are skipped; use `ack_many` to learn which)."""
+        check_consumer_id(consumer)
         msgs, _ = await self._fetch(consumer, max, _ms("visibility", visibility, visibility_ms),
                                     _ms("wait", wait, wait_ms) or 0, ack, request_id, None)
         return msgs
@@ -388,12 +422,14 @@ class Queue:
 
     async def heartbeat(self, consumer: str) -> list[int]:
         """Keep `consumer` registered; returns its partitions."""
+        check_consumer_id(consumer)
         res = await self._call("POST", f"/consumers/{quote(consumer, safe='')}/heartbeat",
                                None, mutating=True)
         return list(res["partitions"])
 
     async def leave(self, consumer: str) -> int:
         """Unregister: messages it holds go back at once. Returns how many."""
+        check_consumer_id(consumer)
         res = await self._call("DELETE", f"/consumers/{quote(consumer, safe='')}",
                                mutating=True)
         return int(res["released"])
@@ -412,7 +448,7 @@ class Queue:
         always at most a third of the queue's consumer_ttl_ms). `wait`: long-poll seconds
         per fetch (default 20)."""
         w = _ms("wait", wait, wait_ms)
-        return Consumer(self, consumer or default_consumer_id(), batch,
+        return Consumer(self, check_consumer_id(consumer or default_consumer_id()), batch,
                         _ms("visibility", visibility, visibility_ms),
                         20_000 if w is None else w,
                         heartbeat if heartbeat is not None else heartbeat_s,

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from distsync.client import BlockingClient, Client, InvalidArgument, Unavailable
+from distsync.local import LocalCluster
 from distsync.lockclient import LockTimeout
 
 
@@ -42,6 +43,11 @@ def test_argument_errors_are_value_errors_raised_before_any_request() -> None:
         for bad in (lambda: c.lock("a/b"), lambda: c.lock("ok", mode="both"),
                     lambda: c.lock("ok", wait=-1), lambda: c.cache.set("k", 5),
                     lambda: c.queue("q").get("w", wait=-2),
+                    lambda: c.queue("jobs/billing"), lambda: c.queue("q").get("bad id"),
+                    lambda: c.queue("q").consume("bad id"),
+                    lambda: c.cache.set("a/b", b"x"), lambda: c.cache.get("a b"),
+                    lambda: c.cache.mset({"ok": b"1", "a/b": b"2"}),
+                    lambda: c.queue("q").create(visibility=1, visibility_ms=1000),
                     lambda: c.queue("q").nack("1:x", delay=float("nan"))):
             with pytest.raises((ValueError, TypeError)) as ei:
                 bad()
@@ -53,3 +59,14 @@ def test_exception_hierarchy() -> None:
     assert issubclass(LockTimeout, TimeoutError)
     assert issubclass(Unavailable, ConnectionError)
     assert issubclass(InvalidArgument, ValueError)
+
+
+def test_queue_options_in_seconds(shared_cluster: LocalCluster) -> None:
+    import uuid
+
+    with BlockingClient(shared_cluster.addrs) as c:
+        q = c.queue(f"c20-secs-{uuid.uuid4().hex[:6]}")
+        q.create(partitions=1, visibility=1.5, consumer_ttl=20, retention=3600.0)
+        opts = q.info()["options"]
+        assert (opts["visibility_ms"], opts["consumer_ttl_ms"], opts["retention_ms"]) == (
+            1500, 20_000, 3_600_000)
