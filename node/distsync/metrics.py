@@ -3,7 +3,20 @@ one process (tests, the simulator) without colliding."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+# Counters and histograms would each add a `*_created` gauge (a timestamp) that dashboards
+# never use and that doubles the series count; they are off for the whole process.
+disable_created_metrics()
+
+ROLES = ("follower", "pre_candidate", "candidate", "leader")  # raft.types.Role order
 
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
@@ -17,9 +30,11 @@ class NodeMetrics:
         self.term = Gauge("distsync_raft_term", "Current Raft term", registry=r)
         self.is_leader = Gauge("distsync_raft_is_leader", "1 if this node is leader", registry=r)
         self.role = Gauge(
-            "distsync_raft_role", "Raft role (0 follower, 1 pre-candidate, 2 candidate, 3 leader)",
-            registry=r,
+            "distsync_raft_role", "1 for this node's current Raft role, 0 for the others",
+            ["role"], registry=r,
         )
+        self._role: int | None = None
+        self.set_role(0)
         self.commit_index = Gauge("distsync_raft_commit_index", "Commit index", registry=r)
         self.applied_index = Gauge("distsync_raft_applied_index", "Applied index", registry=r)
         self.last_index = Gauge("distsync_raft_last_index", "Last log index", registry=r)
@@ -59,6 +74,15 @@ class NodeMetrics:
             "distsync_http_requests", "HTTP requests by route and status",
             ["route", "status"], registry=r,
         )
+
+    def set_role(self, role: int) -> None:
+        """A label per role (`distsync_raft_role{role="leader"} 1`), so a query can select
+        or count by role instead of decoding a number."""
+        if role == self._role:
+            return
+        self._role = role
+        for i, name in enumerate(ROLES):
+            self.role.labels(name).set(1 if i == role else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -781,7 +781,7 @@ class Node:
     def _update_gauges(self) -> None:
         c, m = self.core, self.metrics
         m.term.set(c.term)
-        m.role.set(int(c.role))
+        m.set_role(int(c.role))
         m.is_leader.set(1 if c.role == Role.LEADER else 0)
         m.commit_index.set(c.log.committed)
         m.applied_index.set(c.log.applied)
