@@ -291,11 +291,11 @@ class Client:
                 failed.append((a, e))
         if first is None:
             # A refusal is the answer to report (a wrong token), not "nobody answered".
-            for _, e in failed:
-                if e.status in (401, 403):
-                    raise e
+            for _, err in failed:
+                if err.status in (401, 403):
+                    raise err
             raise Unavailable(503, "unreachable", "; ".join(
-                f"{a}: {e.message or e.code}" for a, e in failed) or "no address given")
+                f"{a}: {err.message or err.code}" for a, err in failed) or "no address given")
         out = []
         for m in first["members"]:
             try:
