@@ -594,6 +594,10 @@ class Consumer:
         """The handler outlived a lease: stop claiming liveness and give the partitions
         away (the cluster gives the messages back at once)."""
         self.hung = True
+        now = time.monotonic()
+        for r, m in list(self._outstanding.items()):  # counted once (they stay `expired`)
+            if m.deadline is not None and now >= m.deadline:
+                del self._outstanding[r]
         log.warning("queue %s: consumer %s's handler outlived a message's visibility "
                     "timeout; leaving so its partitions move to other consumers",
                     self.queue.name, self.id)

@@ -169,6 +169,13 @@ async def test_hung_handler_releases_its_partitions(shared_cluster: LocalCluster
         with pytest.raises(LeaseExpired):
             async with stuck.process():
                 pass
+        # the handler comes back: the consumer registers again and works normally
+        await q.put("after", key="k-0")
+        again = await asyncio.wait_for(hung_cons.__anext__(), 10)
+        assert again.body == "after" and not hung_cons.hung
+        await again.ack()
+        await hung_cons.flush()
+        assert not hung_cons.hung and hung_cons.ack_unknown == []
         await hung_cons.close()
 
 
