@@ -21,7 +21,7 @@ timeout; `backend_unavailable` is raised at once as `BackendUnavailable`.
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import inspect
 import json
 import re
@@ -41,6 +41,7 @@ from .client import (
     _error,
     blocking_attr,
 )
+from .lockclient import check_seconds
 
 if TYPE_CHECKING:
     from .client import BlockingClient, Client
@@ -92,15 +93,12 @@ def encode_value(value: Any, codec: str | None) -> bytes:
         f"store it as JSON)")
 
 
-def _fill_lock_name(key: str) -> str:
-    name = f"cache-fill:{key}"
-    if len(name) <= 256:
-        return name
-    return "cache-fill:sha256:" + hashlib.sha256(key.encode()).hexdigest()
-
-
 def decode_value(data: bytes, codec: str) -> Any:
     return data.decode() if codec == "utf-8" else json.loads(data)
+
+
+class CacheFillTimeout(DistSyncError, TimeoutError):
+    """get_or_set waited `wait` seconds for another caller's load."""
 
 
 class VersionMismatch(CompareFailed):
@@ -135,11 +133,14 @@ class CacheClient:
 
     async def _req(self, method: str, path: str, *, data: bytes | None = None,
                    params: dict[str, str] | None = None, node: str | None = None,
+                   content_type: str | None = None,
                    ) -> tuple[int, dict[str, str], bytes, str]:
         started = time.monotonic()
         deadline = started + self.c.timeout
         delay = 0.02
         headers = self.c._auth_headers()
+        if content_type is not None:
+            headers = {**headers, "Content-Type": content_type}
         while True:
             addr = self._addr(node)
             try:
@@ -269,22 +270,53 @@ class CacheClient:
         return dict(zip(data, versions, strict=True))
 
     async def get_or_set(self, key: str, loader: Callable[[], Any], ttl: float | None = None,
-                         *, codec: Codec | None = None, wait: float | None = 30.0) -> Any:
+                         *, codec: Codec | None = None, wait: float | None = 30.0,
+                         lease: float = 10.0) -> Any:
         """The cached value, or else `loader()`'s (a function or coroutine function), stored
-        with `ttl` and returned as `get` would return it. Single flight across the cluster:
-        on a miss the caller takes the distsync lock `cache-fill:<key>` and checks again, so
-        one loader per key runs at a time however many clients and nodes miss together."""
-        got = await self.get(key)
-        if got is None:
-            async with self.c.lock(_fill_lock_name(key), wait=wait):
-                got = await self.get(key)
-                if got is None:
-                    value = loader()
-                    if inspect.isawaitable(value):
-                        value = await value
-                    got = encode_value(value, codec)
-                    await self.set(key, got, ttl)
-        return got if codec is None else decode_value(got, codec)
+        with `ttl` and returned as `get` would return it. Single flight at the key's home:
+        on a miss the home gives one caller a fill lease of `lease` seconds (it runs the
+        loader and writes the value) and has the others wait for that write, so one loader
+        per key runs however many clients and nodes miss together. If the loader raises,
+        its lease is given back and the next caller loads. CacheFillTimeout (a
+        TimeoutError) after `wait` seconds of waiting for another caller's load."""
+        path = self._path(key) + "/fill"
+        check_seconds("wait", wait)
+        check_seconds("lease", lease)
+        ask = json.dumps({"lease_ms": max(1, int(lease * 1000))}).encode()
+        deadline = None if wait is None else time.monotonic() + wait
+        delay = 0.01
+        while True:
+            got = await self.get(key)
+            if got is not None:
+                return got if codec is None else decode_value(got, codec)
+            _, h, body, _ = await self._req("POST", path, data=ask,
+                                            content_type="application/json")
+            if h.get("Content-Type", "").startswith("application/octet-stream"):
+                return body if codec is None else decode_value(body, codec)
+            rep = _json(body)
+            if rep.get("fill") == "granted":
+                return await self._load_and_set(key, path, rep["token"], loader, ttl, codec)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise CacheFillTimeout(504, "fill_timeout", f"another caller's load of {key!r} "
+                                       f"did not finish within {wait} s")
+            retry = float(rep.get("retry_ms", 100)) / 1000
+            await asyncio.sleep(min(delay, retry))
+            delay = min(delay * 2, 0.2)
+
+    async def _load_and_set(self, key: str, path: str, token: str, loader: Callable[[], Any],
+                            ttl: float | None, codec: Codec | None) -> Any:
+        try:
+            value = loader()
+            if inspect.isawaitable(value):
+                value = await value
+            data = encode_value(value, codec)
+        except BaseException:
+            cancel = json.dumps({"token": token, "cancel": True}).encode()
+            with contextlib.suppress(DistSyncError):
+                await self._req("POST", path, data=cancel, content_type="application/json")
+            raise
+        await self.set(key, data, ttl)
+        return data if codec is None else decode_value(data, codec)
 
     async def delete(self, key: str, node: str | None = None) -> bool:
         _, _, body, _ = await self._req("DELETE", self._path(key), node=node)
@@ -338,10 +370,12 @@ class BlockingCache:
                                              if_version=if_version))
 
     def get_or_set(self, key: str, loader: Callable[[], Any], ttl: float | None = None, *,
-                   codec: Codec | None = None, wait: float | None = 30.0) -> Any:
+                   codec: Codec | None = None, wait: float | None = 30.0,
+                   lease: float = 10.0) -> Any:
         """As CacheClient.get_or_set; `loader` is a plain function here (run on the
         client's event loop thread, so keep it short or hand it a cached result)."""
-        return self._bc._run(self._cache.get_or_set(key, loader, ttl, codec=codec, wait=wait))
+        return self._bc._run(self._cache.get_or_set(key, loader, ttl, codec=codec, wait=wait,
+                                                    lease=lease))
 
     def delete(self, key: str, node: str | None = None) -> bool:
         return self._bc._run(self._cache.delete(key, node))

@@ -147,3 +147,38 @@ async def test_set_nx_and_if_version(shared_cluster: LocalCluster) -> None:
     finally:
         for cl in clients:
             await cl.close()
+
+
+async def test_get_or_set_after_a_failed_loader(shared_cluster: LocalCluster) -> None:
+    """A loader that raises gives its fill lease back: the next caller loads at once rather
+    than waiting for the lease to run out; a waiter gives up after `wait` seconds."""
+    from distsync.cacheclient import CacheFillTimeout
+
+    lc = shared_cluster
+    async with Client([lc.addrs[0]]) as a, Client([lc.addrs[1]]) as b:
+        key = "c20-gos-fail"
+        await a.cache.delete(key)
+
+        def broken() -> bytes:
+            raise RuntimeError("database down")
+
+        with pytest.raises(RuntimeError):
+            await a.cache.get_or_set(key, broken, lease=60)
+        assert await asyncio.wait_for(b.cache.get_or_set(key, lambda: b"ok", wait=5), 10) == b"ok"
+
+        await a.cache.delete(key)
+        release, loading_now = asyncio.Event(), asyncio.Event()
+
+        async def slow() -> bytes:
+            loading_now.set()  # called only once the home has given a the lease
+            await release.wait()
+            return b"slow"
+
+        loading = asyncio.create_task(a.cache.get_or_set(key, slow, lease=30))
+        await asyncio.wait_for(loading_now.wait(), 10)
+        with pytest.raises(CacheFillTimeout) as ei:
+            await b.cache.get_or_set(key, lambda: b"second loader", wait=0.5)
+        assert isinstance(ei.value, TimeoutError)
+        release.set()
+        assert await loading == b"slow"
+        assert await b.cache.get(key) == b"slow"

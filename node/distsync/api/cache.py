@@ -11,6 +11,7 @@ import os
 import re
 
 from aiohttp import web
+from pydantic import Field
 
 from ..cache import (
     BackendUnavailable,
@@ -21,10 +22,12 @@ from ..cache import (
     NodeView,
     make_backend,
 )
+from ..cache.fill import MAX_LEASE_MS as MAX_FILL_LEASE_MS
 from ..cache.protocol import OPS, PeerUnreachable, decode, encode
 from ..cache.transport import HttpPeers, dispatch_safe
 from .errors import ApiError
 from .jsonio import json_response
+from .schemas import _Strict, parse_body
 
 log = logging.getLogger("distsync.cache")
 routes = web.RouteTableDef()
@@ -101,6 +104,32 @@ async def state(request: web.Request) -> web.StreamResponse:
         "key": key, "home": home, "directory": directory,
         "nodes": {n: {k: v for k, v in s.items() if k != "directory"} for n, s in out.items()},
     })
+
+
+class FillBody(_Strict):
+    lease_ms: int = Field(default=10_000, ge=1, le=MAX_FILL_LEASE_MS)
+    token: str | None = Field(default=None, pattern=r"^[0-9a-f]{1,64}$")
+    cancel: bool = False
+
+
+@routes.post("/v1/cache/{key:[^/]*}/fill")
+async def fill(request: web.Request) -> web.StreamResponse:
+    """Single flight of a miss, decided at the key's home: the value if the backend has it
+    (200, raw bytes), else 200 `{"fill": "granted", "token", "lease_ms"}` to one caller (it
+    loads and PUTs) and `{"fill": "wait", "retry_ms"}` to the others while that lease lasts.
+    `{"token", "cancel": true}` gives a lease back (the loader failed)."""
+    key = _key(request)
+    body = await parse_body(request, FillBody, optional=True)
+    rep = await _guard(_svc(request).fill(key, body.lease_ms, body.token, body.cancel))
+    if "value" in rep:
+        return web.Response(body=rep["value"], content_type="application/octet-stream",
+                            headers={"X-Cache-Version": str(rep["version"])})
+    if rep.get("cancelled"):
+        return json_response({"key": key, "fill": "cancelled"})
+    if "token" in rep:
+        return json_response({"key": key, "fill": "granted", "token": rep["token"],
+                              "lease_ms": rep["lease_ms"]})
+    return json_response({"key": key, "fill": "wait", "retry_ms": rep["wait_ms"]})
 
 
 @routes.get("/v1/cache/{key:[^/]*}")

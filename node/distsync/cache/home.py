@@ -134,6 +134,7 @@ class HomeRole:
                 # The grant is recorded here, with no await before the lease below: a resync
                 # of src handled during the write (which forgets src everywhere) must not
                 # erase a grant that the same answer renews (chaos seed 1713011460).
+                self._filled(key)
                 if value is not None:
                     ent.grant_write(src)
                 else:

@@ -16,6 +16,9 @@ Requester -> home
                            owners), and replies GRANT {state: E (or I after a delete),
                            version, existed}. The requester drops its own copy before sending.
   HB    {resynced}         lease renewal for all lines from this home.
+  FILL  {key, lease_ms,    single flight of a miss (fill.py): {value, version} if the backend
+         token?, cancel?}  has it, else {token, lease_ms} to the first asker (it loads and
+                           PUTs), {wait_ms} to the others until a PUTX lands or the lease ends.
 Home -> holder
   INV   {keys, conf}       drop these lines (after any write in flight on them), answer ACK.
                            Concurrent invalidations to one holder travel as one message.
@@ -33,7 +36,8 @@ from typing import Any
 import msgpack
 
 GETS, PUTX, HB, INV, FETCH, STATE = "gets", "putx", "hb", "inv", "fetch", "state"
-OPS = (GETS, PUTX, HB, INV, FETCH, STATE)
+FILL = "fill"
+OPS = (GETS, PUTX, HB, INV, FETCH, STATE, FILL)
 
 
 class PeerUnreachable(Exception):

@@ -35,11 +35,13 @@ from .backend import Backend, BackendUnavailable
 from .batching import Batcher
 from .conditions import cond_holds
 from .directory import Directory, KeyLocks
+from .fill import FillLease, FillRole
 from .home import HomeRole
 from .metrics import CacheMetrics
 from .near import E, I, Line, M, NearCache, S
 from .protocol import (
     FETCH,
+    FILL,
     GETS,
     HB,
     INV,
@@ -85,7 +87,7 @@ class HomeLease:
         self.need_resync = 0  # the home's revocation number to echo (0: none)
 
 
-class CacheService(HomeRole):
+class CacheService(HomeRole, FillRole):
     def __init__(self, view: ClusterView, backend: Backend, peers: Any,
                  cfg: CacheConfig | None = None, registry: Any = None, clock=time.monotonic):
         self.view = view
@@ -106,6 +108,7 @@ class CacheService(HomeRole):
         self._backend_down = False
         self._epochs: dict[str, list[int]] = {}  # key -> [invalidations seen, ops pending]
         self._fills: dict[str, asyncio.Future] = {}
+        self._fill_leases: dict[str, FillLease] = {}  # at the home (fill.py)
         self._tok: object = None
         self.members: frozenset[str] = frozenset()
         self.ring: HashRing | None = None
@@ -283,6 +286,25 @@ class CacheService(HomeRole):
         self.metrics.inc("backend_reads")
         ld = await self.backend.load(key)
         return Got(ld.value, ld.version, False, I)
+
+    async def fill(self, key: str, lease_ms: int = 10_000, token: str | None = None,
+                   cancel: bool = False) -> dict[str, Any]:
+        """Ask the key's home for a fill lease (see fill.py)."""
+        msg: dict[str, Any] = {"key": key, "src": self.id, "lease_ms": lease_ms}
+        if token is not None:
+            msg["token"] = token
+        if cancel:
+            msg["cancel"] = True
+        for attempt in range(self.cfg.retries):
+            self._ring_check()
+            home = self.home_of(key)
+            try:
+                return await self._call(home, FILL, msg)
+            except NotHome:
+                await asyncio.sleep(0.02 * (attempt + 1))
+            except PeerUnreachable:
+                raise HomeUnavailable(key, home) from None
+        raise Contention(f"fill of {key!r} sent back {self.cfg.retries} times (ring changing)")
 
     # -- writes --------------------------------------------------------------------------
 
@@ -498,6 +520,7 @@ class CacheService(HomeRole):
 
     _handlers = {
         GETS: HomeRole._h_gets, PUTX: HomeRole._h_putx, HB: HomeRole._h_hb,
+        FILL: FillRole._h_fill,
         INV: _h_inv, FETCH: _h_fetch, STATE: _h_state,
     }
 

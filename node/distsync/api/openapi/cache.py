@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..cache import CACHE_KEY_RE, MAX_TTL_S
-from .common import BOOL, INT, OBJECT, STR, errors, obj, ok, path_param, query_param
+from ..cache import CACHE_KEY_RE, MAX_TTL_S, FillBody
+from .common import BOOL, INT, OBJECT, STR, body, errors, obj, ok, path_param, query_param
 
 # Every key is readable: the statistics route is GET /v1/cache, which no key can shadow.
 KEY = path_param("key", CACHE_KEY_RE.pattern,
@@ -54,6 +54,23 @@ OPENAPI = {
                           **errors(400, 503)},
         },
     },
+    "/v1/cache/{key}/fill": {"post": {
+        "summary": "Single flight of a miss (get_or_set), decided at the key's home: the value "
+                   "if the backend has it, else a fill lease to one caller (it loads and PUTs) "
+                   "and `wait` to the others while that lease lasts; `cancel` gives it back",
+        "tags": ["cache"],
+        "parameters": [KEY],
+        "requestBody": body(FillBody, required=False),
+        "responses": {
+            "200": {"description": "The value (raw bytes), or the fill decision",
+                    "content": {
+                        "application/octet-stream": {"schema": _BYTES},
+                        "application/json": {"schema": obj(
+                            ["key", "fill"], key=STR, fill=STR, token=STR, lease_ms=INT,
+                            retry_ms=INT)}}},
+            **errors(400, 503),
+        },
+    }},
     "/v1/cache/{key}/state": {"get": {
         "summary": "Coherence state of a key: this node's line, another member's "
                    "(`node=<id>`), or every member's and the home directory (`node=all`)",
