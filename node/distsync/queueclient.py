@@ -108,6 +108,7 @@ class LeaseExpired(DistSyncError, TimeoutError):
 # The queue defaults (services/queue_model.OPTION_LIMITS), for a queue the client cannot read.
 DEFAULT_VISIBILITY_S = 30.0
 DEFAULT_CONSUMER_TTL_S = 15.0
+MIN_CONSUMER_TTL_S = 3.0
 HUNG_GRACE_S = 0.25  # past a lease before the consumer calls its handler hung
 
 log = logging.getLogger("distsync.queueclient")
@@ -469,7 +470,7 @@ class Consumer:
         self.heartbeat_max, self.leave_on_close = heartbeat, leave_on_close
         self.batch_acks, self.ack_linger = batch_acks, ack_linger
         self.heartbeat_s: float | None = None  # known after the first fetch
-        self.visibility_s = DEFAULT_VISIBILITY_S
+        self.visibility_s: float | None = None  # the lease of a fetch, once known
         self.hung = False
         self.closed = False
         self.ack_unknown: list[str] = []
@@ -484,13 +485,16 @@ class Consumer:
 
     async def _learn(self) -> None:
         """The queue's consumer TTL and visibility: heartbeats go at a third of the TTL."""
-        ttl = DEFAULT_CONSUMER_TTL_S
+        ttl = MIN_CONSUMER_TTL_S  # unknown: heartbeat often enough for the shortest TTL
         try:
             opts = (await self.queue.info(consistency="stale"))["options"]
             ttl = opts["consumer_ttl_ms"] / 1000
             self.visibility_s = opts["visibility_ms"] / 1000
         except NotFound:
-            pass
+            # created by our first fetch, with the defaults
+            ttl, self.visibility_s = DEFAULT_CONSUMER_TTL_S, DEFAULT_VISIBILITY_S
+        except DistSyncError:
+            pass  # not readable with this token: leases unknown, no hang detection
         if self.visibility_ms is not None:
             self.visibility_s = self.visibility_ms / 1000
         every = ttl / 3
