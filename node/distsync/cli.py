@@ -21,6 +21,20 @@ from . import security
 from .node import Node, NodeConfig
 
 
+def check_host_port(addr: str, what: str) -> str:
+    """`host:port` with a port in 1..65535, or a usage error naming the option: a node must
+    not start on an address other than the one it logs (a port past 65535 wraps around)."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{addr!r} is not host:port (a port in 1-65535)",
+                                 param_hint=what)
+    return addr
+
+
+def _host_port(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    return check_host_port(value, f"--{param.name}") if value else value
+
+
 def parse_peers(spec: str) -> dict[str, str]:
     """`n1=host:port,n2=host:port` -> {"n1": "host:port", ...}."""
     peers: dict[str, str] = {}
@@ -28,7 +42,7 @@ def parse_peers(spec: str) -> dict[str, str]:
         if "=" not in part:
             raise click.BadParameter(f"peer {part!r} is not id=host:port")
         nid, addr = part.split("=", 1)
-        peers[nid.strip()] = addr.strip()
+        peers[nid.strip()] = check_host_port(addr.strip(), f"--peers ({nid.strip()})")
     return peers
 
 
@@ -105,10 +119,12 @@ def main(log_level: str) -> None:
 
 
 @main.command()
-@click.option("--id", "node_id", envvar="DISTSYNC_ID", help="Node id (default: pod name).")
+@click.option("--id", "node_id", envvar="DISTSYNC_ID", show_envvar=True,
+              help="Node id (default: the pod name in a StatefulSet).")
 @click.option("--listen", envvar="DISTSYNC_LISTEN", default="127.0.0.1:7001", show_default=True,
+              callback=_host_port,
               help="host:port serving both the client API and peer traffic.")
-@click.option("--advertise", envvar="DISTSYNC_ADVERTISE", default="",
+@click.option("--advertise", envvar="DISTSYNC_ADVERTISE", default="", callback=_host_port,
               help="Address peers and clients use to reach this node (default: --listen).")
 @click.option("--peers", envvar="DISTSYNC_PEERS", default="",
               help="Founding members id=host:port,... (self included or not).")
@@ -116,13 +132,15 @@ def main(log_level: str) -> None:
 @click.option("--join", is_flag=True, envvar="DISTSYNC_JOIN",
               help="Start empty and wait to be added (POST /v1/cluster/members).")
 @click.option("--cluster", envvar="DISTSYNC_CLUSTER", default="distsync", show_default=True)
-@click.option("--tick-ms", envvar="DISTSYNC_TICK_MS", default=50, show_default=True, type=int)
+@click.option("--tick-ms", envvar="DISTSYNC_TICK_MS", default=50, show_default=True,
+              type=click.IntRange(1, 10_000))
 @click.option("--election-ticks", envvar="DISTSYNC_ELECTION_TICKS", default=10,
-              show_default=True, type=int)
+              show_default=True, type=click.IntRange(2, 10_000),
+              help="Election timeout in ticks (more than the one-tick heartbeat).")
 @click.option("--snapshot-threshold", envvar="DISTSYNC_SNAPSHOT_THRESHOLD", default=10_000,
-              show_default=True, type=int, help="Applied entries between snapshots.")
+              show_default=True, type=click.IntRange(1), help="Applied entries between snapshots.")
 @click.option("--max-body-bytes", envvar="DISTSYNC_MAX_BODY_BYTES", default=1 << 20,
-              show_default=True, type=int)
+              show_default=True, type=click.IntRange(1))
 @click.option("--redis-url", envvar="DISTSYNC_REDIS_URL", default="",
               help="Cache backend, redis://host:port/db (default: embedded, one node only).")
 @click.option("--event-loop", envvar="DISTSYNC_EVENT_LOOP", default="auto", show_default=True,

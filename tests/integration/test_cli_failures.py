@@ -191,3 +191,26 @@ def _wait_node_pid(node_dir: Path, timeout: float = 30) -> int:
             return pids[0]
         time.sleep(0.01)
     raise AssertionError(f"no node process for {node_dir} within {timeout}s")
+
+
+def test_node_refuses_bad_addresses_and_ticks_as_usage_errors(tmp_path: Path) -> None:
+    for bad in (["--listen", "nonsense"], ["--listen", "127.0.0.1:99999"],
+                ["--tick-ms", "0"], ["--peers", "n1=host-without-port"]):
+        proc = _run(["node", "--id", "n1", "--data-dir", str(tmp_path), *bad], timeout=30)
+        assert proc.returncode == 2, (bad, proc.stdout, proc.stderr)
+        assert "Invalid value" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_node_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        addr = "127.0.0.1:%d" % held.getsockname()[1]
+        proc = _run(["node", "--id", "n1", "--listen", addr, "--peers", f"n1={addr}",
+                     "--data-dir", str(tmp_path)], timeout=60)
+    errors = [ln for ln in proc.stderr.splitlines() if "ERROR" in ln or ln.startswith("error")]
+    assert proc.returncode == 1, proc.stderr
+    assert errors == [next(ln for ln in errors if "address already in use" in ln)], proc.stderr
+    assert "Traceback" not in proc.stderr and "Unclosed" not in proc.stderr, proc.stderr

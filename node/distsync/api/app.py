@@ -74,6 +74,10 @@ async def serve(node: Node) -> web.AppRunner:
     site = web.TCPSite(
         runner, host, int(port), reuse_address=True, ssl_context=node.ssl_server
     )
-    await site.start()
-    await node.start()
+    try:
+        await site.start()
+        await node.start()
+    except BaseException:
+        await runner.cleanup()  # e.g. the port is taken: close what setup opened, then say so
+        raise
     return runner
