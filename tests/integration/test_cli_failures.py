@@ -207,7 +207,7 @@ def test_node_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
-        addr = "127.0.0.1:%d" % held.getsockname()[1]
+        addr = f"127.0.0.1:{held.getsockname()[1]}"
         proc = _run(["node", "--id", "n1", "--listen", addr, "--peers", f"n1={addr}",
                      "--data-dir", str(tmp_path)], timeout=60)
     errors = [ln for ln in proc.stderr.splitlines() if "ERROR" in ln or ln.startswith("error")]
