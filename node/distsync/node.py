@@ -526,7 +526,7 @@ class Node:
         if m.type == MsgType.HEARTBEAT_RESP:
             sent = self._hb_sent.pop(m.src, None)
             if sent is not None:
-                self.metrics.peer_rtt.labels(m.src).set(time.monotonic() - sent)
+                self.metrics.peer_rtt.labels(m.src).observe(time.monotonic() - sent)
         self._inbox.append(m)
         self._wake.set()
 
