@@ -42,10 +42,8 @@ def exposition_types(text: str) -> dict[str, str]:
     """Sample name -> the `# TYPE` of its family (`distsync_x_total` -> counter)."""
     out: dict[str, str] = {}
     for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
+        for s in fam.samples:  # a family declared without samples has no series yet
             out[s.name] = fam.type
-        if not fam.samples:  # a family with no sample yet still declares its names
-            out[fam.name] = fam.type
     return out
 
 

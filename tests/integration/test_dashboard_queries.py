@@ -1,7 +1,8 @@
 """Issue 20: every query of the Grafana dashboard runs against series a real node exposes.
 
 A 3-node cluster with a real redis-server gets a little of each kind of traffic (kv, a lock,
-a queue message, cache writes and reads) so that every family has samples, then each query
+queue messages acked, nacked, redelivered and dead-lettered, cache writes, hits and a miss) so
+that every series a panel draws has samples, then each query
 of `charts/distsync/dashboards/distsync.json` is parsed and checked against the nodes'
 `/metrics` (see promql_checks.py for the rules)."""
 
@@ -12,7 +13,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from cache_fixtures import cache_cluster, redis_server  # noqa: F401 - fixtures
 from cluster_helpers import raw_request
 from promql_checks import check_dashboard
 
@@ -32,7 +32,7 @@ def _scrape(lc: LocalCluster) -> list[str]:
 
 
 def test_every_dashboard_query_matches_a_real_nodes_metrics(
-    cache_cluster: LocalCluster,  # noqa: F811 - the fixture
+    cache_cluster: LocalCluster,
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     with BlockingClient(cache_cluster.addrs) as c:
@@ -41,10 +41,15 @@ def test_every_dashboard_query_matches_a_real_nodes_metrics(
         lock.acquire(timeout=5)
         lock.release()
         q = c.queue(f"dash-{tag}")
-        q.create(partitions=1)
-        q.put({"n": 1})
-        (msg,) = q.get("w", max=1)
-        q.ack(msg)
+        q.create(partitions=1, max_deliveries=2)
+        q.put_many([{"body": 1}, {"body": 2}])
+        first = q.get("w", max=2)
+        assert q.nack(*first).nacked == 2
+        again = q.get("w", max=2)  # redelivered
+        assert sorted(m.body for m in again) == [1, 2]
+        q.ack(again[0])
+        q.nack(again[1])  # its second delivery: dead-lettered
+        assert q.info()["messages"] == 0
         c.cache.set(f"dash-{tag}", b"v")
         assert c.cache.get(f"dash-{tag}") == b"v"
         assert c.cache.get(f"dash-{tag}") == b"v"
