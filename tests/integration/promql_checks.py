@@ -193,3 +193,14 @@ def check_dashboard(dash: dict, expositions: list[str]) -> list[str]:
             if got != want:
                 faults.append(f"{where}: measures {got}, on an axis of unit {unit!r}: {expr}")
     return faults
+
+
+def undrawn_latency_histograms(dash: dict, expositions: list[str]) -> list[str]:
+    """The `*_seconds` histograms the nodes expose that no `histogram_quantile()` draws: a
+    latency measured and never looked at."""
+    exposed = {name[: -len("_bucket")] for text in expositions
+               for name, t in exposition_types(text).items()
+               if t == "histogram" and name.endswith("_seconds_bucket")}
+    drawn = {s.name[: -len("_bucket")] for _, expr, _ in dashboard_queries(dash)
+             for s in selectors(pq.parse(expr)) if s.under_quantile and s.name}
+    return sorted(exposed - drawn)

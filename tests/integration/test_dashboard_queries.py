@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from cluster_helpers import raw_request
-from promql_checks import check_dashboard
+from promql_checks import check_dashboard, undrawn_latency_histograms
 
 from distsync.client import BlockingClient
 from distsync.local import LocalCluster
@@ -55,8 +55,24 @@ def test_every_dashboard_query_matches_a_real_nodes_metrics(
         assert c.cache.get(f"dash-{tag}") == b"v"
         assert c.cache.get(f"dash-absent-{tag}") is None
     expositions = _scrape(cache_cluster)
-    faults = check_dashboard(json.loads(DASHBOARD.read_text()), expositions)
+    dash = json.loads(DASHBOARD.read_text())
+    faults = check_dashboard(dash, expositions)
     assert faults == [], "\n".join(faults)
+    empty = [p["title"] for p in dash["panels"] if p["type"] != "row" and not p.get("targets")]
+    assert empty == []
+
+
+def test_every_latency_histogram_has_a_panel(cache_cluster: LocalCluster) -> None:
+    """The lock, queue and cache latencies were measured and never drawn."""
+    with BlockingClient(cache_cluster.addrs) as c:  # so the queue's (per queue) exist
+        q = c.queue(f"dash-lat-{uuid.uuid4().hex[:8]}")
+        q.create(partitions=1)
+        q.put({"n": 1})
+        q.ack(*q.get("w", max=1))
+    expositions = _scrape(cache_cluster)
+    assert "distsync_queue_end_to_end_seconds_bucket" in "".join(expositions)
+    missing = undrawn_latency_histograms(json.loads(DASHBOARD.read_text()), expositions)
+    assert missing == []
 
 
 # The checker itself, on a small exposition written here: each rule can fail.
