@@ -294,14 +294,17 @@ class StandInKubelet:
                 env[e.name] = data[vf.config_map_key_ref.key]
         return env
 
-    def _argv(self, c: Any) -> list[str] | None:
+    def _argv(self, c: Any) -> tuple[list[str], list[str]] | None:
+        """(what this kubelet runs the image's entrypoint as, the pod's own arguments).
+        Only the pod's arguments get the mount-path rewriting: the host-side prefix names
+        files of this checkout, which may well live under a path a pod mounts (/tmp)."""
         cmd, args = list(c.command or []), list(c.args or [])
         if cmd[:1] == ["distsync-operator"]:
-            return self.operator_argv([*cmd[1:], *args])
+            return self.operator_argv([]), [*cmd[1:], *args]
         if not cmd and args[:1] == ["node"]:
-            return [sys.executable, "-m", "distsync.cli", *args]
+            return [sys.executable, "-m", "distsync.cli"], args
         if (c.image or "").split("/")[-1].startswith("redis") and args[:1] == ["redis-server"]:
-            return [shutil.which("redis-server") or "redis-server", *args[1:]]
+            return [shutil.which("redis-server") or "redis-server"], args[1:]
         return None
 
     def _volumes(self, pod: Any, root: Path) -> dict[str, Path] | None:
@@ -335,8 +338,8 @@ class StandInKubelet:
     def _start(self, pod: Any) -> Running | None:
         ns, name = pod.metadata.namespace, pod.metadata.name
         c = pod.spec.containers[0]
-        argv = self._argv(c)
-        if argv is None:
+        parts = self._argv(c)
+        if parts is None:
             log.warning("%s/%s: no stand-in for image %s", ns, name, c.image)
             return None
         ip = self._ip(ns, name)
@@ -366,7 +369,7 @@ class StandInKubelet:
             return s
 
         env = {k: fix(v) for k, v in env.items()}
-        argv = [argv[0], *(fix(a) for a in argv[1:])]
+        argv = [*parts[0], *(fix(a) for a in parts[1])]
         if argv[0].endswith("redis-server"):
             argv += ["--bind", ip]
         # DNS records: the pod's own (StatefulSet pods), and Services that select it.
