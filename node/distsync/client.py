@@ -86,7 +86,7 @@ class Client:
     def __init__(
         self, addrs: list[str] | str, timeout: float = 15.0, request_timeout: float = 6.0,
         token: str | None = None, ssl: ssl_mod.SSLContext | bool | None = None,
-        ca: str | None = None, connect_timeout: float = 3.0,
+        ca: str | None = None, connect_timeout: float = 3.0, client_id: str | None = None,
     ):
         """Times are seconds. `timeout`: how long one call may retry through leader changes
         and 503s. `request_timeout`: one HTTP attempt. `connect_timeout`: one TCP connect;
@@ -94,7 +94,9 @@ class Client:
         raises Unavailable after `connect_timeout` (a wrong or dead address fails fast rather
         than after `timeout`). `token`: sent as `Authorization: Bearer`. `ssl`: talk HTTPS
         (True: verify against the system store; or an SSLContext); `ca`: a CA file to verify
-        the nodes against (implies HTTPS)."""
+        the nodes against (implies HTTPS). `client_id`: sent as `Client-Id`, the namespace of
+        this client's request ids (README "Request ids"); give a stable one when you pass
+        your own `request_id`s, so that they cannot meet another application's."""
         self.seeds = [addrs] if isinstance(addrs, str) else list(addrs)
         if not self.seeds:
             raise ValueError("give at least one node address")
@@ -108,6 +110,7 @@ class Client:
         self.connect_timeout = connect_timeout
         self.answered_once = False  # some node has answered: past first contact
         self.token = token
+        self.client_id = client_id
         if ca:
             ssl = ssl_mod.create_default_context(cafile=ca)
         self._ssl = ssl or None
@@ -187,7 +190,10 @@ class Client:
         keeps one request id for all attempts."""
         headers: dict[str, str] = {}
         if mutating:
+            # One id per call, kept across this call's retries; never used for another call.
             headers["Request-Id"] = request_id or str(uuid.uuid4())
+            if self.client_id:
+                headers["Client-Id"] = self.client_id
         headers.update(self._auth_headers())
         started = time.monotonic()
         async for attempt in AsyncRetrying(

@@ -3,6 +3,9 @@ one process (tests, the simulator) without colliding."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -11,6 +14,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 # Counters and histograms would each add a `*_created` gauge (a timestamp) that dashboards
 # never use and that doubles the series count; they are off for the whole process.
@@ -95,3 +99,28 @@ class NodeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class RequestIdCollector:
+    """The request-id table (services/registry.py), read at scrape time: how many ids it
+    holds, how many requests it answered, and how far back it reaches (README "Request
+    ids": a client must not count on a retry later than that)."""
+
+    def __init__(self, registry: Any):
+        self.reg = registry
+
+    def collect(self) -> Any:
+        yield GaugeMetricFamily("distsync_request_ids", "Request ids remembered",
+                                value=len(self.reg.dedupe))
+        yield CounterMetricFamily("distsync_request_id_replays",
+                                  "Requests answered from the request-id table",
+                                  value=self.reg.replays)
+        window = self.reg.window_ms(int(time.time() * 1000))
+        yield GaugeMetricFamily(
+            "distsync_request_id_window_seconds",
+            "Age of the oldest remembered request id (by the leader clock it was applied with)",
+            value=float("nan") if window is None else window / 1000,
+        )
+
+    def describe(self) -> list[Any]:
+        return []

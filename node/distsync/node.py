@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .metrics import NodeMetrics
+from .metrics import NodeMetrics, RequestIdCollector
 from .raft import conf as confmod
 from .raft.core import Config, NotLeader, ProposalDropped, Raft
 from .raft.types import EntryType, Message, MsgType, Ready, Role
@@ -188,6 +188,7 @@ class Node:
 
             services = default_services()
         self.registry = Registry([self.kv, *services])
+        self.metrics.registry.register(RequestIdCollector(self.registry))
         self.storage = Storage(cfg.data_dir)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fsync-{self.id}")
         # Snapshots are written by a thread of their own, so that the Raft loop's saves do
@@ -317,11 +318,16 @@ class Node:
 
     async def propose(
         self, service: str, op: str, args: dict[str, Any], request_id: str | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None, fingerprint: bytes | None = None,
     ) -> Any:
         """Replicate one command and return its result once it is applied here. Commands
-        that arrive while the loop is busy go into the log together, as one batch."""
-        data = encode_command(service, op, args, request_id)
+        that arrive while the loop is busy go into the log together, as one batch.
+        `request_id` (scoped) and `fingerprint` make a retry apply at most once (Registry);
+        the command carries this leader's clock only for the id table's metrics."""
+        data = encode_command(
+            service, op, args, request_id, fingerprint,
+            int(time.time() * 1000) if request_id is not None else None,
+        )
         fut = asyncio.get_running_loop().create_future()
         self._props.append((data, fut, time.monotonic()))
         self._wake.set()

@@ -220,8 +220,12 @@ def test_request_id_applies_a_put_at_most_once(
                             _j({"value": "first"}), hdrs)
     assert s1 == 200, r1
     s2, _, r2 = raw_request("PUT", f"{via_url(lc, second_via)}/v1/kv/{key}",
-                            _j({"value": "second"}), hdrs)
+                            _j({"value": "first"}), hdrs)
     assert s2 == 200 and r2 == r1, diag(lc, f"retry answered {s2} {r2}, first was {r1}")
+    # The id is bound to its request: another value with it is refused, not answered.
+    s2, _, r2 = raw_request("PUT", f"{via_url(lc, second_via)}/v1/kv/{key}",
+                            _j({"value": "second"}), hdrs)
+    assert s2 == 422 and r2["error"] == "request_id_mismatch", (s2, r2)
     with BlockingClient(lc.addrs) as c:
         got = c.get(key)
         assert got["value"] == "first" and got["revision"] == r1["revision"], got
@@ -231,7 +235,7 @@ def test_request_id_applies_a_put_at_most_once(
         assert c.get_value(key) == "third"
         # And replaying the old id still answers the old result without applying.
         s4, _, r4 = raw_request("PUT", f"{via_url(lc, 'leader')}/v1/kv/{key}",
-                                _j({"value": "fourth"}), hdrs)
+                                _j({"value": "first"}), hdrs)
         assert s4 == 200 and r4 == r1
         assert c.get_value(key) == "third"
 

@@ -36,7 +36,9 @@ def entries(draw: st.DrawFn) -> bytes:
         args["value"] = draw(st.integers(0, 5) | st.sampled_from(["s", None, [1, {"x": 2}]]))
     if draw(st.booleans()):
         args["expect_revision"] = draw(st.integers(0, 12))
-    return encode_command("kv", op, args, rid)
+    # The request's fingerprint: None (an old entry) or one of two requests.
+    fp = draw(st.sampled_from([None, b"fp-one", b"fp-two"]))
+    return encode_command("kv", op, args, rid, fp, 1000 if rid is not None else None)
 
 
 logs = st.lists(entries(), max_size=30)
@@ -49,6 +51,16 @@ def registry(limit: int) -> Registry:
 
 def run(reg: Registry, log: list[bytes], start: int = 1) -> list[Any]:
     return [reg.apply(data, start + i) for i, data in enumerate(log)]
+
+
+def fp_of(data: bytes) -> bytes | None:
+    return msgpack.unpackb(data, raw=False).get("f")
+
+
+def same_request(remembered: tuple[Any, ...], data: bytes) -> bool:
+    """The rule: same operation, and the same fingerprint where both have one."""
+    fp, first_fp = fp_of(data), remembered[2]
+    return remembered[0] == op_of(data) and (fp is None or first_fp is None or fp == first_fp)
 
 
 def rid_of(data: bytes) -> str | None:
@@ -113,10 +125,10 @@ def test_dedupe_answers_repeats_and_bounds_the_table(log: list[bytes], limit: in
         res = reg.apply(data, index)
         if hit:
             assert remembered is not None
-            if remembered[0] == op_of(data):
+            if same_request(remembered, data):
                 assert res == remembered[1]
-            else:  # the id was first used for another operation
-                assert res["error"] == "request_id_reused"
+            else:  # the id was first used for another request
+                assert res["error"] == "request_id_mismatch" and res["status"] == 422
             assert reg.snapshot() == before
         elif rid is not None:
             order.append(rid)
@@ -141,11 +153,11 @@ def test_replaying_the_whole_log_with_ids_applies_nothing_new(
         rid = rids[i]
         if rid is not None and rid in reg.dedupe:
             res = reg.apply(data, len(log) + 1 + i)
-            first_op, first_res = reg.dedupe[rid]
-            if first_op == op_of(data):
-                assert res == first_res
+            remembered = reg.dedupe[rid]
+            if same_request(remembered, data):
+                assert res == remembered[1]
             else:
-                assert res["error"] == "request_id_reused"
+                assert res["error"] == "request_id_mismatch"
             if rids.count(rid) == 1:  # its only application is the remembered one
                 assert res == first[i]
     assert reg.snapshot() == state
@@ -210,7 +222,59 @@ def test_request_id_reused_for_another_operation_is_refused_and_changes_nothing(
     assert first["revision"] == 1
     before = reg.snapshot()
     res = reg.apply(encode_command("kv", "delete", {"key": "a"}, "rid-1"), 2)
-    assert res["error"] == "request_id_reused" and res["status"] == 409
+    assert res["error"] == "request_id_mismatch" and res["status"] == 422
     assert reg.snapshot() == before
     # The same operation with the same id still answers with the first result.
     assert reg.apply(encode_command("kv", "put", {"key": "a", "value": 2}, "rid-1"), 3) == first
+
+
+def test_request_id_with_another_fingerprint_is_refused_and_changes_nothing() -> None:
+    reg = registry(10)
+    first = reg.apply(encode_command("kv", "put", {"key": "x", "value": 1}, "r", b"fp-x"), 1)
+    before = reg.snapshot()
+    res = reg.apply(encode_command("kv", "put", {"key": "y", "value": 1}, "r", b"fp-y"), 2)
+    assert res["error"] == "request_id_mismatch" and res["status"] == 422
+    assert reg.snapshot() == before and reg.services["kv"].get("y") is None
+    # The same request again (a retry) gets the first answer, even with other leader fields.
+    assert reg.apply(encode_command("kv", "put", {"key": "x", "value": 1}, "r", b"fp-x"), 3) \
+        == first
+
+
+def test_quota_refusals_are_not_remembered() -> None:
+    """A refusal for lack of room changed nothing, so the id stays free: a retry once there
+    is room applies (the first attempt never did)."""
+    from distsync.services.base import CommandError
+
+    class Full:
+        name = "full"
+        room = False
+
+        def apply(self, op: str, args: dict[str, Any], index: int) -> Any:
+            if not self.room:
+                raise CommandError("quota_exceeded", "no room", 429, limit="max_x")
+            return {"ok": index}
+
+        def snapshot(self) -> Any:
+            return None
+
+        def restore(self, data: Any) -> None:
+            pass
+
+    svc = Full()
+    reg = Registry([svc])
+    assert reg.apply(encode_command("full", "add", {}, "r", b"f"), 1)["error"] == \
+        "quota_exceeded"
+    assert "r" not in reg.dedupe
+    svc.room = True
+    assert reg.apply(encode_command("full", "add", {}, "r", b"f"), 2) == {"ok": 2}
+    assert reg.apply(encode_command("full", "add", {}, "r", b"f"), 3) == {"ok": 2}
+
+
+def test_snapshot_rows_of_the_old_two_field_form_restore() -> None:
+    old = msgpack.packb({"services": {"kv": []}, "dedupe": [["r", ["kv.put", {"revision": 1}]]]},
+                        use_bin_type=True)
+    reg = registry(10)
+    reg.restore(old)
+    assert reg.dedupe["r"] == ("kv.put", {"revision": 1}, None, None)
+    assert reg.apply(encode_command("kv", "put", {"key": "z", "value": 1}, "r", b"f"), 5) == \
+        {"revision": 1}

@@ -8,7 +8,6 @@ requests never loop while leadership is moving.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -16,12 +15,13 @@ from aiohttp import web
 
 from ..raft.core import NotLeader
 from .errors import ApiError
+from .idempotency import CLIENT_ID_HEADER, raw_request_id
 
 FORWARDED_HEADER = "X-Distsync-Forwarded-By"
 LEADER_HEADER = "X-Distsync-Leader"
 # The original client's address on a forwarded request (per-client limits, api/limits.py).
 CLIENT_HEADER = "X-Distsync-Client-Addr"
-_PASS_HEADERS = ("Content-Type", "Request-Id", "Authorization", "Accept")
+_PASS_HEADERS = ("Content-Type", "Request-Id", "Authorization", "Accept", CLIENT_ID_HEADER)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -40,7 +40,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     headers = {h: request.headers[h] for h in _PASS_HEADERS if h in request.headers}
     if "rid" in request:
-        headers["Request-Id"] = request["rid"]
+        headers["Request-Id"] = raw_request_id(request)
     headers[FORWARDED_HEADER] = node.id
     headers[CLIENT_HEADER] = client_of(request)
     session: aiohttp.ClientSession = request.app["forward_session"]
@@ -64,18 +64,6 @@ def client_of(request: web.Request) -> str:
     if request.headers.get(FORWARDED_HEADER) and request.headers.get(CLIENT_HEADER):
         return request.headers[CLIENT_HEADER]
     return request.remote or "unknown"
-
-
-def request_id(request: web.Request) -> str:
-    """The request's id for at-most-once application: the client's `Request-Id`, or one made
-    here, so that even a client that sends none is not applied twice when this node forwards
-    the request after losing leadership mid-way."""
-    if "rid" not in request:
-        rid = request.headers.get("Request-Id") or request.headers.get("X-Request-Id")
-        if rid is not None and not (0 < len(rid) <= 128 and rid.isprintable()):
-            raise ApiError(400, "invalid_request_id", "Request-Id must be 1-128 printable chars")
-        request["rid"] = rid or f"auto-{uuid.uuid4()}"
-    return request["rid"]
 
 
 def leader_only(handler: Handler) -> Handler:

@@ -8,7 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from .errors import ApiError
-from .forward import leader_only, request_id
+from .forward import leader_only
+from .idempotency import propose
 from .jsonio import json_response
 from .schemas import KVDelete, KVPut, check_key, check_value_size, parse_body
 
@@ -36,8 +37,7 @@ async def put(request: web.Request) -> web.StreamResponse:
     if "expect_value" in body.model_fields_set:
         args["has_expect_value"] = True
         args["expect_value"] = body.expect_value
-    node = request.app["node"]
-    res = await node.propose("kv", "put", args, request_id(request))
+    res = await propose(request, "kv", "put", args)
     return _result(res)
 
 
@@ -49,7 +49,7 @@ async def delete(request: web.Request) -> web.StreamResponse:
     args: dict[str, Any] = {"key": key}
     if body.expect_revision is not None:
         args["expect_revision"] = body.expect_revision
-    res = await request.app["node"].propose("kv", "delete", args, request_id(request))
+    res = await propose(request, "kv", "delete", args)
     return _result(res)
 
 

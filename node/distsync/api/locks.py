@@ -27,7 +27,8 @@ from ..raft.core import NotLeader
 from ..services.base import CommandError
 from ..services.locks import MAX_TTL_MS, MAX_WAIT_MS, MIN_TTL_MS, LockService, NotReady
 from .errors import ApiError
-from .forward import leader_only, request_id
+from .forward import leader_only
+from .idempotency import propose, raw_request_id
 from .jsonio import json_response
 from .limits import check_session_quota, session_opened
 from .schemas import _Strict, parse_body
@@ -172,9 +173,7 @@ async def open_session(request: web.Request) -> web.StreamResponse:
     keepalives well within the TTL (a third of it is the client's default)."""
     body = await parse_body(request, SessionOpen, optional=True)
     client = check_session_quota(request, _svc(request).sessions)  # 429 past the limit
-    res = await request.app["node"].propose(
-        "locks", "open", {"ttl_ms": body.ttl_ms, "name": body.name}, request_id(request)
-    )
+    res = await propose(request, "locks", "open", {"ttl_ms": body.ttl_ms, "name": body.name})
     session_opened(request, client, res)
     return _result(res)
 
@@ -185,7 +184,7 @@ async def keepalive(request: web.Request) -> web.StreamResponse:
     """Renew the lease (no log write: the leader keeps deadlines in memory). Answered only
     after a ReadIndex round, so a deposed leader cannot renew anything."""
     sid = _session_id(request)
-    request_id(request)  # validated for uniformity; a keepalive is idempotent anyway
+    raw_request_id(request)  # validated for uniformity; a keepalive is idempotent anyway
     node = request.app["node"]
     await node.read_barrier()
     if not node.is_leader():
@@ -218,9 +217,7 @@ async def get_session(request: web.Request) -> web.StreamResponse:
 async def close_session(request: web.Request) -> web.StreamResponse:
     """Close a session: releases every lock it holds and drops its waits."""
     sid = _session_id(request)
-    res = await request.app["node"].propose(
-        "locks", "close", {"session": sid}, request_id(request)
-    )
+    res = await propose(request, "locks", "close", {"session": sid})
     return _result(res)
 
 
@@ -276,13 +273,12 @@ routes.get("/v1/locks/{name}")(_read_route(_get_lock))
 async def acquire(request: web.Request) -> web.StreamResponse:
     name = _lock_name(request)
     body = await parse_body(request, LockAcquire)
-    node = request.app["node"]
     t0 = time.perf_counter()
     args = {
         "session": body.session, "lock": name, "mode": body.mode, "wait_ms": body.wait_ms,
         "upgrade": body.upgrade, "deadline_ms": int(time.time() * 1000) + body.wait_ms,
     }
-    res = await node.propose("locks", "acquire", args, request_id(request))
+    res = await propose(request, "locks", "acquire", args)
     if isinstance(res, dict) and res.get("waiting"):
         res = await _poll(request, res["wait_id"], res["deadline_ms"], t0)
     _observe_acquire(request, res, t0)
@@ -315,9 +311,7 @@ async def release(request: web.Request) -> web.StreamResponse:
     pending upgrade). 409 `not_held` if it has neither."""
     name = _lock_name(request)
     body = await parse_body(request, LockRelease)
-    res = await request.app["node"].propose(
-        "locks", "release", {"session": body.session, "lock": name}, request_id(request)
-    )
+    res = await propose(request, "locks", "release", {"session": body.session, "lock": name})
     return _result(res)
 
 

@@ -27,8 +27,10 @@ from ..services.queue_model import (
     MAX_WAIT_MS,
     OPTION_LIMITS,
 )
+from . import idempotency
 from .errors import ApiError
-from .forward import FORWARDED_HEADER, LEADER_HEADER, leader_only, request_id
+from .forward import FORWARDED_HEADER, LEADER_HEADER, leader_only
+from .idempotency import CLIENT_ID_HEADER, fingerprint, raw_request_id, request_id
 from .jsonio import json_response, json_size
 from .queue_metrics import QueueMetrics
 from .schemas import _Strict, parse_body
@@ -39,7 +41,7 @@ QUEUE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,123}$")
 CONSUMER_RE = r"^[A-Za-z0-9_.:@\-]{1,128}$"
 MESSAGE_ID_RE = r"^[A-Za-z0-9._\-/:@]{1,128}$"  # no "~": generated ids start with it
 RECEIPT_RE = r"^[0-9]{1,20}:[A-Za-z0-9._\-/:@~]{1,200}$"
-_PASS_HEADERS = ("Content-Type", "Authorization", "Accept")
+_PASS_HEADERS = ("Content-Type", "Authorization", "Accept", CLIENT_ID_HEADER)
 
 HeaderKey = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 HeaderValue = Annotated[str, StringConstraints(max_length=4096)]
@@ -169,17 +171,24 @@ def _svc(request: web.Request) -> Any:
 
 
 async def _propose(request: web.Request, op: str, args: dict[str, Any]) -> Any:
-    return await request.app["node"].propose("queues", op, args, request_id(request))
+    return await idempotency.propose(request, "queues", op, args)
 
 
 async def _refuse(request: web.Request, check: Callable[[], ApiError | None]) -> None:
     """Refuse, without a log entry, a request the state machine would refuse anyway: if
     `check` finds a reason against this node's state, confirm it after a ReadIndex barrier
     (so no write committed before this request is missing here), then raise it. The state
-    machine still has the last word on what passes."""
+    machine still has the last word on what passes.
+
+    A retry is never refused here: when the request's id is already in the id table, the
+    proposal goes to the log, which answers with the first result (an ack retried after it
+    took effect gets that ack's answer, not 404 `unknown_receipt`) or with 422 mismatch."""
     if check() is None:
         return
-    await request.app["node"].read_barrier()
+    node = request.app["node"]
+    await node.read_barrier()
+    if idempotency.known(request):
+        return
     err = check()
     if err is not None:
         raise err
@@ -349,7 +358,7 @@ async def dequeue(request: web.Request) -> web.StreamResponse:
 async def _dequeue_here(request: web.Request, name: str, body: DequeueBody) -> web.Response:
     node = request.app["node"]
     svc = _svc(request)
-    cid, rid = body.consumer, request_id(request)
+    cid, rid, fp = body.consumer, request_id(request), await fingerprint(request)
     deadline = time.monotonic() + body.wait_ms / 1000
     acks, acked = body.ack or None, None
     while True:
@@ -357,7 +366,7 @@ async def _dequeue_here(request: web.Request, name: str, body: DequeueBody) -> w
         # partitions have nothing for it now (and no acks to apply).
         if acks or not svc.consumer_fresh(name, cid, now_ms()) or svc.available(name, cid):
             args = {"q": name, "c": cid, "max": body.max, "vis": body.visibility_ms,
-                    "now": now_ms(), "rid": rid}
+                    "now": now_ms(), "rid": rid, "fp": fp}
             if acks:
                 args["ack"] = acks
             res = await node.propose("queues", "dequeue", args, None)
@@ -450,7 +459,7 @@ async def _forward(request: web.Request, wait_ms: int) -> web.StreamResponse:
         raise ApiError(503, "no_leader", "no leader is known right now; retry shortly")
     data = await request.read()
     headers = {h: request.headers[h] for h in _PASS_HEADERS if h in request.headers}
-    headers["Request-Id"] = request_id(request)
+    headers["Request-Id"] = raw_request_id(request)
     headers[FORWARDED_HEADER] = node.id
     scheme = "https" if getattr(node, "ssl_client", None) else "http"
     timeout = aiohttp.ClientTimeout(total=wait_ms / 1000 + node.cfg.request_timeout + 1)

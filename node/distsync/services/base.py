@@ -29,6 +29,17 @@ class CommandError(Exception):
         }
 
 
+def mismatch(first_op: str) -> dict[str, Any]:
+    """The answer to a request id reused for a different request."""
+    return {
+        "error": "request_id_mismatch",
+        "message": f"this Request-Id was first used for a different request ({first_op} "
+                   "with other arguments, or another method or path); nothing was applied. "
+                   "Use a new id for a new request",
+        "status": 422,
+    }
+
+
 class StateMachine(Protocol):
     name: str
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
-from .base import CommandError
+from .base import CommandError, mismatch
 from .queue_core import QueueState, defaults_for
 from .queue_model import (
     DEDUPE_MAX_IDS,
@@ -191,6 +191,14 @@ class QueueService(QueueState):
             raise ValueError("consumer or max")
         q = self._queue(args["q"], index)
         c = self._touch(q, cid, now)
+        fp = args.get("fp")
+        if rid is not None and fp is not None:
+            # The request's fingerprint rides in the remembered id (no new snapshot field): the
+            # same id with another request is refused, as the id table does elsewhere.
+            rid = f"{rid}\x1e{fp.hex()}"
+        if rid is not None and c.last_rid is not None and c.last_ids and rid != c.last_rid \
+                and rid.split("\x1e")[0] == c.last_rid.split("\x1e")[0]:
+            return mismatch("queues.dequeue")
         if rid is not None and rid == c.last_rid and c.last_ids:
             # A retry of a dequeue that was applied: the same messages, not more.
             prefix = f"{c.last_index}:"

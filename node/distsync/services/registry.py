@@ -6,10 +6,17 @@ client re-sent) gets the remembered result without applying again. The table is 
 replicated state and of snapshots, and is bounded by count, oldest first, so every node evicts
 the same ids at the same index.
 
-An id is bound to the operation (service and op) that first used it: reusing it for a
-different operation is a client bug and gets 409 `request_id_reused`, not the other
-operation's result. Arguments are not compared, because a legitimate retry may differ in
-leader-supplied fields such as the proposal time.
+Ids are scoped and bound, like Stripe's idempotency keys. The API layer (api/idempotency.py)
+prefixes each id with the caller's scope (its token's digest and `Client-Id`), so two callers'
+ids never meet, and sends with it a fingerprint of the request as the client sent it (method,
+path, query, canonical JSON body). An id seen again with another fingerprint, or for another
+operation, is refused with 422 `request_id_mismatch` and nothing is applied; the command's own
+arguments are not compared, because a legitimate retry differs in leader-supplied fields such
+as the proposal time. Refusals for lack of room (`quota_exceeded`) are not remembered: they
+changed nothing, so a retry once there is room may apply, as the first attempt never did.
+
+Each remembered id keeps the leader's clock at its first application (`t`, carried in the
+command), only so that the metrics can show how far back the table reaches.
 
 Snapshots are taken on the event loop, so they must be cheap however big the state is: the
 snapshot is assembled from msgpack pieces (`snapshot_chunks`) that services and the dedupe
@@ -26,7 +33,7 @@ from typing import Any
 
 import msgpack
 
-from .base import SNAPSHOT_PACKER, CommandError, StateMachine
+from .base import SNAPSHOT_PACKER, CommandError, StateMachine, mismatch
 
 DEDUPE_LIMIT = 100_000
 # Take a snapshot only once the log since the last one is at least this many times the size
@@ -42,8 +49,20 @@ SNAPSHOT_SMALL_BYTES = 4 << 20
 SNAPSHOT_MAX_DEFER = 10
 
 
-def encode_command(service: str, op: str, args: dict[str, Any], request_id: str | None) -> bytes:
-    return msgpack.packb({"s": service, "o": op, "a": args, "r": request_id}, use_bin_type=True)
+# Results that are never remembered under a request id (see the module docstring).
+_NOT_REMEMBERED = frozenset({"quota_exceeded"})
+
+
+def encode_command(
+    service: str, op: str, args: dict[str, Any], request_id: str | None,
+    fingerprint: bytes | None = None, now_ms: int | None = None,
+) -> bytes:
+    cmd: dict[str, Any] = {"s": service, "o": op, "a": args, "r": request_id}
+    if fingerprint is not None:
+        cmd["f"] = fingerprint
+    if now_ms is not None:
+        cmd["t"] = now_ms
+    return msgpack.packb(cmd, use_bin_type=True)
 
 
 class Registry:
@@ -54,6 +73,7 @@ class Registry:
         # rid -> msgpack of its snapshot row, in the same order as `dedupe` (rows never change)
         self._dedupe_rows: dict[str, bytes] = {}
         self.log_bytes = 0  # bytes of commands applied since the last snapshot or restore
+        self.replays = 0  # requests answered from the table (volatile, for metrics)
         # Bytes of that snapshot not covered by services' size hints (see state_bytes).
         self._unhinted_bytes = 0
 
@@ -62,16 +82,17 @@ class Registry:
         try:
             cmd = msgpack.unpackb(data, raw=False)
             service, op, args, rid = cmd["s"], cmd["o"], cmd["a"], cmd.get("r")
+            fp, stamp = cmd.get("f"), cmd.get("t")
         except Exception:  # noqa: BLE001 - a malformed entry must not stop the apply loop
             return {"error": "bad_command", "message": "undecodable command", "status": 400}
         if rid is not None and rid in self.dedupe:
-            first_op, first_result = self.dedupe[rid]
-            if first_op != f"{service}.{op}":
-                return {
-                    "error": "request_id_reused",
-                    "message": f"Request-Id was already used for {first_op}",
-                    "status": 409,
-                }
+            first = self.dedupe[rid]
+            first_op, first_result = first[0], first[1]
+            first_fp = first[2] if len(first) > 2 else None
+            if first_op != f"{service}.{op}" or (
+                    fp is not None and first_fp is not None and fp != first_fp):
+                return mismatch(first_op)
+            self.replays += 1
             return first_result
         svc = self.services.get(service)
         if svc is None:
@@ -81,8 +102,9 @@ class Registry:
                 result = svc.apply(op, args, index)
             except CommandError as e:
                 result = e.to_result()
-        if rid is not None:
-            entry = (f"{service}.{op}", result)
+        if rid is not None and not (
+                isinstance(result, dict) and result.get("error") in _NOT_REMEMBERED):
+            entry = (f"{service}.{op}", result, fp, stamp)
             self.dedupe[rid] = entry
             self._dedupe_rows[rid] = SNAPSHOT_PACKER.pack((rid, entry))
             while len(self.dedupe) > self.dedupe_limit:
@@ -92,7 +114,7 @@ class Registry:
 
     def snapshot(self) -> bytes:
         """msgpack of {"services": {name: service.snapshot()}, "dedupe": [[rid, [op,
-        result]], ...]}."""
+        result, fingerprint, first_ms]], ...]}."""
         return b"".join(self.snapshot_chunks())
 
     def snapshot_chunks(self) -> list[bytes]:
@@ -111,6 +133,14 @@ class Registry:
         out.append(p.pack_array_header(len(self._dedupe_rows)))
         out.extend(self._dedupe_rows.values())
         return out
+
+    def window_ms(self, now_ms: int) -> int | None:
+        """How far back the table reaches: the age of the oldest remembered id by the leader
+        clock it carried (None when the table is empty or that id has no time)."""
+        for entry in self.dedupe.values():
+            stamp = entry[3] if len(entry) > 3 else None
+            return None if stamp is None else max(0, now_ms - stamp)
+        return None
 
     def snapshot_due(self, entries: int, threshold: int) -> bool:
         """Whether to snapshot now, `entries` after the last one: at least `threshold`
@@ -152,6 +182,9 @@ class Registry:
             for n, s in self.services.items():
                 if n in obj["services"]:
                     s.restore(obj["services"][n])
-            self.dedupe = OrderedDict((k, (v[0], v[1])) for k, v in obj["dedupe"])
+            # Rows of older snapshots have [op, result] only: no fingerprint, no time.
+            self.dedupe = OrderedDict(
+                (k, (v[0], v[1], *(list(v[2:4]) + [None, None])[:2])) for k, v in obj["dedupe"]
+            )
             self._dedupe_rows = {k: SNAPSHOT_PACKER.pack((k, v)) for k, v in self.dedupe.items()}
         self.snapshot_taken(len(data))

@@ -105,8 +105,11 @@ REQUEST_ID = {
     "name": "Request-Id",
     "in": "header",
     "required": False,
-    "description": "Makes a mutation idempotent: a retry with the same id returns the first "
-                   "result and changes nothing. 1-128 printable characters.",
+    "description": "Makes a mutation idempotent: a retry with the same id and the same "
+                   "request returns the first result and changes nothing; the same id with "
+                   "another request (method, path, query, canonical body) gets 422 "
+                   "`request_id_mismatch`. Scoped to the bearer token and `Client-Id`. "
+                   "1-128 printable characters.",
     "schema": {"type": "string", "pattern": "^[!-~]([ -~]{0,126}[!-~])?$"},
 }
 
