@@ -148,3 +148,24 @@ def test_follower_forwards_the_token_and_the_leader_checks_it(lc: LocalCluster) 
                            timeout=10)
     assert code == 401 and body["error"] == "unauthorized", body
     assert log_marks(lc)[leader] == before
+
+
+def test_request_ids_are_scoped_to_the_token(lc: LocalCluster) -> None:
+    """Two tokens that pick the same Request-Id are two callers: both writes apply (issue
+    15 item 1 with auth on). The same token reusing it for another key gets 422."""
+    leader = ready(lc)
+    follower = next(n for n in sorted(lc.nodes) if n != leader)
+    rid = {"Request-Id": "1"}
+    urls = [lc.nodes[leader].url, lc.nodes[follower].url]
+    got = [
+        http_json("PUT", f"{url}/v1/kv/sec/rid-{i}", {"value": i},
+                  headers={**bearer(tok), **rid}, timeout=10)
+        for i, (url, tok) in enumerate(zip(urls, (WRITE, ADMIN), strict=True))
+    ]
+    assert [c for c, _ in got] == [200, 200], got
+    for i in range(2):
+        code, body = http_json("GET", f"{urls[0]}/v1/kv/sec/rid-{i}", headers=bearer(READ))
+        assert code == 200 and body["value"] == i, body
+    code, body = http_json("PUT", f"{urls[1]}/v1/kv/sec/rid-x", {"value": 0},
+                           headers={**bearer(WRITE), **rid}, timeout=10)
+    assert code == 422 and body["error"] == "request_id_mismatch", body
