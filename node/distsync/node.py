@@ -152,6 +152,12 @@ class NodeConfig:
     max_body_bytes: int = 1 << 20
     max_value_bytes: int = 256 << 10  # one kv value, as compact JSON
     max_sessions_per_client: int = 1000  # open lock sessions per client address (leader)
+    # Connection limits (api/http_server.py, api/body.py; README "Connection limits").
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    idle_timeout_s: float = 75.0
+    max_connections: int = 4096
+    max_connections_per_client: int = 512
     # Security (README "Security"). Secrets stay out of repr() and so out of logs.
     cluster_secret: str = field(default="", repr=False)  # peer HMAC; "" = open cluster
     read_token: str = field(default="", repr=False)  # API bearer tokens per role, each a

@@ -36,6 +36,17 @@ _LIMITS = (
      "Largest kv value, as compact JSON (413 value_too_large)."),
     ("max_sessions_per_client", "max-sessions-per-client", "MAX_SESSIONS_PER_CLIENT", 1000,
      "Open lock sessions per client address (429 too_many_sessions)."),
+    ("header_timeout_s", "header-timeout", "HEADER_TIMEOUT", 10,
+     "Seconds a request's header block may take to arrive once it has started."),
+    ("body_timeout_s", "body-timeout", "BODY_TIMEOUT", 30,
+     "Seconds a request body may take to arrive (408 body_timeout)."),
+    ("idle_timeout_s", "idle-timeout", "IDLE_TIMEOUT", 75,
+     "Seconds an open connection may wait for its next request before it is closed."),
+    ("max_connections", "max-connections", "MAX_CONNECTIONS", 4096,
+     "Open connections per node (503 too_many_connections past it)."),
+    ("max_connections_per_client", "max-connections-per-client",
+     "MAX_CONNECTIONS_PER_CLIENT", 512,
+     "Open connections per client address (503 too_many_connections past it)."),
 )
 
 

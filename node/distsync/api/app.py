@@ -11,7 +11,9 @@ from ..node import Node
 from . import cache, cluster, kv, locks, queues
 from .auth import auth_middleware
 from .auth import install as install_auth
+from .body import body_middleware
 from .errors import error_middleware
+from .http_server import ConnectionLimits, JsonAppRunner
 from .openapi import routes as openapi_routes
 
 # Each service's HTTP routes (a module with a `routes` RouteTableDef); one line per service.
@@ -39,7 +41,7 @@ _COUNTERS = web.AppKey("http_request_counters", dict)
 
 def create_app(node: Node) -> web.Application:
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, auth_middleware],
+        middlewares=[metrics_middleware, error_middleware, auth_middleware, body_middleware],
         client_max_size=node.cfg.max_body_bytes,
     )
     app["node"] = node
@@ -68,7 +70,13 @@ def create_app(node: Node) -> web.Application:
 async def serve(node: Node) -> web.AppRunner:
     """Start the node and its HTTP listener; returns the runner to clean up."""
     app = create_app(node)
-    runner = web.AppRunner(app, access_log=None)
+    cfg = node.cfg
+    limits = ConnectionLimits(
+        header_timeout_s=cfg.header_timeout_s, idle_timeout_s=cfg.idle_timeout_s,
+        max_connections=cfg.max_connections,
+        max_connections_per_client=cfg.max_connections_per_client,
+    )
+    runner = JsonAppRunner(app, limits, access_log=None)
     await runner.setup()
     host, port = node.cfg.listen.rsplit(":", 1)
     site = web.TCPSite(

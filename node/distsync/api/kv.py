@@ -14,6 +14,9 @@ from .jsonio import json_response
 from .schemas import KVDelete, KVPut, check_key, check_value_size, parse_body
 
 routes = web.RouteTableDef()
+# Any character, newlines too: a key the route cannot match would be a 404 "no route" where
+# the answer is 400 invalid_key (check_key says which keys are valid).
+KEY_ROUTE = r"/v1/kv/{key:[\s\S]+}"
 
 
 def _result(res: Any) -> web.Response:
@@ -23,7 +26,7 @@ def _result(res: Any) -> web.Response:
     return json_response(res)
 
 
-@routes.put("/v1/kv/{key:.+}")
+@routes.put(KEY_ROUTE)
 @leader_only
 async def put(request: web.Request) -> web.StreamResponse:
     key = check_key(request.match_info["key"])
@@ -41,7 +44,7 @@ async def put(request: web.Request) -> web.StreamResponse:
     return _result(res)
 
 
-@routes.delete("/v1/kv/{key:.+}")
+@routes.delete(KEY_ROUTE)
 @leader_only
 async def delete(request: web.Request) -> web.StreamResponse:
     key = check_key(request.match_info["key"])
@@ -68,7 +71,7 @@ async def _read(request: web.Request) -> web.StreamResponse:
 _read_linearizable = leader_only(_read)
 
 
-@routes.get("/v1/kv/{key:.+}")
+@routes.get(KEY_ROUTE)
 async def get(request: web.Request) -> web.StreamResponse:
     """Linearizable by default (ReadIndex on the leader, no log write); with
     `?consistency=stale` any node answers from its own state at once."""
