@@ -103,3 +103,31 @@ async def test_sessions_per_client(lc: LocalCluster) -> None:
             assert r.status == 200, await r.text()
         code, body = await open_(a, follower)
         assert code == 200, body
+
+
+async def test_forged_forwarding_headers_do_not_choose_the_client(lc: LocalCluster) -> None:
+    """Issue 15 item 3: a client's own `X-Distsync-Forwarded-By` and `X-Distsync-Client-Addr`
+    are ignored (peer auth is off here, and 127.0.0.4 is no member's address): it stays
+    counted as itself, and a follower forwards its request instead of answering 503."""
+    leader = ready(lc)
+    follower = next(n for n in lc.nodes if n != leader)
+    forged = {"X-Distsync-Forwarded-By": follower}
+    async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(local_addr=("127.0.0.4", 0))) as s:
+        opened = []
+        for i in range(MAX_SESSIONS + 2):
+            hdrs = {**forged, "X-Distsync-Client-Addr": f"10.0.0.{i}"}
+            async with s.post(f"{lc.nodes[leader].url}/v1/sessions", json={"ttl_ms": 60_000},
+                              headers=hdrs) as r:
+                body = await r.json()
+                if i < MAX_SESSIONS:
+                    assert r.status == 200, body
+                    opened.append(body["session"])
+                else:
+                    assert (r.status, body["error"]) == (429, "too_many_sessions"), body
+        async with s.put(f"{lc.nodes[follower].url}/v1/kv/forged", json={"value": 1},
+                         headers=forged) as r:
+            assert r.status == 200, await r.text()
+        for sid in opened:
+            async with s.delete(f"{lc.nodes[leader].url}/v1/sessions/{sid}") as r:
+                assert r.status == 200

@@ -131,3 +131,15 @@ def test_member_with_the_wrong_secret_cannot_vote(lc: LocalCluster) -> None:
     for key, rev in written.items():
         code, body = http_json("GET", f"{lc.nodes[new].url}/v1/kv/{key}", timeout=10)
         assert code == 200 and body["revision"] == rev, (key, code, body)
+
+
+def test_forged_forwarding_headers_are_ignored(lc: LocalCluster) -> None:
+    """With a cluster secret, a forwarding mark is believed only when signed: a client's own
+    `X-Distsync-Forwarded-By` (even from a member's address) is ignored, so a follower
+    forwards its write instead of answering 503 `not_leader`."""
+    leader = ready(lc)
+    follower = next(n for n in lc.nodes if n != leader)
+    code, body = http_json("PUT", f"{lc.nodes[follower].url}/v1/kv/forged", {"value": 1},
+                           headers={"X-Distsync-Forwarded-By": leader,
+                                    "X-Distsync-Client-Addr": "10.9.9.9"}, timeout=10)
+    assert code == 200, diag(lc, f"forged forward answered {code} {body}")

@@ -15,6 +15,7 @@ from .body import body_middleware
 from .errors import error_middleware
 from .http_server import ConnectionLimits, JsonAppRunner
 from .openapi import routes as openapi_routes
+from .peer_trust import MEMBER_IPS, peer_trust_middleware
 
 # Each service's HTTP routes (a module with a `routes` RouteTableDef); one line per service.
 ROUTE_MODULES = [cluster, kv, queues, locks, cache]
@@ -41,11 +42,13 @@ _COUNTERS = web.AppKey("http_request_counters", dict)
 
 def create_app(node: Node) -> web.Application:
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, auth_middleware, body_middleware],
+        middlewares=[metrics_middleware, error_middleware, auth_middleware, body_middleware,
+                     peer_trust_middleware],
         client_max_size=node.cfg.max_body_bytes,
     )
     app["node"] = node
     app[_COUNTERS] = {}
+    app[MEMBER_IPS] = {}
     install_auth(app, node.cfg)
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)

@@ -3,7 +3,8 @@
 Forwarding (rather than a 307 redirect) keeps clients simple and works through a Kubernetes
 Service that load-balances over all pods. A forwarded request is marked; a node that gets a
 marked request and is not the leader answers 503 `not_leader` instead of forwarding again, so
-requests never loop while leadership is moving.
+requests never loop while leadership is moving. The mark and the client address it carries
+are signed like a `/v1/internal/` call and believed only from a peer (peer_trust.py).
 """
 
 from __future__ import annotations
@@ -16,20 +17,21 @@ from aiohttp import web
 from ..raft.core import NotLeader
 from .errors import ApiError
 from .idempotency import CLIENT_ID_HEADER, raw_request_id
+from .peer_trust import CLIENT_HEADER, FORWARDED_HEADER, client_addr, forwarded_by
 
-FORWARDED_HEADER = "X-Distsync-Forwarded-By"
 LEADER_HEADER = "X-Distsync-Leader"
-# The original client's address on a forwarded request (per-client limits, api/limits.py).
-CLIENT_HEADER = "X-Distsync-Client-Addr"
+__all__ = ["CLIENT_HEADER", "FORWARDED_HEADER", "LEADER_HEADER", "forward", "leader_only"]
 _PASS_HEADERS = ("Content-Type", "Request-Id", "Authorization", "Accept", CLIENT_ID_HEADER)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def forward(request: web.Request) -> web.StreamResponse:
+async def forward(request: web.Request, timeout: float | None = None) -> web.StreamResponse:
+    """Relay the request to the leader and its answer back. `timeout`: the whole exchange
+    (default: the forwarding session's, request_timeout + 1 s); a long poll passes more."""
     node = request.app["node"]
     leader = node.core.leader
-    if request.headers.get(FORWARDED_HEADER):
+    if forwarded_by(request):
         raise ApiError(
             503, "not_leader", "this node is not the leader; retry",
             leader=leader, leader_addr=node.addr_of(leader),
@@ -42,11 +44,16 @@ async def forward(request: web.Request) -> web.StreamResponse:
     if "rid" in request:
         headers["Request-Id"] = raw_request_id(request)
     headers[FORWARDED_HEADER] = node.id
-    headers[CLIENT_HEADER] = client_of(request)
+    headers[CLIENT_HEADER] = client_addr(request)
+    auth = getattr(node, "peer_auth", None)
+    if auth is not None:
+        headers.update(auth.request_headers(leader))
     session: aiohttp.ClientSession = request.app["forward_session"]
     url = f"{'https' if node.ssl_client else 'http'}://{addr}{request.path_qs}"
+    kw = {} if timeout is None else {"timeout": aiohttp.ClientTimeout(total=timeout)}
     try:
-        async with session.request(request.method, url, data=body, headers=headers) as r:
+        async with session.request(request.method, url, data=body, headers=headers,
+                                   **kw) as r:
             data = await r.read()
             resp = web.Response(status=r.status, body=data)
             resp.content_type = r.content_type
@@ -60,10 +67,8 @@ async def forward(request: web.Request) -> web.StreamResponse:
 
 
 def client_of(request: web.Request) -> str:
-    """The address of the client a request comes from, through one forwarding hop."""
-    if request.headers.get(FORWARDED_HEADER) and request.headers.get(CLIENT_HEADER):
-        return request.headers[CLIENT_HEADER]
-    return request.remote or "unknown"
+    """The address of the client a request comes from, through one trusted forwarding hop."""
+    return client_addr(request)
 
 
 def leader_only(handler: Handler) -> Handler:

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-import aiohttp
 from aiohttp import web
 from pydantic import Field, StringConstraints, model_validator
 
@@ -29,8 +28,8 @@ from ..services.queue_model import (
 )
 from . import idempotency
 from .errors import ApiError
-from .forward import FORWARDED_HEADER, LEADER_HEADER, leader_only
-from .idempotency import CLIENT_ID_HEADER, fingerprint, raw_request_id, request_id
+from .forward import forward, leader_only
+from .idempotency import fingerprint, raw_request_id, request_id
 from .jsonio import json_response, json_size
 from .queue_metrics import QueueMetrics
 from .schemas import _Strict, parse_body
@@ -41,7 +40,6 @@ QUEUE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,123}$")
 CONSUMER_RE = r"^[A-Za-z0-9_.:@\-]{1,128}$"
 MESSAGE_ID_RE = r"^[A-Za-z0-9._\-/:@]{1,128}$"  # no "~": generated ids start with it
 RECEIPT_RE = r"^[0-9]{1,20}:[A-Za-z0-9._\-/:@~]{1,200}$"
-_PASS_HEADERS = ("Content-Type", "Authorization", "Accept", CLIENT_ID_HEADER)
 
 HeaderKey = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 HeaderValue = Annotated[str, StringConstraints(max_length=4096)]
@@ -449,32 +447,9 @@ async def leave(request: web.Request) -> web.StreamResponse:
 
 async def _forward(request: web.Request, wait_ms: int) -> web.StreamResponse:
     """forward.forward with a timeout that covers the long poll."""
+    raw_request_id(request)  # the retry on the leader must carry the same id
     node = request.app["node"]
-    leader = node.core.leader
-    if request.headers.get(FORWARDED_HEADER):
-        raise ApiError(503, "not_leader", "this node is not the leader; retry",
-                       leader=leader, leader_addr=node.addr_of(leader))
-    addr = node.addr_of(leader) if leader and leader != node.id else None
-    if addr is None:
-        raise ApiError(503, "no_leader", "no leader is known right now; retry shortly")
-    data = await request.read()
-    headers = {h: request.headers[h] for h in _PASS_HEADERS if h in request.headers}
-    headers["Request-Id"] = raw_request_id(request)
-    headers[FORWARDED_HEADER] = node.id
-    scheme = "https" if getattr(node, "ssl_client", None) else "http"
-    timeout = aiohttp.ClientTimeout(total=wait_ms / 1000 + node.cfg.request_timeout + 1)
-    try:
-        async with request.app["forward_session"].request(
-            request.method, f"{scheme}://{addr}{request.path_qs}", data=data, headers=headers,
-            timeout=timeout,
-        ) as r:
-            resp = web.Response(status=r.status, body=await r.read())
-            resp.content_type = r.content_type
-            resp.headers[LEADER_HEADER] = leader
-            return resp
-    except (aiohttp.ClientError, TimeoutError) as e:
-        raise ApiError(503, "leader_unreachable",
-                       f"could not reach leader {leader} at {addr}: {e}", leader=leader) from None
+    return await forward(request, timeout=wait_ms / 1000 + node.cfg.request_timeout + 1)
 
 
 def setup(app: web.Application) -> None:

@@ -156,11 +156,23 @@ class PeerAuthenticator:
         later ones on a connection that already proved itself cannot be a replay from
         elsewhere (a replay needs a connection of its own), and frequent internal calls would
         otherwise fill the replay memory."""
-        conn = request.transport
-        known = conn is not None and conn in self._proven
+        # The transport stands for the connection, or where it cannot be weakly referenced
+        # (uvloop's SSL transports: a TypeError here was a 500 on every signed call over TLS)
+        # its protocol object; failing both, every call is checked as a first one.
+        conn, known = None, False
+        for cand in (request.transport, request.protocol):
+            try:
+                weakref.ref(cand)
+            except TypeError:
+                continue
+            conn, known = cand, cand in self._proven
+            break
         ok = self._verify(request, remember=not known)
         if ok and conn is not None and not known:
-            self._proven.add(conn)
+            try:
+                self._proven.add(conn)
+            except TypeError:
+                pass
         return ok
 
     def _verify(self, request: web.Request, remember: bool) -> bool:
