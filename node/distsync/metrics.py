@@ -124,3 +124,33 @@ class RequestIdCollector:
 
     def describe(self) -> list[Any]:
         return []
+
+
+class QuotaCollector:
+    """Quotas (services/quotas.py) at scrape time: the limits, the weighed state, the NOSPACE
+    alarm and refusals by limit (this node's, since it started)."""
+
+    def __init__(self, quota: Any):
+        self.quota = quota
+
+    def collect(self) -> Any:
+        q = self.quota
+        st = q.status()
+        yield GaugeMetricFamily("distsync_state_bytes",
+                                "About the bytes of the replicated state (weighed by the "
+                                "services' estimates)", value=st["state_bytes"])
+        yield GaugeMetricFamily("distsync_quota_alarm",
+                                "1 while the NOSPACE alarm is on (max_state_bytes reached)",
+                                value=1 if q.alarm else 0)
+        limits = GaugeMetricFamily("distsync_quota_limit", "Quotas in force", labels=["limit"])
+        for name, value in sorted(q.limits.items()):
+            limits.add_metric([name], value)
+        yield limits
+        refused = CounterMetricFamily("distsync_quota_refusals",
+                                      "Commands refused for a quota, by limit", labels=["limit"])
+        for name, n in sorted(q.refused.items()):
+            refused.add_metric([name], n)
+        yield refused
+
+    def describe(self) -> list[Any]:
+        return []

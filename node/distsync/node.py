@@ -22,12 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .metrics import NodeMetrics, RequestIdCollector
+from .metrics import NodeMetrics, QuotaCollector, RequestIdCollector
 from .raft import conf as confmod
 from .raft.core import Config, NotLeader, ProposalDropped, Raft
 from .raft.types import EntryType, Message, MsgType, Ready, Role
 from .services.base import StateMachine
 from .services.kv import KVStore
+from .services.quotas import DEFAULT_LIMITS
 from .services.registry import Registry, encode_command
 from .storage import Storage
 from .tls import contexts as tls_contexts
@@ -151,7 +152,15 @@ class NodeConfig:
     request_timeout: float = 5.0
     max_body_bytes: int = 1 << 20
     max_value_bytes: int = 256 << 10  # one kv value, as compact JSON
-    max_sessions_per_client: int = 1000  # open lock sessions per client address (leader)
+    # Quotas (services/quotas.py; README "Quotas"): replicated by the leader, so keep them
+    # alike on every node.
+    max_sessions_per_client: int = 1000  # open lock sessions per client address
+    max_sessions: int = 100_000
+    max_queues: int = 1_000
+    max_locks: int = 100_000
+    max_waiters: int = 100_000
+    max_kv_keys: int = 1_000_000
+    max_state_bytes: int = 512 << 20
     # Connection limits (api/http_server.py, api/body.py; README "Connection limits").
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
@@ -195,6 +204,8 @@ class Node:
             services = default_services()
         self.registry = Registry([self.kv, *services])
         self.metrics.registry.register(RequestIdCollector(self.registry))
+        self.registry.quota.desired = {k: getattr(cfg, k) for k in DEFAULT_LIMITS}
+        self.metrics.registry.register(QuotaCollector(self.registry.quota))
         self.storage = Storage(cfg.data_dir)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fsync-{self.id}")
         # Snapshots are written by a thread of their own, so that the Raft loop's saves do
@@ -307,6 +318,7 @@ class Node:
                 "leader_addr": self.addr_of(self.core.leader),
                 "members": members,
                 "ready": self.is_ready(),
+                **self.registry.quota.status(),
             }
         )
         return st

@@ -4,9 +4,10 @@ documented status and code and changes nothing.
 * body size (413 body_too_large), kv value size (413 value_too_large), key length and
   character set (400 invalid_key, also a trailing newline), lock and queue names (400),
   strings that are not Unicode (400 invalid_json);
-* open lock sessions per client (429 too_many_sessions): counted per client address, also
-  through a follower (which names the original client to the leader), so one client at its
-  limit does not hold back another. Clients come from distinct loopback addresses.
+* open lock sessions per client (429 quota_exceeded, limit max_sessions_per_client): counted
+  per client address in the replicated state, also through a follower (which names the
+  original client to the leader), so one client at its limit does not hold back another.
+  Clients come from distinct loopback addresses.
 """
 
 from __future__ import annotations
@@ -93,8 +94,8 @@ async def test_sessions_per_client(lc: LocalCluster) -> None:
             opened.append(body["session"])
         for nid in (leader, follower):
             code, body = await open_(a, nid)
-            assert (code, body["error"]) == (429, "too_many_sessions"), body
-            assert body["limit"] == MAX_SESSIONS
+            assert (code, body["error"]) == (429, "quota_exceeded"), body
+            assert (body["limit"], body["quota"]) == ("max_sessions_per_client", MAX_SESSIONS)
         # Another client is not held back by the first, through the follower too.
         code, body = await open_(b, follower)
         assert code == 200, body
@@ -124,7 +125,7 @@ async def test_forged_forwarding_headers_do_not_choose_the_client(lc: LocalClust
                     assert r.status == 200, body
                     opened.append(body["session"])
                 else:
-                    assert (r.status, body["error"]) == (429, "too_many_sessions"), body
+                    assert (r.status, body["error"]) == (429, "quota_exceeded"), body
         async with s.put(f"{lc.nodes[follower].url}/v1/kv/forged", json={"value": 1},
                          headers=forged) as r:
             assert r.status == 200, await r.text()

@@ -32,9 +32,10 @@ async def put(request: web.Request) -> web.StreamResponse:
     key = check_key(request.match_info["key"])
     body = await parse_body(request, KVPut)
     limit = request.app["node"].cfg.max_value_bytes
-    check_value_size(body.value, limit)
+    size = check_value_size(body.value, limit)
     check_value_size(body.expect_value, limit, "expect_value")
-    args: dict[str, Any] = {"key": key, "value": body.value}
+    # `sz`: the value's size, for the space quota's weighing (services/kv.py).
+    args: dict[str, Any] = {"key": key, "value": body.value, "sz": size}
     if body.expect_revision is not None:
         args["expect_revision"] = body.expect_revision
     if "expect_value" in body.model_fields_set:

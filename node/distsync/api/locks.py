@@ -30,7 +30,7 @@ from .errors import ApiError
 from .forward import leader_only
 from .idempotency import propose, raw_request_id
 from .jsonio import json_response
-from .limits import check_session_quota, session_opened
+from .peer_trust import client_addr
 from .schemas import _Strict, parse_body
 
 routes = web.RouteTableDef()
@@ -172,10 +172,9 @@ async def open_session(request: web.Request) -> web.StreamResponse:
     """Open a session with a lease of `ttl_ms` (default 10 s); keep it alive with
     keepalives well within the TTL (a third of it is the client's default)."""
     body = await parse_body(request, SessionOpen, optional=True)
-    client = check_session_quota(request, _svc(request).sessions)  # 429 past the limit
-    res = await propose(request, "locks", "open", {"ttl_ms": body.ttl_ms, "name": body.name})
-    session_opened(request, client, res)
-    return _result(res)
+    # The owner counts against max_sessions_per_client, in the state machine (quotas.py).
+    args = {"ttl_ms": body.ttl_ms, "name": body.name, "owner": client_addr(request)}
+    return _result(await propose(request, "locks", "open", args))
 
 
 @routes.post("/v1/sessions/{id}/keepalive")

@@ -111,7 +111,7 @@ def check_key(key: str) -> str:
 _DEEP = object()
 
 
-def check_value_size(value: Any, limit: int, what: str = "value") -> None:
+def check_value_size(value: Any, limit: int, what: str = "value") -> int:
     """413 `value_too_large` when `value`, encoded as compact JSON, exceeds `limit` bytes: the
     body limit bounds a request, this bounds what one entry puts into the replicated state."""
     size = json_size(value)
@@ -120,6 +120,7 @@ def check_value_size(value: Any, limit: int, what: str = "value") -> None:
             413, "value_too_large", f"{what} is {size} bytes as JSON; the limit is {limit}",
             limit=limit,
         )
+    return size
 
 
 async def parse_body(request: web.Request, model: type[BaseModel], optional: bool = False) -> Any:

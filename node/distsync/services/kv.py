@@ -12,6 +12,7 @@ from typing import Any
 from .base import SNAPSHOT_PACKER, CommandError
 
 _MISSING = object()
+ROW_BYTES = 48  # a row's framing and revision in a snapshot, about
 
 
 class KVStore:
@@ -23,6 +24,10 @@ class KVStore:
         # every key at every snapshot stalled the event loop (tens of ms per 10k keys, plus
         # the garbage collections that the temporary lists set off).
         self._rows: dict[str, bytes] = {}
+        # About the bytes of the data (keys, and values as the API measured them, in `sz`):
+        # what the space quota weighs (quotas.py). Kept per key so that it stays exact.
+        self._sizes: dict[str, int] = {}
+        self.bytes = 0
 
     # -- reads (local; linearizable when preceded by a ReadIndex barrier) ---------------
 
@@ -41,6 +46,9 @@ class KVStore:
             self._check(args, cur)
             self.data[key] = (args["value"], index)
             self._rows.pop(key, None)
+            size = len(key) + (args.get("sz") if type(args.get("sz")) is int else 0)
+            self.bytes += size - self._sizes.get(key, 0)
+            self._sizes[key] = size
             return {"revision": index, "prev_revision": cur[1] if cur else 0}
         if op == "delete":
             self._check(args, cur)
@@ -48,6 +56,7 @@ class KVStore:
                 return {"deleted": False, "revision": index}
             del self.data[key]
             self._rows.pop(key, None)
+            self.bytes -= self._sizes.pop(key, 0)
             return {"deleted": True, "revision": index, "prev_revision": cur[1]}
         raise CommandError("bad_op", f"unknown kv op {op!r}", 400)
 
@@ -74,6 +83,9 @@ class KVStore:
                     revision=cur[1] if cur else 0,
                 )
 
+    def snapshot_size_hint(self) -> int:
+        return self.bytes + ROW_BYTES * len(self.data)
+
     def snapshot(self) -> Any:
         return [[k, v, r] for k, (v, r) in self.data.items()]
 
@@ -92,3 +104,7 @@ class KVStore:
     def restore(self, data: Any) -> None:
         self.data = {k: (v, r) for k, v, r in data}
         self._rows = {}
+        # Sizes of restored values are not in the snapshot: weigh them once, by msgpack.
+        self._sizes = {k: len(k) + len(SNAPSHOT_PACKER.pack(v)) for k, (v, _) in
+                       self.data.items()}
+        self.bytes = sum(self._sizes.values())

@@ -55,6 +55,7 @@ class Session:
     ttl_ms: int
     name: str
     created: int  # log index of the open
+    owner: str = ""  # the client that opened it (its address), for the per-client quota
     holds: dict[str, None] = field(default_factory=dict)  # lock names, in grant order
     waits: dict[str, Waiter] = field(default_factory=dict)  # lock name -> its waiter
 
@@ -85,6 +86,7 @@ class LockService:
         self.locks: dict[str, Lock] = {}
         self.waits: dict[int, Waiter] = {}  # wait id -> waiter
         self.outcomes: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._owners: dict[str, int] = {}  # derived: open sessions per owner (quotas.py)
         # Derived, not part of the state: wait deadlines for the leader's timer.
         self._heap: list[tuple[int, int]] = []
         # Volatile, leader-only (see locks_lease.py); the API sets term_source.
@@ -111,8 +113,13 @@ class LockService:
         label = args.get("name") or ""
         if not isinstance(label, str):
             raise _bad("name must be a string")
+        owner = args.get("owner") or ""
+        if not isinstance(owner, str):
+            raise _bad("owner must be a string")
         sid = f"s{index}"
-        self.sessions[sid] = Session(sid, ttl, label, index)
+        self.sessions[sid] = Session(sid, ttl, label, index, owner)
+        if owner:
+            self._owners[owner] = self._owners.get(owner, 0) + 1
         self.stats["opened"] += 1
         self.lease.dirty = True
         return {"session": sid, "ttl_ms": ttl}
@@ -345,12 +352,30 @@ class LockService:
             released.append(name)
             self.stats["releases"] += 1
         del self.sessions[sess.id]
+        self._disown(sess.owner)
         self.lease.dirty = True
         for name in sorted(touched):
             lk = self.locks[name]
             self._grant(lk, index)
             self._gc(lk)
         return released
+
+    def owned(self, owner: str) -> int:
+        """Open sessions of `owner` (the per-client session quota)."""
+        return self._owners.get(owner, 0)
+
+    def _disown(self, owner: str) -> None:
+        if owner:
+            left = self._owners.get(owner, 0) - 1
+            if left > 0:
+                self._owners[owner] = left
+            else:
+                self._owners.pop(owner, None)
+
+    def snapshot_size_hint(self) -> int:
+        """About the bytes of this state (quotas.py weighs it against max_state_bytes)."""
+        return 120 * len(self.sessions) + 120 * len(self.locks) + 100 * len(self.waits) \
+            + 200 * len(self.outcomes)
 
     def _rebuild_heap(self) -> None:
         self._heap = [(w.deadline_ms, wid) for wid, w in self.waits.items()]
@@ -458,7 +483,8 @@ class LockService:
     def snapshot(self) -> Any:
         return {
             "sessions": [
-                [s.id, s.ttl_ms, s.name, s.created, list(s.holds), list(s.waits)]
+                [s.id, s.ttl_ms, s.name, s.created, list(s.holds), list(s.waits),
+                 *([s.owner] if s.owner else [])]
                 for s in self.sessions.values()
             ],
             "locks": [
@@ -485,8 +511,11 @@ class LockService:
                 self.waits[wid] = w
             self.locks[name] = lk
         by_key = {(w.session, w.lock): w for w in self.waits.values()}
-        for sid, ttl, label, created, holds, waits in data["sessions"]:
-            sess = Session(sid, ttl, label, created)
+        self._owners = {}
+        for sid, ttl, label, created, holds, waits, *rest in data["sessions"]:
+            sess = Session(sid, ttl, label, created, rest[0] if rest else "")
+            if sess.owner:
+                self._owners[sess.owner] = self._owners.get(sess.owner, 0) + 1
             sess.holds = dict.fromkeys(holds)
             sess.waits = {n: by_key[(sid, n)] for n in waits}
             self.sessions[sid] = sess

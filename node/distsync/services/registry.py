@@ -34,8 +34,10 @@ from typing import Any
 import msgpack
 
 from .base import SNAPSHOT_PACKER, CommandError, StateMachine, mismatch
+from .quotas import QuotaService
 
 DEDUPE_LIMIT = 100_000
+DEDUPE_ROW_BYTES = 160  # about one remembered id in a snapshot (scoped id, fingerprint, result)
 # Take a snapshot only once the log since the last one is at least this many times the size
 # of the snapshot (LogCabin's snapshotRatio, same default): snapshot writes cost at most 1/4
 # of the log's bytes, the log kept in memory stays below 4x the state, and a big transient
@@ -68,6 +70,14 @@ def encode_command(
 class Registry:
     def __init__(self, services: list[StateMachine], dedupe_limit: int = DEDUPE_LIMIT):
         self.services = {s.name: s for s in services}
+        # Quotas (quotas.py): checked before every command, and a service of its own for the
+        # replicated limits and the space alarm.
+        quota = self.services.get("quota")
+        if not isinstance(quota, QuotaService):
+            quota = QuotaService()
+            self.services["quota"] = quota
+        quota.registry = self
+        self.quota = quota
         self.dedupe: OrderedDict[str, Any] = OrderedDict()
         self.dedupe_limit = dedupe_limit
         # rid -> msgpack of its snapshot row, in the same order as `dedupe` (rows never change)
@@ -99,6 +109,7 @@ class Registry:
             result: Any = {"error": "bad_service", "message": service, "status": 400}
         else:
             try:
+                self.quota.admit(service, op, args)
                 result = svc.apply(op, args, index)
             except CommandError as e:
                 result = e.to_result()
@@ -163,8 +174,9 @@ class Registry:
         return self._unhinted_bytes + self._hinted_bytes()
 
     def _hinted_bytes(self) -> int:
-        return sum(s.snapshot_size_hint() for s in self.services.values()
-                   if hasattr(s, "snapshot_size_hint"))
+        return DEDUPE_ROW_BYTES * len(self.dedupe) + sum(
+            s.snapshot_size_hint() for s in self.services.values()
+            if hasattr(s, "snapshot_size_hint"))
 
     def snapshot_taken(self, size: int) -> None:
         """A snapshot of `size` bytes was written (or restored): the log starts again."""
@@ -182,6 +194,8 @@ class Registry:
             for n, s in self.services.items():
                 if n in obj["services"]:
                     s.restore(obj["services"][n])
+                else:  # a snapshot from before this service existed: its empty state
+                    s.restore(s.__class__().snapshot())
             # Rows of older snapshots have [op, result] only: no fingerprint, no time.
             self.dedupe = OrderedDict(
                 (k, (v[0], v[1], *(list(v[2:4]) + [None, None])[:2])) for k, v in obj["dedupe"]

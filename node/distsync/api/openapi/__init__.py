@@ -83,6 +83,10 @@ def _decorate(path: str, method: str, op: dict[str, Any]) -> None:
         responses.update({k: v for k, v in errors(401, 403).items() if k not in responses})
     if "requestBody" in op:
         responses.update({k: v for k, v in errors(400, 413).items() if k not in responses})
+    if any(p.get("name") == "Request-Id" for p in op.get("parameters", [])
+           if isinstance(p, dict)):
+        # Ids bound to their request (422), quotas (429, and 507 under the space alarm).
+        responses.update({k: v for k, v in errors(422, 429, 507).items() if k not in responses})
     if "{" in path:  # a path parameter the route cannot match (e.g. a newline) finds no route
         responses.update({k: v for k, v in errors(404).items() if k not in responses})
 

@@ -66,7 +66,12 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
           "membership change in progress, a lock not held, ...)"),
     413: ("TooLarge", "Body, value or message over its limit (`body_too_large`, "
           "`value_too_large`, `message_too_large`)"),
-    429: ("TooMany", "Over a per-client limit (`too_many_sessions`)"),
+    429: ("TooMany", "Over a quota (`quota_exceeded`, with `limit` naming it) or a queue's "
+          "size (`queue_full`)"),
+    422: ("RequestIdMismatch", "The Request-Id was first used for a different request "
+          "(`request_id_mismatch`); nothing was applied"),
+    507: ("NoSpace", "The state has reached max_state_bytes (`quota_exceeded`, NOSPACE alarm): "
+          "writes that add state are refused until space is freed"),
     503: ("Unavailable", "Retryable: `no_leader`, `not_leader`, `leader_unreachable`, "
           "`unavailable`, `not_ready`, or a backend that cannot be reached; retry with the "
           "same Request-Id"),
