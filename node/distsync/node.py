@@ -337,6 +337,7 @@ class Node:
     async def propose(
         self, service: str, op: str, args: dict[str, Any], request_id: str | None = None,
         timeout: float | None = None, fingerprint: bytes | None = None,
+        bind: str | None = None,
     ) -> Any:
         """Replicate one command and return its result once it is applied here. Commands
         that arrive while the loop is busy go into the log together, as one batch.
@@ -344,7 +345,8 @@ class Node:
         the command carries this leader's clock only for the id table's metrics."""
         data = encode_command(
             service, op, args, request_id, fingerprint,
-            int(time.time() * 1000) if request_id is not None else None,
+            int(time.time() * 1000) if request_id is not None or bind is not None else None,
+            bind,
         )
         fut = asyncio.get_running_loop().create_future()
         self._props.append((data, fut, time.monotonic()))

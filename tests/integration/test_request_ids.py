@@ -149,6 +149,19 @@ def test_dequeue_id_is_bound_to_its_request(shared_cluster: LocalCluster) -> Non
     assert again[0] == 200 and again[1]["messages"] == first[1]["messages"], again
     other = call(lead, "POST", f"/v1/queues/{q}/dequeue", {"consumer": "w", "max": 2}, rid)
     assert other[0] == 422 and other[1]["error"] == "request_id_mismatch", other
+    # Another consumer, or another kind of request, under a dequeue's id; and a dequeue
+    # under a put's id: all refused, nothing leased or written.
+    for url, method, path, body in [
+        (foll, "POST", f"/v1/queues/{q}/dequeue", {"consumer": "v", "max": 1}),
+        (lead, "PUT", f"/v1/kv/{uid('rid/d')}", {"value": 1}),
+    ]:
+        got = call(url, method, path, body, rid)
+        assert got[0] == 422 and got[1]["error"] == "request_id_mismatch", (path, got)
+    put_rid = uid("put")
+    assert call(lead, "PUT", f"/v1/kv/{uid('rid/p')}", {"value": 1}, put_rid)[0] == 200
+    got = call(foll, "POST", f"/v1/queues/{q}/dequeue", {"consumer": "w", "max": 1}, put_rid)
+    assert got[0] == 422 and got[1]["error"] == "request_id_mismatch", got
+    assert call(lead, "GET", f"/v1/queues/{q}")[1]["in_flight"] == 1
 
 
 def test_invalid_client_id_is_refused(shared_cluster: LocalCluster) -> None:

@@ -367,7 +367,9 @@ async def _dequeue_here(request: web.Request, name: str, body: DequeueBody) -> w
                     "now": now_ms(), "rid": rid, "fp": fp}
             if acks:
                 args["ack"] = acks
-            res = await node.propose("queues", "dequeue", args, None)
+            # The queue answers a retried dequeue itself (the consumer's last lease); the id
+            # table only binds the id to this request (422 for another one under it).
+            res = await node.propose("queues", "dequeue", args, None, fingerprint=fp, bind=rid)
             if isinstance(res, dict) and "error" in res:
                 return _result(res)
             if acks:  # applied once; later polls of this request only fetch

@@ -57,13 +57,17 @@ _NOT_REMEMBERED = frozenset({"quota_exceeded"})
 
 def encode_command(
     service: str, op: str, args: dict[str, Any], request_id: str | None,
-    fingerprint: bytes | None = None, now_ms: int | None = None,
+    fingerprint: bytes | None = None, now_ms: int | None = None, bind: str | None = None,
 ) -> bytes:
+    """`bind`: an id whose replays the service answers itself (a dequeue's long poll
+    proposes many times under one id): the table only binds it to its request."""
     cmd: dict[str, Any] = {"s": service, "o": op, "a": args, "r": request_id}
     if fingerprint is not None:
         cmd["f"] = fingerprint
     if now_ms is not None:
         cmd["t"] = now_ms
+    if bind is not None:
+        cmd["b"] = bind
     return msgpack.packb(cmd, use_bin_type=True)
 
 
@@ -92,9 +96,17 @@ class Registry:
         try:
             cmd = msgpack.unpackb(data, raw=False)
             service, op, args, rid = cmd["s"], cmd["o"], cmd["a"], cmd.get("r")
-            fp, stamp = cmd.get("f"), cmd.get("t")
+            fp, stamp, bind = cmd.get("f"), cmd.get("t"), cmd.get("b")
         except Exception:  # noqa: BLE001 - a malformed entry must not stop the apply loop
             return {"error": "bad_command", "message": "undecodable command", "status": 400}
+        if bind is not None:
+            bound = self.dedupe.get(bind)
+            if bound is not None:
+                if bound[0] != f"{service}.{op}" or (
+                        fp is not None and bound[2] is not None and fp != bound[2]):
+                    return mismatch(bound[0])
+            else:
+                self._remember(bind, (f"{service}.{op}", None, fp, stamp))
         if rid is not None and rid in self.dedupe:
             first = self.dedupe[rid]
             first_op, first_result = first[0], first[1]
@@ -115,13 +127,15 @@ class Registry:
                 result = e.to_result()
         if rid is not None and not (
                 isinstance(result, dict) and result.get("error") in _NOT_REMEMBERED):
-            entry = (f"{service}.{op}", result, fp, stamp)
-            self.dedupe[rid] = entry
-            self._dedupe_rows[rid] = SNAPSHOT_PACKER.pack((rid, entry))
-            while len(self.dedupe) > self.dedupe_limit:
-                old, _ = self.dedupe.popitem(last=False)
-                del self._dedupe_rows[old]
+            self._remember(rid, (f"{service}.{op}", result, fp, stamp))
         return result
+
+    def _remember(self, rid: str, entry: tuple[Any, ...]) -> None:
+        self.dedupe[rid] = entry
+        self._dedupe_rows[rid] = SNAPSHOT_PACKER.pack((rid, entry))
+        while len(self.dedupe) > self.dedupe_limit:
+            old, _ = self.dedupe.popitem(last=False)
+            del self._dedupe_rows[old]
 
     def snapshot(self) -> bytes:
         """msgpack of {"services": {name: service.snapshot()}, "dedupe": [[rid, [op,
