@@ -210,3 +210,24 @@ def test_retries_after_failover_answer_the_first_result(lc: LocalCluster) -> Non
     info = call(lc.nodes[new].url, "GET", f"/v1/queues/{q}")[1]
     assert info["stats"]["acked"] == 2, info
     assert call(lc.nodes[new].url, "GET", "/v1/kv/fo2")[0] == 404
+
+
+def test_python_client_scopes_ids_by_client_id(shared_cluster: LocalCluster) -> None:
+    """Two applications that chose the same request id, each with its own `client_id`, both
+    apply; one application reusing its id for another request gets the 422, not a retry."""
+    from distsync.client import BlockingClient, DistSyncError
+
+    k1, k2, k3 = uid("rid/app1"), uid("rid/app2"), uid("rid/app3")
+    rid = uid("order")
+    with BlockingClient(shared_cluster.addrs, client_id="app-1") as a, \
+            BlockingClient(shared_cluster.addrs, client_id="app-2") as b:
+        ra = a.put(k1, 1, request_id=rid)
+        rb = b.put(k2, 2, request_id=rid)
+        assert ra["revision"] != rb["revision"]
+        assert a.put(k1, 1, request_id=rid) == ra  # a retry: the first answer
+        with pytest.raises(DistSyncError) as e:
+            a.put(k3, 3, request_id=rid)
+        assert (e.value.status, e.value.code) == (422, "request_id_mismatch")
+        assert b.get_value(k2) == 2
+        with pytest.raises(DistSyncError):
+            b.get(k3)
