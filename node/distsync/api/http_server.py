@@ -24,7 +24,6 @@ Connections (README "Connection limits"):
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -41,6 +40,8 @@ from aiohttp.http_exceptions import (
 )
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
+
+from .jsonio import dumps, json_response
 
 log = logging.getLogger("distsync.api.http")
 
@@ -123,7 +124,7 @@ def classify(exc: BaseException | None, status: int, limits: ConnectionLimits | 
 
 def raw_json_response(status: int, reason: str, body: dict[str, Any]) -> bytes:
     """A whole HTTP/1.1 response, for refusals made before aiohttp has a request."""
-    data = json.dumps(body).encode()
+    data = dumps(body)
     head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n")
     return head.encode() + data
@@ -150,7 +151,7 @@ class JsonRequestHandler(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("the answer had started; cannot send an error instead")
         code_status, code, text = classify(exc, status)
-        resp = web.json_response({"error": code, "message": text}, status=code_status)
+        resp = json_response({"error": code, "message": text}, status=code_status)
         resp.force_close()
         return resp
 
