@@ -324,12 +324,16 @@ class Node:
         return st
 
     def is_ready(self) -> bool:
-        """Has a leader, is a member, and has applied everything it knows to be committed."""
+        """Has a leader, is a member, and has applied everything it knows to be committed;
+        a leader also has its configured quotas in force (it puts them into the log within
+        a timer tick of its election, services/quotas.py), so that a cluster reported ready
+        enforces the limits it was started with."""
         c = self.core
         return (
             c.leader is not None
             and self.id in c.conf.members()
             and c.log.applied >= c.log.committed
+            and not (c.role == Role.LEADER and self.registry.quota.config_pending())
         )
 
     # -- requests (called from HTTP handlers) --------------------------------------------

@@ -194,14 +194,22 @@ class JsonRequestHandler(RequestHandler):
             if self._hdr_handle is not None:
                 self._hdr_handle.cancel()
                 self._hdr_handle = None
-        elif (data and self._hdr_handle is None and not self._request_in_progress
-              and not self._upgraded and self._payload_parser is None):
+        elif data and self._hdr_handle is None and self._awaiting_request():
             self._hdr_handle = self._loop.call_later(
                 self._limits.header_timeout_s, self._header_timeout)
 
+    def _awaiting_request(self) -> bool:
+        """Whether bytes arriving now start a request's header block: no request yet on
+        this connection, or the handler loop waits for the next one (rather than bytes of a
+        body whose headers were parsed, or of an upgraded stream)."""
+        if self._upgraded or self._payload_parser is not None or self._request_in_progress:
+            return False
+        waiter = self._waiter
+        return self._request_count == 0 or (waiter is not None and not waiter.done())
+
     def _header_timeout(self) -> None:
         self._hdr_handle = None
-        if self._request_in_progress or self.transport is None:
+        if not self._awaiting_request() or self.transport is None:
             return
         REFUSALS.log(logging.INFO, "closed a connection from %s: headers took over %.0f s",
                      self._client_addr, self._limits.header_timeout_s)

@@ -146,10 +146,14 @@ class QuotaService:
     def on_leader_start(self, now_ms: int) -> None:
         pass
 
+    def config_pending(self) -> bool:
+        """Whether this node's configured limits differ from those in force."""
+        return self.desired is not None and {**DEFAULT_LIMITS, **self.desired} != self.limits
+
     def due_commands(self, now_ms: int) -> list[tuple[str, dict[str, Any]]]:
         out: list[tuple[str, dict[str, Any]]] = []
-        if self.desired is not None and {**DEFAULT_LIMITS, **self.desired} != self.limits:
-            out.append(("set", {"limits": dict(self.desired)}))
+        if self.config_pending():
+            out.append(("set", {"limits": dict(self.desired or {})}))
         if self.registry is not None:
             size, quota = self.registry.state_bytes(), self.limits["max_state_bytes"]
             if not self.alarm and size >= quota:
