@@ -110,6 +110,16 @@ def test_install_scale_upgrade_fail_recover_uninstall(envtest: Envtest, kubelet:
     envtest.kubectl("-n", ns, "delete", "pod", "demo-1", "--wait=false")
     wait_for("demo-1 re-created", lambda: (get(envtest, ns, "pod", "demo-1") or {}).get(
         "metadata", {}).get("uid", uid) != uid, 60, show)
+    # The status may still say Running from before the deletion was noticed: wait for the
+    # new pod's process to be ready first, then for the status to agree.
+    def new_pod_ready() -> bool:
+        pod = get(envtest, ns, "pod", "demo-1") or {}
+        return (pod.get("metadata", {}).get("uid") != uid
+                and kubelet.running(ns, "demo-1") is not None
+                and any(c["type"] == "Ready" and c["status"] == "True"
+                        for c in pod.get("status", {}).get("conditions", [])))
+
+    wait_for("the new demo-1 running and ready", new_pod_ready, 90, show)
     wait_for("Running after the pod was replaced", running(envtest, ns, 3), 90, show)
     assert client(kubelet, addrs(), [("get", f"life/{i}", None) for i in range(20)]) == list(
         range(20))
