@@ -278,20 +278,14 @@ class StandInKubelet:
             vf = e.value_from
             if vf.field_ref is not None:
                 env[e.name] = fields[vf.field_ref.field_path]
-            elif vf.secret_key_ref is not None:
-                data = self._secret(ns, vf.secret_key_ref.name)
-                if data is None or vf.secret_key_ref.key not in data:
-                    if vf.secret_key_ref.optional:
+            elif (ref := vf.secret_key_ref or vf.config_map_key_ref) is not None:
+                read = self._secret if vf.secret_key_ref is not None else self._config_map
+                data = read(ns, ref.name)
+                if data is None or ref.key not in data:
+                    if ref.optional:
                         continue
                     return None
-                env[e.name] = data[vf.secret_key_ref.key]
-            elif vf.config_map_key_ref is not None:
-                data = self._config_map(ns, vf.config_map_key_ref.name)
-                if data is None or vf.config_map_key_ref.key not in data:
-                    if vf.config_map_key_ref.optional:
-                        continue
-                    return None
-                env[e.name] = data[vf.config_map_key_ref.key]
+                env[e.name] = data[ref.key]
         return env
 
     def _argv(self, c: Any) -> tuple[list[str], list[str]] | None:
