@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from . import security
-from .node import Node, NodeConfig
+from .node import NodeConfig
 
 
 def check_host_port(addr: str, what: str) -> str:
@@ -186,18 +186,9 @@ def run_loop(main: Any, event_loop: str = "auto") -> Any:
 
 
 async def _run_node(cfg: NodeConfig) -> None:
-    from .api.app import serve
+    from .server import run_node
 
-    node = Node(cfg)
-    runner = await serve(node)
-    logging.getLogger("distsync").info("node %s serving on %s", cfg.node_id, cfg.listen)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await node.stop()
-    await runner.cleanup()
+    await run_node(cfg)
 
 
 def free_port() -> int:

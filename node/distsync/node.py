@@ -14,11 +14,8 @@ import asyncio
 import heapq
 import itertools
 import logging
-import os
-import random
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,14 +23,11 @@ from .metrics import NodeMetrics, QuotaCollector, RequestIdCollector
 from .raft import conf as confmod
 from .raft.core import Config, NotLeader, ProposalDropped, Raft
 from .raft.types import EntryType, Message, MsgType, Ready, Role
+from .seams import NodeParts
 from .services.base import StateMachine
 from .services.kv import KVStore
 from .services.quotas import DEFAULT_LIMITS
 from .services.registry import Registry, encode_command
-from .storage import Storage
-from .tls import contexts as tls_contexts
-from .transport import Transport
-from .transport.auth import from_config as peer_auth_from_config
 
 log = logging.getLogger("distsync.node")
 
@@ -193,24 +187,45 @@ class _Waiter:
 
 
 class Node:
-    def __init__(self, cfg: NodeConfig, services: list[StateMachine] | None = None):
+    """The driver. Everything it touches outside the core (disk, network, clock, threads)
+    comes in `parts` (seams.py): server.py hands it the real ones, the simulator
+    (testing/sim.py) in-memory ones with faults. Without `parts` it builds the real ones
+    (realparts.py), as a bare `Node(cfg)` always did.
+
+    `registry`, when given, is the replicated state machine as a whole (its services,
+    including a KVStore named "kv"); otherwise it is built from `services` plus a KVStore."""
+
+    def __init__(
+        self, cfg: NodeConfig, services: list[StateMachine] | None = None, *,
+        parts: NodeParts | None = None, registry: Registry | None = None,
+    ):
         self.cfg = cfg
         self.id = cfg.node_id
         self.metrics = NodeMetrics(cfg.node_id)
-        self.kv = KVStore()
-        if services is None:
-            from .services import default_services
+        if registry is None:
+            if services is None:
+                from .services import default_services
 
-            services = default_services()
-        self.registry = Registry([self.kv, *services])
+                services = default_services()
+            registry = Registry([KVStore(), *services])
+        self.registry = registry
+        self.kv: KVStore = registry.services["kv"]  # type: ignore[assignment]
         self.metrics.registry.register(RequestIdCollector(self.registry))
         self.registry.quota.desired = {k: getattr(cfg, k) for k in DEFAULT_LIMITS}
         self.metrics.registry.register(QuotaCollector(self.registry.quota))
-        self.storage = Storage(cfg.data_dir)
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fsync-{self.id}")
-        # Snapshots are written by a thread of their own, so that the Raft loop's saves do
-        # not queue behind a large one (see _maybe_snapshot).
-        self._snap_io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"snap-{self.id}")
+        if parts is None:
+            from .realparts import real_parts
+
+            parts = real_parts(cfg)
+        self.parts = parts
+        self.clock = parts.clock
+        self.storage = parts.storage
+        self._io = parts.io
+        self._snap_io = parts.snap_io
+        # Set by the real transport's factory (README "Security"); None in the simulator.
+        self.ssl_server: Any = None
+        self.ssl_client: Any = None
+        self.peer_auth: Any = None
         self._snap_task: asyncio.Task | None = None
         self._snap_done: Any = None  # a Snapshot written to disk, to compact the core to
         persisted = self.storage.load()
@@ -219,7 +234,7 @@ class Node:
             self.id,
             persisted,
             Config(election_ticks=cfg.election_ticks, heartbeat_ticks=1),
-            rng=random.Random(os.urandom(8)),
+            rng=parts.rng,
         )
         if persisted.snapshot is not None:
             self.registry.restore(persisted.snapshot.data)
@@ -227,15 +242,7 @@ class Node:
             peers = dict(cfg.peers) or {self.id: cfg.address}
             peers.setdefault(self.id, cfg.address)
             self.core.bootstrap(peers)
-        # Peer authentication and TLS (README "Security"). Other node-to-node HTTP calls
-        # (/v1/internal/...) sign with `peer_auth.request_headers(target)` when it is set.
-        self.ssl_server, self.ssl_client = tls_contexts(cfg)
-        self.peer_auth = peer_auth_from_config(cfg, self.metrics.registry)
-        self.transport = Transport(
-            self.id, self._resolve, self._on_message, cluster=cfg.cluster,
-            on_peer_state=self._on_peer_state, advertise=cfg.address, ssl=self.ssl_client,
-            authenticator=self.peer_auth,
-        )
+        self.transport = parts.transport(self)
         self._inbox: list[Message] = []
         self._ops: list[Callable[[], None]] = []
         self._wake = _Wake()
@@ -275,7 +282,7 @@ class Node:
             return
         exc = task.exception()
         log.critical("%s: raft loop died: %r; exiting", self.id, exc, exc_info=exc)
-        os._exit(70)
+        self.parts.on_fatal(exc)
 
     async def stop(self) -> None:
         self._closing = True
@@ -289,8 +296,8 @@ class Node:
         await self.transport.close()
         if self._snap_task is not None:
             await asyncio.wait([self._snap_task])
-        self._io.shutdown(wait=True)
-        self._snap_io.shutdown(wait=True)
+        self._io.close()
+        self._snap_io.close()
         self.storage.close()
 
     # -- queries -------------------------------------------------------------------------
@@ -349,11 +356,11 @@ class Node:
         the command carries this leader's clock only for the id table's metrics."""
         data = encode_command(
             service, op, args, request_id, fingerprint,
-            int(time.time() * 1000) if request_id is not None or bind is not None else None,
+            self.clock.wall_ms() if request_id is not None or bind is not None else None,
             bind,
         )
         fut = asyncio.get_running_loop().create_future()
-        self._props.append((data, fut, time.monotonic()))
+        self._props.append((data, fut, self.clock.monotonic()))
         self._wake.set()
         return await self._await_result(self._expire_after(fut, timeout))
 
@@ -453,9 +460,9 @@ class Node:
     async def wait_until(self, pred: Callable[[], bool], timeout: float) -> bool:
         """Re-check `pred` after every Ready cycle (applies, heartbeats) until it holds or
         `timeout` passes; returns its last value. For long polls such as a lock wait."""
-        deadline = time.monotonic() + timeout
+        deadline = self.clock.monotonic() + timeout
         while not pred():
-            left = deadline - time.monotonic()
+            left = deadline - self.clock.monotonic()
             if left <= 0:
                 return pred()
             await self.wait_applied_change(min(left, 0.5))
@@ -474,7 +481,7 @@ class Node:
 
     async def _submit(self, propose: Callable[[], int], timeout: float | None) -> Any:
         fut = asyncio.get_running_loop().create_future()
-        started = time.monotonic()
+        started = self.clock.monotonic()
 
         def op() -> None:
             idx = propose()
@@ -487,7 +494,7 @@ class Node:
         """Fail `fut` with _Expired if it is still pending after `timeout`. The loop sweeps
         these deadlines once per tick: a timer per request (asyncio.timeout / wait_for) was
         a visible share of the leader's CPU at high request rates."""
-        deadline = time.monotonic() + (timeout or self.cfg.request_timeout)
+        deadline = self.clock.monotonic() + (timeout or self.cfg.request_timeout)
         heapq.heappush(self._deadlines, (deadline, next(self._seq), fut))
         return fut
 
@@ -556,7 +563,7 @@ class Node:
         if m.type == MsgType.HEARTBEAT_RESP:
             sent = self._hb_sent.pop(m.src, None)
             if sent is not None:
-                self.metrics.peer_rtt.labels(m.src).observe(time.monotonic() - sent)
+                self.metrics.peer_rtt.labels(m.src).observe(self.clock.monotonic() - sent)
         self._inbox.append(m)
         self._wake.set()
 
@@ -573,12 +580,12 @@ class Node:
 
     async def _run(self) -> None:
         tick = self.cfg.tick_ms / 1000
-        next_tick = time.monotonic() + tick
+        next_tick = self.clock.monotonic() + tick
         loop = asyncio.get_running_loop()
         while True:
-            delay = next_tick - time.monotonic()
+            delay = next_tick - self.clock.monotonic()
             if self._notices.held:
-                delay = min(delay, self._notices.due - time.monotonic())
+                delay = min(delay, self._notices.due - self.clock.monotonic())
             busy = self._inbox or self._ops or self._props or self._read_q
             if delay > 0 and not (busy or self.core.has_ready()):
                 await self._wake.wait(loop, delay)
@@ -591,7 +598,7 @@ class Node:
                 op()
             self._flush_proposals()
             self._flush_reads()
-            now = time.monotonic()
+            now = self.clock.monotonic()
             due = self._notices.take_due(now)
             if due:
                 self.transport.send(due)
@@ -612,7 +619,7 @@ class Node:
         c = self.core
         if c.log.term(c.log.applied) != c.term:
             return
-        now_ms = int(time.time() * 1000)
+        now_ms = self.clock.wall_ms()
         for svc in self.registry.services.values():
             due = getattr(svc, "due_commands", None)
             if due is None:
@@ -625,7 +632,7 @@ class Node:
                 data = encode_command(svc.name, op, args, None)
                 fut = asyncio.get_running_loop().create_future()
                 fut.add_done_callback(_ignore_result)
-                self._props.append((data, fut, time.monotonic()))
+                self._props.append((data, fut, self.clock.monotonic()))
         self._timer_term = c.term
         self._flush_proposals()
 
@@ -645,7 +652,7 @@ class Node:
             else:
                 late.append(m)
         if early:
-            now = time.monotonic()
+            now = self.clock.monotonic()
             for m in early:
                 if m.type == MsgType.HEARTBEAT:
                     self._hb_sent[m.dst] = now
@@ -671,10 +678,11 @@ class Node:
             # and must not come back with a configuration older than one it has applied.
             hs = None
         if notices:
-            self._notices.hold(notices, time.monotonic())
+            self._notices.hold(notices, self.clock.monotonic())
         if hs is not None or rd.entries or rd.snapshot is not None:
             t0 = time.perf_counter()
-            if rd.snapshot is None and len(rd.entries) <= INLINE_SAVE_ENTRIES:
+            if (self._io.inline and rd.snapshot is None
+                    and len(rd.entries) <= INLINE_SAVE_ENTRIES):
                 # A small write is cheaper done here than handed to the I/O thread and back
                 # (two thread switches, each as slow as the fsync itself on a busy machine);
                 # large batches keep overlapping their fsync with the next requests. The
@@ -685,9 +693,7 @@ class Node:
                     await asyncio.sleep(0)
                 self.storage.save(hs, rd.entries, rd.snapshot)
             else:
-                await loop.run_in_executor(
-                    self._io, self.storage.save, hs, rd.entries, rd.snapshot
-                )
+                await self._io.run(self.storage.save, hs, rd.entries, rd.snapshot)
             self.metrics.fsync_latency.observe(time.perf_counter() - t0)
             if hs is not None:
                 self._synced_term_vote = (hs.term, hs.vote)
@@ -730,7 +736,7 @@ class Node:
                     conf_waiters.append(w)
                 elif e.term == w.term:
                     w.future.set_result(result)
-                    self.metrics.apply_latency.observe(time.monotonic() - w.started)
+                    self.metrics.apply_latency.observe(self.clock.monotonic() - w.started)
                 else:
                     w.future.set_exception(Unavailable("leadership changed; retry"))
         return conf_waiters
@@ -799,7 +805,7 @@ class Node:
 
     async def _write_snapshot(self, snap: Any, loop: asyncio.AbstractEventLoop) -> None:
         try:
-            await loop.run_in_executor(self._snap_io, self.storage.compact, snap)
+            await self._snap_io.run(self.storage.compact, snap)
         except Exception:  # noqa: BLE001 - the store is poisoned; the next save fails fast
             log.exception("%s: writing the snapshot at %d failed", self.id, snap.meta.index)
         else:

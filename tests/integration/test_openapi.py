@@ -26,7 +26,7 @@ TOKEN = "openapi-test-token-" + "x" * 16
 def node(tmp_path: Path) -> Iterator[Node]:
     n = Node(NodeConfig(node_id="n1", data_dir=str(tmp_path), admin_token=TOKEN))
     yield n
-    n._io.shutdown()
+    n._io.close()
     n.storage.close()
 
 

@@ -48,7 +48,7 @@ def app_routes() -> list[tuple[str, str]]:
                 if path and route.method != "HEAD":
                     out.add((route.method, re.sub(r"\{[^}]*\}", "sec-x", path)))
         finally:
-            node._io.shutdown()
+            node._io.close()
             node.storage.close()
     return sorted(out)
 

@@ -27,7 +27,7 @@ def make_node(tmp: Path, **kw: Any) -> Node:
 def node(tmp_path: Path) -> Iterator[Node]:
     n = make_node(tmp_path, read_token=READ, write_token=WRITE, admin_token=ADMIN)
     yield n
-    n._io.shutdown()
+    n._io.close()
     n.storage.close()
 
 
@@ -176,5 +176,5 @@ async def test_auth_off_without_tokens(tmp_path: Path) -> None:
         async with TestClient(TestServer(create_app(n))) as c:
             assert (await c.get("/v1/status")).status == 200
     finally:
-        n._io.shutdown()
+        n._io.close()
         n.storage.close()

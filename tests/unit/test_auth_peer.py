@@ -174,5 +174,5 @@ async def test_internal_http_routes_need_the_peer_handshake(tmp_path: Path) -> N
                 async with s.post(url, headers=stranger.request_headers("b")) as r:
                     assert r.status == 403
     finally:
-        node._io.shutdown()
+        node._io.close()
         node.storage.close()
