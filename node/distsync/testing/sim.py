@@ -1,0 +1,590 @@
+"""The whole-cluster simulator: N real `Node`s (the real driver, Raft core, registry with
+request ids, and services) in one thread, on one virtual-time event loop, from one seed.
+
+Only the parts behind the driver's seams (seams.py) are simulated: the disk (simdisk.py),
+the network (simnet.py) and each node's clock (simclock.py), all with faults, plus process
+crashes (at whatever await point the node is in) and restarts from what its disk kept.
+Clients reach the nodes the way the HTTP handlers do (`leader_only`: a follower forwards
+to the leader; writes through `node.propose` with a request id that every retry reuses;
+linearizable reads through `node.read_barrier` then the local state).
+
+Checked during the run: at most one leader per term; a committed entry never changes; a
+leader has every entry committed in an earlier term; every node applies the same command
+with the same result at the same index; a request id takes effect at most once. After it:
+the kv history is linearizable (testing/linearizability.py), and nodes at equal applied
+indexes hold byte-equal state.
+
+The seed decides everything (the loop's order, delays, faults, workload), so
+`SEED=<n> pytest tests/unit/test_sim.py -k replay` replays a failure exactly. A failure
+raises `SimFailure` with the seed and the last events. `python -m distsync.testing.sim
+--seeds 0:1000` runs many seeds outside pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import hashlib
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..node import Node, NodeConfig, Unavailable
+from ..raft.core import NotLeader, ProposalDropped
+from ..raft.types import Role
+from ..seams import NodeParts
+from ..services import default_services
+from ..services.kv import KVStore
+from ..services.registry import Registry
+from .linearizability import KVModel, Operation, check
+from .simclock import SimClock
+from .simdisk import DiskFaults, DiskImage, SimDisk, SimIO
+from .simloop import VirtualLoop
+from .simnet import NetFaults, SimNetwork, SimTransport
+
+REPLAY = "SEED={seed} python -m pytest tests/unit/test_sim.py -k replay"
+TRACE_LINES = 60
+
+
+class SimFailure(AssertionError):
+    """A check failed; the message names the seed, the replay command and the trace."""
+
+
+@dataclass
+class SimStats:
+    seed: int
+    nodes: int
+    ops: int = 0
+    ok_ops: int = 0
+    crashes: int = 0
+    disk_faults: int = 0
+    partitions: int = 0
+    leaders: int = 0
+    committed: int = 0
+    messages: int = 0
+    virtual_s: float = 0.0
+    faults: dict[str, int] = field(default_factory=dict)  # fault kind -> times injected
+
+
+@dataclass
+class _Applied:
+    digest: bytes
+    result: str
+
+
+class RecordingRegistry(Registry):
+    """The real Registry, also reporting each apply to the simulation's checks (the state
+    machine is one of the driver's seams, so this needs no patching)."""
+
+    def __init__(self, on_apply: Callable[[int, bytes, Any, bool], None]) -> None:
+        super().__init__([KVStore(), *default_services()])
+        self._on_apply = on_apply
+
+    def apply(self, data: bytes, index: int) -> Any:
+        import msgpack
+
+        try:
+            rid = msgpack.unpackb(data, raw=False).get("r")
+        except Exception:  # noqa: BLE001 - the registry itself reports a bad command
+            rid = None
+        fresh = rid is not None and rid not in self.dedupe
+        result = super().apply(data, index)
+        self._on_apply(index, data, result, fresh)
+        return result
+
+
+@dataclass
+class _SimNode:
+    id: str
+    image: DiskImage = field(default_factory=DiskImage)
+    clock: SimClock | None = None
+    node: Node | None = None
+    disk: SimDisk | None = None
+    inline: bool = True
+    # Per-incarnation check state.
+    seen_commit: int = 0
+    incarnation: int = 0
+
+
+class Simulation:
+    def __init__(self, seed: int, *, duration: float = 8.0, nodes: int | None = None,
+                 faults: bool = True) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        rng = self.rng
+        self.n = nodes or rng.choice((3, 3, 5))
+        self.duration = duration
+        self.faults = faults
+        self.loop = VirtualLoop()
+        self.events: collections.deque[tuple[float, str]] = collections.deque(maxlen=400)
+        self.net = SimNetwork(self.loop, random.Random(rng.random()), NetFaults(
+            drop=rng.choice((0.0, 0.01, 0.05)) if faults else 0.0,
+            duplicate=rng.choice((0.0, 0.02)) if faults else 0.0,
+            slow=rng.choice((0.0, 0.01, 0.05)) if faults else 0.0,
+        ), self.trace)
+        self.disk_faults = DiskFaults(
+            eio=rng.choice((0.0, 0.0, 0.001)) if faults else 0.0,
+            enospc=rng.choice((0.0, 0.0, 0.001)) if faults else 0.0,
+            slow_fsync=rng.choice((0.0, 0.01)) if faults else 0.0,
+            crash_in_fsync=rng.choice((0.0, 0.005, 0.02)) if faults else 0.0,
+        )
+        self.ids = [f"n{i}" for i in range(1, self.n + 1)]
+        self.peers = {i: f"{i}:7001" for i in self.ids}
+        self.nodes = {i: _SimNode(i) for i in self.ids}
+        for sn in self.nodes.values():
+            sn.clock = SimClock(
+                self.loop, offset=rng.uniform(0, 1000), rate=1.0 + rng.choice((0, 0, 0.02, 0.1)),
+                wall_offset_ms=1_700_000_000_000 + rng.randrange(-2000, 2000),
+            )
+            sn.inline = rng.random() < 0.5
+        self.stats = SimStats(seed, self.n)
+        # Check state.
+        self.leaders: dict[int, str] = {}
+        self.committed: dict[int, tuple[int, bytes]] = {}  # index -> (term, digest)
+        self.commit_term: dict[int, int] = {}
+        self.applied: dict[int, _Applied] = {}
+        self.rid_index: dict[str, int] = {}  # request id -> the index where it took effect
+        self.history: list[Operation] = []
+        self.violation: str | None = None
+        self._op_ids = 0
+
+    # -- tracing -----------------------------------------------------------------------
+
+    def trace(self, what: str) -> None:
+        self.events.append((self.loop.time(), what))
+
+    def format_trace(self, last: int = TRACE_LINES) -> str:
+        evs = list(self.events)[-last:]
+        return "\n".join(f"  t={t - 1000:10.6f} {w}" for t, w in evs)
+
+    def fail(self, msg: str) -> None:
+        """Record the first violation and stop the run. It does not raise: it may be
+        called from inside a node (the apply hook), whose loop must not die of it."""
+        if self.violation is None:
+            self.violation = msg
+            self.trace(f"VIOLATION: {msg}")
+            self.loop.stop()
+
+    # -- nodes -------------------------------------------------------------------------
+
+    def _start(self, sn: _SimNode) -> None:
+        rng = self.rng
+        sn.incarnation += 1
+        sn.seen_commit = 0
+        disk = SimDisk(sn.image, random.Random(rng.random()), self.disk_faults, self.trace,
+                       self.net.counts)
+        sn.disk = disk
+        nid = sn.id
+        assert sn.clock is not None
+
+        def on_fatal(exc: BaseException | None, sn: _SimNode = sn) -> None:
+            self.trace(f"{sn.id}: raft loop died ({exc!r}); node stops")
+            self.stats.disk_faults += 1
+            self.loop.call_soon(self._crash, sn, "stopped after a storage error")
+
+        parts = NodeParts(
+            storage=disk,
+            transport=lambda node: SimTransport(self.net, node.id, node._on_message),
+            clock=sn.clock,
+            rng=random.Random(rng.random()),
+            io=SimIO(disk, sn.inline, power_loss=lambda sn=sn, disk=disk: (
+                self._crash(sn, "power loss during fsync") if sn.disk is disk else None)),
+            snap_io=SimIO(disk, False),
+            on_fatal=on_fatal,
+        )
+        cfg = NodeConfig(node_id=nid, listen=self.peers[nid], peers=dict(self.peers),
+                         data_dir=f"(simulated {nid})", request_timeout=2.0,
+                         snapshot_threshold=self.rng.choice((50, 200, 10_000)))
+        registry = RecordingRegistry(
+            lambda idx, data, res, fresh, nid=nid: self._on_apply(nid, idx, data, res, fresh))
+        node = Node(cfg, parts=parts, registry=registry)
+        sn.node = node
+        self.loop.create_task(self._boot(sn, node))
+        self.trace(f"{nid}: started (incarnation {sn.incarnation}, disk last index "
+                   f"{sn.image.last_index()}, term {sn.image.hard_state.term})")
+
+    async def _boot(self, sn: _SimNode, node: Node) -> None:
+        if sn.node is node:  # not crashed before it got to start
+            await node.start()
+
+    def _crash(self, sn: _SimNode, why: str) -> None:
+        node = sn.node
+        if node is None:
+            return
+        self.stats.crashes += 1
+        self.trace(f"{sn.id}: CRASH ({why})")
+        assert sn.disk is not None
+        sn.disk.crash()
+        self.net.detach(sn.id)
+        node._closing = True
+        for t in (node._task, node._snap_task):
+            if t is not None:
+                t.cancel()
+                t.add_done_callback(_retrieve)
+        # The clients' connections break: whatever they waited for is now unknown.
+        lost = Unavailable("connection lost")
+        node._fail_all(lost)
+        for fut in [f for _, f, _ in node._props] + node._read_q + node._apply_watch:
+            if not fut.done():
+                fut.set_exception(lost)
+        sn.node = None
+
+    def live(self) -> list[_SimNode]:
+        return [sn for sn in self.nodes.values() if sn.node is not None]
+
+    # -- checks during the run ---------------------------------------------------------
+
+    def _on_apply(self, nid: str, index: int, data: bytes, result: Any, fresh: bool) -> None:
+        digest = hashlib.blake2b(data, digest_size=8).digest()
+        rec = _Applied(digest, repr(result))
+        prior = self.applied.setdefault(index, rec)
+        if prior != rec:
+            self.fail(f"{nid} applied {rec} at {index}, another node applied {prior}")
+        if fresh:
+            import msgpack
+
+            # A restarted node applies its log again, at the same indexes; taking effect at
+            # a second index means a retry was applied twice.
+            rid = msgpack.unpackb(data, raw=False)["r"]
+            first = self.rid_index.setdefault(rid, index)
+            if first != index:
+                self.fail(f"{nid}: request id {rid} took effect at {first} and again at "
+                          f"{index}")
+
+    def _entry(self, node: Node, i: int) -> tuple[int, bytes] | None:
+        log = node.core.log
+        k = i - log.snap.index - 1
+        if 0 <= k < len(log.entries):
+            e = log.entries[k]
+            return e.term, hashlib.blake2b(e.data, digest_size=8).digest() + bytes([e.type])
+        return None
+
+    def check_raft(self) -> None:
+        for sn in self.live():
+            node = sn.node
+            assert node is not None
+            c = node.core
+            if c.role == Role.LEADER:
+                who = self.leaders.setdefault(c.term, sn.id)
+                if who != sn.id:
+                    self.fail(f"election safety: {who} and {sn.id} both lead term {c.term}")
+                    return
+                for i, t in self.commit_term.items():
+                    if t < c.term and i > c.log.snap.index and self._entry(node, i) != \
+                            self.committed[i]:
+                        self.fail(f"leader completeness: {sn.id} leads term {c.term} "
+                                  f"without entry {i} committed by term {t}")
+                        return
+            hi = c.log.committed
+            if hi < sn.seen_commit:
+                self.fail(f"{sn.id}: commit index went back {sn.seen_commit} -> {hi}")
+                return
+            for i in range(max(sn.seen_commit + 1, c.log.snap.index + 1), hi + 1):
+                e = self._entry(node, i)
+                if e is None:
+                    self.fail(f"{sn.id}: commit {hi} covers missing entry {i}")
+                    return
+                prior = self.committed.setdefault(i, e)  # type: ignore[arg-type]
+                self.commit_term.setdefault(i, c.term)
+                if prior != e:
+                    self.fail(f"{sn.id}: entry {i} committed as {e}, earlier as {prior} "
+                              "(a committed entry changed)")
+                    return
+            sn.seen_commit = hi
+            self.stats.committed = max(self.stats.committed, hi)
+            if c.log.applied > hi:
+                self.fail(f"{sn.id}: applied {c.log.applied} past commit {hi}")
+                return
+
+    async def _checker(self) -> None:
+        last_roles: dict[str, tuple[Any, ...]] = {}
+        while True:
+            self.check_raft()
+            for sn in self.live():
+                assert sn.node is not None
+                c = sn.node.core
+                now = (c.role.name, c.term, c.leader)
+                if last_roles.get(sn.id) != now:
+                    last_roles[sn.id] = now
+                    self.trace(f"{sn.id}: {c.role.name.lower()} term {c.term} leader "
+                               f"{c.leader} commit {c.log.committed}")
+            await asyncio.sleep(0.005)
+
+    # -- clients (what the HTTP handlers do, in process) -------------------------------
+
+    def _target(self, prefer: str | None) -> Node | None:
+        sn = self.nodes.get(prefer) if prefer else None
+        if sn is None or sn.node is None:
+            live = self.live()
+            if not live:
+                return None
+            sn = self.rng.choice(live)
+        node = sn.node
+        assert node is not None
+        if not node.is_leader():  # leader_only: a follower forwards to the leader it knows
+            ld = self.nodes.get(node.core.leader or "")
+            if ld is not None and ld.node is not None:
+                return ld.node
+        return node
+
+    async def _call(self, client: str, inp: tuple[Any, ...], key: str,
+                    rid: str) -> tuple[bool, Any]:
+        """One client operation, retried (same request id) until it has an answer or its
+        time is up. Returns (known, output)."""
+        deadline = self.loop.time() + 4.0
+        prefer: str | None = None
+        while self.loop.time() < deadline:
+            node = self._target(prefer)
+            if node is None:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                return True, await asyncio.wait_for(self._once(node, inp, key, rid), 2.5)
+            except NotLeader as e:
+                prefer = e.args[0] if e.args else None
+            except (Unavailable, ProposalDropped, TimeoutError):
+                prefer = None
+            await asyncio.sleep(self.rng.uniform(0.01, 0.1))
+        return False, None
+
+    async def _once(self, node: Node, inp: tuple[Any, ...], key: str, rid: str) -> Any:
+        f = inp[0]
+        if f == "get":
+            if not node.is_leader():
+                raise NotLeader(node.core.leader)
+            await node.read_barrier(timeout=2.0)
+            got = node.kv.get(key)
+            return None if got is None else got[0]
+        if not node.is_leader():
+            raise NotLeader(node.core.leader)
+        if f == "put":
+            await node.propose("kv", "put", {"key": key, "value": inp[1]}, rid, timeout=2.0)
+            return None
+        if f == "cas":
+            res = await node.propose("kv", "put", {
+                "key": key, "value": inp[2], "has_expect_value": True, "expect_value": inp[1],
+            }, rid, timeout=2.0)
+            return not (isinstance(res, dict) and "error" in res)
+        res = await node.propose("kv", "delete", {"key": key}, rid, timeout=2.0)
+        return bool(res.get("deleted"))
+
+    async def _client(self, name: str, keys: list[str], end: float) -> None:
+        rng = random.Random(self.rng.random())
+        n = 0
+        while self.loop.time() < end:
+            n += 1
+            key = rng.choice(keys)
+            r = rng.random()
+            if r < 0.4:
+                inp: tuple[Any, ...] = ("get",)
+            elif r < 0.8:
+                inp = ("put", f"{name}.{n}")
+            elif r < 0.95:
+                inp = ("cas", f"{name}.{rng.randrange(1, max(n, 2))}", f"{name}.{n}")
+            else:
+                inp = ("delete",)
+            rid = f"{name}-{n}"
+            call = self.loop.time()
+            self.trace(f"{name}: invoke {key} {inp} rid={rid}")
+            known, out = await self._call(name, inp, key, rid)
+            self.stats.ops += 1
+            if known:
+                self.stats.ok_ops += 1
+                self.trace(f"{name}: ok {key} {inp} -> {out!r}")
+                self.history.append(Operation(call, self.loop.time(), inp, out, name, key,
+                                              self._next_id()))
+            else:
+                self.trace(f"{name}: unknown {key} {inp}")
+                if inp[0] != "get":  # a read with no answer says nothing
+                    self.history.append(Operation(call, None, inp, None, name, key,
+                                                  self._next_id()))
+            await asyncio.sleep(rng.uniform(0.0, 0.05))
+
+    def _next_id(self) -> int:
+        self._op_ids += 1
+        return self._op_ids
+
+    # -- faults ------------------------------------------------------------------------
+
+    async def _nemesis(self, end: float) -> None:
+        rng = random.Random(self.rng.random())
+        down: dict[str, float] = {}
+        while self.loop.time() < end:
+            await asyncio.sleep(rng.uniform(0.1, 0.8))
+            now = self.loop.time()
+            for nid, until in list(down.items()):
+                if now >= until and self.nodes[nid].node is None:
+                    del down[nid]
+                    self._start(self.nodes[nid])
+            for sn in self.nodes.values():  # restart nodes stopped by a storage error
+                if sn.node is None and sn.id not in down:
+                    down[sn.id] = now + rng.uniform(0.05, 1.0)
+            r = rng.random()
+            if r < 0.3:
+                alive = [sn for sn in self.live()]
+                if len(down) < (self.n - 1) // 2 + 1 and alive:
+                    sn = rng.choice(alive)
+                    self._crash(sn, "nemesis")
+                    down[sn.id] = now + rng.uniform(0.05, 1.5)
+            elif r < 0.5:
+                self.net.heal()
+                self.stats.partitions += 1
+                if rng.random() < 0.5:
+                    victim = rng.choice(self.ids)
+                    one_way = rng.random() < 0.3
+                    self.net.isolate(victim, self.ids, one_way=one_way)
+                    self.trace(f"nemesis: isolate {victim}{' one-way' if one_way else ''}")
+                else:
+                    side = set(rng.sample(self.ids, rng.randrange(1, self.n)))
+                    for a in self.ids:
+                        for b in self.ids:
+                            if (a in side) != (b in side):
+                                self.net.cut(a, b)
+                    self.trace(f"nemesis: partition {sorted(side)} | rest")
+            elif r < 0.7:
+                self.net.heal()
+                self.trace("nemesis: heal network")
+            elif r < 0.8:
+                sn = rng.choice(list(self.nodes.values()))
+                assert sn.clock is not None
+                jump = rng.choice((-1, 1)) * rng.randrange(100, 30_000)
+                sn.clock.jump_wall(jump)
+                self.trace(f"nemesis: {sn.id} wall clock jumps {jump} ms")
+                self.net.counts["clock.jump"] += 1
+
+    # -- the run -----------------------------------------------------------------------
+
+    async def _main(self) -> None:
+        for sn in self.nodes.values():
+            self._start(sn)
+        checker = self.loop.create_task(self._checker())
+        start = self.loop.time()
+        end = start + self.duration
+        keys = [f"k{i}" for i in range(self.rng.choice((1, 2, 3)))]
+        tasks = [self.loop.create_task(self._client(f"c{i}", keys, end))
+                 for i in range(self.rng.choice((2, 3, 4)))]
+        if self.faults:
+            tasks.append(self.loop.create_task(self._nemesis(end)))
+        await asyncio.gather(*tasks)
+        # Heal everything, restart every node, and wait until all have applied the same.
+        self.trace("heal: network healed, every node up")
+        self.net.heal()
+        self.net.faults = NetFaults()
+        self.disk_faults.eio = self.disk_faults.enospc = self.disk_faults.crash_in_fsync = 0.0
+        for sn in self.nodes.values():
+            if sn.node is None:
+                self._start(sn)
+        ok, _ = await self._call("final", ("put", "final"), "final", "final-1")
+        if not ok:
+            self.fail("liveness: a write after healing did not commit within 4 s")
+            return
+        target = max(sn.node.core.log.committed for sn in self.live()  # type: ignore[union-attr]
+                     )
+        for _ in range(400):
+            if all(sn.node is not None and sn.node.core.log.applied >= target
+                   for sn in self.nodes.values()):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            self.fail(f"liveness: not every node applied {target} within 20 s of healing")
+            return
+        self.check_raft()
+        checker.cancel()
+        self.stats.virtual_s = self.loop.time() - start
+        self.stats.leaders = len(self.leaders)
+        self.stats.messages = self.net.sent
+        c = self.net.counts
+        c["process.crash"] = self.stats.crashes
+        c["net.partition"] = self.stats.partitions
+        c["clock.skewed_nodes"] = sum(sn.clock.rate != 1.0 for sn in self.nodes.values()
+                                      if sn.clock is not None)
+        self.stats.faults = dict(sorted(c.items()))
+        by_index: dict[int, list[tuple[str, bytes]]] = collections.defaultdict(list)
+        for sn in self.live():
+            assert sn.node is not None
+            by_index[sn.node.core.log.applied].append((sn.id, sn.node.registry.snapshot()))
+        for idx, states in by_index.items():
+            if len({s for _, s in states}) > 1:
+                self.fail(f"nodes {[n for n, _ in states]} applied up to {idx} but hold "
+                          "different state")
+                return
+        for sn in self.live():
+            assert sn.node is not None
+            await sn.node.stop()
+
+    def run(self) -> SimStats:
+        """Run to the end; raise SimFailure on any violation."""
+        loop = self.loop
+        try:
+            asyncio.set_event_loop(loop)
+            main = loop.create_task(self._main())
+            try:
+                loop.run_until_complete(main)
+            except RuntimeError:
+                if self.violation is None:  # not stopped by fail()
+                    raise
+            except Exception as e:  # noqa: BLE001 - a crash of the driver is a finding too
+                if self.violation is None:
+                    self.violation = f"{type(e).__name__}: {e}"
+            if self.violation is None:
+                res = check(KVModel(), self.history, max_steps=500_000)
+                if res.valid is False:
+                    self.violation = "kv history is not linearizable:\n" + res.summary()
+        finally:
+            _close(loop)
+        if self.violation is not None:
+            raise SimFailure(
+                f"simulation seed {self.seed} failed: {self.violation}\n"
+                f"replay: {REPLAY.format(seed=self.seed)}\n"
+                f"last events:\n{self.format_trace()}"
+            )
+        return self.stats
+
+
+def _retrieve(t: asyncio.Task) -> None:
+    if not t.cancelled():
+        t.exception()  # a crashed node's loop may die of its closed disk: expected
+
+
+def _close(loop: asyncio.AbstractEventLoop) -> None:
+    for t in asyncio.all_tasks(loop):
+        t.cancel()
+    try:
+        loop.run_until_complete(asyncio.sleep(0))
+    except Exception:  # noqa: BLE001, S110 - tearing down a failed run
+        pass
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
+def run_seed(seed: int, **kw: Any) -> SimStats:
+    return Simulation(seed, **kw).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m distsync.testing.sim",
+                                description="Run whole-cluster simulations by seed.")
+    p.add_argument("--seeds", default="0:100", help="a:b (half-open range) or one seed")
+    p.add_argument("--duration", type=float, default=8.0, help="virtual seconds of workload")
+    a = p.parse_args(argv)
+    lo, _, hi = a.seeds.partition(":")
+    seeds = range(int(lo), int(hi)) if hi else [int(lo)]
+    failed = 0
+    t0 = time.monotonic()
+    for s in seeds:
+        try:
+            st = run_seed(s, duration=a.duration)
+            print(f"seed {s}: ok {st}", flush=True)
+        except SimFailure as e:
+            failed += 1
+            print(e, flush=True)
+    print(f"{len(seeds)} seeds, {failed} failed, {time.monotonic() - t0:.1f}s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
