@@ -2,7 +2,7 @@
 core, registry with request ids, services) on in-memory disk, network and clocks with
 faults, one thread, one seed.
 
-* CI runs `SIM_SEEDS` seeds (default 0:150, about a minute on this 2-core machine);
+* CI runs `SIM_SEEDS` seeds (default 0:200, about a minute on this 2-core machine);
   `SIM_SEEDS=0:20000 pytest tests/unit/test_sim.py -k seeds` is the long mode.
 * `SEED=<n> pytest tests/unit/test_sim.py -k replay` replays one seed exactly.
 * A driver bug planted on purpose (a follower acknowledging an append before its fsync) is
@@ -27,7 +27,7 @@ from distsync.testing.simloop import Deadlock, VirtualLoop
 
 
 def _seed_range() -> range:
-    lo, _, hi = os.environ.get("SIM_SEEDS", "0:150").partition(":")
+    lo, _, hi = os.environ.get("SIM_SEEDS", "0:200").partition(":")
     return range(int(lo), int(hi)) if hi else range(int(lo), int(lo) + 1)
 
 

@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import collections
 import hashlib
+import logging
 import random
 import sys
 import time
@@ -571,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0:100", help="a:b (half-open range) or one seed")
     p.add_argument("--duration", type=float, default=8.0, help="virtual seconds of workload")
     a = p.parse_args(argv)
+    logging.disable(logging.CRITICAL)  # a simulated disk fault is logged by its node, by design
     lo, _, hi = a.seeds.partition(":")
     seeds = range(int(lo), int(hi)) if hi else [int(lo)]
     failed = 0
