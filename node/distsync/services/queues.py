@@ -101,6 +101,9 @@ class QueueService(QueueState):
         fn = _OPS.get(op)
         if fn is None:
             raise CommandError("bad_op", f"unknown queues op {op!r}", 400)
+        bad = _malformed_arg(op, args)
+        if bad is not None:
+            raise CommandError("bad_command", f"malformed {op} command: {bad}", 400)
         try:
             return fn(self, args, index)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
@@ -275,7 +278,7 @@ class QueueService(QueueState):
 
     def _nack(self, args: dict[str, Any], index: int) -> Any:
         q = self._existing(args["q"])
-        now, delay, error = args["now"], args.get("delay", 0), args.get("error")
+        now, delay, error = args["now"], args.get("delay") or 0, args.get("error")
         nacked, dead, unknown = 0, 0, []
         for r in args["r"]:
             m = self._by_receipt(q, r)
@@ -422,6 +425,56 @@ class QueueService(QueueState):
                 if m is not None and m.enq_ms <= cutoff:
                     return True
         return False
+
+
+def _is_int(v: Any) -> bool:
+    return type(v) is int
+
+
+def _opt(rule: Any) -> Any:
+    return lambda v: v is None or rule(v)
+
+
+def _list_of(rule: Any) -> Any:
+    return lambda v: isinstance(v, list) and all(rule(x) for x in v)
+
+
+def _name(v: Any) -> bool:
+    return isinstance(v, str) and bool(v)
+
+
+# The arguments a command may carry, each with the shape it must have. Checked before a
+# command touches anything: an error half-way through would otherwise leave the state half
+# changed (messages taken off a partition but never leased, say) while the command reports
+# that it was refused. The handlers never send anything else; this guards the log.
+_ARG_RULES: dict[str, Any] = {
+    "now": _is_int,
+    "max": lambda v: _is_int(v) and v >= 0,
+    "vis": _opt(lambda v: _is_int(v) and v > 0),
+    "delay": _opt(lambda v: _is_int(v) and v >= 0),
+    "error": _opt(lambda v: isinstance(v, str)),
+    "rid": _opt(lambda v: isinstance(v, str)),
+    "ack": _opt(_list_of(lambda r: isinstance(r, str))),
+    "r": _list_of(lambda r: isinstance(r, str)),
+    "c": _name,
+    "m": _list_of(lambda m: isinstance(m, (list, tuple)) and len(m) == 5),
+    "items": _list_of(lambda i: isinstance(i, (list, tuple)) and len(i) == 4
+                      and isinstance(i[0], str) and isinstance(i[1], str)),
+}
+_OP_ARG_RULES: dict[tuple[str, str], Any] = {
+    ("consumer_expire", "c"): _list_of(_name),
+}
+
+
+def _malformed_arg(op: str, args: Any) -> str | None:
+    """The first argument of `args` that breaks its rule, or None."""
+    if not isinstance(args, dict):
+        return "arguments are not a map"
+    for k, v in args.items():
+        rule = _OP_ARG_RULES.get((op, k)) or _ARG_RULES.get(k)
+        if rule is not None and not rule(v):
+            return f"{k}={v!r}"
+    return None
 
 
 _OPS = {
