@@ -21,6 +21,7 @@ import pytest
 
 import distsync.node as nodemod
 from distsync.raft.types import MsgType
+from distsync.services.locks import EXCLUSIVE
 from distsync.services.registry import Registry
 from distsync.testing.sim import SimFailure, Simulation, run_seed
 from distsync.testing.simloop import Deadlock, VirtualLoop
@@ -135,3 +136,26 @@ def test_the_virtual_loop_jumps_time_and_reports_a_deadlock() -> None:
             loop.run_until_complete(loop.create_future())
     finally:
         loop.close()
+
+
+def test_the_lock_checks_see_two_exclusive_holders_and_a_token_going_back() -> None:
+    from distsync.services.locks_graph import Hold, Lock
+
+    sim = Simulation(0)
+    sn = sim.nodes["n1"]
+    from distsync.testing.sim import RecordingRegistry
+
+    reg = RecordingRegistry(lambda *a: None, sn.clock)
+    svc = reg.services["locks"]
+    lk = svc.locks["L"] = Lock("L", token=9)
+    lk.holders["s1"] = Hold(EXCLUSIVE, 9, 0)
+    sim._check_locks("n1", reg, 9)
+    assert sim.violation is None
+    lk.token = 5
+    sim._check_locks("n1", reg, 10)
+    assert sim.violation is not None and "token went back" in sim.violation
+    sim.violation = None
+    lk.holders["s2"] = Hold(EXCLUSIVE, 5, 0)
+    sim._check_locks("n1", reg, 11)
+    assert sim.violation is not None and "mutual exclusion" in sim.violation
+    sim.loop.close()

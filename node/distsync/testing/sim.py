@@ -38,8 +38,11 @@ from ..node import Node, NodeConfig, Unavailable
 from ..raft.core import NotLeader, ProposalDropped
 from ..raft.types import Role
 from ..seams import NodeParts
-from ..services import default_services
+from ..services.base import CommandError
 from ..services.kv import KVStore
+from ..services.locks import EXCLUSIVE, SHARED, LockService
+from ..services.locks_lease import NotReady
+from ..services.queues import QueueService
 from ..services.registry import Registry
 from .linearizability import KVModel, Operation, check
 from .simclock import SimClock
@@ -81,9 +84,13 @@ class RecordingRegistry(Registry):
     """The real Registry, also reporting each apply to the simulation's checks (the state
     machine is one of the driver's seams, so this needs no patching)."""
 
-    def __init__(self, on_apply: Callable[[int, bytes, Any, bool], None]) -> None:
-        super().__init__([KVStore(), *default_services()])
+    def __init__(self, on_apply: Callable[[RecordingRegistry, int, bytes, Any, bool], None],
+                 clock: SimClock) -> None:
+        # The services server.py builds, with the lock leases on the node's own clock.
+        locks = LockService(clock=lambda: clock.monotonic() * 1000.0)
+        super().__init__([KVStore(), QueueService(), locks])
         self._on_apply = on_apply
+        self.lock_tokens: dict[str, int] = {}  # lock -> the last token seen (this process)
 
     def apply(self, data: bytes, index: int) -> Any:
         import msgpack
@@ -94,7 +101,7 @@ class RecordingRegistry(Registry):
             rid = None
         fresh = rid is not None and rid not in self.dedupe
         result = super().apply(data, index)
-        self._on_apply(index, data, result, fresh)
+        self._on_apply(self, index, data, result, fresh)
         return result
 
 
@@ -150,6 +157,7 @@ class Simulation:
         self.applied: dict[int, _Applied] = {}
         self.rid_index: dict[str, int] = {}  # request id -> the index where it took effect
         self.history: list[Operation] = []
+        self.grants: list[tuple[float, float, str, int, str]] = []
         self.violation: str | None = None
         self._op_ids = 0
 
@@ -201,8 +209,11 @@ class Simulation:
                          data_dir=f"(simulated {nid})", request_timeout=2.0,
                          snapshot_threshold=self.rng.choice((50, 200, 10_000)))
         registry = RecordingRegistry(
-            lambda idx, data, res, fresh, nid=nid: self._on_apply(nid, idx, data, res, fresh))
+            lambda reg, idx, data, res, fresh, nid=nid: self._on_apply(
+                nid, reg, idx, data, res, fresh), sn.clock)
         node = Node(cfg, parts=parts, registry=registry)
+        locks: LockService = registry.services["locks"]  # type: ignore[assignment]
+        locks.term_source = lambda node=node: node.core.term  # as api/locks.py wires it
         sn.node = node
         self.loop.create_task(self._boot(sn, node))
         self.trace(f"{nid}: started (incarnation {sn.incarnation}, disk last index "
@@ -239,7 +250,10 @@ class Simulation:
 
     # -- checks during the run ---------------------------------------------------------
 
-    def _on_apply(self, nid: str, index: int, data: bytes, result: Any, fresh: bool) -> None:
+    def _on_apply(self, nid: str, reg: RecordingRegistry, index: int, data: bytes,
+                  result: Any, fresh: bool) -> None:
+        if data[:16].find(b"locks") >= 0:
+            self._check_locks(nid, reg, index)
         digest = hashlib.blake2b(data, digest_size=8).digest()
         rec = _Applied(digest, repr(result))
         prior = self.applied.setdefault(index, rec)
@@ -255,6 +269,21 @@ class Simulation:
             if first != index:
                 self.fail(f"{nid}: request id {rid} took effect at {first} and again at "
                           f"{index}")
+
+    def _check_locks(self, nid: str, reg: RecordingRegistry, index: int) -> None:
+        """After every lock command, on every node: one exclusive holder or only shared
+        ones, and a lock's fencing token never goes back."""
+        svc: LockService = reg.services["locks"]  # type: ignore[assignment]
+        for name, lk in svc.locks.items():
+            modes = [h.mode for h in lk.holders.values()]
+            if EXCLUSIVE in modes and len(modes) > 1:
+                self.fail(f"{nid}: lock {name} at {index} has holders {lk.holders} "
+                          "(mutual exclusion)")
+            last = reg.lock_tokens.get(name, 0)
+            if lk.token is not None and lk.token < last:
+                self.fail(f"{nid}: lock {name}'s token went back {last} -> {lk.token}")
+            if lk.token is not None:
+                reg.lock_tokens[name] = lk.token
 
     def _entry(self, node: Node, i: int) -> tuple[int, bytes] | None:
         log = node.core.log
@@ -334,6 +363,9 @@ class Simulation:
 
     async def _call(self, client: str, inp: tuple[Any, ...], key: str,
                     rid: str) -> tuple[bool, Any]:
+        return await self._retry(lambda node: self._once(node, inp, key, rid))
+
+    async def _retry(self, once: Callable[[Node], Any]) -> tuple[bool, Any]:
         """One client operation, retried (same request id) until it has an answer or its
         time is up. Returns (known, output)."""
         deadline = self.loop.time() + 4.0
@@ -344,10 +376,10 @@ class Simulation:
                 await asyncio.sleep(0.05)
                 continue
             try:
-                return True, await asyncio.wait_for(self._once(node, inp, key, rid), 2.5)
+                return True, await asyncio.wait_for(once(node), 2.5)
             except NotLeader as e:
                 prefer = e.args[0] if e.args else None
-            except (Unavailable, ProposalDropped, TimeoutError):
+            except (Unavailable, ProposalDropped, TimeoutError, NotReady):
                 prefer = None
             await asyncio.sleep(self.rng.uniform(0.01, 0.1))
         return False, None
@@ -404,6 +436,70 @@ class Simulation:
                     self.history.append(Operation(call, None, inp, None, name, key,
                                                   self._next_id()))
             await asyncio.sleep(rng.uniform(0.0, 0.05))
+
+    async def _lock_client(self, name: str, end: float) -> None:
+        """Sessions with keepalives; try-locks (exclusive or shared) held a while, then
+        released. Records exclusive grants' tokens for the real-time order check."""
+        rng = random.Random(self.rng.random())
+        n = 0
+        sid: str | None = None
+        while self.loop.time() < end:
+            n += 1
+            if sid is None:
+                ok, res = await self._retry(lambda node, n=n: self._leader_propose(
+                    node, "open", {"ttl_ms": 1000, "name": name}, f"{name}-{n}"))
+                sid = res["session"] if ok and isinstance(res, dict) and "session" in res \
+                    else None
+                continue
+            lock = f"L{rng.randrange(2)}"
+            mode = EXCLUSIVE if rng.random() < 0.7 else SHARED
+            call = self.loop.time()
+            ok, res = await self._retry(lambda node, n=n, lock=lock, mode=mode, s=sid: (
+                self._leader_propose(node, "acquire", {
+                    "session": s, "lock": lock, "mode": mode, "wait_ms": 0,
+                    "upgrade": False, "deadline_ms": 0}, f"{name}-{n}")))
+            if not ok or not isinstance(res, dict) or "error" in res:
+                if isinstance(res, dict) and "session" in str(res.get("error")):
+                    sid = None  # expired: open a new one
+                await asyncio.sleep(rng.uniform(0.01, 0.1))
+                continue
+            if not res.get("reentrant") and mode == EXCLUSIVE and res.get("token"):
+                self.grants.append((call, self.loop.time(), lock, res["token"], name))
+                self.trace(f"{name}: granted {lock} token {res['token']}")
+            for _ in range(rng.randrange(3)):
+                await asyncio.sleep(rng.uniform(0.05, 0.3))
+                await self._retry(lambda node, s=sid: self._keepalive(node, s))
+            n += 1
+            await self._retry(lambda node, n=n, lock=lock, s=sid: self._leader_propose(
+                node, "release", {"session": s, "lock": lock}, f"{name}-{n}"))
+
+    async def _leader_propose(self, node: Node, op: str, args: dict[str, Any],
+                              rid: str) -> Any:
+        if not node.is_leader():
+            raise NotLeader(node.core.leader)
+        return await node.propose("locks", op, args, rid, timeout=2.0)
+
+    async def _keepalive(self, node: Node, sid: str) -> Any:
+        if not node.is_leader():
+            raise NotLeader(node.core.leader)
+        await node.read_barrier(timeout=2.0)
+        if not node.is_leader():
+            raise NotLeader(node.core.leader)
+        svc: LockService = node.service("locks")
+        try:
+            return svc.keepalive(sid, node.core.term)
+        except CommandError as e:
+            return e.to_result()
+
+    def check_grants(self) -> None:
+        """An exclusive grant that a client saw before another grant of the same lock was
+        asked for has the lower token (tokens are the granting entries' log indexes)."""
+        for a in self.grants:
+            for b in self.grants:
+                if a[2] == b[2] and a[1] < b[0] and a[3] >= b[3]:
+                    self.fail(f"fencing: {a[4]} got {a[2]} token {a[3]} before {b[4]} asked "
+                              f"for it, and {b[4]} got token {b[3]}")
+                    return
 
     def _next_id(self) -> int:
         self._op_ids += 1
@@ -468,6 +564,8 @@ class Simulation:
         keys = [f"k{i}" for i in range(self.rng.choice((1, 2, 3)))]
         tasks = [self.loop.create_task(self._client(f"c{i}", keys, end))
                  for i in range(self.rng.choice((2, 3, 4)))]
+        tasks += [self.loop.create_task(self._lock_client(f"l{i}", end))
+                  for i in range(self.rng.choice((0, 1, 2)))]
         if self.faults:
             tasks.append(self.loop.create_task(self._nemesis(end)))
         await asyncio.gather(*tasks)
@@ -494,6 +592,7 @@ class Simulation:
             self.fail(f"liveness: not every node applied {target} within 20 s of healing")
             return
         self.check_raft()
+        self.check_grants()
         checker.cancel()
         self.stats.virtual_s = self.loop.time() - start
         self.stats.leaders = len(self.leaders)
