@@ -158,6 +158,8 @@ class Simulation:
         self.rid_index: dict[str, int] = {}  # request id -> the index where it took effect
         self.history: list[Operation] = []
         self.grants: list[tuple[float, float, str, int, str]] = []
+        self.membership = faults and self.rng.random() < 0.5
+        self._admin_busy = False
         self.violation: str | None = None
         self._op_ids = 0
 
@@ -552,6 +554,59 @@ class Simulation:
                 sn.clock.jump_wall(jump)
                 self.trace(f"nemesis: {sn.id} wall clock jumps {jump} ms")
                 self.net.counts["clock.jump"] += 1
+            elif r < 0.9 and self.membership:
+                self._admin(rng)
+
+    def _leader(self) -> Node | None:
+        for sn in self.live():
+            if sn.node is not None and sn.node.is_leader():
+                return sn.node
+        return None
+
+    def _admin(self, rng: random.Random) -> None:
+        """What an operator does through the admin API: hand leadership over, remove a
+        voter, add a removed one back (as a learner that catches up, then a voter)."""
+        ld = self._leader()
+        if ld is None or self._admin_busy:
+            return
+        voters = sorted(ld.core.conf.voters)
+        r = rng.random()
+        if r < 0.3:
+            self.trace(f"admin: {ld.id} transfers leadership")
+            self._admin_task(ld.transfer_leader(None, timeout=1.0), "transfer")
+        elif self._removed(ld):
+            nid = self._removed(ld)[0]
+            self.trace(f"admin: add {nid} back")
+            self._admin_task(self._add_back(ld, nid), "add")
+        elif len(voters) > 2:
+            nid = rng.choice(voters)
+            self.trace(f"admin: remove {nid}")
+            self._admin_task(self._remove(ld, nid), "remove")
+
+    def _removed(self, ld: Node) -> list[str]:
+        """Nodes the leader's configuration lacks (a removal the operator saw fail may
+        still have committed, so this asks the cluster, not a record of requests)."""
+        return [i for i in self.ids if i not in ld.core.conf.voters]
+
+    async def _remove(self, ld: Node, nid: str) -> None:
+        await ld.remove_member(nid)
+
+    async def _add_back(self, ld: Node, nid: str) -> None:
+        await ld.add_member(nid, self.peers[nid])
+
+    def _admin_task(self, coro: Any, what: str) -> None:
+        async def run() -> None:
+            self._admin_busy = True
+            try:
+                await asyncio.wait_for(coro, 3.0)
+                self.trace(f"admin: {what} done")
+                self.net.counts[f"admin.{what}"] += 1
+            except Exception as e:  # noqa: BLE001 - an operator sees the error and retries
+                self.trace(f"admin: {what} failed: {e!r}")
+            finally:
+                self._admin_busy = False
+
+        self.loop.create_task(run())
 
     # -- the run -----------------------------------------------------------------------
 
@@ -577,6 +632,18 @@ class Simulation:
         for sn in self.nodes.values():
             if sn.node is None:
                 self._start(sn)
+        missing: list[str] = []
+        for _ in range(100):  # an operator adds every removed node back
+            ld = self._leader()
+            missing = self._removed(ld) if ld is not None else ["?"]
+            if not missing and not self._admin_busy:  # (a removal may be in flight)
+                break
+            if ld is not None and not self._admin_busy:
+                self._admin_task(self._add_back(ld, missing[0]), "add")
+            await asyncio.sleep(0.2)
+        else:
+            self.fail(f"liveness: could not add {missing} back in 20 s")
+            return
         ok, _ = await self._call("final", ("put", "final"), "final", "final-1")
         if not ok:
             self.fail("liveness: a write after healing did not commit within 4 s")

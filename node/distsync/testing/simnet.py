@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..codec import decode_messages, encode_messages
-from ..raft.types import Message
+from ..raft.types import Message, MsgType
 
 
 @dataclass
@@ -72,6 +72,8 @@ class SimNetwork:
             if rng.random() < f.drop:
                 self.counts["net.dropped"] += 1
                 continue
+            if m.type == MsgType.SNAPSHOT:
+                self.counts["raft.install_snapshot"] += 1
             data = encode_messages([m])
             copies = 2 if rng.random() < f.duplicate else 1
             if copies == 2:
