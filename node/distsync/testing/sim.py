@@ -42,14 +42,17 @@ from ..services.base import CommandError
 from ..services.kv import KVStore
 from ..services.locks import EXCLUSIVE, SHARED, LockService
 from ..services.locks_lease import NotReady
+from ..services.queue_model import DLQ_SUFFIX
 from ..services.queues import QueueService
 from ..services.registry import Registry
 from .linearizability import KVModel, Operation, check
 from .simclock import SimClock
 from .simdisk import DiskFaults, DiskImage, SimDisk, SimIO
-from .simloop import VirtualLoop
+from .simloop import START, VirtualLoop
 from .simnet import NetFaults, SimNetwork, SimTransport
 
+QUEUE = "jobs"
+QUEUE_MAX_DELIVERIES = 4
 REPLAY = "SEED={seed} python -m pytest tests/unit/test_sim.py -k replay"
 TRACE_LINES = 60
 
@@ -158,6 +161,11 @@ class Simulation:
         self.rid_index: dict[str, int] = {}  # request id -> the index where it took effect
         self.history: list[Operation] = []
         self.grants: list[tuple[float, float, str, int, str]] = []
+        self.q_attempted: set[str] = set()
+        self.q_enqueued: set[str] = set()
+        self.q_ack_unknown: set[str] = set()
+        self.q_acked: dict[str, float] = {}  # message id -> when the client learnt of its ack
+        self.q_deliveries: list[tuple[float, str, str, int]] = []  # (call, id, receipt, count)
         self.membership = faults and self.rng.random() < 0.5
         self._admin_busy = False
         self.violation: str | None = None
@@ -493,6 +501,94 @@ class Simulation:
         except CommandError as e:
             return e.to_result()
 
+    # -- queue clients -----------------------------------------------------------------
+
+    async def _queue_propose(self, node: Node, op: str, args: dict[str, Any],
+                             rid: str | None) -> Any:
+        if not node.is_leader():
+            raise NotLeader(node.core.leader)
+        args = {**args, "now": node.clock.wall_ms()}  # the handler's clock: the leader's
+        return await node.propose("queues", op, args, rid, timeout=2.0)
+
+    async def _queue_setup(self) -> bool:
+        ok, res = await self._retry(lambda node: self._queue_propose(node, "create", {
+            "q": QUEUE, "opts": {"partitions": 2, "max_deliveries": QUEUE_MAX_DELIVERIES,
+                                 "retention_ms": 0, "visibility_ms": 300}}, "queue-create"))
+        return ok and isinstance(res, dict) and "error" not in res
+
+    async def _producer(self, name: str, end: float) -> None:
+        rng = random.Random(self.rng.random())
+        n = 0
+        while self.loop.time() < end:
+            n += 1
+            mid = f"{name}-{n}"  # the client's message id: enqueue is idempotent on it
+            self.q_attempted.add(mid)
+            ok, res = await self._retry(lambda node, mid=mid: self._queue_propose(
+                node, "enqueue", {"q": QUEUE, "m": [[mid, None, mid, None, 8]]}, mid))
+            if ok and isinstance(res, dict) and "error" not in res:
+                self.q_enqueued.add(mid)
+            await asyncio.sleep(rng.uniform(0.0, 0.1))
+
+    async def _consumer(self, name: str, end: float) -> None:
+        rng = random.Random(self.rng.random())
+        n = 0
+        while self.loop.time() < end:
+            n += 1
+            call = self.loop.time()
+            # As the handler: the dequeue's own rid makes a retry return the same messages.
+            ok, res = await self._retry(lambda node, n=n: self._queue_propose(
+                node, "dequeue", {"q": QUEUE, "c": name, "max": 2, "vis": 300,
+                                  "rid": f"{name}-{n}"}, None))
+            if not ok or not isinstance(res, dict) or "error" in res:
+                await asyncio.sleep(0.05)
+                continue
+            for m in res["messages"]:
+                self.q_deliveries.append((call, m["id"], m["receipt"], m["deliveries"]))
+                if rng.random() < 0.85:
+                    n += 1
+                    ok, ack = await self._retry(lambda node, r=m["receipt"], n=n: (
+                        self._queue_propose(node, "ack", {"q": QUEUE, "r": [r]},
+                                            f"{name}-{n}")))
+                    if ok and isinstance(ack, dict) and ack.get("acked"):
+                        self.q_acked.setdefault(m["id"], self.loop.time())
+                    elif not ok:  # no answer: the ack may have been applied
+                        self.q_ack_unknown.add(m["id"])
+            await asyncio.sleep(rng.uniform(0.0, 0.1) if res["messages"] else 0.1)
+
+    def check_queue(self, node: Node) -> None:
+        """No acknowledged enqueue is lost (it was acked, or is still in the queue or its
+        dead-letter queue), nothing is invented, an acked message is not delivered to a
+        dequeue asked for after the ack, and delivery counts rise and stay in bounds."""
+        svc: QueueService = node.service("queues")
+        present: set[str] = set()
+        for qname in (QUEUE, QUEUE + DLQ_SUFFIX):
+            q = svc.queues.get(qname)
+            if q is not None:
+                present.update(q.messages)
+        accounted = present | self.q_acked.keys() | self.q_ack_unknown
+        lost = sorted(m for m in self.q_enqueued if m not in accounted)
+        if lost:
+            self.fail(f"queue: acknowledged enqueues lost: {lost[:5]}")
+            return
+        seen: dict[str, tuple[float, str, int]] = {}
+        for call, mid, receipt, count in sorted(self.q_deliveries):
+            if mid not in self.q_attempted:
+                self.fail(f"queue: delivered {mid}, which nobody enqueued")
+                return
+            acked_at = self.q_acked.get(mid)
+            if acked_at is not None and acked_at < call:
+                self.fail(f"queue: {mid} acked at {acked_at - START:.6f}, delivered again to a "
+                          f"dequeue at {call - START:.6f}")
+                return
+            if not 1 <= count <= QUEUE_MAX_DELIVERIES:
+                self.fail(f"queue: {mid} delivered with count {count}")
+                return
+            prev = seen.get(mid)
+            if prev is not None and prev[1] != receipt and count <= prev[2]:
+                self.fail(f"queue: {mid} redelivered with count {count} after {prev[2]}")
+                return
+            seen[mid] = (call, receipt, count)
+
     def check_grants(self) -> None:
         """An exclusive grant that a client saw before another grant of the same lock was
         asked for has the lower token (tokens are the granting entries' log indexes)."""
@@ -621,6 +717,10 @@ class Simulation:
                  for i in range(self.rng.choice((2, 3, 4)))]
         tasks += [self.loop.create_task(self._lock_client(f"l{i}", end))
                   for i in range(self.rng.choice((0, 1, 2)))]
+        if self.rng.random() < 0.5 and await self._queue_setup():
+            tasks += [self.loop.create_task(self._producer(f"p{i}", end)) for i in range(2)]
+            tasks += [self.loop.create_task(self._consumer(f"q{i}", end))
+                      for i in range(self.rng.choice((1, 2)))]
         if self.faults:
             tasks.append(self.loop.create_task(self._nemesis(end)))
         await asyncio.gather(*tasks)
@@ -660,12 +760,18 @@ class Simulation:
             return
         self.check_raft()
         self.check_grants()
+        ld = self._leader()
+        if ld is not None:
+            self.check_queue(ld)
         checker.cancel()
         self.stats.virtual_s = self.loop.time() - start
         self.stats.leaders = len(self.leaders)
         self.stats.messages = self.net.sent
         c = self.net.counts
         c["process.crash"] = self.stats.crashes
+        c["workload.lock_grants"] = len(self.grants)
+        c["workload.queue_deliveries"] = len(self.q_deliveries)
+        c["workload.kv_ops"] = len(self.history)
         c["net.partition"] = self.stats.partitions
         c["clock.skewed_nodes"] = sum(sn.clock.rate != 1.0 for sn in self.nodes.values()
                                       if sn.clock is not None)
