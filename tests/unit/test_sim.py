@@ -62,7 +62,7 @@ def test_every_fault_is_injected_across_the_ci_seeds() -> None:
         seen.update(run_seed(seed).faults)
     for kind in ("net.dropped", "net.duplicated", "net.delayed", "net.partition",
                  "net.partitioned", "disk.eio", "disk.enospc", "disk.slow_fsync",
-                 "disk.lost_unsynced", "disk.torn", "process.crash", "clock.jump",
+                 "disk.lost_unsynced", "disk.torn", "process.crash", "process.pause", "clock.jump",
                  "clock.skewed_nodes", "admin.add", "admin.remove", "admin.transfer",
                  "raft.install_snapshot", "workload.lock_grants", "workload.queue_deliveries",
                  "workload.kv_ops"):

@@ -652,6 +652,11 @@ class Simulation:
                 self.net.counts["clock.jump"] += 1
             elif r < 0.9 and self.membership:
                 self._admin(rng)
+            elif r < 0.95 and self.live():
+                sn = rng.choice(self.live())
+                d = rng.uniform(0.1, 2.0)
+                self.net.pause(sn.id, d)
+                self.trace(f"nemesis: pause {sn.id} for {d:.3f} s")
 
     def _leader(self) -> Node | None:
         for sn in self.live():
@@ -727,6 +732,7 @@ class Simulation:
         # Heal everything, restart every node, and wait until all have applied the same.
         self.trace("heal: network healed, every node up")
         self.net.heal()
+        self.net.paused.clear()
         self.net.faults = NetFaults()
         self.disk_faults.eio = self.disk_faults.enospc = self.disk_faults.crash_in_fsync = 0.0
         for sn in self.nodes.values():

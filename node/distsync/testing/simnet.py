@@ -38,6 +38,10 @@ class SimNetwork:
         self.trace = trace
         self.receivers: dict[str, Callable[[Message], None]] = {}
         self.cut_links: set[tuple[str, str]] = set()
+        # node -> loop time its pause ends: until then nothing it sends leaves and nothing
+        # sent to it is read; both go through in a burst when it resumes (a stopped process
+        # whose socket buffers fill: a leader that resumes still believing it leads).
+        self.paused: dict[str, float] = {}
         self.sent = self.delivered = self.dropped = 0
         self.counts: collections.Counter[str] = collections.Counter()
         # Messages whose delivery a test wants to hold back or inspect (see sim.py's plant).
@@ -62,8 +66,23 @@ class SimNetwork:
                 if not one_way:
                     self.cut(o, node)
 
+    def pause(self, node: str, seconds: float) -> None:
+        self.paused[node] = self.loop.time() + seconds
+        self.counts["process.pause"] += 1
+
+    def _paused_until(self, node: str) -> float | None:
+        until = self.paused.get(node)
+        if until is not None and until <= self.loop.time():
+            del self.paused[node]
+            return None
+        return until
+
     def send(self, msgs: list[Message]) -> None:
         f, rng = self.faults, self.rng
+        held = [m for m in msgs if self._paused_until(m.src) is not None]
+        if held:
+            self.loop.call_at(self.paused[held[0].src], self.send, held)
+            msgs = [m for m in msgs if self._paused_until(m.src) is None]
         for m in msgs:
             self.sent += 1
             if (m.src, m.dst) in self.cut_links:
@@ -87,6 +106,10 @@ class SimNetwork:
 
     def _arrive(self, data: bytes) -> None:
         (m,) = decode_messages(data)
+        until = self._paused_until(m.dst)
+        if until is not None:
+            self.loop.call_at(until, self._arrive, data)
+            return
         recv = self.receivers.get(m.dst)
         if recv is None or (m.src, m.dst) in self.cut_links:
             self.counts["net.partitioned"] += 1
