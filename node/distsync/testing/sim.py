@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
 from ..node import Node, NodeConfig, Unavailable
 from ..raft.core import NotLeader, ProposalDropped
 from ..raft.types import Role
@@ -87,7 +89,8 @@ class RecordingRegistry(Registry):
     """The real Registry, also reporting each apply to the simulation's checks (the state
     machine is one of the driver's seams, so this needs no patching)."""
 
-    def __init__(self, on_apply: Callable[[RecordingRegistry, int, bytes, Any, bool], None],
+    def __init__(self, on_apply: Callable[[RecordingRegistry, int, bytes, Any, str | None,
+                                           str | None], None],
                  clock: SimClock) -> None:
         # The services server.py builds, with the lock leases on the node's own clock.
         locks = LockService(clock=lambda: clock.monotonic() * 1000.0)
@@ -96,15 +99,17 @@ class RecordingRegistry(Registry):
         self.lock_tokens: dict[str, int] = {}  # lock -> the last token seen (this process)
 
     def apply(self, data: bytes, index: int) -> Any:
-        import msgpack
-
+        """Calls on_apply(registry, index, data, result, service, fresh_rid), where
+        fresh_rid is the command's request id when this apply is the one that took effect
+        for it (not a retry answered from the dedupe table)."""
         try:
-            rid = msgpack.unpackb(data, raw=False).get("r")
+            cmd = msgpack.unpackb(data, raw=False)
+            service, rid = cmd.get("s"), cmd.get("r")
         except Exception:  # noqa: BLE001 - the registry itself reports a bad command
-            rid = None
-        fresh = rid is not None and rid not in self.dedupe
+            service = rid = None
+        fresh = rid if rid is not None and rid not in self.dedupe else None
         result = super().apply(data, index)
-        self._on_apply(self, index, data, result, fresh)
+        self._on_apply(self, index, data, result, service, fresh)
         return result
 
 
@@ -219,8 +224,8 @@ class Simulation:
                          data_dir=f"(simulated {nid})", request_timeout=2.0,
                          snapshot_threshold=self.rng.choice((50, 200, 10_000)))
         registry = RecordingRegistry(
-            lambda reg, idx, data, res, fresh, nid=nid: self._on_apply(
-                nid, reg, idx, data, res, fresh), sn.clock)
+            lambda reg, idx, data, res, svc, fresh, nid=nid: self._on_apply(
+                nid, reg, idx, data, res, svc, fresh), sn.clock)
         node = Node(cfg, parts=parts, registry=registry)
         locks: LockService = registry.services["locks"]  # type: ignore[assignment]
         locks.term_source = lambda node=node: node.core.term  # as api/locks.py wires it
@@ -261,24 +266,21 @@ class Simulation:
     # -- checks during the run ---------------------------------------------------------
 
     def _on_apply(self, nid: str, reg: RecordingRegistry, index: int, data: bytes,
-                  result: Any, fresh: bool) -> None:
-        if data[:16].find(b"locks") >= 0:
+                  result: Any, service: str | None, fresh_rid: str | None) -> None:
+        if service == "locks":
             self._check_locks(nid, reg, index)
         digest = hashlib.blake2b(data, digest_size=8).digest()
         rec = _Applied(digest, repr(result))
         prior = self.applied.setdefault(index, rec)
         if prior != rec:
             self.fail(f"{nid} applied {rec} at {index}, another node applied {prior}")
-        if fresh:
-            import msgpack
-
+        if fresh_rid is not None:
             # A restarted node applies its log again, at the same indexes; taking effect at
             # a second index means a retry was applied twice.
-            rid = msgpack.unpackb(data, raw=False)["r"]
-            first = self.rid_index.setdefault(rid, index)
+            first = self.rid_index.setdefault(fresh_rid, index)
             if first != index:
-                self.fail(f"{nid}: request id {rid} took effect at {first} and again at "
-                          f"{index}")
+                self.fail(f"{nid}: request id {fresh_rid} took effect at {first} and again "
+                          f"at {index}")
 
     def _check_locks(self, nid: str, reg: RecordingRegistry, index: int) -> None:
         """After every lock command, on every node: one exclusive holder or only shared
