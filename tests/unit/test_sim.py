@@ -127,6 +127,21 @@ def test_planted_request_id_check_removed_is_found(monkeypatch) -> None:
     pytest.fail(f"the planted bug survived {len(CI_SEEDS)} seeds")
 
 
+def test_the_match_regression_fixed_in_cb9f70d_is_found(monkeypatch) -> None:
+    """Undo the fix (issue 16, item 6, first bug): with no sequence number to tell a stale
+    answer from a fresh one, a late heartbeat answer lowers a follower's match again."""
+    from distsync.raft.progress import Progress
+
+    monkeypatch.setattr(Progress, "match_seq", property(lambda s: -1, lambda s, v: None))
+    for seed in CI_SEEDS:
+        try:
+            run_seed(seed)
+        except SimFailure as e:
+            assert "lowered" in str(e), str(e)[:400]
+            return
+    pytest.fail(f"the old match regression survived {len(CI_SEEDS)} seeds")
+
+
 def test_planted_lost_enqueue_is_found(monkeypatch) -> None:
     """Plant a queue that acknowledges an enqueue but keeps only some of the messages: the
     queue check must report the acknowledged message as lost."""

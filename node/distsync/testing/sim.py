@@ -160,6 +160,7 @@ class Simulation:
         self.stats = SimStats(seed, self.n)
         # Check state.
         self.leaders: dict[int, str] = {}
+        self.matches: dict[tuple[str, int, str], tuple[Any, int]] = {}
         self.committed: dict[int, tuple[int, bytes]] = {}  # index -> (term, digest)
         self.commit_term: dict[int, int] = {}
         self.applied: dict[int, _Applied] = {}
@@ -315,6 +316,17 @@ class Simulation:
                 if who != sn.id:
                     self.fail(f"election safety: {who} and {sn.id} both lead term {c.term}")
                     return
+                for p, pr in c.prs.items():
+                    # A follower's disk keeps what it acknowledged, so within one term the
+                    # leader's idea of its match never goes back (etcd keeps Match monotone),
+                    # unless the follower was removed and added back (a new Progress).
+                    key = (sn.id, c.term, p)
+                    prev = self.matches.get(key)
+                    if prev is not None and prev[0] is pr and pr.match < prev[1]:
+                        self.fail(f"{sn.id} (term {c.term}) lowered {p}'s match "
+                                  f"{prev[1]} -> {pr.match}")
+                        return
+                    self.matches[key] = (pr, pr.match)
                 for i, t in self.commit_term.items():
                     if t < c.term and i > c.log.snap.index and self._entry(node, i) != \
                             self.committed[i]:
@@ -341,6 +353,25 @@ class Simulation:
             if c.log.applied > hi:
                 self.fail(f"{sn.id}: applied {c.log.applied} past commit {hi}")
                 return
+
+    def check_disks(self) -> None:
+        """Each disk holds a contiguous log after its snapshot, and every entry its durable
+        commit index covers is the committed one."""
+        for sn in self.nodes.values():
+            im = sn.image
+            prev = im.snap_index()
+            for e in im.entries:
+                if e.index != prev + 1:
+                    self.fail(f"{sn.id}: disk log has a gap before {e.index}")
+                    return
+                prev = e.index
+                if e.index <= im.hard_state.commit:
+                    got = (e.term, hashlib.blake2b(e.data, digest_size=8).digest()
+                           + bytes([e.type]))
+                    want = self.committed.get(e.index)
+                    if want is not None and got != want:
+                        self.fail(f"{sn.id}: durable committed entry {e.index} differs")
+                        return
 
     async def _checker(self) -> None:
         last_roles: dict[str, tuple[Any, ...]] = {}
@@ -767,6 +798,7 @@ class Simulation:
             self.fail(f"liveness: not every node applied {target} within 20 s of healing")
             return
         self.check_raft()
+        self.check_disks()
         self.check_grants()
         ld = self._leader()
         if ld is not None:
