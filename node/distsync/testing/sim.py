@@ -46,6 +46,7 @@ from ..services.locks import EXCLUSIVE, SHARED, LockService
 from ..services.locks_lease import NotReady
 from ..services.queue_model import DLQ_SUFFIX
 from ..services.queues import QueueService
+from ..services.registry import _NOT_REMEMBERED as NOT_REMEMBERED
 from ..services.registry import Registry
 from .linearizability import KVModel, Operation, check
 from .simclock import SimClock
@@ -107,8 +108,12 @@ class RecordingRegistry(Registry):
             service, rid = cmd.get("s"), cmd.get("r")
         except Exception:  # noqa: BLE001 - the registry itself reports a bad command
             service = rid = None
-        fresh = rid if rid is not None and rid not in self.dedupe else None
+        known = rid is not None and rid in self.dedupe
         result = super().apply(data, index)
+        # Taken effect under its id: not known before, and not a refusal the registry does
+        # not remember (quota_exceeded changed nothing, and may be retried).
+        refused = isinstance(result, dict) and result.get("error") in NOT_REMEMBERED
+        fresh = rid if rid is not None and not known and not refused else None
         self._on_apply(self, index, data, result, service, fresh)
         return result
 
@@ -490,7 +495,8 @@ class Simulation:
             n += 1
             if sid is None:
                 ok, res = await self._retry(lambda node, n=n: self._leader_propose(
-                    node, "open", {"ttl_ms": 1000, "name": name}, f"{name}-{n}"))
+                    node, "open", {"ttl_ms": 1000, "name": name, "owner": name},
+                    f"{name}-{n}"))
                 sid = res["session"] if ok and isinstance(res, dict) and "session" in res \
                     else None
                 continue
@@ -537,11 +543,11 @@ class Simulation:
     # -- queue clients -----------------------------------------------------------------
 
     async def _queue_propose(self, node: Node, op: str, args: dict[str, Any],
-                             rid: str | None) -> Any:
+                             rid: str | None, bind: str | None = None) -> Any:
         if not node.is_leader():
             raise NotLeader(node.core.leader)
         args = {**args, "now": node.clock.wall_ms()}  # the handler's clock: the leader's
-        return await node.propose("queues", op, args, rid, timeout=2.0)
+        return await node.propose("queues", op, args, rid, timeout=2.0, bind=bind)
 
     async def _queue_setup(self) -> bool:
         ok, res = await self._retry(lambda node: self._queue_propose(node, "create", {
@@ -568,10 +574,11 @@ class Simulation:
         while self.loop.time() < end:
             n += 1
             call = self.loop.time()
-            # As the handler: the dequeue's own rid makes a retry return the same messages.
+            # As the handler: the queue answers a retried dequeue itself (its rid argument);
+            # the id table only binds the id to this request.
             ok, res = await self._retry(lambda node, n=n: self._queue_propose(
                 node, "dequeue", {"q": QUEUE, "c": name, "max": 2, "vis": 300,
-                                  "rid": f"{name}-{n}"}, None))
+                                  "rid": f"{name}-{n}"}, None, bind=f"{name}-{n}"))
             if not ok or not isinstance(res, dict) or "error" in res:
                 await asyncio.sleep(0.05)
                 continue
