@@ -221,8 +221,10 @@ class Simulation:
             transport=lambda node: SimTransport(self.net, node.id, node._on_message),
             clock=sn.clock,
             rng=random.Random(rng.random()),
+            # (Not once the run heals: a loss scheduled just before must not land after.)
             io=SimIO(disk, sn.inline, power_loss=lambda sn=sn, disk=disk: (
-                self._crash(sn, "power loss during fsync") if sn.disk is disk else None)),
+                self._crash(sn, "power loss during fsync")
+                if sn.disk is disk and self.disk_faults.crash_in_fsync else None)),
             snap_io=SimIO(disk, False),
             on_fatal=on_fatal,
         )
