@@ -213,6 +213,27 @@ def test_restore_from_empty_resets_everything() -> None:
     assert reg.snapshot() == registry(10).snapshot()
 
 
+class _AddedLater(KVStore):
+    """A service a newer version adds: snapshots of older nodes do not carry it."""
+
+    name = "added"
+
+
+def test_a_snapshot_without_a_service_resets_that_service() -> None:
+    """Restoring a snapshot taken before a service existed (a node installed from it after
+    an upgrade) must leave that service empty, as it was at the snapshot's index, not keep
+    what this node had applied: nodes would diverge."""
+    old = Registry([KVStore()])
+    old.apply(encode_command("kv", "put", {"key": "a", "value": 1}, None), 1)
+    new = Registry([KVStore(), _AddedLater()])
+    new.apply(encode_command("added", "put", {"key": "stale", "value": 2}, None), 1)
+    assert new.services["added"].keys() == ["stale"]
+    new.restore(old.snapshot())
+    assert new.services["added"].keys() == []
+    assert new.services["kv"].keys() == ["a"]
+    assert new.services["added"].snapshot() == _AddedLater().snapshot()
+
+
 def test_request_id_reused_for_another_operation_is_refused_and_changes_nothing() -> None:
     from distsync.services.kv import KVStore
     from distsync.services.registry import Registry, encode_command
