@@ -452,6 +452,10 @@ class StandInKubelet:
                 "restartCount": r.restarts, "started": True,
                 "state": {"running": {"startedAt": r.started}}}],
         }}
+        self._patch_status(pod, body)
+
+    def _patch_status(self, pod: Any, body: dict[str, Any]) -> None:
+        """Write a pod's status; a pod deleted or changed meanwhile is reported next round."""
         try:
             self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace,
                                                   body)
@@ -476,12 +480,7 @@ class StandInKubelet:
                                          "finishedAt": _now(),
                                          "reason": "Completed" if code == 0 else "Error"}}}],
         }}
-        try:
-            self.core.patch_namespaced_pod_status(pod.metadata.name, pod.metadata.namespace,
-                                                  body)
-        except ApiException as e:
-            if e.status not in (404, 409):
-                raise
+        self._patch_status(pod, body)
 
     # -- stopping ----------------------------------------------------------------------
 

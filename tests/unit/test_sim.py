@@ -96,19 +96,25 @@ def test_a_seed_replays_in_another_process() -> None:
     assert _trace_digest(5, "1") == _trace_digest(5, "2")
 
 
+def first_failure(what: str) -> tuple[int, str]:
+    """The first CI seed whose run fails, and its message; the test fails if none does
+    (`what` names the planted bug in that failure)."""
+    for seed in CI_SEEDS:
+        try:
+            run_seed(seed)
+        except SimFailure as e:
+            return seed, str(e)
+    pytest.fail(f"{what} survived {len(CI_SEEDS)} seeds")
+
+
 def test_planted_ack_before_fsync_is_found_within_the_ci_seeds(monkeypatch) -> None:
     """Plant the bug the driver's ordering exists to prevent: a follower's append response
     goes out with the leader's early messages, before its own fsync. A crash then loses an
     entry the leader counted as durable, and the checks must say so."""
     monkeypatch.setattr(nodemod, "_EARLY", (*nodemod._EARLY, MsgType.APPEND_RESP))
-    for seed in CI_SEEDS:
-        try:
-            run_seed(seed)
-        except SimFailure as e:
-            assert f"seed {seed}" in str(e) and "replay: SEED=" in str(e)
-            assert "last events:" in str(e)
-            return
-    pytest.fail(f"the planted bug survived {len(CI_SEEDS)} seeds")
+    seed, msg = first_failure("the planted bug")
+    assert f"seed {seed}" in msg and "replay: SEED=" in msg
+    assert "last events:" in msg
 
 
 def test_planted_request_id_check_removed_is_found(monkeypatch) -> None:
@@ -120,13 +126,8 @@ def test_planted_request_id_check_removed_is_found(monkeypatch) -> None:
         orig(self, services, 0)
 
     monkeypatch.setattr(Registry, "__init__", forgetful)
-    for seed in CI_SEEDS:
-        try:
-            run_seed(seed)
-        except SimFailure as e:
-            assert "took effect at" in str(e) or "linearizable" in str(e), str(e)[:400]
-            return
-    pytest.fail(f"the planted bug survived {len(CI_SEEDS)} seeds")
+    _, msg = first_failure("the planted bug")
+    assert "took effect at" in msg or "linearizable" in msg, msg[:400]
 
 
 def test_the_match_regression_fixed_in_cb9f70d_is_found(monkeypatch) -> None:
@@ -135,13 +136,8 @@ def test_the_match_regression_fixed_in_cb9f70d_is_found(monkeypatch) -> None:
     from distsync.raft.progress import Progress
 
     monkeypatch.setattr(Progress, "match_seq", property(lambda s: -1, lambda s, v: None))
-    for seed in CI_SEEDS:
-        try:
-            run_seed(seed)
-        except SimFailure as e:
-            assert "lowered" in str(e), str(e)[:400]
-            return
-    pytest.fail(f"the old match regression survived {len(CI_SEEDS)} seeds")
+    _, msg = first_failure("the old match regression")
+    assert "lowered" in msg, msg[:400]
 
 
 def test_planted_lost_enqueue_is_found(monkeypatch) -> None:
@@ -156,13 +152,8 @@ def test_planted_lost_enqueue_is_found(monkeypatch) -> None:
             orig(self, q, mid, *args, **kw)
 
     monkeypatch.setattr(QueueService, "_add_message", leaky)
-    for seed in CI_SEEDS:
-        try:
-            run_seed(seed)
-        except SimFailure as e:
-            assert "acknowledged enqueues lost" in str(e), str(e)[:400]
-            return
-    pytest.fail(f"the planted bug survived {len(CI_SEEDS)} seeds")
+    _, msg = first_failure("the planted bug")
+    assert "acknowledged enqueues lost" in msg, msg[:400]
 
 
 def test_the_virtual_loop_jumps_time_and_reports_a_deadlock() -> None:
