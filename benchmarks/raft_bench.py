@@ -463,7 +463,7 @@ _COMPONENTS = (
     ("peer transport: send (Transport._pump)", "Transport._pump (distsync/transport/peer.py)"),
     ("peer transport: receive (_handle_stream)",
      "Transport._handle_stream (distsync/transport/peer.py)"),
-    ("msgpack codec (distsync/codec.py)", "(distsync/codec.py)"),
+    ("msgpack codec (distsync/raft/codec.py)", "(distsync/raft/codec.py)"),
     ("socket send() syscalls (_SelectorSocketTransport.write)",
      "_SelectorSocketTransport.write (asyncio/selector_events.py)"),
     ("epoll wait (EpollSelector.select)", "EpollSelector.select (selectors.py)"),

@@ -17,8 +17,8 @@ from typing import Any
 
 import click
 
-from . import security
 from .node import NodeConfig
+from .security import options as security
 
 
 def check_host_port(addr: str, what: str) -> str:

@@ -17,10 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .seams import NodeParts
+from .security.peer_auth import from_config as peer_auth_from_config
+from .security.tls import contexts as tls_contexts
 from .storage import Storage
-from .tls import contexts as tls_contexts
 from .transport import Transport
-from .transport.auth import from_config as peer_auth_from_config
 
 if TYPE_CHECKING:
     from .node import Node, NodeConfig

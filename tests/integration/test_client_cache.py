@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from distsync.cacheclient import CacheCodecError
 from distsync.client import BlockingClient, Client
+from distsync.client.cache import CacheCodecError
 from distsync.local import LocalCluster
 
 
@@ -112,7 +112,7 @@ async def test_get_or_set_runs_one_loader_per_key_across_clients(
 async def test_set_nx_and_if_version(shared_cluster: LocalCluster) -> None:
     """Conditional writes, through different nodes (so both the home's check and the E
     owner's local check are used), and many writers racing on one key: exactly one nx wins."""
-    from distsync.cacheclient import VersionMismatch
+    from distsync.client.cache import VersionMismatch
 
     lc = shared_cluster
     clients = [Client([a]) for a in lc.addrs]
@@ -152,7 +152,7 @@ async def test_set_nx_and_if_version(shared_cluster: LocalCluster) -> None:
 async def test_get_or_set_after_a_failed_loader(shared_cluster: LocalCluster) -> None:
     """A loader that raises gives its fill lease back: the next caller loads at once rather
     than waiting for the lease to run out; a waiter gives up after `wait` seconds."""
-    from distsync.cacheclient import CacheFillTimeout
+    from distsync.client.cache import CacheFillTimeout
 
     lc = shared_cluster
     async with Client([lc.addrs[0]]) as a, Client([lc.addrs[1]]) as b:

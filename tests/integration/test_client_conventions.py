@@ -10,8 +10,8 @@ import time
 import pytest
 
 from distsync.client import BlockingClient, Client, InvalidArgument, Unavailable
+from distsync.client.locks import LockTimeout
 from distsync.local import LocalCluster
-from distsync.lockclient import LockTimeout
 
 
 def _closed_port() -> int:

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from distsync.client import BlockingClient, Client, InvalidArgument
+from distsync.client.locks import InvalidLockName, LockLost, LockTimeout, NotHeld
 from distsync.local import LocalCluster
-from distsync.lockclient import InvalidLockName, LockLost, LockTimeout, NotHeld
 
 
 @pytest.mark.parametrize("name", ["jobs/billing", "a b", "", "x" * 300, "deadlocks"])
@@ -143,7 +143,7 @@ def test_blocking_lock_object(shared_cluster: LocalCluster) -> None:
 CHILD = textwrap.dedent("""
     import sys
     from distsync.client import BlockingClient
-    from distsync.lockclient import LockLost
+    from distsync.client.locks import LockLost
 
     seen = []
     with BlockingClient(sys.argv[1].split(",")) as c:

@@ -12,8 +12,8 @@ import pytest
 from cluster_helpers import proposals
 
 from distsync.client import BlockingClient, Client
+from distsync.client.queues import AckResult, LeaseExpired
 from distsync.local import LocalCluster
-from distsync.queueclient import AckResult, LeaseExpired
 
 
 def _qname(tag: str) -> str:

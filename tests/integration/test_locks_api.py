@@ -34,8 +34,8 @@ from cluster_helpers import (
 )
 
 from distsync.client import BlockingClient, Client, DistSyncError
+from distsync.client.locks import Deadlock, LockTimeout, NotHeld, SessionLost
 from distsync.local import LocalCluster
-from distsync.lockclient import Deadlock, LockTimeout, NotHeld, SessionLost
 
 JSON = {"Content-Type": "application/json"}
 

@@ -25,8 +25,8 @@ from typing import Any
 from cluster_helpers import agreed_leader, async_wait_until, diag, ready, wait_caught_up
 
 from distsync.client import Client, DistSyncError
+from distsync.client.queues import UnknownReceipt
 from distsync.local import LocalCluster
-from distsync.queueclient import UnknownReceipt
 
 QUEUE = "jobs"
 PRODUCERS, CONSUMERS = 3, 3

@@ -22,8 +22,8 @@ import pytest
 from cluster_helpers import diag, ready, wait_until
 
 from distsync.local import LocalCluster, http_json
+from distsync.security.peer_auth import PeerAuthenticator
 from distsync.transport import CLUSTER_HEADER, NODE_HEADER, TARGET_HEADER
-from distsync.transport.auth import PeerAuthenticator
 
 SECRET = "peer-secret-" + "0123456789abcdef" * 2
 WRONG = "wrong-secret-" + "fedcba9876543210" * 2

@@ -24,8 +24,8 @@ from cluster_helpers import diag, ready, wait_until
 
 from distsync.client import Client, DistSyncError
 from distsync.local import LocalCluster, http_json
+from distsync.security.peer_auth import PeerAuthenticator
 from distsync.transport import CLUSTER_HEADER, NODE_HEADER
-from distsync.transport.auth import PeerAuthenticator
 
 x509 = pytest.importorskip("cryptography.x509")
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402

@@ -2,7 +2,9 @@
 environments, with only what pyproject.toml declares. This is the test that would have caught
 the undeclared `orjson` that killed every node of a fresh install.
 
-1. Build the wheel (`pip wheel --no-deps`).
+1. Build the wheel (`pip wheel --no-deps`) from a copy of the files git knows (tracked, or new
+   and not ignored): building in the checkout would reuse a stale `build/` directory, whose
+   modules from before a move end up in the wheel.
 2. A fresh venv with the base dependencies only: every `distsync` module imports; the
    operator's modules need the `operator` extra and say so; `distsync demo` succeeds.
 3. The same venv plus `[operator]`: every `distsync_operator` module imports and
@@ -15,6 +17,7 @@ the source tree by accident. pip's wheel cache is reused; no site or user packag
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,8 +61,14 @@ def _ok(res: subprocess.CompletedProcess) -> str:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
+    src = tmp_path_factory.mktemp("src")
+    files = _ok(_run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT))
+    for name in filter(None, files.split("\0")):
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
     _ok(_run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out),
-              str(ROOT)], cwd=out))
+              str(src)], cwd=out))
     (whl,) = out.glob("distsync-*.whl")
     return whl
 

@@ -1,4 +1,4 @@
-"""The peer handshake (transport/auth.py) as a pure check: good handshakes pass; a wrong
+"""The peer handshake (security/peer_auth.py) as a pure check: good handshakes pass; a wrong
 secret, another cluster, a forged sender, a handshake aimed at another node, clock skew and
 replays are refused with a reason."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from distsync.transport.auth import AUTH_HEADER, REASONS, PeerAuthenticator, read_secret
+from distsync.security.peer_auth import AUTH_HEADER, REASONS, PeerAuthenticator, read_secret
 
 SECRET = "s" * 32
 

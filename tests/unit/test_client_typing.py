@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 NODE = Path(__file__).resolve().parents[2] / "node"
-CLIENT_MODULES = ["distsync/client.py", "distsync/lockclient.py", "distsync/queueclient.py",
-                  "distsync/cacheclient.py"]
+CLIENT_MODULES = ["distsync/client/core.py", "distsync/client/locks.py", "distsync/client/queues.py",
+                  "distsync/client/cache.py"]
 
 
 def test_mypy_strict_on_the_client(tmp_path: Path) -> None:
@@ -26,10 +26,10 @@ def test_blocking_methods_are_visible_to_help() -> None:
     IDEs list them with signatures."""
     import inspect
 
-    from distsync.cacheclient import BlockingCache, CacheClient
     from distsync.client import BlockingClient, Client
-    from distsync.lockclient import BlockingLock, Lock
-    from distsync.queueclient import BlockingQueue, Queue
+    from distsync.client.cache import BlockingCache, CacheClient
+    from distsync.client.locks import BlockingLock, Lock
+    from distsync.client.queues import BlockingQueue, Queue
 
     for blocking, source in ((BlockingClient, Client), (BlockingCache, CacheClient),
                              (BlockingQueue, Queue), (BlockingLock, Lock)):

@@ -415,7 +415,7 @@ def test_missing_snapshot_file_is_corruption(tmp_path: Path) -> None:
 
 
 def test_store_with_the_snapshot_in_the_database_still_loads(tmp_path: Path) -> None:
-    from distsync.codec import encode_snapshot
+    from distsync.raft.codec import encode_snapshot
 
     s = Storage(tmp_path)
     s.save(None, ents(1, 30))

@@ -38,7 +38,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..codec import decode_hard_state, decode_snapshot, encode_hard_state, encode_snapshot
+from ..raft.codec import decode_hard_state, decode_snapshot, encode_hard_state, encode_snapshot
 from ..raft.types import Entry, EntryType, HardState, PersistedState, Snapshot
 
 DB_NAME = "raft.db"

@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..codec import decode_messages, encode_messages
+from ..raft.codec import decode_messages, encode_messages
 from ..raft.types import Message, MsgType
 
 

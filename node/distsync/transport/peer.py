@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
-from ..codec import decode_messages, encode_messages
+from ..raft.codec import decode_messages, encode_messages
 from ..raft.types import Message
 
 __all__ = [

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import click
 
-from .local import LocalCluster, NodeDied
+from ..local import LocalCluster, NodeDied
 
 
 def run_scenario(

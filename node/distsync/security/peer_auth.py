@@ -41,7 +41,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .peer import NODE_HEADER
+from ..transport.peer import NODE_HEADER
 
 __all__ = [
     "AUTH_HEADER",

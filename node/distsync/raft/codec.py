@@ -9,7 +9,7 @@ from typing import Any
 
 import msgpack
 
-from .raft.types import (
+from .types import (
     ConfState,
     Entry,
     EntryType,

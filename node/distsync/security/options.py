@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from .transport.auth import read_secret
+from .peer_auth import read_secret
 
 # (NodeConfig field, flag stem, env stem, help)
 _SECRETS = (

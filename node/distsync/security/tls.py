@@ -8,7 +8,7 @@ One listener serves clients and peers, so one certificate serves both. With ``--
   host name against that CA, and presents this node's own certificate;
 * inbound asks for a client certificate but does not insist (``CERT_OPTIONAL``: API clients
   usually have none); one that is offered must verify against the CA, and the Raft stream
-  accepts only connections that presented one (see ``transport.auth``), so peers verify each
+  accepts only connections that presented one (see ``security.peer_auth``), so peers verify each
   other both ways.
 
 Without a CA, outbound verification uses the system trust store and peers are authenticated by

@@ -57,10 +57,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote
 
-from .client import DistSyncError, InvalidArgument, NotFound
+from .errors import DistSyncError, InvalidArgument, NotFound
 
 if TYPE_CHECKING:
-    from .client import BlockingClient, Client
+    from .core import BlockingClient, Client
 
 T = TypeVar("T")
 
@@ -111,7 +111,7 @@ DEFAULT_CONSUMER_TTL_S = 15.0
 MIN_CONSUMER_TTL_S = 3.0
 HUNG_GRACE_S = 0.25  # past a lease before the consumer calls its handler hung
 
-log = logging.getLogger("distsync.queueclient")
+log = logging.getLogger("distsync.client.queues")
 
 
 @dataclass

@@ -14,10 +14,10 @@ import time
 
 import click
 
-from .client import Client
-from .demo_run import run_scenario
-from .local import LocalCluster
-from .queueclient import Message
+from ..client import Client
+from ..client.queues import Message
+from ..local import LocalCluster
+from .run import run_scenario
 
 QUEUE = "demo"
 VISIBILITY_MS = 1000

@@ -33,18 +33,18 @@ from urllib.parse import quote
 
 import aiohttp
 
-from .client import (
+from .blocking import blocking_attr
+from .errors import (
     CompareFailed,
     DistSyncError,
     InvalidArgument,
     Unavailable,
-    _error,
-    blocking_attr,
+    error_from_answer,
 )
-from .lockclient import check_seconds
+from .locks import check_seconds
 
 if TYPE_CHECKING:
-    from .client import BlockingClient, Client
+    from .core import BlockingClient, Client
 
 
 Codec = Literal["utf-8", "json"]
@@ -162,7 +162,7 @@ class CacheClient:
                     if info.get("error") == "backend_unavailable":
                         raise BackendUnavailable(r.status, info["error"],
                                                  info.get("message", ""), info)
-                    err = _error(r.status, info)
+                    err = error_from_answer(r.status, info)
                     if r.status != 503 or time.monotonic() > deadline:
                         raise err
             except (aiohttp.ClientError, TimeoutError, OSError) as e:

@@ -45,10 +45,10 @@ from types import EllipsisType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-from .client import DistSyncError, InvalidArgument
+from .errors import DistSyncError, InvalidArgument
 
 if TYPE_CHECKING:
-    from .client import BlockingClient, Client
+    from .core import BlockingClient, Client
 
 MAX_WAIT_MS = 3_600_000
 LOCK_NAME_RE = re.compile(r"^[A-Za-z0-9._\-:@]{1,256}$")  # as the API checks (api/locks.py)

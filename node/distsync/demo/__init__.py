@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import click
 
-from .client import Client
-from .demo_locks import run_locks_demo as _locks_demo
-from .demo_run import run_scenario
-from .local import LocalCluster
+from ..client import Client
+from ..local import LocalCluster
+from .locks import run_locks_demo as _locks_demo
+from .run import run_scenario
 
 
 async def _write_all(client: Client, prefix: str, n: int, concurrency: int = 16) -> list[str]:
@@ -87,7 +87,7 @@ SUMMARIES = {
 
 
 def _cache_demo(**kw: object) -> int:
-    from .demo_cache import run_cache_demo
+    from .cache import run_cache_demo
 
     return run_cache_demo(**kw)
 
@@ -96,7 +96,7 @@ SCENARIOS["cache"] = _cache_demo
 
 
 def _queue_demo(**kw: object) -> int:
-    from .demo_queue import run_queue_demo
+    from .queue import run_queue_demo
 
     return run_queue_demo(**kw)  # type: ignore[arg-type]
 

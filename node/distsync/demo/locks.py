@@ -21,10 +21,10 @@ from typing import Any
 
 import click
 
-from .client import Client
-from .demo_run import run_scenario
-from .local import LocalCluster
-from .lockclient import Deadlock, Session
+from ..client import Client
+from ..client.locks import Deadlock, Session
+from ..local import LocalCluster
+from .run import run_scenario
 
 
 def _pct(xs: list[float], p: float) -> float:

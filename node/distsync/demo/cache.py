@@ -15,11 +15,11 @@ import time
 
 import click
 
-from .cache.redis_proc import local_backend
-from .cacheclient import CacheClient
-from .client import Client
-from .demo_run import run_scenario
-from .local import LocalCluster
+from ..cache.redis_proc import local_backend
+from ..client import Client
+from ..client.cache import CacheClient
+from ..local import LocalCluster
+from .run import run_scenario
 
 USERS = {
     "user:1001": {"name": "Alice", "plan": "pro"},

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -25,61 +25,20 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-if TYPE_CHECKING:
-    from .cacheclient import BlockingCache, CacheClient
-    from .lockclient import BlockingLock, BlockingSession, Lock, Session
-    from .queueclient import BlockingQueue, Queue
+from .blocking import blocking_attr
+from .cache import BlockingCache, CacheClient
+from .errors import (
+    DistSyncError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    _Retry,
+    error_from_answer,
+)
+from .locks import BlockingLock, BlockingSession, Lock, Session
+from .queues import BlockingQueue, Queue
 
 T = TypeVar("T")
-
-
-class DistSyncError(Exception):
-    """An error answer from the cluster: `status`, `code` (the JSON `error`) and `body`."""
-
-    def __init__(self, status: int, code: str, message: str, body: dict[str, Any] | None = None):
-        super().__init__(f"{status} {code}: {message}")
-        self.status, self.code, self.message, self.body = status, code, message, body or {}
-
-
-class InvalidArgument(DistSyncError, ValueError):
-    """A bad argument: raised by the client before any request when it can tell (a lock name
-    the API would refuse, a negative timeout), or for the cluster's 400 answers."""
-
-    def __init__(self, code: str, message: str, status: int = 400,
-                 body: dict[str, Any] | None = None):
-        super().__init__(status, code, message, body)
-
-
-class NotFound(DistSyncError):
-    pass
-
-
-class CompareFailed(DistSyncError):
-    pass
-
-
-class Unavailable(DistSyncError, ConnectionError):
-    """The cluster could not serve the request before the client's deadline (a
-    `ConnectionError`, as for any unreachable server)."""
-
-
-class _Retry(Exception):
-    def __init__(self, cause: BaseException | DistSyncError):
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-def _error(status: int, body: dict[str, Any]) -> DistSyncError:
-    code, msg = str(body.get("error", "http_error")), str(body.get("message", ""))
-    if status == 404 and code == "not_found":
-        return NotFound(status, code, msg, body)
-    if code == "compare_failed":
-        return CompareFailed(status, code, msg, body)
-    if status in (502, 503, 504):
-        return Unavailable(status, code, msg, body)
-    if status == 400:
-        return InvalidArgument(code, msg, status, body)
-    return DistSyncError(status, code, msg, body)
 
 
 class Client:
@@ -248,7 +207,7 @@ class Client:
                     data = {"error": "bad_response", "message": (await r.text())[:200]}
                 if r.status < 400:
                     return data if isinstance(data, dict) else {"result": data}
-                err = _error(r.status, data if isinstance(data, dict) else {})
+                err = error_from_answer(r.status, data if isinstance(data, dict) else {})
                 if r.status in (502, 503, 504) and addr is None:
                     hint = err.body.get("leader_addr")
                     self.leader_addr = hint if hint and hint != target else None
@@ -371,13 +330,12 @@ class Client:
         """Write `value` only if the key's revision is still `expect_revision` (0: absent)."""
         return await self.put(key, value, expect_revision=expect_revision)
 
-    # -- cache (see distsync.cacheclient) ------------------------------------------------
+    # -- cache (see distsync.client.cache) ------------------------------------------------
 
     @property
     def cache(self) -> CacheClient:
         """`await c.cache.get/set/delete(...)` on the coherent near caches."""
         if self._cache is None:
-            from .cacheclient import CacheClient
 
             self._cache = CacheClient(self)
         return self._cache
@@ -385,17 +343,15 @@ class Client:
     # -- queues -------------------------------------------------------------------------
 
     def queue(self, name: str) -> Queue:
-        """A handle on queue `name` (see distsync.queueclient)."""
-        from .queueclient import Queue
+        """A handle on queue `name` (see distsync.client.queues)."""
 
         return Queue(self, name)
 
-    # -- locks (see distsync.lockclient) ----------------------------------------------------
+    # -- locks (see distsync.client.locks) ----------------------------------------------------
 
     def session(self, ttl: float = 10.0, name: str = "") -> Session:
         """A lock session of your own, with a background keepalive:
         `async with c.session(ttl=10) as s`."""
-        from .lockclient import Session
 
         return Session(self, ttl=ttl, name=name)
 
@@ -406,7 +362,6 @@ class Client:
         `async with c.lock(name) as lock:` (uses `lock.token`), or `acquire(timeout=)` /
         `release()`. `wait`: the default timeout of `acquire()` and `async with` (None: no
         limit). Raises InvalidLockName (a ValueError) at once for a name the API refuses."""
-        from .lockclient import Lock
 
         return Lock(self, name, mode, ttl=ttl, wait=wait, reentrant=reentrant,
                     on_lost=on_lost)
@@ -414,7 +369,6 @@ class Client:
     async def lock_session(self, ttl: float = 10.0) -> Session:
         """The client's shared session for leases of `ttl` seconds: opened on first use, kept
         alive in the background, replaced by a new one once lost, closed by `close()`."""
-        from .lockclient import Session
 
         key = float(ttl)
         guard = self._lock_session_guard
@@ -427,20 +381,6 @@ class Client:
                 await s.open()
                 self._lock_sessions[key] = s
             return s
-
-
-def blocking_attr(target: Any, name: str, run: Callable[[Coroutine[Any, Any, Any]], Any]) -> Any:
-    """`target.name`, with a coroutine method turned into a blocking call through `run`: how
-    every Blocking* wrapper mirrors its asyncio twin without restating its methods."""
-    attr = getattr(target, name)
-    if not asyncio.iscoroutinefunction(attr):
-        return attr
-
-    def call(*a: Any, **kw: Any) -> Any:
-        return run(attr(*a, **kw))
-
-    call.__name__ = name
-    return call
 
 
 class BlockingClient:
@@ -513,21 +453,18 @@ class BlockingClient:
     def cache(self) -> BlockingCache:
         """Blocking `c.cache.get/set/delete(...)`."""
         if self.__dict__.get("_cache") is None:
-            from .cacheclient import BlockingCache
 
             self.__dict__["_cache"] = BlockingCache(self)
         cache: BlockingCache = self.__dict__["_cache"]
         return cache
 
     def queue(self, name: str) -> BlockingQueue:
-        """A blocking handle on queue `name` (see distsync.queueclient)."""
-        from .queueclient import BlockingQueue
+        """A blocking handle on queue `name` (see distsync.client.queues)."""
 
         return BlockingQueue(self, name)
 
     def session(self, ttl: float = 10.0, name: str = "") -> BlockingSession:
         """A blocking lock session: `with c.session(ttl=10) as s: s.acquire(...)`."""
-        from .lockclient import BlockingSession
 
         return BlockingSession(self, ttl=ttl, name=name)
 
@@ -535,7 +472,6 @@ class BlockingClient:
              wait: float | None = None, *, reentrant: bool = False,
              on_lost: Callable[[Lock], Any] | None = None) -> BlockingLock:
         """`with c.lock(name) as lock:` the blocking form of `Client.lock` (same arguments)."""
-        from .lockclient import BlockingLock
 
         return BlockingLock(self, self._client.lock(name, mode, ttl, wait, reentrant=reentrant,
                                                     on_lost=on_lost))
