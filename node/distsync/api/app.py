@@ -8,7 +8,6 @@ import aiohttp
 from aiohttp import web
 
 from ..node import Node
-from . import cache, cluster, kv, locks, queues
 from .auth import auth_middleware
 from .auth import install as install_auth
 from .body import body_middleware
@@ -16,9 +15,7 @@ from .errors import error_middleware
 from .http_server import ConnectionLimits, JsonAppRunner
 from .openapi import routes as openapi_routes
 from .peer_trust import MEMBER_IPS, peer_trust_middleware
-
-# Each service's HTTP routes (a module with a `routes` RouteTableDef); one line per service.
-ROUTE_MODULES = [cluster, kv, queues, locks, cache]
+from .routes import ROUTE_MODULES
 
 
 @web.middleware

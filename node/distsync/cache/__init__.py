@@ -4,12 +4,13 @@ its home node (chosen by the consistent-hash ring over the Raft members), write-
 Modules: near.py (lines, LRU, TTL), directory.py (the home's knowledge), protocol.py (the
 messages), home.py and service.py (the protocol's two sides), view.py (membership as the
 cache sees it), backend.py (Redis, in-memory), embedded.py (the store `distsync up` serves
-without Redis), transport.py (HTTP between nodes, direct calls in one process), metrics.py,
-inproc.py (several services in one process: tests, benchmark), redis_proc.py (a local
-redis-server).
+without Redis), backend_url.py (which of them a URL names), transport.py (HTTP between
+nodes, direct calls in one process), metrics.py, inproc.py (several services in one
+process: tests, benchmark), redis_proc.py (a local redis-server).
 """
 
-from .backend import BackendUnavailable, MemoryBackend, RedisBackend, make_backend
+from .backend import BackendUnavailable, MemoryBackend, RedisBackend
+from .backend_url import make_backend
 from .near import E, I, M, S
 from .protocol import HomeUnavailable
 from .service import CacheConfig, CacheService, Contention, Got

@@ -30,15 +30,12 @@ grow, across deletes and expiry too). Every mutation is a Lua script, atomic in 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from dataclasses import dataclass
 from hashlib import sha1
 from typing import Protocol
 
 from .batching import Batcher
-
-log = logging.getLogger("distsync.cache")
 
 
 class BackendUnavailable(Exception):
@@ -321,19 +318,3 @@ class MemoryBackend:
 
     async def close(self) -> None:
         pass
-
-
-def make_backend(url: str | None) -> Backend:
-    """`redis://...` / `rediss://...` / `unix://...`: Redis; `embedded://host:port`: the
-    store `distsync up` serves when there is no redis-server (embedded.py); `memory://` or
-    nothing: a store inside this process (one node only: other nodes cannot see it)."""
-    if url and url.split("://", 1)[0] in ("redis", "rediss", "unix"):
-        return RedisBackend(url)
-    if url and url.startswith("embedded://"):
-        from .embedded import EmbeddedBackend
-
-        return EmbeddedBackend(url)
-    if url and url != "memory://":
-        raise ValueError(f"unsupported backend URL {url!r} (redis://host:port/db or memory://)")
-    log.warning("cache: no --redis-url; using an embedded in-process store (one node only)")
-    return MemoryBackend()

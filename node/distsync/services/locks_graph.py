@@ -24,12 +24,9 @@ reachable from there (O(reachable edges)), never the whole graph.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .locks import LockService
+from typing import Protocol
 
 EXCLUSIVE = "exclusive"
 SHARED = "shared"
@@ -127,8 +124,23 @@ class Lock:
                 yield sid
 
 
+class WaitingSession(Protocol):
+    waits: dict[str, Waiter]  # lock name -> this session's waiter on it
+
+
+class LockState(Protocol):
+    """What the graph reads of the lock service's state (locks.py's LockService): the
+    graph is derived from it, and the service builds on the graph, not the other way."""
+
+    @property
+    def sessions(self) -> Mapping[str, WaitingSession]: ...
+
+    @property
+    def locks(self) -> Mapping[str, Lock]: ...
+
+
 def find_cycle(
-    svc: LockService, requester: str, lock: str, first: list[str]
+    svc: LockState, requester: str, lock: str, first: list[str]
 ) -> tuple[list[str], list[str]] | None:
     """Would `requester`, waiting on `lock` for the sessions `first`, close a cycle? Returns
     (sessions, locks) along the cycle, starting at the requester: sessions[i] waits on
@@ -174,7 +186,7 @@ def _unwind(parent: dict[str, tuple[str, str]], requester: str) -> tuple[list[st
     return sessions, locks
 
 
-def all_cycles(svc: LockService, limit: int = 100) -> list[dict[str, list[str]]]:
+def all_cycles(svc: LockState, limit: int = 100) -> list[dict[str, list[str]]]:
     """Every cycle the full graph has (there should never be one), found by one colored DFS
     over all waiting sessions: O(sessions + edges). Used by GET /v1/locks/deadlocks and by
     the tests as the independent check."""

@@ -4,7 +4,8 @@
 * `history`: a recorder of client operations (invoke / ok / fail / info) with monotonic time
   bounds, saved and loaded as JSON lines.
 * `linearizability`: a Wing-Gong / Porcupine-style linearizability checker with per-key
-  partitioning, and models for a kv register and a mutex.
+  partitioning, and models for a kv register and a mutex; `check_history` runs a
+  workload's checks on a saved history (`python -m distsync.testing.check_history`).
 * `harness`: clusters of real `distsync node` processes, in network namespaces (real network
   faults) or on loopback (process faults only).
 * `nemesis`: fault schedules chosen by a seed, and the task that injects them.

@@ -21,8 +21,6 @@ hashable (they are memoized with the set of linearized operations).
 
 from __future__ import annotations
 
-import json
-import sys
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
@@ -351,25 +349,3 @@ def check(model: Model, ops: Iterable[Operation], max_steps: int = 2_000_000) ->
 MODELS: dict[str, Callable[[], Model]] = {
     "register": RegisterModel, "kv": KVModel, "mutex": MutexModel,
 }
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m distsync.testing.linearizability HISTORY.jsonl [--workload kv]`: check a
-    history saved by a chaos run (see distsync.testing.history)."""
-    import argparse
-
-    from .history import History
-    from .workloads import WORKLOADS
-
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("history")
-    p.add_argument("--workload", default="kv", choices=sorted(WORKLOADS))
-    a = p.parse_args(argv)
-    hist = History.load(a.history)
-    verdict = WORKLOADS[a.workload].check(hist)
-    print(json.dumps(verdict.as_dict(), indent=2, default=str))
-    return 0 if verdict.valid else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

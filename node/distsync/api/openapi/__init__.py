@@ -5,7 +5,7 @@ Built so that it cannot drift from the code:
 * paths come from fragments, one per route module: the module's own `OPENAPI` dict of path
   items (and `OPENAPI_SCHEMAS` for response schemas) if it has one, else those of the module
   of the same name in this package (`openapi/kv.py` for `api/kv.py`);
-  only modules in `app.ROUTE_MODULES` are included, so the spec describes what is mounted;
+  only modules in `routes.ROUTE_MODULES` are included, so the spec describes what is mounted;
 * request body schemas are generated from the pydantic models the handlers validate with
   (`model_json_schema()`);
 * security (bearer) and the 401/403 answers of each operation come from the auth role table
@@ -29,6 +29,7 @@ from aiohttp import web
 
 from ..auth import Role, required_role
 from ..jsonio import json_response
+from ..routes import ROUTE_MODULES
 from .common import MODELS, STR, error_components, errors, obj, ok
 
 routes = web.RouteTableDef()
@@ -102,8 +103,6 @@ def _model_schemas() -> dict[str, Any]:
 
 @functools.cache
 def build_spec() -> dict[str, Any]:
-    from ..app import ROUTE_MODULES
-
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {}
     for module in [*ROUTE_MODULES, importlib.import_module(__name__)]:
