@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from .node import NodeConfig
+from .config import NodeConfig
 from .security import options as security
 
 
@@ -143,17 +143,25 @@ def main(log_level: str) -> None:
               show_default=True, type=click.IntRange(1))
 @click.option("--redis-url", envvar="DISTSYNC_REDIS_URL", default="",
               help="Cache backend, redis://host:port/db (default: embedded, one node only).")
+@click.option("--cache-max-bytes", envvar="DISTSYNC_CACHE_MAX_BYTES", default=64 << 20,
+              show_default=True, type=click.IntRange(1),
+              help="Capacity of this node's near cache (LRU by bytes).")
+@click.option("--cache-max-value-bytes", envvar="DISTSYNC_CACHE_MAX_VALUE_BYTES",
+              default=512 << 10, show_default=True, type=click.IntRange(1),
+              help="Largest cache value (larger PUTs get 413).")
+@click.option("--cache-lease-ms", envvar="DISTSYNC_CACHE_LEASE_MS", default=3000,
+              show_default=True, type=click.IntRange(1),
+              help="How long a node serves lines from a home it cannot reach.")
 @click.option("--event-loop", envvar="DISTSYNC_EVENT_LOOP", default="auto", show_default=True,
               type=click.Choice(["auto", "uvloop", "asyncio"]),
               help="auto = uvloop when installed (less CPU per request), else asyncio.")
 @security.node_options
 def node(node_id: str | None, listen: str, advertise: str, peers: str, data_dir: str,
          join: bool, cluster: str, tick_ms: int, election_ticks: int,
-         snapshot_threshold: int, max_body_bytes: int, redis_url: str, event_loop: str,
-         **secure: str) -> None:
+         snapshot_threshold: int, max_body_bytes: int, redis_url: str,
+         cache_max_bytes: int, cache_max_value_bytes: int, cache_lease_ms: int,
+         event_loop: str, **secure: str) -> None:
     """Run one node in the foreground until SIGTERM or Ctrl-C."""
-    if redis_url:
-        os.environ["DISTSYNC_REDIS_URL"] = redis_url  # read by the cache (api/cache.py)
     pod = _pod_defaults()
     node_id = node_id or pod.get("id")
     if not node_id:
@@ -164,6 +172,8 @@ def node(node_id: str | None, listen: str, advertise: str, peers: str, data_dir:
         join=join or bool(pod.get("join")),
         cluster=cluster, tick_ms=tick_ms, election_ticks=election_ticks,
         snapshot_threshold=snapshot_threshold, max_body_bytes=max_body_bytes,
+        redis_url=redis_url, cache_max_bytes=cache_max_bytes,
+        cache_max_value_bytes=cache_max_value_bytes, cache_lease_ms=cache_lease_ms,
         **security.node_config_kwargs(secure),
     )
     run_loop(_run_node(cfg), event_loop)

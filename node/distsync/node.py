@@ -16,18 +16,24 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from .metrics import NodeMetrics, QuotaCollector, RequestIdCollector
+from .config import NodeConfig
+from .metrics import NodeMetrics
 from .raft import conf as confmod
 from .raft.core import Config, NotLeader, ProposalDropped, Raft
-from .raft.types import EntryType, Message, MsgType, Ready, Role
+from .raft.types import ConfState, EntryType, Message, MsgType, Ready, Role
 from .seams import NodeParts
-from .services.base import StateMachine
 from .services.kv import KVStore
-from .services.quotas import DEFAULT_LIMITS
 from .services.registry import Registry, encode_command
+
+if TYPE_CHECKING:
+    import ssl
+
+    from .security.peer_auth import PeerAuthenticator
+
+__all__ = ["Node", "NodeConfig", "NoticeHold", "Unavailable"]
 
 log = logging.getLogger("distsync.node")
 
@@ -131,50 +137,6 @@ class Unavailable(Exception):
     request id for writes)."""
 
 
-@dataclass
-class NodeConfig:
-    node_id: str
-    listen: str = "127.0.0.1:7001"
-    advertise: str = ""
-    peers: dict[str, str] = field(default_factory=dict)  # founding members, self included
-    data_dir: str = "./data"
-    join: bool = False  # start empty and wait to be added by the leader
-    cluster: str = "distsync"
-    tick_ms: int = 50
-    election_ticks: int = 10
-    snapshot_threshold: int = 10_000
-    request_timeout: float = 5.0
-    max_body_bytes: int = 1 << 20
-    max_value_bytes: int = 256 << 10  # one kv value, as compact JSON
-    # Quotas (services/quotas.py; README "Quotas"): replicated by the leader, so keep them
-    # alike on every node.
-    max_sessions_per_client: int = 1000  # open lock sessions per client address
-    max_sessions: int = 100_000
-    max_queues: int = 1_000
-    max_locks: int = 100_000
-    max_waiters: int = 100_000
-    max_kv_keys: int = 1_000_000
-    max_state_bytes: int = 512 << 20
-    # Connection limits (api/http_server.py, api/body.py; README "Connection limits").
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 30.0
-    idle_timeout_s: float = 75.0
-    max_connections: int = 4096
-    max_connections_per_client: int = 512
-    # Security (README "Security"). Secrets stay out of repr() and so out of logs.
-    cluster_secret: str = field(default="", repr=False)  # peer HMAC; "" = open cluster
-    read_token: str = field(default="", repr=False)  # API bearer tokens per role, each a
-    write_token: str = field(default="", repr=False)  # comma-separated list (rotation);
-    admin_token: str = field(default="", repr=False)  # all empty = client auth off
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_ca: str = ""
-
-    @property
-    def address(self) -> str:
-        return self.advertise or self.listen
-
-
 class _Expired(Exception):
     """A request's deadline passed before the loop answered it."""
 
@@ -188,44 +150,31 @@ class _Waiter:
 
 class Node:
     """The driver. Everything it touches outside the core (disk, network, clock, threads)
-    comes in `parts` (seams.py): server.py hands it the real ones, the simulator
-    (testing/sim.py) in-memory ones with faults. Without `parts` it builds the real ones
-    (realparts.py), as a bare `Node(cfg)` always did.
-
-    `registry`, when given, is the replicated state machine as a whole (its services,
-    including a KVStore named "kv"); otherwise it is built from `services` plus a KVStore."""
+    comes in `parts` (seams.py), and the replicated state machine as a whole (`registry`,
+    its services including a KVStore named "kv") is handed in too: the composition root
+    builds both (server.py: `build_node` for a real node; the simulator, testing/sim.py,
+    from in-memory parts with faults, through the same `assemble_node`)."""
 
     def __init__(
-        self, cfg: NodeConfig, services: list[StateMachine] | None = None, *,
-        parts: NodeParts | None = None, registry: Registry | None = None,
+        self, cfg: NodeConfig, *, parts: NodeParts, registry: Registry,
+        metrics: NodeMetrics | None = None,
     ):
         self.cfg = cfg
         self.id = cfg.node_id
-        self.metrics = NodeMetrics(cfg.node_id)
-        if registry is None:
-            if services is None:
-                from .services import default_services
-
-                services = default_services()
-            registry = Registry([KVStore(), *services])
+        self.metrics = metrics or NodeMetrics(cfg.node_id)
         self.registry = registry
         self.kv: KVStore = registry.services["kv"]  # type: ignore[assignment]
-        self.metrics.registry.register(RequestIdCollector(self.registry))
-        self.registry.quota.desired = {k: getattr(cfg, k) for k in DEFAULT_LIMITS}
-        self.metrics.registry.register(QuotaCollector(self.registry.quota))
-        if parts is None:
-            from .realparts import real_parts
-
-            parts = real_parts(cfg)
         self.parts = parts
         self.clock = parts.clock
         self.storage = parts.storage
         self._io = parts.io
         self._snap_io = parts.snap_io
-        # Set by the real transport's factory (README "Security"); None in the simulator.
-        self.ssl_server: Any = None
-        self.ssl_client: Any = None
-        self.peer_auth: Any = None
+        # TLS and peer authentication of this node's HTTP calls and listener (README
+        # "Security"): None in an open cluster and in the simulator. Node-to-node HTTP calls
+        # (/v1/internal/..., forwarding) sign with `peer_auth.request_headers(target)`.
+        self.ssl_server: ssl.SSLContext | None = parts.ssl_server
+        self.ssl_client: ssl.SSLContext | None = parts.ssl_client
+        self.peer_auth: PeerAuthenticator | None = parts.peer_auth
         self._snap_task: asyncio.Task | None = None
         self._snap_done: Any = None  # a Snapshot written to disk, to compact the core to
         persisted = self.storage.load()
@@ -300,7 +249,29 @@ class Node:
         self._snap_io.close()
         self.storage.close()
 
-    # -- queries -------------------------------------------------------------------------
+    # -- queries: a read-only view of the Raft state (the API and the cache use these, ---
+    # -- never the core itself) -----------------------------------------------------------
+
+    @property
+    def leader_id(self) -> str | None:
+        """The leader this node knows of, or None."""
+        return self.core.leader
+
+    @property
+    def term(self) -> int:
+        return self.core.term
+
+    @property
+    def conf(self) -> ConfState:
+        """The applied membership (immutable: a new value at every change, so its identity
+        tells a reader whether it changed)."""
+        return self.core.conf
+
+    @property
+    def conf_index(self) -> int:
+        """The log index of the applied membership."""
+        return self.core.conf_index
+
 
     def addr_of(self, node_id: str | None) -> str | None:
         if node_id is None:
@@ -627,7 +598,7 @@ class Node:
             if self._timer_term != c.term:
                 start = getattr(svc, "on_leader_start", None)
                 if start is not None:
-                    start(now_ms)
+                    start(now_ms, c.term)
             for op, args in due(now_ms):
                 data = encode_command(svc.name, op, args, None)
                 fut = asyncio.get_running_loop().create_future()

@@ -1,8 +1,8 @@
 """The production implementations of the driver's seams (seams.py): SQLite storage, the
 websocket transport with TLS and peer authentication, the OS clock, worker threads.
 
-Kept apart from server.py (the composition root) so that node.py can still build a real node
-from a bare `Node(cfg)`, as the existing tests and tools do, without importing server.py.
+Used by the composition root (server.py); kept apart from it so that what runs against the
+real disk, network and clock is in one short module.
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ from .storage import Storage
 from .transport import Transport
 
 if TYPE_CHECKING:
-    from .node import Node, NodeConfig
+    from prometheus_client import CollectorRegistry
+
+    from .config import NodeConfig
+    from .node import Node
 
 log = logging.getLogger("distsync.node")
 
@@ -56,27 +59,27 @@ class ThreadIO:
     shutdown = close  # the executor's name, which callers used before this seam existed
 
 
-def _transport(node: Node) -> Transport:
-    cfg = node.cfg
-    # Peer authentication and TLS (README "Security"). Other node-to-node HTTP calls
-    # (/v1/internal/...) sign with `peer_auth.request_headers(target)` when it is set.
-    node.ssl_server, node.ssl_client = tls_contexts(cfg)
-    node.peer_auth = peer_auth_from_config(cfg, node.metrics.registry)
-    return Transport(
-        node.id, node._resolve, node._on_message, cluster=cfg.cluster,
-        on_peer_state=node._on_peer_state, advertise=cfg.address, ssl=node.ssl_client,
-        authenticator=node.peer_auth,
-    )
-
-
 def _exit(exc: BaseException | None) -> None:
     os._exit(EXIT_LOOP_DIED)
 
 
-def real_parts(cfg: NodeConfig) -> NodeParts:
+def real_parts(cfg: NodeConfig, registry: CollectorRegistry | None = None) -> NodeParts:
+    """`registry`: the node's Prometheus registry, for the peer authenticator's refusals."""
+    # Peer authentication and TLS (README "Security"): the transport's, and the node's
+    # other node-to-node HTTP calls' (they sign with `peer_auth.request_headers(target)`).
+    ssl_server, ssl_client = tls_contexts(cfg)
+    peer_auth = peer_auth_from_config(cfg, registry)
+
+    def transport(node: Node) -> Transport:
+        return Transport(
+            node.id, node._resolve, node._on_message, cluster=cfg.cluster,
+            on_peer_state=node._on_peer_state, advertise=cfg.address, ssl=ssl_client,
+            authenticator=peer_auth,
+        )
+
     return NodeParts(
         storage=Storage(cfg.data_dir),
-        transport=_transport,
+        transport=transport,
         clock=RealClock(),
         rng=random.Random(os.urandom(8)),
         io=ThreadIO(f"fsync-{cfg.node_id}"),
@@ -84,4 +87,5 @@ def real_parts(cfg: NodeConfig) -> NodeParts:
         # not queue behind a large one (see Node._maybe_snapshot).
         snap_io=ThreadIO(f"snap-{cfg.node_id}"),
         on_fatal=_exit,
+        ssl_server=ssl_server, ssl_client=ssl_client, peer_auth=peer_auth,
     )

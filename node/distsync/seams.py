@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .raft.types import Entry, HardState, Message, PersistedState, Snapshot
 
 if TYPE_CHECKING:
+    import ssl
+
     from .node import Node
+    from .security.peer_auth import PeerAuthenticator
 
 
 class LogStore(Protocol):
@@ -77,7 +80,7 @@ class NodeParts:
 
     storage: LogStore
     # Builds the transport once the node exists (it needs the node's receive callback and
-    # address book); the real one also sets the node's TLS contexts and peer authenticator.
+    # address book).
     transport: Callable[[Node], PeerTransport]
     clock: Clock
     rng: Any  # random.Random: election timeouts
@@ -86,3 +89,9 @@ class NodeParts:
     # Called when the Raft loop dies (a storage error, a bug): the real node exits so that
     # its supervisor restarts it from disk; the simulator marks the node crashed.
     on_fatal: Callable[[BaseException | None], None]
+    # TLS and peer authentication (README "Security"), from the node's config: the real
+    # transport uses them, and so do the node's other HTTP calls and its listener. None in
+    # an open cluster and in the simulator.
+    ssl_server: ssl.SSLContext | None = None
+    ssl_client: ssl.SSLContext | None = None
+    peer_auth: PeerAuthenticator | None = None

@@ -1,8 +1,17 @@
-"""The one composition root: builds a real node, its services and its HTTP API from a
-`NodeConfig`, and runs it until a signal.
+"""The one composition root: builds a real node, its services, its cache and its HTTP API
+from a `NodeConfig`, and runs it until a signal.
 
-The driver (node.py) gets its storage, transport, clock and threads here (realparts.py);
-the simulator (testing/sim.py) builds the very same `Node` from in-memory parts instead.
+Every piece is built here and handed to what uses it; nothing below reads the environment or
+reaches into another piece to finish its wiring:
+
+* the driver (node.py) gets its storage, transport, clock, threads, TLS contexts and peer
+  authenticator (realparts.py) and the replicated state machine (`assemble_node`);
+* the services get their clocks, quotas and metrics where they are built (`node_services`);
+* the cache service gets its backend, peers and capacity (`build_cache`);
+* the API (api/app.py) gets the node and the cache service, and only parses, calls and maps.
+
+The simulator (testing/sim.py) builds the very same `Node` and services through
+`assemble_node`, from in-memory parts instead of realparts.py.
 """
 
 from __future__ import annotations
@@ -10,31 +19,87 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 
 from aiohttp import web
 
-from .node import Node, NodeConfig
+from .api.app import create_app, serve
+from .cache import CacheConfig, CacheService, NodeView, make_backend
+from .cache.transport import HttpPeers
+from .config import NodeConfig
+from .metrics import LockCollector, NodeMetrics, QuotaCollector, RequestIdCollector
+from .node import Node
 from .realparts import real_parts
-from .services import default_services
+from .seams import Clock, NodeParts
+from .services.base import StateMachine
 from .services.kv import KVStore
+from .services.locks import LockService
+from .services.queue_metrics import QueueMetrics
+from .services.queues import QueueService
+from .services.quotas import DEFAULT_LIMITS
 from .services.registry import Registry
 
 log = logging.getLogger("distsync")
 
 
+def node_services(clock: Clock, metrics: NodeMetrics) -> list[StateMachine]:
+    """Every service a node runs, the kv register first; a new service adds itself here
+    (one line) and its routes in api/routes.py. The lock leases run on the node's clock;
+    each service's metrics go to the node's registry."""
+    queues = QueueService()
+    queues.obs = QueueMetrics(metrics.registry, queues)
+    locks = LockService(clock=lambda: clock.monotonic() * 1000.0)
+    metrics.registry.register(LockCollector(locks))
+    return [KVStore(), queues, locks]
+
+
+def assemble_node(
+    cfg: NodeConfig, parts: NodeParts, *, metrics: NodeMetrics | None = None,
+    make_registry: Callable[[list[StateMachine]], Registry] = Registry,
+) -> Node:
+    """A `Node` over `parts` with the services of `node_services` in a registry made by
+    `make_registry` (the simulator's records every apply), the quotas `cfg` asks for, and
+    the registry's metrics."""
+    metrics = metrics or NodeMetrics(cfg.node_id)
+    registry = make_registry(node_services(parts.clock, metrics))
+    # Quotas are replicated: the leader proposes these once elected (services/quotas.py).
+    registry.quota.desired = {k: getattr(cfg, k) for k in DEFAULT_LIMITS}
+    metrics.registry.register(RequestIdCollector(registry))
+    metrics.registry.register(QuotaCollector(registry.quota))
+    return Node(cfg, parts=parts, registry=registry, metrics=metrics)
+
+
 def build_node(cfg: NodeConfig) -> Node:
     """A real node: SQLite storage in `cfg.data_dir`, the websocket transport (with TLS and
-    peer authentication from `cfg`), the OS clock, and the default services."""
-    registry = Registry([KVStore(), *default_services()])
-    return Node(cfg, parts=real_parts(cfg), registry=registry)
+    peer authentication from `cfg`), the OS clock, and every service."""
+    metrics = NodeMetrics(cfg.node_id)
+    return assemble_node(cfg, real_parts(cfg, metrics.registry), metrics=metrics)
+
+
+def build_cache(node: Node) -> CacheService:
+    """The node's coherent cache: the backend `cfg.redis_url` names, HTTP peers signed like
+    every node-to-node call, and the capacity from `cfg`."""
+    cfg = node.cfg
+    ccfg = CacheConfig(max_bytes=cfg.cache_max_bytes, max_value_bytes=cfg.cache_max_value_bytes,
+                       lease_ms=cfg.cache_lease_ms)
+    backend = make_backend(cfg.redis_url or None)
+    auth = node.peer_auth
+    peers = HttpPeers(node.addr_of, timeout=ccfg.rpc_timeout, ssl=node.ssl_client,
+                      headers_for=auth.request_headers if auth is not None else None)
+    log.info("%s: cache backend %s (%s)", node.id, backend.kind, cfg.redis_url or "embedded")
+    return CacheService(NodeView(node), backend, peers, ccfg, registry=node.metrics.registry)
+
+
+def build_server(cfg: NodeConfig) -> tuple[Node, web.Application]:
+    """The node and its HTTP app (clients and peers), not yet started."""
+    node = build_node(cfg)
+    return node, create_app(node, build_cache(node))
 
 
 async def start_node(cfg: NodeConfig) -> tuple[Node, web.AppRunner]:
     """Build the node, start its HTTP listener (clients and peers) and its Raft loop."""
-    from .api.app import serve
-
-    node = build_node(cfg)
-    return node, await serve(node)
+    node, app = build_server(cfg)
+    return node, await serve(node, app)
 
 
 async def run_node(cfg: NodeConfig) -> None:

@@ -18,13 +18,14 @@ from distsync.api.app import create_app
 from distsync.api.auth import Role, required_role
 from distsync.api.openapi.common import MODELS
 from distsync.node import Node, NodeConfig
+from distsync.server import build_cache, build_node
 
 TOKEN = "openapi-test-token-" + "x" * 16
 
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Node]:
-    n = Node(NodeConfig(node_id="n1", data_dir=str(tmp_path), admin_token=TOKEN))
+    n = build_node(NodeConfig(node_id="n1", data_dir=str(tmp_path), admin_token=TOKEN))
     yield n
     n._io.close()
     n.storage.close()
@@ -43,7 +44,7 @@ def test_spec_is_valid_openapi_31(spec: dict) -> None:
 
 
 def test_spec_covers_exactly_the_registered_routes(node: Node, spec: dict) -> None:
-    app = create_app(node)
+    app = create_app(node, build_cache(node))
     served, described = openapi.app_operations(app), openapi.spec_operations(spec)
     assert served - described == set(), "routes without an OpenAPI description (add them to " \
         "the module's OPENAPI or node/distsync/api/openapi/<module>.py)"
@@ -52,7 +53,7 @@ def test_spec_covers_exactly_the_registered_routes(node: Node, spec: dict) -> No
 
 
 def test_an_undescribed_route_is_caught(node: Node, spec: dict) -> None:
-    app = create_app(node)
+    app = create_app(node, build_cache(node))
 
     async def h(request: web.Request) -> web.Response:
         return web.Response()
@@ -98,7 +99,7 @@ def test_security_follows_the_role_table(spec: dict) -> None:
 
 @pytest.fixture
 async def client(node: Node) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(create_app(node))) as c:
+    async with TestClient(TestServer(create_app(node, build_cache(node)))) as c:
         yield c
 
 

@@ -20,7 +20,8 @@ from distsync.api.app import create_app
 from distsync.api.auth import Role, required_role
 from distsync.client import Client, DistSyncError
 from distsync.local import LocalCluster, http_json
-from distsync.node import Node, NodeConfig
+from distsync.node import NodeConfig
+from distsync.server import build_cache, build_node
 
 READ = "read-token-" + "r" * 24
 WRITE = "write-token-" + "w" * 24
@@ -38,9 +39,9 @@ SEED = "sec/seed"
 def app_routes() -> list[tuple[str, str]]:
     """(method, concrete path) of every route a node registers, placeholders filled in."""
     with tempfile.TemporaryDirectory() as d:
-        node = Node(NodeConfig(node_id="probe", data_dir=d))
+        node = build_node(NodeConfig(node_id="probe", data_dir=d))
         try:
-            app = create_app(node)
+            app = create_app(node, build_cache(node))
             out = set()
             for route in app.router.routes():
                 info = route.resource.get_info() if route.resource is not None else {}

@@ -15,12 +15,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from distsync.api.app import create_app
 from distsync.api.auth import RULES, Role, TokenAuth, resolve
 from distsync.node import Node, NodeConfig
+from distsync.server import build_cache, build_node
 
 READ, WRITE, ADMIN = "r" * 20, "w" * 20, "a" * 20
 
 
 def make_node(tmp: Path, **kw: Any) -> Node:
-    return Node(NodeConfig(node_id="n1", listen="127.0.0.1:1", data_dir=str(tmp), **kw))
+    return build_node(NodeConfig(node_id="n1", listen="127.0.0.1:1", data_dir=str(tmp), **kw))
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def registered(app: web.Application) -> list[tuple[str, str]]:
 def test_every_registered_route_has_its_own_rule(node: Node) -> None:
     """A route family added without a rule here falls to the fail-closed fallback (admin for
     mutations) and fails this test: add a line to api/auth.py RULES."""
-    routes = registered(create_app(node))
+    routes = registered(create_app(node, build_cache(node)))
     assert routes
     uncovered = [(m, p) for m, p in routes if resolve(m, p)[1] is None]
     assert not uncovered, f"routes without an auth rule in api/auth.py RULES: {uncovered}"
@@ -119,7 +120,7 @@ def test_from_config_parses_lists_and_is_off_without_tokens(tmp_path: Path) -> N
 
 @pytest.fixture
 async def client(node: Node) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(create_app(node))) as c:
+    async with TestClient(TestServer(create_app(node, build_cache(node)))) as c:
         yield c
 
 
@@ -173,7 +174,7 @@ async def test_sufficient_roles_pass_and_probes_stay_open(client: TestClient) ->
 async def test_auth_off_without_tokens(tmp_path: Path) -> None:
     n = make_node(tmp_path)
     try:
-        async with TestClient(TestServer(create_app(n))) as c:
+        async with TestClient(TestServer(create_app(n, build_cache(n)))) as c:
             assert (await c.get("/v1/status")).status == 200
     finally:
         n._io.close()

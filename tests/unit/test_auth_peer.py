@@ -145,10 +145,11 @@ async def test_internal_http_routes_need_the_peer_handshake(tmp_path: Path) -> N
     from aiohttp.test_utils import TestServer
 
     from distsync.api.app import create_app
-    from distsync.node import Node, NodeConfig
+    from distsync.node import NodeConfig
+    from distsync.server import build_cache, build_node
 
-    node = Node(NodeConfig(node_id="b", data_dir=str(tmp_path), cluster_secret=SECRET))
-    app = create_app(node)
+    node = build_node(NodeConfig(node_id="b", data_dir=str(tmp_path), cluster_secret=SECRET))
+    app = create_app(node, build_cache(node))
 
     async def echo(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})

@@ -263,10 +263,9 @@ def test_expiry_is_rechecked_and_idempotent(h: Harness) -> None:
 def test_lease_view_expires_only_after_a_full_ttl_and_keepalive_extends() -> None:
     clock = Clock()
     h = Harness(clock)
-    h.svc.term_source = lambda: 7
     a, b = h.open(ttl_ms=2000), h.open(ttl_ms=2000)
     clock.now += 10_000  # a long time passes before this node leads: no one is due yet
-    h.svc.on_leader_start(0)
+    h.svc.on_leader_start(0, 7)
     assert h.svc.due_commands(0) == []
     clock.now += 1500
     assert h.svc.keepalive(a, 7) == {"session": a, "ttl_ms": 2000}
@@ -284,8 +283,7 @@ def test_lease_view_expires_only_after_a_full_ttl_and_keepalive_extends() -> Non
     # A keepalive from a term this view was not started in must wait for it.
     with pytest.raises(NotReady):
         h.svc.keepalive(a, 8)
-    h.svc.term_source = lambda: 8
-    h.svc.on_leader_start(0)  # new leader: fresh full TTL for everyone
+    h.svc.on_leader_start(0, 8)  # new leader: fresh full TTL for everyone
     clock.now += 1999
     assert h.svc.due_commands(0) == []
     clock.now += 1
@@ -295,7 +293,7 @@ def test_lease_view_expires_only_after_a_full_ttl_and_keepalive_extends() -> Non
 def test_new_sessions_get_a_lease_when_first_seen() -> None:
     clock = Clock()
     h = Harness(clock)
-    h.svc.on_leader_start(0)
+    h.svc.on_leader_start(0, 1)
     s = h.open(ttl_ms=1000)
     assert h.svc.due_commands(0) == []
     clock.now += 999
@@ -309,7 +307,7 @@ def test_wait_deadlines_are_proposed_by_the_leader_and_retried() -> None:
     a, b = h.open(), h.open()
     h.acq(a, "r")
     w = h.acq(b, "r", deadline_ms=5000)
-    h.svc.on_leader_start(0)
+    h.svc.on_leader_start(0, 1)
     assert h.svc.due_commands(4999) == []
     assert h.svc.due_commands(5000) == [("timeout", {"wait_id": w["wait_id"], "now_ms": 5000})]
     assert h.svc.due_commands(5500) == []
@@ -320,7 +318,7 @@ def test_wait_deadlines_are_proposed_by_the_leader_and_retried() -> None:
     # A new leader re-derives the deadlines from the replicated waiters.
     w2 = h.acq(b, "r", deadline_ms=20_000)
     h.svc._heap.clear()  # as if this node had popped it during an earlier leadership
-    h.svc.on_leader_start(0)
+    h.svc.on_leader_start(0, 1)
     assert h.svc.due_commands(20_000) == [
         ("timeout", {"wait_id": w2["wait_id"], "now_ms": 20_000})]
 

@@ -9,12 +9,13 @@ import time
 
 import pytest
 
-from distsync.node import Node, NodeConfig, Unavailable
+from distsync.node import NodeConfig, Unavailable
+from distsync.server import build_node
 
 
 @pytest.mark.asyncio
 async def test_unanswered_request_expires_at_its_deadline(tmp_path):
-    node = Node(NodeConfig(node_id="s", data_dir=str(tmp_path / "s")))
+    node = build_node(NodeConfig(node_id="s", data_dir=str(tmp_path / "s")))
     await node.start()
     try:
         assert await node.wait_until(node.is_leader, 5.0)

@@ -16,6 +16,7 @@ import pytest
 from distsync.api.app import serve
 from distsync.node import Node, NodeConfig, NoticeHold
 from distsync.raft.types import Entry, EntryType, Message, MsgType
+from distsync.server import build_server
 
 
 def notice(dst: str, commit: int) -> Message:
@@ -60,9 +61,10 @@ async def three_nodes(tmp_path) -> AsyncIterator[list[Node]]:
     """Three real nodes over loopback, in this event loop, with a leader elected."""
     ids = ["n1", "n2", "n3"]
     peers = {nid: f"127.0.0.1:{p}" for nid, p in zip(ids, _free_ports(3), strict=True)}
-    nodes = [Node(NodeConfig(node_id=nid, listen=peers[nid], peers=peers,
-                             data_dir=str(tmp_path / nid))) for nid in ids]
-    runners = [await serve(nd) for nd in nodes]
+    built = [build_server(NodeConfig(node_id=nid, listen=peers[nid], peers=peers,
+                                     data_dir=str(tmp_path / nid))) for nid in ids]
+    nodes = [nd for nd, _ in built]
+    runners = [await serve(nd, app) for nd, app in built]
     try:
         for _ in range(200):
             if any(nd.is_leader() for nd in nodes):

@@ -285,7 +285,7 @@ def test_a_new_leader_gives_consumers_a_full_ttl() -> None:
     d = Driver({"consumer_ttl_ms": 3000})
     d.apply("heartbeat", {"q": Q, "c": "w1", "now": d.now})
     d.now += 2900
-    d.svc.on_leader_start(d.now)  # the old leader may have been unreachable meanwhile
+    d.svc.on_leader_start(d.now, 2)  # the old leader may have been unreachable meanwhile
     d.tick(2000)
     assert "w1" in d.svc.queues[Q].consumers
     d.tick(1000)

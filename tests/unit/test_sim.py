@@ -174,10 +174,10 @@ def test_the_lock_checks_see_two_exclusive_holders_and_a_token_going_back() -> N
     from distsync.services.locks_graph import Hold, Lock
 
     sim = Simulation(0)
-    sn = sim.nodes["n1"]
+    from distsync.services.locks import LockService
     from distsync.testing.sim import RecordingRegistry
 
-    reg = RecordingRegistry(lambda *a: None, sn.clock)
+    reg = RecordingRegistry([LockService()], lambda *a: None)
     svc = reg.services["locks"]
     lk = svc.locks["L"] = Lock("L", token=9)
     lk.holders["s1"] = Hold(EXCLUSIVE, 9, 0)

@@ -1,4 +1,8 @@
-"""The aiohttp application: one listener for clients and for peers (the Raft stream)."""
+"""The aiohttp application: one listener for clients and for peers (the Raft stream).
+
+It mounts routes over what the composition root (server.py) built and hands it: the node
+and the cache service. Nothing here builds a service or reads configuration beyond the
+node's config."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import time
 import aiohttp
 from aiohttp import web
 
+from ..cache import CacheService
 from ..node import Node
 from .auth import auth_middleware
 from .auth import install as install_auth
@@ -37,19 +42,20 @@ async def metrics_middleware(request: web.Request, handler):  # type: ignore[no-
 _COUNTERS = web.AppKey("http_request_counters", dict)
 
 
-def create_app(node: Node) -> web.Application:
+def create_app(node: Node, cache: CacheService) -> web.Application:
     app = web.Application(
         middlewares=[metrics_middleware, error_middleware, auth_middleware, body_middleware,
                      peer_trust_middleware],
         client_max_size=node.cfg.max_body_bytes,
     )
     app["node"] = node
+    app["cache"] = cache
     app[_COUNTERS] = {}
     app[MEMBER_IPS] = {}
     install_auth(app, node.cfg)
     for module in ROUTE_MODULES:
         app.add_routes(module.routes)
-        if hasattr(module, "setup"):  # optional wiring, e.g. a service's metrics
+        if hasattr(module, "setup"):  # optional: the lifecycle of what a module serves
             module.setup(app)
     app.add_routes(openapi_routes)  # GET /v1/openapi.json
     node.transport.add_routes(app)
@@ -67,9 +73,8 @@ def create_app(node: Node) -> web.Application:
     return app
 
 
-async def serve(node: Node) -> web.AppRunner:
-    """Start the node and its HTTP listener; returns the runner to clean up."""
-    app = create_app(node)
+async def serve(node: Node, app: web.Application) -> web.AppRunner:
+    """Start the node and `app`, its HTTP listener; returns the runner to clean up."""
     cfg = node.cfg
     limits = ConnectionLimits(
         header_timeout_s=cfg.header_timeout_s, idle_timeout_s=cfg.idle_timeout_s,

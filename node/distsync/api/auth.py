@@ -156,7 +156,7 @@ def _unauthorized(message: str, error: str | None) -> web.Response:
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     need = required_role(request.method, request.path)
     if need == Role.PEER:
-        peer_auth = getattr(request.app["node"], "peer_auth", None)
+        peer_auth = request.app["node"].peer_auth
         if request.path == STREAM_PATH or peer_auth is None:
             return await handler(request)  # the transport checks the stream itself
         if not await peer_auth.verify_http(request):

@@ -5,31 +5,20 @@ msgpack on `POST /v1/internal/cache/{op}`."""
 
 from __future__ import annotations
 
-import logging
 import math
-import os
 import re
 
 from aiohttp import web
 from pydantic import Field
 
-from ..cache import (
-    BackendUnavailable,
-    CacheConfig,
-    CacheService,
-    Contention,
-    HomeUnavailable,
-    NodeView,
-    make_backend,
-)
+from ..cache import BackendUnavailable, CacheService, Contention, HomeUnavailable
 from ..cache.fill import MAX_LEASE_MS as MAX_FILL_LEASE_MS
 from ..cache.protocol import OPS, PeerUnreachable, decode, encode
-from ..cache.transport import HttpPeers, dispatch_safe
+from ..cache.transport import dispatch_safe
 from .errors import ApiError
 from .jsonio import json_response
 from .schemas import _Strict, parse_body
 
-log = logging.getLogger("distsync.cache")
 routes = web.RouteTableDef()
 
 CACHE_KEY_RE = re.compile(r"^[A-Za-z0-9._\-:@]{1,512}$")
@@ -199,33 +188,13 @@ async def internal(request: web.Request) -> web.StreamResponse:
     return web.Response(body=encode(reply), content_type="application/msgpack")
 
 
-def config_from_env() -> CacheConfig:
-    cfg = CacheConfig()
-    env = os.environ
-    cfg.max_bytes = int(env.get("DISTSYNC_CACHE_MAX_BYTES", cfg.max_bytes))
-    cfg.max_value_bytes = int(env.get("DISTSYNC_CACHE_MAX_VALUE_BYTES", cfg.max_value_bytes))
-    cfg.lease_ms = int(env.get("DISTSYNC_CACHE_LEASE_MS", cfg.lease_ms))
-    return cfg
-
-
 async def cache_ctx(app: web.Application):  # type: ignore[no-untyped-def]
-    """Startup/cleanup: the node's CacheService (app["cache"]) and its backend."""
-    node = app["node"]
-    url = getattr(node, "cache_url", None) or os.environ.get("DISTSYNC_REDIS_URL")
-    backend = make_backend(url)
-    cfg = config_from_env()
-    auth = getattr(node, "peer_auth", None)  # signed node-to-node calls when security is on
-    peers = HttpPeers(node.addr_of, timeout=cfg.rpc_timeout,
-                      ssl=getattr(node, "ssl_client", None),
-                      headers_for=auth.request_headers if auth is not None else None)
-    svc = CacheService(NodeView(node), backend, peers, cfg, registry=node.metrics.registry)
-    app["cache"] = svc
+    """Startup/cleanup of the node's CacheService (app["cache"], built by the composition
+    root, server.py): it runs while the app serves."""
+    svc: CacheService = app["cache"]
     svc.start()
-    log.info("%s: cache backend %s (%s)", node.id, backend.kind, url or "embedded")
     yield
-    await svc.stop()
-    await peers.close()
-    await backend.close()
+    await svc.close()
 
 
 def setup(app: web.Application) -> None:

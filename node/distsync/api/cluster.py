@@ -25,7 +25,7 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     to be committed. A Kubernetes Service sends traffic only to ready pods."""
     node = request.app["node"]
     if node.is_ready():
-        return json_response({"ready": True, "leader": node.core.leader})
+        return json_response({"ready": True, "leader": node.leader_id})
     raise ApiError(503, "not_ready", "no leader yet, not a member, or still catching up")
 
 
@@ -75,7 +75,7 @@ async def remove_member(request: web.Request) -> web.StreamResponse:
     if not re.fullmatch(NODE_ID_RE, target):
         raise ApiError(400, "invalid_request", "bad node id")
     node = request.app["node"]
-    if target not in node.core.conf.members():
+    if target not in node.conf.members():
         raise ApiError(404, "not_found", f"{target} is not a member")
     if target == node.id:
         await node.transfer_leader(None)
@@ -90,7 +90,7 @@ async def remove_member(request: web.Request) -> web.StreamResponse:
 async def transfer_leader(request: web.Request) -> web.StreamResponse:
     body = await parse_body(request, TransferLeader, optional=True)
     node = request.app["node"]
-    if body.to is not None and body.to not in node.core.conf.voters:
+    if body.to is not None and body.to not in node.conf.voters:
         raise ApiError(400, "invalid_request", f"{body.to} is not a voter")
     try:
         leader = await node.transfer_leader(body.to)

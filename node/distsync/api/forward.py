@@ -30,7 +30,7 @@ async def forward(request: web.Request, timeout: float | None = None) -> web.Str
     """Relay the request to the leader and its answer back. `timeout`: the whole exchange
     (default: the forwarding session's, request_timeout + 1 s); a long poll passes more."""
     node = request.app["node"]
-    leader = node.core.leader
+    leader = node.leader_id
     if forwarded_by(request):
         raise ApiError(
             503, "not_leader", "this node is not the leader; retry",
@@ -45,9 +45,8 @@ async def forward(request: web.Request, timeout: float | None = None) -> web.Str
         headers["Request-Id"] = raw_request_id(request)
     headers[FORWARDED_HEADER] = node.id
     headers[CLIENT_HEADER] = client_addr(request)
-    auth = getattr(node, "peer_auth", None)
-    if auth is not None:
-        headers.update(auth.request_headers(leader))
+    if node.peer_auth is not None:
+        headers.update(node.peer_auth.request_headers(leader))
     session: aiohttp.ClientSession = request.app["forward_session"]
     url = f"{'https' if node.ssl_client else 'http'}://{addr}{request.path_qs}"
     kw = {} if timeout is None else {"timeout": aiohttp.ClientTimeout(total=timeout)}

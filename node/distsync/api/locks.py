@@ -19,8 +19,6 @@ import time
 from typing import Any, Literal
 
 from aiohttp import web
-from prometheus_client import Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import Field
 
 from ..raft.core import NotLeader
@@ -102,7 +100,7 @@ async def _barrier(request: web.Request) -> None:
     if _consistency(request) == "linearizable":
         node = request.app["node"]
         if not node.is_leader():
-            raise NotLeader(node.core.leader)
+            raise NotLeader(node.leader_id)
         await node.read_barrier()
 
 
@@ -148,7 +146,7 @@ async def _poll(request: web.Request, wait_id: int, deadline_ms: int,
 
     await node.wait_until(resolved, window)
     if not node.is_leader():
-        raise NotLeader(node.core.leader)  # leader_only forwards, same Request-Id
+        raise NotLeader(node.leader_id)  # leader_only forwards, same Request-Id
     state = svc.wait_state(wait_id)
     if state is None:  # a brand-new leader may not have applied the acquire yet
         await node.read_barrier()
@@ -158,9 +156,7 @@ async def _poll(request: web.Request, wait_id: int, deadline_ms: int,
 
 def _observe_acquire(request: web.Request, res: Any, t0: float) -> None:
     if isinstance(res, dict) and res.get("granted"):
-        hist = request.app.get("locks_acquire_latency")
-        if hist is not None:
-            hist.observe(time.perf_counter() - t0)
+        request.app["node"].metrics.locks_acquire_latency.observe(time.perf_counter() - t0)
 
 
 # -- sessions ------------------------------------------------------------------------------
@@ -187,9 +183,9 @@ async def keepalive(request: web.Request) -> web.StreamResponse:
     node = request.app["node"]
     await node.read_barrier()
     if not node.is_leader():
-        raise NotLeader(node.core.leader)
+        raise NotLeader(node.leader_id)
     try:
-        return json_response(_svc(request).keepalive(sid, node.core.term))
+        return json_response(_svc(request).keepalive(sid, node.term))
     except NotReady as e:
         raise ApiError(503, "unavailable", str(e)) from None
     except CommandError as e:
@@ -206,7 +202,7 @@ async def get_session(request: web.Request) -> web.StreamResponse:
     info = svc.session_info(sid)
     if info is None:
         return _result(_session_gone(sid, "expired, closed or never opened"))
-    left = svc.lease.remaining_ms(sid) if svc.lease.term == node.core.term else None
+    left = svc.lease.remaining_ms(sid) if svc.lease.term == node.term else None
     info["lease_remaining_ms"] = None if left is None else int(left)
     return json_response(info)
 
@@ -325,51 +321,3 @@ async def _name_with_slash(request: web.Request) -> web.StreamResponse:
 routes.post("/v1/locks/{name:.+}/acquire")(_name_with_slash)
 routes.post("/v1/locks/{name:.+}/release")(_name_with_slash)
 routes.get("/v1/locks/{name:.+}")(_name_with_slash)
-
-
-# -- wiring: metrics and the lease tracker's term ------------------------------------------
-
-
-class _LockCollector:
-    """Prometheus view of the lock state, read at scrape time (held, waiters, sessions) and
-    counters of applied events (grants, releases, expiries, timeouts, deadlocks)."""
-
-    def __init__(self, svc: LockService):
-        self.svc = svc
-
-    def collect(self) -> Any:
-        svc = self.svc
-        yield GaugeMetricFamily(
-            "distsync_locks_held", "Locks with at least one holder",
-            value=sum(1 for lk in svc.locks.values() if lk.holders),
-        )
-        yield GaugeMetricFamily("distsync_locks_waiters", "Queued lock requests",
-                                value=len(svc.waits))
-        yield GaugeMetricFamily("distsync_locks_sessions", "Open sessions",
-                                value=len(svc.sessions))
-        for key, help_text in (
-            ("grants", "Lock grants applied"), ("releases", "Lock releases applied"),
-            ("expiries", "Sessions expired by the leader"),
-            ("timeouts", "Waits removed at their deadline"),
-            ("deadlocks", "Acquires refused because they would close a cycle"),
-        ):
-            yield CounterMetricFamily(f"distsync_locks_{key}", help_text, value=svc.stats[key])
-
-    def describe(self) -> list[Any]:
-        return []
-
-
-def setup(app: web.Application) -> None:
-    node = app["node"]
-    svc: LockService = node.service("locks")
-    svc.term_source = lambda: node.core.term
-    if getattr(svc, "acquire_latency", None) is None:  # once per node, however many apps
-        reg = node.metrics.registry
-        reg.register(_LockCollector(svc))
-        svc.acquire_latency = Histogram(
-            "distsync_locks_acquire_latency_seconds",
-            "Time from an acquire request to its grant, on the leader (waiting included)",
-            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30),
-            registry=reg,
-        )
-    app["locks_acquire_latency"] = svc.acquire_latency

@@ -63,9 +63,8 @@ async def peer_trust_middleware(request: web.Request, handler: Any) -> web.Strea
 
 async def _from_peer(request: web.Request) -> bool:
     node = request.app["node"]
-    auth = getattr(node, "peer_auth", None)
-    if auth is not None:
-        return bool(await auth.verify_http(request))
+    if node.peer_auth is not None:
+        return bool(await node.peer_auth.verify_http(request))
     remote = request.remote
     return remote is not None and _norm(remote) in await _member_ips(request.app, node)
 
@@ -84,7 +83,7 @@ MEMBER_IPS = web.AppKey("member_ip_cache", dict)  # host -> (resolved at, its ad
 
 
 async def _member_ips(app: web.Application, node: Any) -> set[str]:
-    addrs = {node.cfg.address, *node.cfg.peers.values(), *node.core.conf.addr_map().values()}
+    addrs = {node.cfg.address, *node.cfg.peers.values(), *node.conf.addr_map().values()}
     cache: dict[str, tuple[float, set[str]]] = app[MEMBER_IPS]
     out: set[str] = set()
     now = time.monotonic()

@@ -31,7 +31,6 @@ from .errors import ApiError
 from .forward import forward, leader_only
 from .idempotency import fingerprint, raw_request_id, request_id
 from .jsonio import json_response, json_size
-from .queue_metrics import QueueMetrics
 from .schemas import _Strict, parse_body
 
 routes = web.RouteTableDef()
@@ -390,7 +389,7 @@ async def _dequeue_here(request: web.Request, name: str, body: DequeueBody) -> w
             min(left, ttl_s / 4),
         )
         if not node.is_leader():
-            raise NotLeader(node.core.leader)
+            raise NotLeader(node.leader_id)
 
 
 @routes.post("/v1/queues/{q}/ack")
@@ -452,10 +451,3 @@ async def _forward(request: web.Request, wait_ms: int) -> web.StreamResponse:
     raw_request_id(request)  # the retry on the leader must carry the same id
     node = request.app["node"]
     return await forward(request, timeout=wait_ms / 1000 + node.cfg.request_timeout + 1)
-
-
-def setup(app: web.Application) -> None:
-    """Wire the service's metrics into this node's Prometheus registry."""
-    node = app["node"]
-    svc = node.service("queues")
-    svc.obs = QueueMetrics(node.metrics.registry, svc)

@@ -561,6 +561,13 @@ class CacheService(HomeRole, FillRole):
         if self._task is None:
             self._task = asyncio.create_task(self._background(), name=f"cache-{self.id}")
 
+    async def close(self) -> None:
+        """Stop, then close the backend and peers this service was handed (a node's own;
+        inproc.py's services share one backend and call `stop`)."""
+        await self.stop()
+        await self.peers.close()
+        await self.backend.close()
+
     async def stop(self) -> None:
         await self._invs.close()
         if self._task is not None:

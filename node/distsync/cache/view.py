@@ -26,13 +26,13 @@ class NodeView:
         self.id = node.id
 
     def members(self) -> frozenset[str]:
-        return frozenset(self.node.core.conf.members())
+        return frozenset(self.node.conf.members())
 
     def conf_token(self) -> object:
-        return self.node.core.conf
+        return self.node.conf
 
     def conf_index(self) -> int:
-        return self.node.core.conf_index
+        return self.node.conf_index
 
     async def wait_conf(self, index: int, timeout: float) -> bool:
-        return await self.node.wait_until(lambda: self.node.core.conf_index >= index, timeout)
+        return await self.node.wait_until(lambda: self.node.conf_index >= index, timeout)

@@ -57,14 +57,15 @@ class LeaderDriven(Protocol):
     """Optional: a service whose time-based behaviour (lease expiry, visibility timeouts) is
     decided by the leader and replicated as ordinary commands, never by each node's clock.
 
-    The node calls `on_leader_start` when this node becomes leader (reset leader-only,
-    volatile state: for example give every session a fresh full TTL), then, every
+    The node calls `on_leader_start` when this node becomes leader, with its clock and the
+    term of the new leadership (reset leader-only, volatile state: for example give every
+    session a fresh full TTL, valid for that term), then, every
     `LEADER_TIMER_MS` while it leads and has applied an entry of its own term, calls
     `due_commands(now_ms)` and proposes what it returns. `now_ms` is the leader's wall clock
     in milliseconds; commands carry it in their args so that apply stays deterministic.
     Proposals may be repeated until they apply, so those commands must be idempotent."""
 
-    def on_leader_start(self, now_ms: int) -> None: ...
+    def on_leader_start(self, now_ms: int, term: int) -> None: ...
 
     def due_commands(self, now_ms: int) -> list[tuple[str, dict[str, Any]]]: ...
 

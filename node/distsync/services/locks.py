@@ -89,10 +89,8 @@ class LockService:
         self._owners: dict[str, int] = {}  # derived: open sessions per owner (quotas.py)
         # Derived, not part of the state: wait deadlines for the leader's timer.
         self._heap: list[tuple[int, int]] = []
-        # Volatile, leader-only (see locks_lease.py); the API sets term_source.
+        # Volatile, leader-only (see locks_lease.py), on the node's clock (milliseconds).
         self.lease = LeaseTracker(clock)
-        self.term_source: Callable[[], int] | None = None
-        self.acquire_latency: Any = None  # the node's histogram, set by the API
         # Counters of applied events, for metrics (volatile: they restart with the process).
         self.stats = dict.fromkeys(
             ("grants", "releases", "expiries", "timeouts", "deadlocks", "opened", "closed"), 0
@@ -383,8 +381,7 @@ class LockService:
 
     # -- leader-driven time (LeaderDriven) -----------------------------------------------
 
-    def on_leader_start(self, now_ms: int) -> None:
-        term = self.term_source() if self.term_source is not None else None
+    def on_leader_start(self, now_ms: int, term: int) -> None:
         self.lease.start(self.sessions, term)
         self._rebuild_heap()
 

@@ -364,7 +364,7 @@ class QueueService(QueueState):
 
     # -- leader-driven time ---------------------------------------------------------------
 
-    def on_leader_start(self, now_ms: int) -> None:
+    def on_leader_start(self, now_ms: int, term: int) -> None:
         """A new leader gives every consumer a full TTL from now (it cannot know when they
         last reached the old leader) and forgets what a previous reign proposed."""
         self._leader_since = now_ms

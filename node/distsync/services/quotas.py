@@ -143,7 +143,7 @@ class QuotaService:
 
     # -- leader-driven -------------------------------------------------------------------
 
-    def on_leader_start(self, now_ms: int) -> None:
+    def on_leader_start(self, now_ms: int, term: int) -> None:
         pass
 
     def config_pending(self) -> bool:

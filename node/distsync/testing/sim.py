@@ -36,12 +36,13 @@ from typing import Any
 
 import msgpack
 
-from ..node import Node, NodeConfig, Unavailable
+from ..config import NodeConfig
+from ..node import Node, Unavailable
 from ..raft.core import NotLeader, ProposalDropped
 from ..raft.types import Role
 from ..seams import NodeParts
-from ..services.base import CommandError
-from ..services.kv import KVStore
+from ..server import assemble_node
+from ..services.base import CommandError, StateMachine
 from ..services.locks import EXCLUSIVE, SHARED, LockService
 from ..services.locks_lease import NotReady
 from ..services.queue_model import DLQ_SUFFIX
@@ -90,12 +91,11 @@ class RecordingRegistry(Registry):
     """The real Registry, also reporting each apply to the simulation's checks (the state
     machine is one of the driver's seams, so this needs no patching)."""
 
-    def __init__(self, on_apply: Callable[[RecordingRegistry, int, bytes, Any, str | None,
-                                           str | None], None],
-                 clock: SimClock) -> None:
-        # The services server.py builds, with the lock leases on the node's own clock.
-        locks = LockService(clock=lambda: clock.monotonic() * 1000.0)
-        super().__init__([KVStore(), QueueService(), locks])
+    def __init__(self, services: list[StateMachine],
+                 on_apply: Callable[[RecordingRegistry, int, bytes, Any, str | None,
+                                     str | None], None]) -> None:
+        # `services`: what server.py's node_services builds for every node.
+        super().__init__(services)
         self._on_apply = on_apply
         self.lock_tokens: dict[str, int] = {}  # lock -> the last token seen (this process)
 
@@ -231,12 +231,9 @@ class Simulation:
         cfg = NodeConfig(node_id=nid, listen=self.peers[nid], peers=dict(self.peers),
                          data_dir=f"(simulated {nid})", request_timeout=2.0,
                          snapshot_threshold=self.rng.choice((50, 200, 10_000)))
-        registry = RecordingRegistry(
-            lambda reg, idx, data, res, svc, fresh, nid=nid: self._on_apply(
-                nid, reg, idx, data, res, svc, fresh), sn.clock)
-        node = Node(cfg, parts=parts, registry=registry)
-        locks: LockService = registry.services["locks"]  # type: ignore[assignment]
-        locks.term_source = lambda node=node: node.core.term  # as api/locks.py wires it
+        node = assemble_node(cfg, parts, make_registry=lambda services, nid=nid: (
+            RecordingRegistry(services, lambda reg, idx, data, res, svc, fresh: self._on_apply(
+                nid, reg, idx, data, res, svc, fresh))))
         sn.node = node
         self.loop.create_task(self._boot(sn, node))
         self.trace(f"{nid}: started (incarnation {sn.incarnation}, disk last index "
