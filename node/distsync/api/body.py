@@ -20,8 +20,6 @@ from ..transport import STREAM_PATH
 from .errors import json_error
 from .http_server import REFUSALS
 
-BODY_TIMEOUT_S = 30.0
-
 
 def _closing(resp: web.Response) -> web.Response:
     resp.force_close()
@@ -39,7 +37,7 @@ async def body_middleware(request: web.Request, handler: Any) -> web.StreamRespo
         return _closing(json_error(
             413, "body_too_large",
             f"Content-Length {declared} exceeds the limit of {limit} bytes", limit=limit))
-    timeout = getattr(node.cfg, "body_timeout_s", BODY_TIMEOUT_S)
+    timeout = node.cfg.body_timeout_s
     try:
         async with asyncio.timeout(timeout):
             await request.read()
