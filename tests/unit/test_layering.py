@@ -9,7 +9,8 @@ shortcut cannot come back unnoticed:
 * no `os.environ` / `os.getenv`: configuration is read in cli.py only, into `NodeConfig`;
 * no attribute assigned on a node or a service, and no `getattr(node, ...)` guess: services
   are wired where the composition root (server.py) builds them;
-* no service, cache backend or cache peer built here.
+* no service, cache backend or cache peer built here;
+* no private attribute of a node or a service (`svc._call`): what the API needs is public.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ def violations(source: str, where: str) -> list[str]:
         if isinstance(node, ast.Attribute) and node.attr == "core" and \
                 isinstance(node.ctx, ast.Load):
             flag(node, f"reads the Raft core: {ast.unparse(node)}")
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and \
+                not node.attr.startswith("__") and _is_handle(node.value, handles):
+            flag(node, f"reaches a private attribute: {ast.unparse(node)}")
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
                 node.value.id == "os" and node.attr in ("environ", "getenv", "putenv"):
             flag(node, f"reads the environment: os.{node.attr}")
@@ -107,6 +111,7 @@ async def handler(request):
     s = _svc(request)
     s.obs = None
     auth = getattr(request.app["node"], "peer_auth", None)
+    await s._call("n2", "state", {})
     return request.app["node"].core.leader
 '''
     found = violations(bad, "bad.py")
@@ -117,7 +122,7 @@ async def handler(request):
         (8, "builds a service or its parts"), (8, "builds a service or its parts"),
         (8, "builds a service or its parts"),
         (11, "assigns on a node or service"), (12, "guesses an attribute"),
-        (13, "reads the Raft core"),
+        (13, "reaches a private attribute"), (14, "reads the Raft core"),
     ], found
     good = '''
 def handler(request):

@@ -89,7 +89,7 @@ class Driver:
         before = {}
         if ack:
             args["ack"] = ack
-            before = {r: self.svc._by_receipt(self.svc.queues[Q], r) for r in ack}
+            before = {r: self.svc.by_receipt(self.svc.queues[Q], r) for r in ack}
         res = self.apply("dequeue", args)
         for r, m in before.items():
             if m is not None and r not in res["ack_unknown"]:
@@ -106,7 +106,7 @@ class Driver:
         return got
 
     def ack(self, receipts: list[str]) -> Any:
-        before = {r: self.svc._by_receipt(self.svc.queues[Q], r) for r in receipts}
+        before = {r: self.svc.by_receipt(self.svc.queues[Q], r) for r in receipts}
         res = self.apply("ack", {"q": Q, "r": receipts, "now": self.now})
         for r, m in before.items():
             if m is not None and r not in res.get("unknown", receipts):
@@ -153,7 +153,7 @@ class Driver:
         q = self.svc.queues[Q]
         # At most one valid receipt per message.
         for mid, rs in self.receipts.items():
-            valid = [r for r in rs if self.svc._by_receipt(q, r) is not None]
+            valid = [r for r in rs if self.svc.by_receipt(q, r) is not None]
             assert len(valid) <= 1, (mid, valid)
         # FIFO per partition among first deliveries.
         for p, seqs in self.first.items():

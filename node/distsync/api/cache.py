@@ -82,7 +82,7 @@ async def state(request: web.Request) -> web.StreamResponse:
     out = {}
     for nid in targets:
         try:
-            out[nid] = await svc._call(nid, "state", {"key": key, "src": svc.id})
+            out[nid] = await svc.member_line_state(nid, key)
         except PeerUnreachable:
             out[nid] = {"node": nid, "state": "unreachable"}
     if which != "all":

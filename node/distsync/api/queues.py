@@ -203,7 +203,7 @@ def _no_receipt(svc: Any, name: str, receipts: list[str], in_flight: bool) -> Ca
         if q is None:
             return ApiError(404, "not_found", f"queue {name!r} does not exist")
         for r in receipts:
-            m = svc._by_receipt(q, r)
+            m = svc.by_receipt(q, r)
             if m is not None and (m.state == INFLIGHT or not in_flight):
                 return None
         return ApiError(404, "unknown_receipt", "no receipt matched a current delivery "

@@ -215,6 +215,11 @@ class CacheService(HomeRole, FillRole):
             return await self.dispatch(op, msg)
         return await self.peers.call(node, op, msg)
 
+    async def member_line_state(self, node: str, key: str) -> dict[str, Any]:
+        """Member `node`'s line for `key` (and its directory entry if it is the home), for
+        operators: raises PeerUnreachable when that member does not answer."""
+        return await self._call(node, "state", {"key": key, "src": self.id})
+
     # -- reads ---------------------------------------------------------------------------
 
     async def get(self, key: str) -> Got:

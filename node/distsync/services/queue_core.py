@@ -307,7 +307,8 @@ class QueueState:
         self._rebalance(q)
         return len(held)
 
-    def _by_receipt(self, q: Queue, receipt: Any) -> Message | None:
+    def by_receipt(self, q: Queue, receipt: Any) -> Message | None:
+        """The current delivery a receipt names, or None (acked, redelivered since, forged)."""
         if not isinstance(receipt, str):
             return None
         _, sep, mid = receipt.partition(":")

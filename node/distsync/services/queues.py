@@ -258,7 +258,7 @@ class QueueService(QueueState):
     def _ack_receipts(self, q: Queue, receipts: list[Any], now: int) -> tuple[int, list[Any]]:
         unknown, by, lived = [], set(), []
         for r in receipts:
-            m = self._by_receipt(q, r)
+            m = self.by_receipt(q, r)
             if m is None:
                 unknown.append(r)
                 continue
@@ -281,7 +281,7 @@ class QueueService(QueueState):
         now, delay, error = args["now"], args.get("delay") or 0, args.get("error")
         nacked, dead, unknown = 0, 0, []
         for r in args["r"]:
-            m = self._by_receipt(q, r)
+            m = self.by_receipt(q, r)
             if m is None or m.state != INFLIGHT:
                 unknown.append(r)
                 continue
