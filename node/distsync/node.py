@@ -182,7 +182,7 @@ class Node:
         self.core = Raft(
             self.id,
             persisted,
-            Config(election_ticks=cfg.election_ticks, heartbeat_ticks=1),
+            parts.raft_config or Config(election_ticks=cfg.election_ticks, heartbeat_ticks=1),
             rng=parts.rng,
         )
         if persisted.snapshot is not None:

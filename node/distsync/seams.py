@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .raft.core import Config
 from .raft.types import Entry, HardState, Message, PersistedState, Snapshot
 
 if TYPE_CHECKING:
@@ -95,3 +96,7 @@ class NodeParts:
     ssl_server: ssl.SSLContext | None = None
     ssl_client: ssl.SSLContext | None = None
     peer_auth: PeerAuthenticator | None = None
+    # The Raft core's tuning; None: the node's defaults (from its NodeConfig). The simulator
+    # varies it per seed (flow control, pre-vote, check-quorum), as its old core-only
+    # scheduler did.
+    raft_config: Config | None = None

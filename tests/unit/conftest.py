@@ -1,4 +1,4 @@
-"""Makes the Raft simulator (tests/unit/raftsim.py) importable as `raftsim` under any pytest
+"""Makes the paper tests' step harness (tests/unit/raftsim.py) importable as `raftsim` under any pytest
 import mode."""
 
 from __future__ import annotations

@@ -545,3 +545,42 @@ async def test_own_read_miss_of_an_absent_key_keeps_the_writer_listed() -> None:
     await cl["n3"].put(k, b"v2")
     for n in cl.nodes:
         assert (await cl[n].get(k)).value == b"v2", n
+
+
+class _FrozenView:
+    """A node's view of a membership it never moves on from: a removed node that did not
+    learn of its removal (Raft need not tell it), still up and serving reads."""
+
+    def __init__(self, node_id: str, members: frozenset[str]) -> None:
+        self.id, self._members, self._tok = node_id, members, object()
+
+    def members(self) -> frozenset[str]:
+        return self._members
+
+    def conf_token(self) -> object:
+        return self._tok
+
+    def conf_index(self) -> int:
+        return 1
+
+    async def wait_conf(self, index: int, timeout: float) -> bool:
+        return False
+
+
+async def test_a_removed_node_unaware_of_its_removal_serves_nothing_older_than_a_later_write(
+) -> None:
+    """Found by the whole-cluster simulation (seed 35): n3 holds a key in E, is removed from
+    the cluster without applying the removal itself, and keeps serving its copy under the
+    lease the home renewed before the removal. The home's broadcast for the now cold key
+    went only to the current members, so a PUT acknowledged after it did not stop n3 from
+    returning the older value."""
+    cl = InProcCluster(["n1", "n2", "n3"], cfg=CacheConfig(lease_ms=LEASE_MS))
+    key = "r1"  # its home is n1 with or without n3
+    assert cl.home(key) == "n1"
+    await cl["n3"].put(key, b"v1")
+    assert (await cl["n3"].get(key)).hit
+    cl["n3"].view = _FrozenView("n3", frozenset({"n1", "n2", "n3"}))
+    cl.set_members(["n1", "n2"])
+    await cl["n2"].put(key, b"v2")  # acknowledged
+    got = await cl["n3"].get(key)
+    assert got.value == b"v2", got

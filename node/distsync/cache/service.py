@@ -56,6 +56,10 @@ from .view import ClusterView
 log = logging.getLogger("distsync.cache")
 
 
+# How long (in leases) a removed node is still treated as a possible holder of every key.
+FORMER_MEMBER_LEASES = 4
+
+
 class Contention(Exception):
     """A write kept being sent back (the ring was changing under it); retry."""
 
@@ -111,6 +115,8 @@ class CacheService(HomeRole, FillRole):
         self._fill_leases: dict[str, FillLease] = {}  # at the home (fill.py)
         self._tok: object = None
         self.members: frozenset[str] = frozenset()
+        # Nodes removed from the ring lately -> when we noticed (see HomeRole._warm).
+        self.former: dict[str, float] = {}
         self.ring: HashRing | None = None
         self._homes_cache: dict[str, str] = {}  # key -> home under the current ring
         self.ring_epoch = 0
@@ -127,6 +133,12 @@ class CacheService(HomeRole, FillRole):
         members = self.view.members()
         if members == self.members:
             return
+        now = self.clock()
+        for n in self.members - members:
+            self.former[n] = now
+        for n in [n for n, t in self.former.items() if n in members or
+                  now - t > FORMER_MEMBER_LEASES * self.dir.lease_s]:
+            del self.former[n]
         self.members = members
         self.ring = HashRing(members) if members else None
         self._homes_cache.clear()

@@ -52,7 +52,7 @@ SNAPSHOT_MAX_DEFER = 10
 
 
 # Results that are never remembered under a request id (see the module docstring).
-_NOT_REMEMBERED = frozenset({"quota_exceeded"})
+NOT_REMEMBERED = frozenset({"quota_exceeded"})
 
 
 def encode_command(
@@ -126,7 +126,7 @@ class Registry:
             except CommandError as e:
                 result = e.to_result()
         if rid is not None and not (
-                isinstance(result, dict) and result.get("error") in _NOT_REMEMBERED):
+                isinstance(result, dict) and result.get("error") in NOT_REMEMBERED):
             self._remember(rid, (f"{service}.{op}", result, fp, stamp))
         return result
 

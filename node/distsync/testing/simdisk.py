@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import errno
 import random
 from collections.abc import Callable
@@ -192,8 +193,10 @@ class SimIO:
         if fn == d.save:
             d.in_flight = (args[0], list(args[1]), args[2] if len(args) > 2 else None)
             if self.power_loss is not None and d.rng.random() < f.crash_in_fsync:
+                # In nobody's process: the power cut is not the node's own doing.
                 asyncio.get_running_loop().call_later(d.rng.uniform(0, delay),
-                                                      self.power_loss)
+                                                      self.power_loss,
+                                                      context=contextvars.Context())
         try:
             await asyncio.sleep(delay)
             if d.closed:  # crashed during the fsync: the write never happened

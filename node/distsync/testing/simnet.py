@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..raft.codec import decode_messages, encode_messages
 from ..raft.types import Message, MsgType
+from .simproc import PROCESS, Process
 
 
 @dataclass
@@ -37,21 +39,26 @@ class SimNetwork:
         self.faults = faults
         self.trace = trace
         self.receivers: dict[str, Callable[[Message], None]] = {}
+        self.processes: dict[str, Process] = {}  # the receiver's process (simproc.py)
+        self._wire = contextvars.Context()
+        self._seq = 0  # send order, to count reordered deliveries
+        self._last_seq: dict[tuple[str, str], int] = {}
         self.cut_links: set[tuple[str, str]] = set()
-        # node -> loop time its pause ends: until then nothing it sends leaves and nothing
-        # sent to it is read; both go through in a burst when it resumes (a stopped process
-        # whose socket buffers fill: a leader that resumes still believing it leads).
-        self.paused: dict[str, float] = {}
         self.sent = self.delivered = self.dropped = 0
         self.counts: collections.Counter[str] = collections.Counter()
         # Messages whose delivery a test wants to hold back or inspect (see sim.py's plant).
         self.filter: Callable[[Message], bool] | None = None
 
     def attach(self, node_id: str, receive: Callable[[Message], None]) -> None:
+        """Called from inside the node's process: its deliveries wait out its pauses."""
         self.receivers[node_id] = receive
+        proc = PROCESS.get()
+        if proc is not None:
+            self.processes[node_id] = proc
 
     def detach(self, node_id: str) -> None:
         self.receivers.pop(node_id, None)
+        self.processes.pop(node_id, None)
 
     def cut(self, a: str, b: str) -> None:
         self.cut_links.add((a, b))
@@ -66,23 +73,8 @@ class SimNetwork:
                 if not one_way:
                     self.cut(o, node)
 
-    def pause(self, node: str, seconds: float) -> None:
-        self.paused[node] = self.loop.time() + seconds
-        self.counts["process.pause"] += 1
-
-    def _paused_until(self, node: str) -> float | None:
-        until = self.paused.get(node)
-        if until is not None and until <= self.loop.time():
-            del self.paused[node]
-            return None
-        return until
-
     def send(self, msgs: list[Message]) -> None:
         f, rng = self.faults, self.rng
-        held = [m for m in msgs if self._paused_until(m.src) is not None]
-        if held:
-            self.loop.call_at(self.paused[held[0].src], self.send, held)
-            msgs = [m for m in msgs if self._paused_until(m.src) is None]
         for m in msgs:
             self.sent += 1
             if (m.src, m.dst) in self.cut_links:
@@ -102,15 +94,18 @@ class SimNetwork:
                 if f.slow and rng.random() < f.slow:
                     delay = rng.uniform(f.delay_max, f.slow_max)
                     self.counts["net.delayed"] += 1
-                self.loop.call_later(delay, self._arrive, data)
+                # In nobody's process: a packet on the wire outlives its sender.
+                self._seq += 1
+                self.loop.call_later(delay, self._arrive, data, self._seq, context=self._wire)
 
-    def _arrive(self, data: bytes) -> None:
+    def _arrive(self, data: bytes, seq: int) -> None:
         (m,) = decode_messages(data)
-        until = self._paused_until(m.dst)
-        if until is not None:
-            self.loop.call_at(until, self._arrive, data)
-            return
         recv = self.receivers.get(m.dst)
+        proc = self.processes.get(m.dst)
+        if proc is not None and proc.paused():
+            # The receiver is stopped: the packet waits in its socket buffer.
+            self.loop.call_at(proc.paused_until, self._arrive, data, seq, context=self._wire)
+            return
         if recv is None or (m.src, m.dst) in self.cut_links:
             self.counts["net.partitioned"] += 1
             return
@@ -118,6 +113,11 @@ class SimNetwork:
             self.dropped += 1
             return
         self.delivered += 1
+        link = (m.src, m.dst)
+        if seq < self._last_seq.get(link, 0):
+            self.counts["net.reordered"] += 1  # overtaken by a later message on its link
+        else:
+            self._last_seq[link] = seq
         recv(m)
 
 
