@@ -32,6 +32,8 @@ def _seed_range() -> range:
 
 
 CI_SEEDS = _seed_range()
+# A killed process's tasks that never ran are collected later, by design (simproc.py).
+pytestmark = pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
 # Each seed's fault counts, kept from test_seeds so the coverage tests below need not run
 # the seeds again (they run whatever is missing, e.g. under -k).
 _FAULTS: dict[int, dict[str, int]] = {}
