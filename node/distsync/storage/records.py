@@ -58,7 +58,7 @@ class Scan:
     end: int  # where the next record would start
     last_crc: int
     # The index of the first record that is there but does not check out (bad CRC, wrong
-    # index, impossible length); None when the area simply ends (zeros or EOF).
+    # index, impossible length); None when the area simply ends (zeros, or the file ends).
     bad_index: int | None
 
 
@@ -75,15 +75,15 @@ def scan(buf: bytes | memoryview, start: int, first_index: int, prev_crc: int,
     unpack = _HEADER.unpack_from
     while stop_index is None or expect <= stop_index:
         if pos + HEADER_SIZE > n:
-            if pos < n and any(buf[pos:n]):
-                bad = expect
-            break
+            break  # the file ends (was cut) inside a header: the log ends here
         stored, length, index, term, typ = unpack(buf, pos)
         if stored == 0 and length == 0 and index == 0:
             break
-        if index != expect or length > MAX_RECORD or pos + HEADER_SIZE + length > n:
+        if index != expect or length > MAX_RECORD:
             bad = expect
             break
+        if pos + HEADER_SIZE + length > n:
+            break  # the file ends inside this record: cut, not overwritten
         hdr = buf[pos + 4: pos + HEADER_SIZE]
         data = bytes(buf[pos + HEADER_SIZE: pos + HEADER_SIZE + length])
         got = zlib.crc32(data, zlib.crc32(hdr, crc))

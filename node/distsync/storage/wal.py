@@ -621,13 +621,14 @@ class Storage:
                 raise self._fail(exc, "writing a snapshot") from exc
         with self._lock:
             self._usable()
-            if m.index < self._st.snap_index or self._term_at(m.index) != m.term:
+            if m.index < self._st.snap_index:
                 with contextlib.suppress(FileNotFoundError):
                     (self._dir / name).unlink()
                 return
             old = self._st.snap_file
             try:
-                self._install_snapshot(m.index, m.term, name, crc, reset=False)
+                self._install_snapshot(m.index, m.term, name, crc,
+                                       reset=m.index > self._last_index())
                 if self._cur is None:
                     self._cur = self._new_segment(m.index + 1, 0)
                     self._tail = DATA_START
