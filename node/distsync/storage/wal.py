@@ -62,6 +62,12 @@ LOCK_NAME = "LOCK"
 SEG_SUFFIX = ".seg"
 SQLITE_DB = "raft.db"  # the store before this one (sqlite_store.py)
 SEGMENT_BYTES = 16 << 20
+# Space is preallocated with fallocate (cheap: no data written) but the first fdatasync
+# after writing into a fresh block must also convert its extent to "written", a journal
+# commit. Zeros are written this far ahead of the tail instead, in the save that crosses
+# into the next stretch: one conversion per MiB instead of one per block (measured: about
+# 60 us off every save of a few KiB).
+ZERO_AHEAD = 1 << 20
 # An idle store makes its last batch part of the durable mark after this long.
 CONFIRM_AFTER_S = 0.002
 
@@ -89,6 +95,7 @@ class _Seg:
     prev_seg: int | None
     next_seg: int | None = None
     slot_seq: int = 0
+    zeroed: int = 0  # written (not just allocated) up to here
 
 
 def _seg_name(seq: int) -> str:
@@ -410,6 +417,7 @@ class Storage:
         try:
             os.posix_fallocate(fd, 0, size)
             seg = _Seg(seq, path, fd, size, first_index, prev_crc, prev_seg)
+            self._zero_ahead(seg, DATA_START + min_bytes)
             if first_index == self._st.snap_index + 1:
                 self._st = replace(self._st, base_seg=seq, base_off=DATA_START,
                                    base_crc=prev_crc)
@@ -423,6 +431,19 @@ class Storage:
         snapfiles.fsync_dir(self._dir)
         self._segs[seq] = seg
         return seg
+
+    @staticmethod
+    def _zero_ahead(seg: _Seg, need: int) -> None:
+        """Write zeros past `need` (see ZERO_AHEAD); the caller's fdatasync covers them."""
+        if need <= seg.zeroed:
+            return
+        end = min(seg.size, max(need, seg.zeroed) + ZERO_AHEAD)
+        start = seg.zeroed
+        while start < end:
+            n = min(end - start, 1 << 20)
+            os.pwrite(seg.fd, bytes(n), start)
+            start += n
+        seg.zeroed = end
 
     def _drop_segments(self, base: int) -> None:
         """Close and delete the segments that hold no live entry: those not in the chain
@@ -593,6 +614,9 @@ class Storage:
         self._st = replace(self._st, durable=self._durable, end=end)
         if tail + rec_len + records.HEADER_SIZE <= cur.size:
             buf += records.END_MARK
+        if cur.zeroed < tail:
+            cur.zeroed = tail  # a segment opened from disk: written up to its tail
+        self._zero_ahead(cur, tail + len(buf))
         os.pwrite(cur.fd, buf, tail)
         raw, slot_off = self._slot(cur)
         os.pwrite(cur.fd, raw, slot_off)
