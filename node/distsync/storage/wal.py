@@ -68,8 +68,10 @@ SEGMENT_BYTES = 16 << 20
 # into the next stretch: one conversion per MiB instead of one per block (measured: about
 # 60 us off every save of a few KiB).
 ZERO_AHEAD = 1 << 20
-# An idle store makes its last batch part of the durable mark after this long.
-CONFIRM_AFTER_S = 0.002
+# An idle store makes its last batch part of the durable mark after this long. Under load the
+# next save does it for free; a shorter delay costs an extra fdatasync per request at low
+# concurrency (measured: it slowed PUT at c=1), and the window is already one batch.
+CONFIRM_AFTER_S = 0.02
 
 
 class StorageError(Exception):
@@ -662,22 +664,35 @@ class Storage:
                 raise self._fail(exc, "recording a snapshot") from exc
 
     def _confirm_loop(self) -> None:
-        """Make an idle store's last batch part of the durable mark (module docstring)."""
-        while not self._stop.wait(CONFIRM_AFTER_S):
+        """Make an idle store's last batch part of the durable mark (module docstring).
+        The fdatasync runs outside the lock so that a save arriving meanwhile does not wait
+        for it: the two write different slots, and the higher sequence number wins."""
+        while not self._stop.wait(CONFIRM_AFTER_S / 2):
             if self._durable <= self._st.durable:
                 continue
             if time.monotonic() - self._last_save < CONFIRM_AFTER_S:
                 continue
             with self._lock:
-                if self._closed or self._failed is not None or self._cur is None:
+                cur = self._cur
+                if self._closed or self._failed is not None or cur is None:
                     continue
                 if self._durable <= self._st.durable:
                     continue
                 self._st = replace(self._st, durable=self._durable)
                 try:
-                    self._write_head(self._cur)
+                    self._write_head(cur, sync=False)
                 except OSError as exc:
                     self._fail(exc, "confirming the durable mark")
+                    continue
+                fd = os.dup(cur.fd)  # the segment may be dropped meanwhile
+            try:
+                os.fdatasync(fd)
+            except OSError as exc:
+                with self._lock:
+                    if not self._closed:
+                        self._fail(exc, "confirming the durable mark")
+            finally:
+                os.close(fd)
 
     def confirm(self) -> None:
         """Make the durable mark cover every completed save now (tests; close())."""
