@@ -43,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
 
-from distsync.codec import encode_hard_state  # noqa: E402
+from distsync.raft.codec import encode_hard_state  # noqa: E402
 from distsync.raft.types import Entry, HardState  # noqa: E402
 from distsync.storage import SqliteStorage, Storage  # noqa: E402
 
