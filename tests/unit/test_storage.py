@@ -443,3 +443,33 @@ def test_an_sqlite_data_dir_is_converted_on_open(tmp_path: Path) -> None:
     assert not (tmp_path / "raft.db").exists() and (tmp_path / "raft.db.migrated").exists()
     with Storage(tmp_path) as s:
         assert s.load() == st
+
+
+def test_eio_from_fdatasync_poisons_the_store(tmp_path: Path, monkeypatch) -> None:
+    """After a failed fsync the kernel may have dropped the dirty pages: the store refuses
+    every later call instead of retrying (PostgreSQL's rule), and a reopen reads the disk
+    afresh. The failing fdatasync is a stand-in (no way to make this kernel's disk fail on
+    demand; tests/integration/test_storage_failstop.py fails a real device)."""
+    import errno
+
+    import distsync.storage.wal as wal
+
+    s = Storage(tmp_path, confirm=False)
+    s.save(HardState(1, "n1", 0), ents(1, 3))
+    real = wal.os.fdatasync
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(wal.os, "fdatasync", failing)
+    with pytest.raises(StorageError, match="EIO"):
+        s.save(None, ents(4, 4))
+    monkeypatch.setattr(wal.os, "fdatasync", real)
+    with pytest.raises(StorageError, match="failed earlier"):
+        s.save(None, ents(4, 4))
+    with pytest.raises(StorageError, match="failed earlier"):
+        s.load()
+    s.close()
+    with Storage(tmp_path) as s:
+        st = s.load()
+    assert st.fault is None and indexes(st)[:3] == [1, 2, 3]
