@@ -550,10 +550,14 @@ class Storage:
         """Point the in-memory state at a new snapshot; the next head write makes it
         durable."""
         if reset:
+            # The log is replaced by the snapshot: what was durable beyond it is gone on
+            # purpose, and the mark says so in the new segment's head.
             self._terms, self._locs, self._crcs = [], [], []
             self._cur, self._tail = None, None
+            self._durable = index
             self._st = replace(self._st, snap_index=index, snap_term=term, snap_crc=crc,
-                               snap_file=name, base_seg=-1, base_off=0, base_crc=0)
+                               snap_file=name, base_seg=-1, base_off=0, base_crc=0,
+                               durable=index, end=index)
             return
         k = index - self._st.snap_index  # entries to drop
         base = self._base_after(k)
