@@ -8,8 +8,8 @@ What it does:
 1. Prints the machine (CPU model, cores, Python, the data directory's file system) and probes
    the raw fsync latency of that file system, so the numbers below can be read against it.
 2. Starts 3 real `distsync node` processes on loopback (`distsync.local.LocalCluster`) with a
-   temporary data directory and the product's normal durability (SQLite WAL,
-   synchronous=FULL: every Ready batch is fsynced before it is acknowledged).
+   temporary data directory and the product's normal durability (the segmented log: every
+   Ready batch is written and fdatasync'ed once before it is acknowledged).
 3. Finds the leader and points ONE asyncio `distsync.client.Client` (one aiohttp session) at it.
 4. For each concurrency (default 1 and 64) runs a fixed-duration workload of kv PUTs (unique
    keys, ~100-byte values) with that many worker tasks, each issuing one request at a time.
@@ -138,8 +138,8 @@ def machine_info(data_dir: Path) -> dict[str, Any]:
         "data_dir": str(data_dir),
         "filesystem": _mount_of(data_dir),
         "fsync_note": (
-            "real fsync: SQLite WAL with synchronous=FULL; each node writes one transaction "
-            "(one WAL fsync) per Raft Ready batch; nothing is acknowledged before a majority "
+            "real fsync: each node appends every Raft Ready batch to its segmented log with one "
+            "fdatasync; nothing is acknowledged before a majority "
             "(leader + 1 follower) has it durable"
         ),
     }

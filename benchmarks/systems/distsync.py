@@ -49,7 +49,7 @@ class Distsync(WorkloadTable):
     def __init__(self, nodes: int = 3, data_dir: Path | None = None,
                  redis_url: str | None = None):
         self.nodes = nodes
-        self.durability = ("fsync on a majority: SQLite WAL synchronous=FULL on every node, "
+        self.durability = ("fsync on a majority: one fdatasync of the segmented log per batch on every node, "
                            "acknowledged once fsynced on leader + 1 follower and applied")
         self._tmp = None if data_dir else tempfile.mkdtemp(prefix="distsync-bench-")
         extra = ["--redis-url", redis_url] if redis_url else []

@@ -78,7 +78,7 @@ def real_parts(cfg: NodeConfig, registry: CollectorRegistry | None = None) -> No
         )
 
     return NodeParts(
-        storage=Storage(cfg.data_dir),
+        storage=Storage(cfg.data_dir, cluster=cfg.cluster, node=cfg.node_id),
         transport=transport,
         clock=RealClock(),
         rng=random.Random(os.urandom(8)),

@@ -3,9 +3,10 @@
 A child process (this same file run as a script) appends batches through Storage and prints a
 line after each save() returns; the parent SIGKILLs it at a random moment and checks that
 everything acknowledged survived, that nothing half-written shows up, and that the hard state
-is one that was actually written. A second group of tests damages the WAL of a killed writer
-by hand (torn last frame, flipped bit mid-log, garbage tail) and checks that SQLite's frame
-checksums cut the log back to a clean, contiguous prefix.
+is one that was actually written, and that a crash is never reported as a storage fault. A
+second group damages the segment of a killed writer by hand: a torn last record is dropped
+silently, while a damaged record the writer had made durable is reported as a fault, never
+silently cut away (that silent cut is how acknowledged writes used to be lost).
 
 Every entry's term and payload are a function of its index, so the parent can verify content
 without keeping a copy.
@@ -14,7 +15,6 @@ without keeping a copy.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import signal
 import struct
@@ -63,7 +63,7 @@ def child_main(argv: list[str]) -> None:
     ``try L T C`` before save() of entries up to L with HardState(T, VOTE, C); ``ack L`` after
     it returned; ``trysnap I`` / ``acksnap I`` around compact(); ``done`` after --batches."""
     data_dir, seed = argv[0], int(argv[1])
-    no_checkpoint = "--no-checkpoint" in argv
+    no_confirm = "--no-confirm" in argv
     batches = int(argv[argv.index("--batches") + 1]) if "--batches" in argv else None
     rng = random.Random(seed)
     out = sys.stdout
@@ -72,10 +72,9 @@ def child_main(argv: list[str]) -> None:
         out.write(line + "\n")
         out.flush()
 
-    store = Storage(data_dir)
-    if no_checkpoint:
-        # Test-only: keep every transaction in the WAL so the parent can damage chosen frames.
-        store._conn.execute("PRAGMA wal_autocheckpoint=0")
+    # --no-confirm: the durable mark stays where the last save left it (one batch behind),
+    # as after a crash right after that save.
+    store = Storage(data_dir, confirm=not no_confirm)
     st = store.load()
     snap_index = st.snapshot.meta.index if st.snapshot else 0
     last = st.entries[-1].index if st.entries else snap_index
@@ -159,6 +158,7 @@ class Model:
     def check(self, data_dir: Path) -> None:
         with Storage(data_dir) as store:
             st = store.load()
+        assert st.fault is None, f"a crash was taken for a storage fault: {st.fault}"
         snap_index = st.snapshot.meta.index if st.snapshot else 0
         if st.snapshot is not None:
             assert st.snapshot == snapshot_of(snap_index)
@@ -217,24 +217,10 @@ def test_sigkill_never_loses_acknowledged_writes(tmp_path: Path, seed: int) -> N
     assert total_acks > 0
 
 
-def wal_frames(wal: Path) -> tuple[int, list[tuple[int, bool]]]:
-    """(page_size, [(offset, is_commit)]) for every complete frame in the WAL file."""
-    raw = wal.read_bytes()
-    magic, _version, page_size = struct.unpack(">III", raw[:12])
-    assert magic in (0x377F0682, 0x377F0683)
-    frames = []
-    off = 32
-    while off + 24 + page_size <= len(raw):
-        _pgno, db_size = struct.unpack(">II", raw[off : off + 8])
-        frames.append((off, db_size != 0))
-        off += 24 + page_size
-    return page_size, frames
-
-
 def write_batches(data_dir: Path, n: int) -> list[Model]:
-    """Run a writer for n batches with checkpoints off, SIGKILL it, return the model after
-    each batch (index 0: before the first one)."""
-    proc = spawn(data_dir, 7, "--no-checkpoint", "--batches", str(n))
+    """Run a writer for n batches with the idle confirm off, SIGKILL it, return the model
+    after each batch (index 0: before the first one)."""
+    proc = spawn(data_dir, 7, "--no-confirm", "--batches", str(n))
     models = [Model()]
     try:
         cur = Model()
@@ -253,27 +239,32 @@ def write_batches(data_dir: Path, n: int) -> list[Model]:
             proc.kill()
             proc.wait()
     assert len(models) == n + 1
-    assert (data_dir / "raft.db-wal").stat().st_size > 0, "WAL was checkpointed away"
     return models
 
 
-def save_frames(wal: Path, n: int) -> tuple[int, list[list[int]]]:
-    """page size and, for each of the last n transactions (the n saves), its frame offsets:
-    the frames after the previous commit frame, up to and including its own commit frame."""
-    page_size, frames = wal_frames(wal)
-    txs: list[list[int]] = []
-    cur: list[int] = []
-    for off, is_commit in frames:
-        cur.append(off)
-        if is_commit:
-            txs.append(cur)
-            cur = []
-    assert len(txs) >= n
-    return page_size, txs[-n:]
+def record_spans(data_dir: Path) -> list[tuple[int, int]]:
+    """(start, end) of every record in the one segment, in order (a scan of the format)."""
+    from distsync.storage.mark import DATA_START
+    from distsync.storage.records import HEADER_SIZE
+
+    (seg,) = data_dir.glob("*.seg")
+    raw = seg.read_bytes()
+    spans, pos = [], DATA_START
+    while True:
+        crc, length, index = struct.unpack_from("<IIQ", raw, pos)
+        if index == 0:
+            return spans
+        spans.append((pos, pos + HEADER_SIZE + length))
+        pos += HEADER_SIZE + length
 
 
-def flip_byte(wal: Path, pos: int) -> None:
-    with wal.open("r+b") as f:
+def segment(data_dir: Path) -> Path:
+    (seg,) = data_dir.glob("*.seg")
+    return seg
+
+
+def flip_byte(path: Path, pos: int) -> None:
+    with path.open("r+b") as f:
         f.seek(pos)
         b = f.read(1)
         f.seek(pos)
@@ -283,6 +274,7 @@ def flip_byte(wal: Path, pos: int) -> None:
 def assert_exactly(model: Model, data_dir: Path) -> None:
     with Storage(data_dir) as store:
         st = store.load()
+    assert st.fault is None
     assert st.snapshot is None
     assert [e.index for e in st.entries] == list(range(1, model.acked_last + 1))
     assert st.entries == [entry_of(i) for i in range(1, model.acked_last + 1)]
@@ -292,13 +284,19 @@ def assert_exactly(model: Model, data_dir: Path) -> None:
 N_BATCHES = 12
 
 
-def test_torn_last_frame_drops_only_the_last_transaction(tmp_path: Path) -> None:
+def test_torn_last_record_drops_only_the_last_save(tmp_path: Path) -> None:
+    """The last save's records were in flight at the crash (its head slot may or may not
+    have landed): cutting into them is a torn write, dropped without a fault."""
     data_dir = tmp_path / "node"
     models = write_batches(data_dir, N_BATCHES)
-    wal = data_dir / "raft.db-wal"
-    size = wal.stat().st_size
-    os.truncate(wal, size - 7)  # cut into the middle of the last (commit) frame
-    assert_exactly(models[N_BATCHES - 1], data_dir)
+    spans = record_spans(data_dir)
+    start, end = spans[-1]
+    flip_byte(segment(data_dir), start + (end - start) // 2)  # torn: half old, half new
+    with Storage(data_dir) as store:
+        st = store.load()
+    assert st.fault is None
+    last = models[N_BATCHES].acked_last
+    assert st.entries == [entry_of(i) for i in range(1, last)]
     # And the store keeps working after recovery.
     with Storage(data_dir) as store:
         last = store.last_index()
@@ -307,39 +305,35 @@ def test_torn_last_frame_drops_only_the_last_transaction(tmp_path: Path) -> None
         assert store.load().entries[-1] == entry_of(last + 1)
 
 
-def test_flipped_bit_in_last_frame_drops_only_the_last_transaction(tmp_path: Path) -> None:
-    data_dir = tmp_path / "node"
-    models = write_batches(data_dir, N_BATCHES)
-    wal = data_dir / "raft.db-wal"
-    page_size, txs = save_frames(wal, N_BATCHES)
-    flip_byte(wal, txs[-1][-1] + 24 + page_size // 2)
-    assert_exactly(models[N_BATCHES - 1], data_dir)
-
-
 @pytest.mark.parametrize("seed", [3, 4, 5])
-def test_damaged_frame_mid_wal_cuts_log_to_prefix_before_it(tmp_path: Path, seed: int) -> None:
-    """A bad frame inside transaction j invalidates j and everything after it (the checksums
-    are cumulative): the store must come back with exactly the state after save j-1."""
+def test_damaged_durable_record_is_a_fault_not_a_shorter_log(tmp_path: Path, seed: int) -> None:
+    """A bad record among those the writer had made durable: load() says so (corrupt_entry,
+    naming the index) and returns only the entries before it."""
     rng = random.Random(seed)
     data_dir = tmp_path / "node"
     models = write_batches(data_dir, N_BATCHES)
-    wal = data_dir / "raft.db-wal"
-    page_size, txs = save_frames(wal, N_BATCHES)
-    j = rng.randint(1, N_BATCHES)  # 1-based save number
-    victim = rng.choice(txs[j - 1])
-    flip_byte(wal, victim + 24 + rng.randrange(page_size))
-    assert_exactly(models[j - 1], data_dir)
+    durable = models[N_BATCHES - 1].acked_last  # the mark lags one save (no confirm)
+    spans = record_spans(data_dir)
+    victim = rng.randrange(durable)  # 0-based: entry victim + 1
+    start, end = spans[victim]
+    flip_byte(segment(data_dir), rng.randrange(start + 4, end))
+    with Storage(data_dir) as store:
+        st = store.load()
+    assert st.fault is not None and st.fault.kind == "corrupt_entry", st.fault
+    assert st.fault.first_bad_index == victim + 1
+    assert st.fault.durable_index == durable
+    assert st.entries == [entry_of(i) for i in range(1, victim + 1)]
 
 
-def test_garbage_after_last_commit_is_ignored(tmp_path: Path) -> None:
-    """A partially written next transaction (frames that never got a valid commit) must not
-    hide the transactions before it."""
+def test_garbage_after_the_last_record_is_ignored(tmp_path: Path) -> None:
+    """Bytes after the end mark (a later, never completed write) do not hide the records
+    before them."""
     data_dir = tmp_path / "node"
     models = write_batches(data_dir, N_BATCHES)
-    wal = data_dir / "raft.db-wal"
-    page_size, _ = wal_frames(wal)
-    with wal.open("ab") as f:
-        f.write(random.Random(9).randbytes(2 * (24 + page_size) + 100))
+    _, end = record_spans(data_dir)[-1]
+    with segment(data_dir).open("r+b") as f:
+        f.seek(end + 40)
+        f.write(random.Random(9).randbytes(3000))
     assert_exactly(models[N_BATCHES], data_dir)
 
 

@@ -19,7 +19,8 @@ from distsync.transport import Transport
 async def test_build_node_wires_the_real_parts(tmp_path) -> None:
     node = server.build_node(NodeConfig(node_id="a", data_dir=str(tmp_path / "a")))
     try:
-        assert isinstance(node.storage, Storage) and (tmp_path / "a" / "raft.db").exists()
+        assert isinstance(node.storage, Storage) and (tmp_path / "a" / "LOCK").exists()
+        assert node.storage.identity() == ("distsync", "a")
         assert isinstance(node.transport, Transport)
         assert isinstance(node.clock, RealClock) and isinstance(node._io, ThreadIO)
         assert {"kv", "locks", "queues"} <= set(node.registry.services)

@@ -1,5 +1,11 @@
-"""Durable Raft state (log, hard state, snapshot) on SQLite; see sqlite_store for why."""
+"""Durable Raft state (log, hard state, snapshots) in checksummed, segmented log files; see
+wal.py for the format and faults.py for what a node learns at start about its own disk.
 
-from .sqlite_store import Storage, StorageCorruptError, StorageError, StorageLockedError
+`SqliteStorage` is the store this one replaced, kept for reading old data directories and
+for benchmarks/storage_bench.py."""
 
-__all__ = ["Storage", "StorageCorruptError", "StorageError", "StorageLockedError"]
+from .sqlite_store import Storage as SqliteStorage
+from .wal import Storage, StorageCorruptError, StorageError, StorageLockedError
+
+__all__ = ["SqliteStorage", "Storage", "StorageCorruptError", "StorageError",
+           "StorageLockedError"]
