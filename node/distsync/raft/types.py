@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Literal
 
 
 class Role(IntEnum):
@@ -150,10 +151,50 @@ class Ready:
         )
 
 
+# What a store found wrong with what it had made durable (see StorageFault):
+# lost_tail        entries up to `durable_index` were fsynced, the log now ends earlier;
+# corrupt_entry    a record before the log's end fails its checksum (or its index is wrong);
+# lost_snapshot    the snapshot the store had made durable is missing or fails its checksum;
+# lost_hard_state  the term/vote the store had made durable is missing or older;
+# empty_after_use  the log, snapshot and hard state are all gone, but the durable mark
+#                  says this node had used them (a wiped volume with the mark surviving).
+StorageFaultKind = Literal[
+    "lost_tail", "corrupt_entry", "lost_snapshot", "lost_hard_state", "empty_after_use"
+]
+
+
+@dataclass(slots=True, frozen=True)
+class StorageFault:
+    """A store's finding at load time that it lost or damaged state it had made durable
+    (and so may have acknowledged to the leader or used to vote): a storage fault, not a
+    crash. A torn last write after a crash (never acknowledged as durable) is not one; the
+    store discards it silently.
+
+    Raft's safety assumes a disk keeps what it fsynced. A node with a fault must not vote,
+    campaign or count towards a commit until the others have repaired it (protocol-aware
+    recovery, Alagappan et al., FAST 2018).
+    """
+
+    kind: StorageFaultKind
+    # The highest log index this node had made durable, from a high-water mark kept apart
+    # from the log (0 when unknown).
+    durable_index: int
+    # The first index that is missing or damaged; the entries returned with the fault end
+    # just before it (entries after a bad record are never returned). 0 when no entry is
+    # (a lost hard state alone); 1 when nothing can be trusted (a lost snapshot, a wipe).
+    first_bad_index: int
+    detail: str  # for humans: which file, what was expected, what was found
+
+
 @dataclass(slots=True)
 class PersistedState:
-    """What a restarting node reads back from disk to rebuild its core."""
+    """What a restarting node reads back from disk to rebuild its core.
+
+    `fault` is None on a healthy disk. When set, `entries` is the intact prefix only (up to
+    `fault.first_bad_index - 1`), and `hard_state` / `snapshot` are what survived (a lost
+    hard state comes back as HardState(); a lost snapshot as None)."""
 
     hard_state: HardState = field(default_factory=HardState)
     snapshot: Snapshot | None = None
     entries: list[Entry] = field(default_factory=list)
+    fault: StorageFault | None = None
