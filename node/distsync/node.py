@@ -178,7 +178,8 @@ class Node:
         self._snap_task: asyncio.Task | None = None
         self._snap_done: Any = None  # a Snapshot written to disk, to compact the core to
         persisted = self.storage.load()
-        self._synced_term_vote = (persisted.hard_state.term, persisted.hard_state.vote)
+        hs0 = persisted.hard_state
+        self._synced_term_vote = (hs0.term, hs0.vote, hs0.recovering)
         self.core = Raft(
             self.id,
             persisted,
@@ -638,7 +639,7 @@ class Node:
             self._wake_watchers()
         hs = rd.hard_state
         if hs is not None and rd.snapshot is None and (
-            (hs.term, hs.vote) == self._synced_term_vote
+            (hs.term, hs.vote, hs.recovering) == self._synced_term_vote
         ) and not any(e.type == EntryType.CONF for e in rd.committed):
             # Only the commit index moved. It is volatile in Raft (a restarted node learns
             # it again from the leader), so it is not worth an fsync of its own (etcd's
@@ -667,7 +668,7 @@ class Node:
                 await self._io.run(self.storage.save, hs, rd.entries, rd.snapshot)
             self.metrics.fsync_latency.observe(time.perf_counter() - t0)
             if hs is not None:
-                self._synced_term_vote = (hs.term, hs.vote)
+                self._synced_term_vote = (hs.term, hs.vote, hs.recovering)
             if rd.entries:
                 self.metrics.batch_entries.observe(len(rd.entries))
         if late:
