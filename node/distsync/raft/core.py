@@ -780,12 +780,16 @@ class Raft:
             )
 
     def _fresh(self) -> bool:
-        """Our disk holds only the founding entries and we never voted: as a cluster that
-        has not elected anyone yet looks. (The first election is in term 2.)"""
+        """We never heard of a term past 1 and never voted: as a cluster that has not
+        elected anyone yet looks (the first election is in term 2, and every entry past the
+        founding ones comes from a leader). Our term and vote say so only if our hard state
+        is the one we wrote: not after it was lost, nor from an empty disk not yet known to
+        be new."""
+        r = self.recovery
         return (
             self.term <= 1 and self.vote is None and self.log.last_term() <= 1
-            and self.log.snap.index == 0
-            and (self.recovery is None or self.recovery.discovering)
+            and (r is None or r.discovering
+                 or r.kind not in ("lost_hard_state", "empty_after_use", "empty_data_dir"))
         )
 
     def _probe(self) -> None:

@@ -51,7 +51,7 @@ from ..services.registry import _NOT_REMEMBERED as NOT_REMEMBERED
 from ..services.registry import Registry
 from .linearizability import KVModel, Operation, check
 from .simclock import SimClock
-from .simdisk import DiskFaults, DiskImage, SimDisk, SimIO
+from .simdisk import DAMAGE_KINDS, DiskFaults, DiskImage, SimDisk, SimIO, damage
 from .simloop import START, VirtualLoop
 from .simnet import NetFaults, SimNetwork, SimTransport
 
@@ -129,6 +129,12 @@ class _SimNode:
     # Per-incarnation check state.
     seen_commit: int = 0
     incarnation: int = 0
+    # (term, vote) as loaded: a node recovering from a storage fault must not vote anew.
+    loaded_vote: tuple[int, str | None] = (0, None)
+    # Its disk was damaged and it has not been seen repaired yet.
+    damaged: bool = False
+    # How many times its disk was damaged: a leader may lower the match of a damaged disk.
+    damage_gen: int = 0
 
 
 class Simulation:
@@ -165,7 +171,7 @@ class Simulation:
         self.stats = SimStats(seed, self.n)
         # Check state.
         self.leaders: dict[int, str] = {}
-        self.matches: dict[tuple[str, int, str], tuple[Any, int]] = {}
+        self.matches: dict[tuple[str, int, str], tuple[Any, int, int]] = {}
         self.committed: dict[int, tuple[int, bytes]] = {}  # index -> (term, digest)
         self.commit_term: dict[int, int] = {}
         self.applied: dict[int, _Applied] = {}
@@ -178,6 +184,10 @@ class Simulation:
         self.q_acked: dict[str, float] = {}  # message id -> when the client learnt of its ack
         self.q_deliveries: list[tuple[float, str, str, int]] = []  # (call, id, receipt, count)
         self.membership = faults and self.rng.random() < 0.5
+        # Disk damage to stopped nodes (simdisk.damage) draws from its own stream, so that
+        # it leaves the rest of a seed's schedule as it was.
+        self.damage_rng = random.Random(f"{seed}/disk-damage")
+        self.disk_damage = faults and self.damage_rng.random() < 0.7
         self._admin_busy = False
         self.violation: str | None = None
         self._op_ids = 0
@@ -234,6 +244,10 @@ class Simulation:
         node = assemble_node(cfg, parts, make_registry=lambda services, nid=nid: (
             RecordingRegistry(services, lambda reg, idx, data, res, svc, fresh: self._on_apply(
                 nid, reg, idx, data, res, svc, fresh))))
+        sn.loaded_vote = (node.core.term, node.core.vote)
+        if node.core.recovery is not None:
+            self.trace(f"{nid}: recovering from {node.core.recovery.kind}: "
+                       f"{node.core.recovery.detail}")
         sn.node = node
         self.loop.create_task(self._boot(sn, node))
         self.trace(f"{nid}: started (incarnation {sn.incarnation}, disk last index "
@@ -324,19 +338,31 @@ class Simulation:
                     # A follower's disk keeps what it acknowledged, so within one term the
                     # leader's idea of its match never goes back (etcd keeps Match monotone),
                     # unless the follower was removed and added back (a new Progress).
+                    # (Or its disk was damaged since the leader saw that match.)
+                    gen = self.nodes[p].damage_gen if p in self.nodes else 0
                     key = (sn.id, c.term, p)
                     prev = self.matches.get(key)
-                    if prev is not None and prev[0] is pr and pr.match < prev[1]:
+                    if prev is not None and prev[0] is pr and pr.match < prev[1] and \
+                            prev[2] == gen:
                         self.fail(f"{sn.id} (term {c.term}) lowered {p}'s match "
                                   f"{prev[1]} -> {pr.match}")
                         return
-                    self.matches[key] = (pr, pr.match)
+                    if prev is None or prev[0] is not pr or prev[1] != pr.match:
+                        self.matches[key] = (pr, pr.match, gen)
                 for i, t in self.commit_term.items():
                     if t < c.term and i > c.log.snap.index and self._entry(node, i) != \
                             self.committed[i]:
                         self.fail(f"leader completeness: {sn.id} leads term {c.term} "
                                   f"without entry {i} committed by term {t}")
                         return
+            r = c.recovery
+            if r is not None and c.role != Role.FOLLOWER:
+                self.fail(f"{sn.id} is {c.role.name} while recovering from {r.kind}")
+                return
+            if r is not None and c.vote is not None and (c.term, c.vote) != sn.loaded_vote:
+                self.fail(f"{sn.id} voted for {c.vote} in term {c.term} while recovering "
+                          f"from {r.kind}")
+                return
             hi = c.log.committed
             if hi < sn.seen_commit:
                 self.fail(f"{sn.id}: commit index went back {sn.seen_commit} -> {hi}")
@@ -653,6 +679,7 @@ class Simulation:
             for nid, until in list(down.items()):
                 if now >= until and self.nodes[nid].node is None:
                     del down[nid]
+                    self._maybe_damage(self.nodes[nid])
                     self._start(self.nodes[nid])
             for sn in self.nodes.values():  # restart nodes stopped by a storage error
                 if sn.node is None and sn.id not in down:
@@ -696,6 +723,26 @@ class Simulation:
                 d = rng.uniform(0.1, 2.0)
                 self.net.pause(sn.id, d)
                 self.trace(f"nemesis: pause {sn.id} for {d:.3f} s")
+
+    def _maybe_damage(self, sn: _SimNode) -> None:
+        """Damage a stopped node's disk before it restarts (simdisk.damage), while no other
+        node is damaged and unrepaired: with one damaged node the cluster must lose nothing
+        and repair it by itself; with two of three it would rightly stay unavailable."""
+        rng = self.damage_rng
+        if not self.disk_damage or rng.random() >= 0.3:
+            return
+        for o in self.nodes.values():
+            if o.node is not None and o.node.core.recovery is None:
+                o.damaged = False
+        if any(o.damaged or (o.node is not None and o.node.core.recovery is not None)
+               for o in self.nodes.values() if o is not sn):
+            return
+        kind = rng.choice(DAMAGE_KINDS)
+        if damage(sn.image, kind, rng):
+            sn.damaged = True
+            sn.damage_gen += 1
+            self.net.counts[f"disk.damage.{kind}"] += 1
+            self.trace(f"nemesis: damage {sn.id}'s disk: {kind}")
 
     def _leader(self) -> Node | None:
         for sn in self.live():
