@@ -737,6 +737,9 @@ class Simulation:
         if any(o.damaged or (o.node is not None and o.node.core.recovery is not None)
                for o in self.nodes.values() if o is not sn):
             return
+        ld = self._leader()
+        if ld is None or len(ld.core.conf.voters - {sn.id}) < 2:
+            return  # a two-voter cluster with one damaged disk rightly waits for an operator
         kind = rng.choice(DAMAGE_KINDS)
         if damage(sn.image, kind, rng):
             sn.damaged = True
@@ -765,10 +768,16 @@ class Simulation:
             nid = self._removed(ld)[0]
             self.trace(f"admin: add {nid} back")
             self._admin_task(self._add_back(ld, nid), "add")
-        elif len(voters) > 2:
+        elif len(voters) > 2 and not self._recovering():
             nid = rng.choice(voters)
             self.trace(f"admin: remove {nid}")
             self._admin_task(self._remove(ld, nid), "remove")
+
+    def _recovering(self) -> bool:
+        """A node recovers from disk damage: removing a voter now could leave a cluster
+        whose damaged member is half of it (correctly unavailable until an operator acts)."""
+        return any(sn.damaged or (sn.node is not None and sn.node.core.recovery is not None)
+                   for sn in self.nodes.values())
 
     def _removed(self, ld: Node) -> list[str]:
         """Nodes the leader's configuration lacks (a removal the operator saw fail may
