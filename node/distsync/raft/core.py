@@ -388,7 +388,7 @@ class Raft:
 
     def _handle_vote_request(self, m: Message) -> None:
         resp = MsgType.VOTE_RESP if m.type == MsgType.VOTE else MsgType.PRE_VOTE_RESP
-        if self.recovery is not None:
+        if self._refuses_votes():
             # Our log (or our memory of our votes) is not what we promised: a vote from us
             # could elect a leader without committed entries, or twice in one term.
             self._send(Message(resp, self.id, m.src, self.term, reject=True, repair=1))
@@ -778,6 +778,9 @@ class Raft:
             self.recovery = Recovery(
                 "empty_data_dir", "empty data directory: waiting for a leader to repair it"
             )
+
+    def _refuses_votes(self) -> bool:
+        return self.recovery is not None
 
     def _fresh(self) -> bool:
         """We never heard of a term past 1 and never voted: as a cluster that has not
