@@ -349,9 +349,12 @@ class Node:
         if r is not None:
             if before is None:
                 self._fault_since = self.clock.wall_ms()
-            level = logging.INFO if r.discovering else logging.WARNING
-            log.log(level, "%s: storage fault %s: %s; not voting, campaigning or counting "
-                    "towards commits until repaired", self.id, r.kind, r.detail)
+            if r.discovering:
+                log.info("%s: %s; not voting until they answer", self.id, r.detail)
+            else:
+                log.warning("%s: storage fault %s: %s; not voting, campaigning or counting "
+                            "towards commits until a leader repairs it", self.id, r.kind,
+                            r.detail)
         elif before is not None and before[1] and self.core.repaired is None:
             log.info("%s: every peer asked holds only the founding entries: a new cluster",
                      self.id)

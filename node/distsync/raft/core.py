@@ -278,7 +278,8 @@ class Raft:
                     **({"recovering": True} if pr.recovering else {})}
                 for p, pr in self.prs.items()
             } if self.role == Role.LEADER else {},
-            "recovering_peers": sorted(self.recovering_peers),
+            # Who refused us a vote because it is recovering: why no leader can be elected.
+            "recovering_peers": sorted(self.recovering_peers) if self.leader is None else [],
         }
 
     # -- Ready / advance -----------------------------------------------------------------
@@ -365,6 +366,8 @@ class Raft:
             else:
                 self._become_follower(m.term, None)
         elif m.term < self.term:
+            if m.repair and m.reject and m.type in (MsgType.VOTE_RESP, MsgType.PRE_VOTE_RESP):
+                self.recovering_peers.add(m.src)  # (its term is behind: it lost it)
             if m.type in (MsgType.APPEND, MsgType.HEARTBEAT) and (
                 self.cfg.check_quorum or self.cfg.pre_vote
             ):

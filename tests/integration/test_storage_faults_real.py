@@ -1,0 +1,155 @@
+"""Storage faults on real `distsync node` processes (issue 17): a node's data directory is
+damaged on its real files while the node is stopped (testing/diskfaults.py), on a follower
+with the old leader up or down, and on the leader. In every case no acknowledged write is
+lost, the damaged node refuses to vote until a leader has repaired it, and the cluster
+repairs it by itself.
+
+How the leader-down case bites: the third node is down during the writes, so they commit
+on the leader and the victim only. The victim is then damaged and the leader
+stopped: the victim and the lagging third node must not elect a leader (the victim refuses
+to vote), and once the old leader is back it is elected and repairs the victim. Before
+protocol-aware recovery, the victim voted and the third node led without the writes.
+
+A fault the store cannot tell from a healthy disk yet (SQLite's WAL recovery silently cuts
+the log back at a damaged frame) is reported as an expected failure, probed on a real store
+first (`_store_detects`); the durable mark of issue 17's log format turns those into runs.
+
+One cluster per fault kind runs its three scenarios in turn (each ends with a repaired,
+healthy cluster), with short ticks, to keep the CI time small.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from cluster_helpers import diag, ready, wait_until
+
+from distsync.client import BlockingClient
+from distsync.local import LocalCluster
+from distsync.testing import diskfaults
+
+TICK_MS = 20
+WRITES = 40
+# (who is damaged, whether the old leader is down while it restarts)
+SCENARIOS = (("follower", False), ("follower", True), ("leader", True))
+
+_PROBE_WRITER = """
+import os, sys
+from distsync.storage import Storage
+from distsync.raft.types import Entry, HardState, Snapshot, SnapshotMeta, ConfState
+s = Storage(sys.argv[1])
+s.save(HardState(2, "n1", 0), [Entry(i, 2, data=b"x" * 100) for i in range(1, 4)])
+s.compact(Snapshot(SnapshotMeta(2, 2, ConfState(frozenset({"n1"}))), b"snap"))
+for i in range(4, 14):
+    s.save(None, [Entry(i, 2, data=b"x" * 100)])
+os._exit(0)  # as SIGKILL would: no clean close, the WAL stays
+"""
+
+
+@functools.cache
+def _store_detects(kind: str) -> str | None:
+    """None if the store reports fault `kind` at load (a real store, written by a process
+    that dies without closing it, then damaged); otherwise why not."""
+    if kind == "empty_dir":
+        return None  # nothing on disk to detect: the Raft layer asks the peers
+    from distsync.storage import Storage
+
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-c", _PROBE_WRITER, tmp], check=True, timeout=60)
+        diskfaults.apply(kind, tmp)
+        try:
+            st = Storage(tmp)
+            try:
+                got = st.load()
+            finally:
+                st.close()
+        except Exception as e:  # noqa: BLE001 - a refusal to open is an answer too
+            return f"the store refuses to open ({type(e).__name__}: {e}) instead of reporting it"
+    if got.fault is None:
+        return "the store loads the damaged directory without reporting a fault"
+    return None
+
+
+def _no_leader_for(lc: LocalCluster, seconds: float) -> None:
+    """No live node becomes leader for `seconds` (many election timeouts at this tick)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for nid, st in lc.statuses().items():
+            assert st is None or st["role"] != "leader", diag(
+                lc, f"{nid} became leader while the damaged node should refuse its vote")
+        time.sleep(0.05)
+
+
+def _scenario(lc: LocalCluster, kind: str, victim_role: str, leader_down: bool,
+              tag: str) -> None:
+    leader = ready(lc)
+    others = sorted(n for n in lc.nodes if n != leader)
+    victim = leader if victim_role == "leader" else others[0]
+    third = others[1] if victim_role == "follower" else others[0]
+    behind = others[1] if victim_role == "leader" else third
+    acked: dict[str, int] = {}
+    with BlockingClient(lc.addrs, timeout=30) as c:
+        # The writes commit on the leader and the victim only (`behind` is down: a paused
+        # process would still find them in its socket buffers), so a leader elected
+        # without them would lose them.
+        lc.kill(behind)
+        for i in range(WRITES):
+            c.put(f"{tag}/{i}", i)
+            acked[f"{tag}/{i}"] = i
+        lc.kill(victim)  # SIGKILL: the recent saves are in the WAL, as after a crash
+        what = diskfaults.apply(kind, lc.nodes[victim].data_dir)
+        if leader_down and victim != leader:
+            lc.kill(leader)
+        lc.start_node(behind)
+        lc.start_node(victim)
+        if leader_down and victim != leader:
+            _no_leader_for(lc, 2.0)
+            st = lc.status(victim)
+            assert st is not None and st["storage_fault"] is not None, diag(
+                lc, f"{victim} ({what}) does not report a storage fault: {st}")
+            assert victim in (lc.status(behind) or {}).get("recovering_peers", []), diag(
+                lc, f"{behind} does not say that {victim} refused its vote")
+            lc.start_node(leader)
+        wait_until(lc, lambda: (s := lc.status(victim)) is not None
+                   and s["storage_fault"] is None and s["leader"] is not None, 30,
+                   f"{victim} to be repaired after: {what}")
+        new_leader = ready(lc)
+        lost = {k: v for k, v in acked.items() if c.get_value(k) != v}
+        assert not lost, diag(lc, f"{len(lost)} of {WRITES} acknowledged writes lost after "
+                                  f"{what} on {victim_role} {victim}: {sorted(lost)[:5]}")
+        # The victim holds them too (it is repaired: it has the leader's log).
+        lead_commit = lc.status(new_leader)["commit"]  # type: ignore[index]
+        wait_until(lc, lambda: (lc.status(victim) or {}).get("applied", 0) >= lead_commit, 30,
+                   f"{victim} to apply up to {lead_commit}")
+        log = lc.nodes[victim].log_path.read_text(errors="replace")
+        assert "storage fault" in log and "repaired" in log, diag(
+            lc, f"{victim}'s log does not say it was damaged and repaired")
+
+
+@pytest.mark.parametrize("kind", diskfaults.FAULTS)
+def test_a_damaged_disk_loses_no_acknowledged_write_and_is_repaired(kind: str) -> None:
+    why = _store_detects(kind)
+    if why is not None:
+        pytest.xfail(f"{kind}: {why} (detection comes with issue 17's log format)")
+    with LocalCluster(3, tick_ms=TICK_MS) as lc:
+        for victim_role, leader_down in SCENARIOS:
+            _scenario(lc, kind, victim_role, leader_down,
+                      f"{kind}/{victim_role}/{'down' if leader_down else 'up'}")
+
+
+def test_the_fault_injectors_refuse_a_directory_without_what_they_damage(tmp_path: Path) -> None:
+    with pytest.raises(diskfaults.NothingToDamage):
+        diskfaults.apply("cut_tail", tmp_path)
+    with pytest.raises(ValueError):
+        diskfaults.apply("no_such_fault", tmp_path)
+    os.makedirs(tmp_path / "d")
+    (tmp_path / "d" / "x").write_text("x")
+    diskfaults.apply("empty_dir", tmp_path / "d")
+    assert list((tmp_path / "d").iterdir()) == []
