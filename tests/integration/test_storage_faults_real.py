@@ -26,13 +26,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from cluster_helpers import diag, ready, wait_until
 
 from distsync.client import BlockingClient
-from distsync.local import LocalCluster
+from distsync.local import LocalCluster, format_status
 from distsync.testing import diskfaults
 
 TICK_MS = 20
@@ -77,6 +78,11 @@ def _store_detects(kind: str) -> str | None:
     return None
 
 
+def http_text(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - a loopback test URL
+        return r.status, r.read().decode()
+
+
 def _no_leader_for(lc: LocalCluster, seconds: float) -> None:
     """No live node becomes leader for `seconds` (many election timeouts at this tick)."""
     end = time.monotonic() + seconds
@@ -111,11 +117,17 @@ def _scenario(lc: LocalCluster, kind: str, victim_role: str, leader_down: bool,
         lc.start_node(victim)
         if leader_down and victim != leader:
             _no_leader_for(lc, 2.0)
-            st = lc.status(victim)
-            assert st is not None and st["storage_fault"] is not None, diag(
-                lc, f"{victim} ({what}) does not report a storage fault: {st}")
-            assert victim in (lc.status(behind) or {}).get("recovering_peers", []), diag(
-                lc, f"{behind} does not say that {victim} refused its vote")
+            st = wait_until(lc, lambda: (s := lc.status(victim)) is not None
+                            and s["storage_fault"] is not None and s, 10,
+                            f"{victim} ({what}) to report a storage fault")
+            wait_until(lc, lambda: victim in (lc.status(behind) or {}).get(
+                "recovering_peers", []), 10, f"{behind} to say that {victim} refused its vote")
+            _, metrics = http_text(f"{lc.nodes[victim].url}/metrics")
+            kind_now = st["storage_fault"]["kind"]
+            assert f'distsync_storage_fault{{kind="{kind_now}"}} 1.0' in metrics, diag(
+                lc, f"{victim}'s metrics do not show the fault {kind_now}")
+            table = format_status([s for s in lc.statuses().values() if s])
+            assert f"RECOVERING({kind_now})" in table and "no leader" in table, table
             lc.start_node(leader)
         wait_until(lc, lambda: (s := lc.status(victim)) is not None
                    and s["storage_fault"] is None and s["leader"] is not None, 30,
