@@ -470,7 +470,7 @@ class Node:
         if target is None:
             cands = [
                 (pr.match, p) for p, pr in self.core.prs.items()
-                if p != self.id and p in self.core.conf.voters
+                if p != self.id and p in self.core.conf.voters and not pr.recovering
             ]
             if not cands:
                 raise ValueError("no other voter to transfer to")

@@ -734,9 +734,10 @@ class Simulation:
         for o in self.nodes.values():
             if o.node is not None and o.node.core.recovery is None:
                 o.damaged = False
-        if any(o.damaged or (o.node is not None and o.node.core.recovery is not None)
+        if any(o.damaged or o.image.hard_state.recovering
+               or (o.node is not None and o.node.core.recovery is not None)
                for o in self.nodes.values() if o is not sn):
-            return
+            return  # (an empty disk not yet known to be new recovers too)
         ld = self._leader()
         if ld is None or len(ld.core.conf.voters - {sn.id}) < 2:
             return  # a two-voter cluster with one damaged disk rightly waits for an operator
@@ -776,7 +777,8 @@ class Simulation:
     def _recovering(self) -> bool:
         """A node recovers from disk damage: removing a voter now could leave a cluster
         whose damaged member is half of it (correctly unavailable until an operator acts)."""
-        return any(sn.damaged or (sn.node is not None and sn.node.core.recovery is not None)
+        return any(sn.damaged or sn.image.hard_state.recovering
+                   or (sn.node is not None and sn.node.core.recovery is not None)
                    for sn in self.nodes.values())
 
     def _removed(self, ld: Node) -> list[str]:
