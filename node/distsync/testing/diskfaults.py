@@ -1,8 +1,13 @@
 """Damage a stopped node's data directory the way disks and operators do, on the real files
 of the store's format. One function per fault kind, so that only this module changes when
-the format does.
+the format does. `apply` picks the format from what the directory holds: segment files
+(`*.seg`, issue 17's log: storage/wal.py) or a SQLite database (`raft.db`).
 
-The format here is storage/sqlite_store.py's: ``raft.db`` in WAL mode (its newest
+Segment files: each starts with two head slots (storage/mark.py: the hard state and the
+durable mark) and then CRC-chained records, one entry each (storage/records.py), in
+preallocated space; a lost tail is zeros where records were.
+
+SQLite: storage/sqlite_store.py's ``raft.db`` in WAL mode (its newest
 transactions are frames in ``raft.db-wal`` until a checkpoint copies them into the
 database), a ``kv`` table holding the hard state, and ``snap-<term>-<index>.bin`` snapshot
 files. A node stopped with SIGKILL leaves its recent saves in the WAL, which is where a lost
@@ -22,7 +27,7 @@ import sqlite3
 import struct
 from pathlib import Path
 
-DB, WAL = "raft.db", "raft.db-wal"
+DB, WAL, SEG = "raft.db", "raft.db-wal", ".seg"
 _WAL_HEADER, _FRAME_HEADER = 32, 24
 
 FAULTS = ("torn_tail", "cut_tail", "flip_bit", "zero_page", "lost_snapshot",
@@ -68,8 +73,26 @@ def _truncate(path: Path, length: int) -> None:
         os.fsync(f.fileno())
 
 
+def _db_only(d: Path) -> bool:
+    """A cleanly closed SQLite store: no WAL, everything in the database file."""
+    return (d / DB).exists() and not (d / WAL).exists()
+
+
+def _db_page(d: Path, which: str) -> tuple[int, int]:
+    size = (d / DB).stat().st_size
+    page = struct.unpack(">H", (d / DB).read_bytes()[16:18])[0] or 65536
+    n = size // page
+    if n < 3:
+        raise NothingToDamage(f"{d / DB} has fewer than three pages")
+    return (n - 1 if which == "last" else n // 2) * page, page
+
+
 def cut_tail(d: Path, records: int = 3) -> str:
     """The last `records` fsynced saves are gone (a truncated file, a restored backup)."""
+    if _db_only(d):
+        off, page = _db_page(d, "last")
+        _truncate(d / DB, off)
+        return f"cut the last page off {DB}"
     _, ends = _commit_ends(d)
     if len(ends) <= records:
         raise NothingToDamage(f"only {len(ends)} saves in the WAL, cannot cut {records}")
@@ -79,6 +102,10 @@ def cut_tail(d: Path, records: int = 3) -> str:
 
 def torn_tail(d: Path) -> str:
     """The last save reached the disk only in part (power lost in the middle of it)."""
+    if _db_only(d):
+        off, page = _db_page(d, "last")
+        _truncate(d / DB, off + page // 2)
+        return f"tore the last page of {DB}"
     size, ends = _commit_ends(d)
     if len(ends) < 2:
         raise NothingToDamage("fewer than two saves in the WAL")
@@ -88,6 +115,11 @@ def torn_tail(d: Path) -> str:
 
 
 def _middle_frame(d: Path) -> tuple[int, int]:
+    """(offset, size) of a WAL frame in the middle, or of a middle database page given as a
+    frame whose header is empty (the same code then damages its page)."""
+    if _db_only(d):
+        off, page = _db_page(d, "middle")
+        return off - _FRAME_HEADER, page + _FRAME_HEADER
     size, frames = _frames(d)
     if len(frames) < 3:
         raise NothingToDamage("fewer than three frames in the WAL")
@@ -99,25 +131,25 @@ def flip_bit(d: Path) -> str:
     """One bit flips in a record in the middle of the log."""
     off, size = _middle_frame(d)
     pos = off + _FRAME_HEADER + (size - _FRAME_HEADER) // 2
-    with open(d / WAL, "r+b") as f:
+    with open(d / (DB if _db_only(d) else WAL), "r+b") as f:
         f.seek(pos)
         b = f.read(1)
         f.seek(pos)
         f.write(bytes([b[0] ^ 0x10]))
         f.flush()
         os.fsync(f.fileno())
-    return f"flipped a bit at byte {pos} of {WAL}"
+    return f"flipped a bit at byte {pos} of {DB if _db_only(d) else WAL}"
 
 
 def zero_page(d: Path) -> str:
     """A page in the middle of the log reads back as zeros (a lost write, a bad sector)."""
     off, size = _middle_frame(d)
-    with open(d / WAL, "r+b") as f:
+    with open(d / (DB if _db_only(d) else WAL), "r+b") as f:
         f.seek(off + _FRAME_HEADER)
         f.write(bytes(size - _FRAME_HEADER))
         f.flush()
         os.fsync(f.fileno())
-    return f"zeroed the page of the frame at byte {off} of {WAL}"
+    return f"zeroed the page at byte {off + _FRAME_HEADER} of {DB if _db_only(d) else WAL}"
 
 
 def lost_snapshot(d: Path) -> str:
@@ -148,9 +180,114 @@ def empty_dir(d: Path) -> str:
     return f"emptied {d}"
 
 
+# -- segment files (storage/wal.py) ------------------------------------------------------
+
+def _segments(d: Path) -> list[Path]:
+    segs = sorted(d.glob(f"*{SEG}"))
+    if not segs:
+        raise NothingToDamage(f"{d} holds no segment files")
+    return segs
+
+
+def _records(seg: Path) -> list[tuple[int, int]]:
+    """(offset, length) of each intact record in `seg`."""
+    from ..storage import mark, records  # the segment format's own reader
+
+    raw = seg.read_bytes()
+    head = mark.best(raw)
+    if head is None:
+        raise NothingToDamage(f"{seg} has no valid head")
+    sc = records.scan(raw, mark.DATA_START, head.first_index, head.prev_crc)
+    out = []
+    for i, off in enumerate(sc.offsets):
+        end = sc.offsets[i + 1] if i + 1 < len(sc.offsets) else sc.end
+        out.append((off, end - off))
+    if not out:
+        raise NothingToDamage(f"{seg} holds no records")
+    return out
+
+
+def _zero(path: Path, start: int, end: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(start)
+        f.write(bytes(end - start))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _seg_cut_tail(d: Path, n: int) -> str:
+    seg = _segments(d)[-1]
+    recs = _records(seg)
+    if len(recs) <= n:
+        raise NothingToDamage(f"only {len(recs)} records in {seg.name}, cannot cut {n}")
+    start = recs[-n][0]
+    end = recs[-1][0] + recs[-1][1]
+    _zero(seg, start, end)
+    return f"zeroed the last {n} of {len(recs)} records of {seg.name}"
+
+
+def _seg_torn_tail(d: Path) -> str:
+    seg = _segments(d)[-1]
+    off, length = _records(seg)[-1]
+    _zero(seg, off + length // 2, off + length)
+    return f"tore the last record of {seg.name} at byte {off + length // 2}"
+
+
+def _seg_flip_bit(d: Path) -> str:
+    seg = _segments(d)[-1]
+    recs = _records(seg)
+    if len(recs) < 3:
+        raise NothingToDamage(f"fewer than three records in {seg.name}")
+    off, length = recs[len(recs) // 2]
+    pos = off + length - 1  # the record's last data byte
+    with open(seg, "r+b") as f:
+        f.seek(pos)
+        b = f.read(1)
+        f.seek(pos)
+        f.write(bytes([b[0] ^ 0x10]))
+        f.flush()
+        os.fsync(f.fileno())
+    return f"flipped a bit at byte {pos} of {seg.name}"
+
+
+def _seg_zero_page(d: Path) -> str:
+    segs = _segments(d)
+    if len(segs) >= 3:
+        mid = segs[len(segs) // 2]
+        _zero(mid, 0, mid.stat().st_size)
+        return f"zeroed segment {mid.name}"
+    seg = segs[-1]
+    recs = _records(seg)
+    if len(recs) < 3:
+        raise NothingToDamage(f"fewer than three records in {seg.name}")
+    off, _ = recs[len(recs) // 2]
+    page = off - off % 4096
+    _zero(seg, max(page, off), page + 4096)
+    return f"zeroed the page at byte {page} of {seg.name}"
+
+
+def _seg_lost_hard_state(d: Path) -> str:
+    from ..storage import mark
+
+    seg = _segments(d)[-1]
+    _zero(seg, 0, mark.DATA_START)
+    return f"zeroed both head slots of {seg.name}"
+
+
 def apply(kind: str, d: str | os.PathLike) -> str:
     """Apply fault `kind` (one of FAULTS) to the stopped node's data directory `d`."""
     path = Path(d)
+    if kind != "empty_dir" and kind != "lost_snapshot" and any(path.glob(f"*{SEG}")):
+        if kind == "torn_tail":
+            return _seg_torn_tail(path)
+        if kind == "cut_tail":
+            return _seg_cut_tail(path, 3)
+        if kind == "flip_bit":
+            return _seg_flip_bit(path)
+        if kind == "zero_page":
+            return _seg_zero_page(path)
+        if kind == "lost_hard_state":
+            return _seg_lost_hard_state(path)
     if kind == "torn_tail":
         return torn_tail(path)
     if kind == "cut_tail":
