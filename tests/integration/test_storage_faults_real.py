@@ -153,7 +153,9 @@ def test_a_damaged_disk_loses_no_acknowledged_write_and_is_repaired(kind: str) -
     why = _store_detects(kind)
     if why is not None:
         pytest.xfail(f"{kind}: {why} (detection comes with issue 17's log format)")
-    with LocalCluster(3, tick_ms=TICK_MS) as lc:
+    # A lost snapshot needs one: snapshot every few entries.
+    extra = ["--snapshot-threshold", "10"] if kind == "lost_snapshot" else []
+    with LocalCluster(3, tick_ms=TICK_MS, extra_args=extra) as lc:
         for victim_role, leader_down in SCENARIOS:
             _scenario(lc, kind, victim_role, leader_down,
                       f"{kind}/{victim_role}/{'down' if leader_down else 'up'}")
