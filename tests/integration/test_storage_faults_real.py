@@ -119,7 +119,7 @@ def _scenario(lc: LocalCluster, kind: str, victim_role: str, leader_down: bool,
         lc.start_node(behind)
         lc.start_node(victim)
         if leader_down and victim != leader:
-            _no_leader_for(lc, 2.0)
+            _no_leader_for(lc, 1.5)
             st = wait_until(lc, lambda: (s := lc.status(victim)) is not None
                             and s["storage_fault"] is not None and s, 10,
                             f"{victim} ({what}) to report a storage fault")
