@@ -170,3 +170,27 @@ def test_the_fault_injectors_refuse_a_directory_without_what_they_damage(tmp_pat
     (tmp_path / "d" / "x").write_text("x")
     diskfaults.apply("empty_dir", tmp_path / "d")
     assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_two_of_three_replaced_disks_stay_unavailable_and_say_why() -> None:
+    """Two members come back on empty disks while the third holds the only copy of the
+    acknowledged writes: electing a leader from the two would lose them, so there is none,
+    and the intact node's status says why (an operator must decide)."""
+    with LocalCluster(3, tick_ms=TICK_MS) as lc:
+        leader = ready(lc)
+        with BlockingClient(lc.addrs, timeout=30) as c:
+            for i in range(10):
+                c.put(f"two/{i}", i)
+        wiped = sorted(n for n in lc.nodes if n != leader)
+        for n in wiped:
+            lc.kill(n, signal.SIGTERM)
+            diskfaults.apply("empty_dir", lc.nodes[n].data_dir)
+            lc.start_node(n)
+        why = wait_until(lc, lambda: (w := (lc.status(leader) or {}).get(
+            "no_leader_reason", "")) and all(n in w for n in wiped) and w, 15,
+            f"{leader} to say that {wiped} refuse their votes")
+        assert "storage fault" in why, why
+        _no_leader_for(lc, 1.5)
+        for n in wiped:
+            st = lc.status(n)
+            assert st is not None and st["storage_fault"]["kind"] == "empty_data_dir", st
