@@ -315,20 +315,30 @@ class LocalCluster:
 
 
 def format_status(statuses: list[dict[str, Any]]) -> str:
-    cols = ["id", "addr", "role", "term", "leader", "commit", "applied", "members"]
+    cols = ["id", "addr", "role", "term", "leader", "commit", "applied", "storage",
+            "members"]
     rows = []
+    notes = []
     for s in statuses:
         members = s.get("members")
+        fault = s.get("storage_fault")
         rows.append([
             str(s.get("id", "")), str(s.get("addr", "")), str(s.get("role", "")),
             str(s.get("term", "")), str(s.get("leader", "")), str(s.get("commit", "")),
             str(s.get("applied", "")),
+            f"RECOVERING({fault['kind']})" if fault else "ok" if "storage_fault" in s else "",
             ",".join(m["id"] + ("" if m["voter"] else "(learner)") for m in members)
             if members else "",
         ])
+        if fault:
+            notes.append(f"{s.get('id')}: storage fault {fault['kind']} since "
+                         f"{fault['since']}: {fault['detail']} (repaired up to "
+                         f"{fault['repaired_up_to']}); not voting until a leader repairs it")
+        if s.get("no_leader_reason"):
+            notes.append(f"{s.get('id')}: no leader: {s['no_leader_reason']}")
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c)
               for i, c in enumerate(cols)]
     line = "  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(out)
+    return "\n".join(out + notes)

@@ -32,6 +32,10 @@ _RTT_BUCKETS = (
 )
 
 
+STORAGE_FAULT_KINDS = ("lost_tail", "corrupt_entry", "lost_snapshot", "lost_hard_state",
+                       "empty_after_use", "empty_data_dir")
+
+
 class NodeMetrics:
     def __init__(self, node_id: str):
         self.registry = CollectorRegistry()
@@ -83,6 +87,15 @@ class NodeMetrics:
         self.reads = Counter(
             "distsync_linearizable_reads", "ReadIndex reads served", ["outcome"], registry=r
         )
+        # 1 for the kind of storage fault this node is recovering from (README "Storage
+        # faults"), 0 for the others: a dashboard alerts on any 1 without knowing the kinds.
+        self.storage_fault = Gauge(
+            "distsync_storage_fault",
+            "1 while this node recovers from a storage fault of this kind (not voting)",
+            ["kind"], registry=r,
+        )
+        for kind in STORAGE_FAULT_KINDS:
+            self.storage_fault.labels(kind).set(0)
         self.http_requests = Counter(
             "distsync_http_requests", "HTTP requests by route and status",
             ["route", "status"], registry=r,
@@ -102,6 +115,10 @@ class NodeMetrics:
         self._role = role
         for i, name in enumerate(ROLES):
             self.role.labels(name).set(1 if i == role else 0)
+
+    def set_storage_fault(self, kind: str | None) -> None:
+        for k in {*STORAGE_FAULT_KINDS, *([kind] if kind else [])}:
+            self.storage_fault.labels(k).set(1 if k == kind else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

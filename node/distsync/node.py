@@ -11,6 +11,7 @@ during an fsync are batched into the next one, so throughput rises with load.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import heapq
 import itertools
 import logging
@@ -132,6 +133,11 @@ def _ignore_result(fut: asyncio.Future) -> None:
         fut.exception()  # mark retrieved; a lost timer proposal is simply made again
 
 
+def _iso(wall_ms: int) -> str:
+    return datetime.datetime.fromtimestamp(wall_ms / 1000, datetime.UTC).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
 class Unavailable(Exception):
     """No leader, or the request could not complete in time; safe to retry (with the same
     request id for writes)."""
@@ -178,7 +184,8 @@ class Node:
         self._snap_task: asyncio.Task | None = None
         self._snap_done: Any = None  # a Snapshot written to disk, to compact the core to
         persisted = self.storage.load()
-        self._synced_term_vote = (persisted.hard_state.term, persisted.hard_state.vote)
+        hs0 = persisted.hard_state
+        self._synced_term_vote = (hs0.term, hs0.vote, hs0.recovering)
         self.core = Raft(
             self.id,
             persisted,
@@ -190,7 +197,14 @@ class Node:
         if self.core.is_empty() and not cfg.join:
             peers = dict(cfg.peers) or {self.id: cfg.address}
             peers.setdefault(self.id, cfg.address)
-            self.core.bootstrap(peers)
+            # An empty data dir may be a new cluster or a replaced disk: the core asks its
+            # founding peers before it votes (README "Replacing a disk").
+            self.core.bootstrap(peers, discover=True)
+        elif self.core.is_empty():
+            self.core.recover_empty()
+        self._fault_since: int | None = None
+        self._seen_recovery: tuple[str, bool] | None = None
+        self._note_recovery()
         self.transport = parts.transport(self)
         self._inbox: list[Message] = []
         self._ops: list[Callable[[], None]] = []
@@ -296,10 +310,60 @@ class Node:
                 "leader_addr": self.addr_of(self.core.leader),
                 "members": members,
                 "ready": self.is_ready(),
+                "storage_fault": self.storage_fault(),
                 **self.registry.quota.status(),
             }
         )
+        if self.core.leader is None and self.core.recovering_peers:
+            st["no_leader_reason"] = (
+                f"{', '.join(sorted(self.core.recovering_peers))} refused to vote: recovering "
+                "from a storage fault until a leader repairs them; a leader needs a majority "
+                "of voters with intact disks"
+            )
         return st
+
+    def storage_fault(self) -> dict[str, Any] | None:
+        """The storage fault this node is recovering from (README "Storage faults"), or
+        None: what it lost, since when, and how far a leader has repaired it."""
+        r = self.core.recovery
+        if r is None:
+            return None
+        return {
+            "kind": r.kind,
+            "detail": r.detail,
+            "since": _iso(self._fault_since or 0),
+            "durable_index": r.durable_index,
+            "repaired_up_to": self.core.log.stable,
+            "repair_point": r.repair_point or None,
+            "discovering": r.discovering,
+        }
+
+    def _note_recovery(self) -> None:
+        """Log each change of the recovery state, once, and keep the metric in step."""
+        r = self.core.recovery
+        now = (r.kind, r.discovering) if r is not None else None
+        if now == self._seen_recovery:
+            return
+        before, self._seen_recovery = self._seen_recovery, now
+        self.metrics.set_storage_fault(r.kind if r is not None else None)
+        if r is not None:
+            if before is None:
+                self._fault_since = self.clock.wall_ms()
+            if r.discovering:
+                log.info("%s: %s; not voting until they answer", self.id, r.detail)
+            else:
+                log.warning("%s: storage fault %s: %s; not voting, campaigning or counting "
+                            "towards commits until a leader repairs it", self.id, r.kind,
+                            r.detail)
+        elif before is not None and before[1] and self.core.repaired is None:
+            log.info("%s: every peer asked holds only the founding entries: a new cluster",
+                     self.id)
+        else:
+            rep = self.core.repaired
+            log.warning("%s: repaired from storage fault %s: holds the leader's log up to its "
+                        "repair point %s; voting again", self.id, before and before[0],
+                        rep[1] if rep else "?")
+            self._fault_since = None
 
     def is_ready(self) -> bool:
         """Has a leader, is a member, and has applied everything it knows to be committed;
@@ -309,6 +373,7 @@ class Node:
         c = self.core
         return (
             c.leader is not None
+            and c.recovery is None
             and self.id in c.conf.members()
             and c.log.applied >= c.log.committed
             and not (c.role == Role.LEADER and self.registry.quota.config_pending())
@@ -405,7 +470,7 @@ class Node:
         if target is None:
             cands = [
                 (pr.match, p) for p, pr in self.core.prs.items()
-                if p != self.id and p in self.core.conf.voters
+                if p != self.id and p in self.core.conf.voters and not pr.recovering
             ]
             if not cands:
                 raise ValueError("no other voter to transfer to")
@@ -638,7 +703,7 @@ class Node:
             self._wake_watchers()
         hs = rd.hard_state
         if hs is not None and rd.snapshot is None and (
-            (hs.term, hs.vote) == self._synced_term_vote
+            (hs.term, hs.vote, hs.recovering) == self._synced_term_vote
         ) and not any(e.type == EntryType.CONF for e in rd.committed):
             # Only the commit index moved. It is volatile in Raft (a restarted node learns
             # it again from the leader), so it is not worth an fsync of its own (etcd's
@@ -667,7 +732,7 @@ class Node:
                 await self._io.run(self.storage.save, hs, rd.entries, rd.snapshot)
             self.metrics.fsync_latency.observe(time.perf_counter() - t0)
             if hs is not None:
-                self._synced_term_vote = (hs.term, hs.vote)
+                self._synced_term_vote = (hs.term, hs.vote, hs.recovering)
             if rd.entries:
                 self.metrics.batch_entries.observe(len(rd.entries))
         if late:
@@ -787,6 +852,8 @@ class Node:
 
     def _update_gauges(self) -> None:
         c, m = self.core, self.metrics
+        if c.recovery is not None or self._seen_recovery is not None:
+            self._note_recovery()
         m.term.set(c.term)
         m.set_role(int(c.role))
         m.is_leader.set(1 if c.role == Role.LEADER else 0)

@@ -60,6 +60,7 @@ from distsync.raft.types import (
     Ready,
     Role,
     Snapshot,
+    StorageFault,
 )
 
 # Messages a leader may send before its Ready is durable (Raft thesis, section 10.2.1).
@@ -96,6 +97,8 @@ class Disk:
     hard_state: HardState = field(default_factory=HardState)
     snapshot: Snapshot | None = None
     entries: list[Entry] = field(default_factory=list)
+    # A storage fault the next load reports (set by a test that damages the disk).
+    fault: StorageFault | None = None
 
     def snap_index(self) -> int:
         return self.snapshot.meta.index if self.snapshot else 0
@@ -104,7 +107,7 @@ class Disk:
         return self.snap_index() + len(self.entries)
 
     def load(self) -> PersistedState:
-        return PersistedState(self.hard_state, self.snapshot, list(self.entries))
+        return PersistedState(self.hard_state, self.snapshot, list(self.entries), self.fault)
 
 
 class SimNode:
@@ -142,8 +145,12 @@ class Cluster:
         config: Config | None = None,
         persisted: dict[str, PersistedState] | None = None,
         record: bool = False,
+        discover: bool = False,
     ):
         self.seed = seed
+        # Founding members bootstrap with discover=True (as node.py does): an empty disk
+        # asks its peers whether the cluster is new before it votes.
+        self.discover = discover
         self.cfg = config or Config()
         self.nodes: dict[str, SimNode] = {}
         self.inflight: list[Message] = []
@@ -210,6 +217,7 @@ class Cluster:
     def _start(self, node: SimNode) -> None:
         disk = node.disk
         r = node.raft = Raft(node.id, disk.load(), self.cfg, self._rng(node))
+        disk.fault = None  # reported once; the core keeps it in its hard state
         expect = max(disk.snap_index(), disk.hard_state.commit)
         if r.log.committed != expect:
             self._fail(f"{node.id} restarted with commit {r.log.committed}, durable {expect}")
@@ -223,7 +231,7 @@ class Cluster:
         if node.founders is not None and r.is_empty():
             # Like the real node (node.py): a founding member whose storage is empty
             # bootstraps, also after a crash that came before its first Ready was persisted.
-            r.bootstrap(node.founders)
+            r.bootstrap(node.founders, discover=self.discover)
         self._after(node)
 
     def add_node(self, node_id: str, persisted: PersistedState | None = None) -> SimNode:

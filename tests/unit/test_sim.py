@@ -94,6 +94,9 @@ FAULT_KINDS = (
     # process
     "process.crash", "process.crash_during_fsync", "process.connection_lost",
     "process.restart", "process.pause",
+    # disk damage to a stopped node (storage-fault recovery)
+    "disk.damage.cut_tail", "disk.damage.flip_bit", "disk.damage.lose_snapshot",
+    "disk.damage.lose_hard_state", "disk.damage.wipe",
 )
 FEATURES = (
     "admin.add", "admin.remove", "admin.transfer", "raft.install_snapshot",
@@ -206,6 +209,18 @@ def test_planted_lost_enqueue_is_found(monkeypatch) -> None:
     monkeypatch.setattr(QueueService, "_add_message", leaky)
     _, msg = first_failure("the planted bug")
     assert "acknowledged enqueues lost" in msg, msg[:400]
+
+
+def test_planted_damaged_node_voting_is_found(monkeypatch) -> None:
+    """Plant the bug protocol-aware recovery exists to prevent (issue 17): a node whose disk
+    lost what it had made durable votes as if it had not. The simulation damages stopped
+    nodes' disks, and its checks must catch the vote (or what it causes: a lost write)."""
+    from distsync.raft.core import Raft
+
+    monkeypatch.setattr(Raft, "_refuses_votes", lambda self: False)
+    _, msg = first_failure("a damaged node that votes")
+    assert "while recovering" in msg or "linearizable" in msg or "leader completeness" in msg \
+        or "committed" in msg, msg[:400]
 
 
 def test_the_virtual_loop_jumps_time_and_reports_a_deadlock() -> None:

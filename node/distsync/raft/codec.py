@@ -50,6 +50,7 @@ def message_to_obj(m: Message) -> list[Any]:
         int(m.type), m.src, m.dst, m.term, m.index, m.log_term,
         [entry_to_obj(e) for e in m.entries], m.commit, m.reject, m.reject_hint,
         snapshot_to_obj(m.snapshot) if m.snapshot is not None else None, m.context, m.seq,
+        m.repair,
     ]
 
 
@@ -59,6 +60,7 @@ def message_from_obj(o: list[Any]) -> Message:
         entries=[entry_from_obj(e) for e in o[6]], commit=o[7], reject=o[8],
         reject_hint=o[9], snapshot=snapshot_from_obj(o[10]) if o[10] is not None else None,
         context=o[11], seq=o[12] if len(o) > 12 else 0,  # absent from older nodes
+        repair=o[13] if len(o) > 13 else 0,
     )
 
 
@@ -88,9 +90,12 @@ def decode_snapshot(data: bytes) -> Snapshot:
 
 
 def encode_hard_state(h: HardState) -> bytes:
-    return msgpack.packb([h.term, h.vote, h.commit], use_bin_type=True)
+    fields: list = [h.term, h.vote, h.commit]
+    if h.recovering:
+        fields.append(h.recovering)  # absent when healthy: the older format, unchanged
+    return msgpack.packb(fields, use_bin_type=True)
 
 
 def decode_hard_state(data: bytes) -> HardState:
-    t, v, c = msgpack.unpackb(data, raw=False)
-    return HardState(t, v, c)
+    t, v, c, *rest = msgpack.unpackb(data, raw=False)
+    return HardState(t, v, c, rest[0] if rest else "")

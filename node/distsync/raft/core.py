@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from . import conf as confmod
 from .log import RaftLog
 from .progress import Progress, ProgressState
-from .quorum import VoteResult, committed_index, has_quorum, vote_result
+from .quorum import VoteResult, committed_index, has_quorum, majority, vote_result
+from .recovery import Recovery
 from .types import (
     ConfState,
     Entry,
@@ -85,9 +86,29 @@ class Raft:
         self.cfg = config or Config()
         self.rng = rng or random.Random(0)
         snap = persisted.snapshot
-        self.log = RaftLog(snap.meta if snap else None, persisted.entries)
+        entries = persisted.entries
+        if entries and entries[0].index != (snap.meta.index if snap else 0) + 1:
+            # The snapshot these entries follow is lost: without it they hang in the air.
+            entries = []
+        self.log = RaftLog(snap.meta if snap else None, entries)
         self.snapshot: Snapshot | None = snap
         hs = persisted.hard_state
+        # Protocol-aware recovery: a node whose disk lost what it had made durable does not
+        # vote, campaign or count towards a commit until a leader has repaired it. A
+        # recovery under way when the node stopped is on disk too (HardState.recovering).
+        self.recovery: Recovery | None = None
+        if persisted.fault is not None:
+            f = persisted.fault
+            self.recovery = Recovery(f.kind, f.detail, durable_index=f.durable_index)
+        elif hs.recovering:
+            self.recovery = Recovery(
+                hs.recovering, "a repair was under way when the node stopped"
+            )
+        # Peers that refused us a vote because they are recovering (status says why an
+        # election cannot succeed).
+        self.recovering_peers: set[str] = set()
+        # The last repair: (fault kind, repair point), for the driver to report.
+        self.repaired: tuple[str, int] | None = None
         self.term = hs.term
         self.vote = hs.vote
         self.log.committed = max(self.log.committed, min(hs.commit, self.log.last_index()))
@@ -117,13 +138,20 @@ class Raft:
         self._prev_soft = SoftState(None, Role.FOLLOWER, self.term)
         self._prev_hard = HardState(self.term, self.vote, self.log.committed)
         self._reset(self.term)
+        r = self.recovery
+        if r is not None and r.kind == "empty_data_dir" and persisted.fault is None:
+            # Stopped while asking whether the cluster is new: ask again if nothing
+            # happened since.
+            r.discovering = True
+            if not self._fresh():
+                r.discovering = False
 
     # -- public API ----------------------------------------------------------------------
 
     def is_empty(self) -> bool:
         return self.log.last_index() == 0 and self.term == 0 and self.snapshot is None
 
-    def bootstrap(self, members: dict[str, str]) -> None:
+    def bootstrap(self, members: dict[str, str], discover: bool = False) -> None:
         """Found a new cluster. Every founding member writes the same entries at indexes 1..n
         in term 1, so their logs agree from the start, and a node that joins later learns the
         founding membership by replicating them. Each entry carries the WHOLE membership, so
@@ -142,6 +170,15 @@ class Raft:
         for e in ents:
             self.conf = confmod.apply(self.conf, confmod.ConfChange.decode(e.data))
             self.conf_index = e.index
+        if discover and len(founding) > 1:
+            # An empty data directory is a new cluster or a replaced disk: the node cannot
+            # tell which on its own, and a replaced member that voted as if new could vote
+            # twice in a term or elect a leader without committed entries. It stays
+            # non-voting until its peers answer (see _probe / _on_probe_resp).
+            self.recovery = Recovery(
+                "empty_data_dir", "empty data directory: asking the founding members "
+                "whether the cluster is new or this is a replaced disk", discovering=True,
+            )
         self._reset(self.term)
 
     def tick(self) -> None:
@@ -237,9 +274,12 @@ class Raft:
             "voters": sorted(self.conf.voters),
             "learners": sorted(self.conf.learners),
             "progress": {
-                p: {"match": pr.match, "next": pr.next, "state": pr.state.name.lower()}
+                p: {"match": pr.match, "next": pr.next, "state": pr.state.name.lower(),
+                    **({"recovering": True} if pr.recovering else {})}
                 for p, pr in self.prs.items()
             } if self.role == Role.LEADER else {},
+            # Who refused us a vote because it is recovering: why no leader can be elected.
+            "recovering_peers": sorted(self.recovering_peers) if self.leader is None else [],
         }
 
     # -- Ready / advance -----------------------------------------------------------------
@@ -281,6 +321,8 @@ class Raft:
         if rd.entries:
             last = rd.entries[-1]
             self.log.stable_to(last.index, last.term)
+        if self.recovery is not None:
+            self._check_repaired()
         for e in rd.committed:
             if e.type == EntryType.CONF and e.index > self.conf_index:
                 self._apply_conf(confmod.ConfChange.decode(e.data), e.index)
@@ -294,6 +336,15 @@ class Raft:
     # -- stepping ------------------------------------------------------------------------
 
     def step(self, m: Message) -> None:
+        if m.type == MsgType.PROBE:
+            # Answered in any role and term, without touching ours: it only asks what we hold.
+            self._send(Message(MsgType.PROBE_RESP, self.id, m.src, self.term,
+                               index=self.log.last_index(), log_term=self.log.last_term(),
+                               reject=not self._fresh()))
+            return
+        if m.type == MsgType.PROBE_RESP:
+            self._on_probe_resp(m)
+            return
         if m.term > self.term:
             if m.type in (MsgType.VOTE, MsgType.PRE_VOTE):
                 force = m.context == TRANSFER_CTX
@@ -315,6 +366,8 @@ class Raft:
             else:
                 self._become_follower(m.term, None)
         elif m.term < self.term:
+            if m.repair and m.reject and m.type in (MsgType.VOTE_RESP, MsgType.PRE_VOTE_RESP):
+                self.recovering_peers.add(m.src)  # (its term is behind: it lost it)
             if m.type in (MsgType.APPEND, MsgType.HEARTBEAT) and (
                 self.cfg.check_quorum or self.cfg.pre_vote
             ):
@@ -337,12 +390,17 @@ class Raft:
             self._step_follower(m)
 
     def _handle_vote_request(self, m: Message) -> None:
+        resp = MsgType.VOTE_RESP if m.type == MsgType.VOTE else MsgType.PRE_VOTE_RESP
+        if self._refuses_votes():
+            # Our log (or our memory of our votes) is not what we promised: a vote from us
+            # could elect a leader without committed entries, or twice in one term.
+            self._send(Message(resp, self.id, m.src, self.term, reject=True, repair=1))
+            return
         can_vote = (
             self.vote == m.src
             or (self.vote is None and self.leader is None)
             or (m.type == MsgType.PRE_VOTE and m.term > self.term)
         )
-        resp = MsgType.VOTE_RESP if m.type == MsgType.VOTE else MsgType.PRE_VOTE_RESP
         if can_vote and self.log.is_up_to_date(m.index, m.log_term):
             self._send(Message(resp, self.id, m.src, m.term))
             if m.type == MsgType.VOTE:
@@ -355,6 +413,8 @@ class Raft:
         pr = self.prs.get(m.src)
         if pr is None:
             return
+        if m.type in (MsgType.APPEND_RESP, MsgType.HEARTBEAT_RESP) and m.src != self.id:
+            self._note_recovering(pr, bool(m.repair))
         if m.type == MsgType.APPEND_RESP:
             pr.recent_active = True
             if m.reject:
@@ -409,7 +469,7 @@ class Raft:
                 pr.inflight.popleft()
             if pr.match < self.log.last_index():
                 self._send_append(m.src)
-            if m.context and not pr.learner:
+            if m.context and not pr.learner and not pr.recovering:
                 self._ack_read(m.context, m.src)
 
     def _step_candidate(self, m: Message) -> None:
@@ -418,6 +478,8 @@ class Raft:
             self._become_follower(m.term, m.src)
             self._step_follower(m)
         elif m.type == my_resp:
+            if m.reject and m.repair:
+                self.recovering_peers.add(m.src)
             self.votes.setdefault(m.src, not m.reject)
             res = vote_result(self.conf.voters, self.votes)
             if res == VoteResult.WON:
@@ -429,6 +491,10 @@ class Raft:
                 self._become_follower(self.term, None)
 
     def _step_follower(self, m: Message) -> None:
+        if self.recovery is not None and m.repair and m.type in (
+            MsgType.APPEND, MsgType.HEARTBEAT
+        ):
+            self.recovery.repair_term, self.recovery.repair_point = m.term, m.repair
         if m.type == MsgType.APPEND:
             self.election_elapsed = 0
             self.leader = m.src
@@ -451,6 +517,8 @@ class Raft:
             self._handle_snapshot(m)
         elif m.type == MsgType.TIMEOUT_NOW:
             self._hup(transfer=True)
+        if self.recovery is not None:
+            self._check_repaired()
 
     def _handle_append(self, m: Message) -> None:
         if m.index < self.log.committed:
@@ -530,6 +598,7 @@ class Raft:
         self._reset(self.term)
         self.role = Role.LEADER
         self.leader = self.id
+        self.recovering_peers.clear()
         for pr in self.prs.values():
             pr.recent_active = True
         # Conservatively assume an unapplied membership change may sit in our log.
@@ -537,7 +606,11 @@ class Raft:
         self._append([(EntryType.NOOP, b"")])
 
     def _promotable(self) -> bool:
-        return self.id in self.conf.voters and self.log.pending_snapshot is None
+        return (
+            self.id in self.conf.voters
+            and self.log.pending_snapshot is None
+            and self.recovery is None
+        )
 
     def _hup(self, transfer: bool) -> None:
         if self.role == Role.LEADER or not self._promotable():
@@ -588,6 +661,8 @@ class Raft:
 
     def _tick_election(self) -> None:
         self.election_elapsed += 1
+        if self.recovery is not None and self.recovery.discovering:
+            self._probe()
         if self._promotable() and self.election_elapsed >= self.randomized_timeout:
             self.election_elapsed = 0
             self._hup(transfer=False)
@@ -603,7 +678,8 @@ class Raft:
         if self.election_elapsed >= self.cfg.election_ticks:
             self.election_elapsed = 0
             if self.cfg.check_quorum:
-                active = [p for p, pr in self.prs.items() if pr.recent_active or p == self.id]
+                active = [p for p, pr in self.prs.items()
+                          if (pr.recent_active and not pr.recovering) or p == self.id]
                 for p, pr in self.prs.items():
                     if p != self.id:
                         pr.recent_active = False
@@ -629,7 +705,9 @@ class Raft:
         return self.log.last_index()
 
     def _maybe_commit(self) -> bool:
-        mci = committed_index(self.conf.voters, {p: pr.match for p, pr in self.prs.items()})
+        mci = committed_index(
+            self.conf.voters, {p: pr.match for p, pr in self.prs.items() if not pr.recovering}
+        )
         # Section 5.4.2: only entries of the current term commit by counting replicas.
         if mci > self.log.committed and self.log.term(mci) == self.term:
             self.log.commit_to(mci)
@@ -653,6 +731,7 @@ class Raft:
                 Message(
                     MsgType.HEARTBEAT, self.id, p, self.term,
                     commit=min(pr.match, self.log.committed), context=ctx, seq=self._seq,
+                    repair=pr.repair_point if pr.recovering else 0,
                 )
             )
 
@@ -674,6 +753,7 @@ class Raft:
             Message(
                 MsgType.APPEND, self.id, to, self.term, index=prev, log_term=prev_term,
                 entries=ents, commit=self.log.committed, seq=self._seq,
+                repair=pr.repair_point if pr.recovering else 0,
             )
         )
         if pr.state == ProgressState.REPLICATE:
@@ -685,7 +765,95 @@ class Raft:
         return True
 
     def _send(self, m: Message) -> None:
+        if self.recovery is not None and m.type in (MsgType.APPEND_RESP,
+                                                    MsgType.HEARTBEAT_RESP):
+            m.repair = 1  # do not count me (see raft/recovery.py)
         self.msgs.append(m)
+
+    # -- recovery (raft/recovery.py) -----------------------------------------------------
+
+    def recover_empty(self) -> None:
+        """A node that starts with an empty data directory and joins an existing cluster
+        (no founding entries of its own): if it was a voter whose disk was replaced, it
+        must not vote as if it remembered its votes and log, so it recovers like any
+        damaged node until a leader has repaired it (a new member pays one extra entry)."""
+        if self.is_empty() and self.recovery is None:
+            self.recovery = Recovery(
+                "empty_data_dir", "empty data directory: waiting for a leader to repair it"
+            )
+
+    def _refuses_votes(self) -> bool:
+        return self.recovery is not None
+
+    def _fresh(self) -> bool:
+        """We never heard of a term past 1 and never voted: as a cluster that has not
+        elected anyone yet looks (the first election is in term 2, and every entry past the
+        founding ones comes from a leader). Our term and vote say so only if our hard state
+        is the one we wrote: not after it was lost, nor from an empty disk not yet known to
+        be new."""
+        r = self.recovery
+        return (
+            self.term <= 1 and self.vote is None and self.log.last_term() <= 1
+            and (r is None or r.discovering
+                 or r.kind not in ("lost_hard_state", "empty_after_use", "empty_data_dir"))
+        )
+
+    def _probe(self) -> None:
+        r = self.recovery
+        assert r is not None
+        for p in sorted(self.conf.voters):
+            if p != self.id and p not in r.fresh:
+                self._send(Message(MsgType.PROBE, self.id, p, self.term))
+
+    def _on_probe_resp(self, m: Message) -> None:
+        r = self.recovery
+        if r is None or not r.discovering or m.src not in self.conf.voters:
+            return
+        if m.reject:
+            r.discovering = False
+            r.detail = (
+                f"replaced disk: {m.src} holds a cluster's log (term {m.term}, last index "
+                f"{m.index}); this node rejoins without voting until a leader repairs it"
+            )
+            return
+        r.fresh.add(m.src)
+        # A vote or an acknowledgement we may have lost was given to some majority. Hearing
+        # "nothing happened yet" from enough peers that every majority's other members
+        # include one of them proves the cluster is new.
+        n = len(self.conf.voters)
+        if len(r.fresh) >= min(n - 1, n - majority(n) + 1):
+            self.recovery = None
+
+    def _note_recovering(self, pr: Progress, recovering: bool) -> None:
+        if not recovering:
+            if pr.recovering:
+                pr.recovering, pr.repair_point = False, 0
+                if self._maybe_commit():  # its acknowledgements count again
+                    self._bcast_append()
+            return
+        pr.recovering = True
+        if pr.repair_point == 0:
+            # The repair point: an entry of our term written after we heard of the fault.
+            # Its commit (without the damaged node) proves our term is current.
+            pr.repair_point = self.log.last_index() + 1
+            self._append([(EntryType.NOOP, b"")])
+
+    def _check_repaired(self) -> None:
+        r = self.recovery
+        if r is None or r.discovering or not r.repair_point or r.repair_term != self.term:
+            return
+        p = r.repair_point
+        if (
+            self.leader is None or self.log.pending_snapshot is not None
+            or self.log.committed < p or self.log.stable < p
+        ):
+            return
+        if self.vote is None:
+            # We may have voted in this term before the fault; the leader is the one
+            # candidate whose vote cannot elect a second leader in it.
+            self.vote = self.leader
+        self.recovery = None
+        self.repaired = (r.kind, p)
 
     # -- ReadIndex -----------------------------------------------------------------------
 
@@ -737,4 +905,5 @@ class Raft:
         return SoftState(self.leader, self.role, self.term)
 
     def _hard(self) -> HardState:
-        return HardState(self.term, self.vote, self.log.committed)
+        return HardState(self.term, self.vote, self.log.committed,
+                         self.recovery.kind if self.recovery is not None else "")

@@ -32,6 +32,11 @@ class Progress:
     # The leader's send sequence when `match` last rose: only an answer to a message sent
     # after that (a higher `seq`) can prove the follower lost entries it acknowledged.
     match_seq: int = 0
+    # The follower says it is recovering from a storage fault: its acknowledgements do not
+    # count towards a commit (or a read quorum) until it is repaired; `repair_point` is the
+    # entry of our term we appended for it (see raft/recovery.py).
+    recovering: bool = False
+    repair_point: int = 0
 
     def become_probe(self) -> None:
         if self.state == ProgressState.SNAPSHOT:

@@ -37,6 +37,11 @@ class MsgType(IntEnum):
     HEARTBEAT_RESP = 7
     SNAPSHOT = 8
     TIMEOUT_NOW = 9
+    # Sent by a node that starts with an empty data directory, to ask a founding peer whether
+    # the cluster is new (every log holds only the founding entries) or already in use (this
+    # node is a replaced disk). See Raft.bootstrap(discover=True).
+    PROBE = 10
+    PROBE_RESP = 11
 
 
 @dataclass(slots=True, frozen=True)
@@ -81,6 +86,9 @@ class HardState:
     term: int = 0
     vote: str | None = None
     commit: int = 0
+    # Non-empty while the node is recovering from a storage fault (the fault's kind): kept on
+    # disk so that a restart in the middle of a repair does not forget it and vote.
+    recovering: str = ""
 
 
 @dataclass(slots=True)
@@ -107,6 +115,11 @@ class Message:
     # answer to a message sent before a follower's match last rose is stale, and may never
     # lower that match (0: unknown, from a node that predates the field).
     seq: int = 0
+    # Protocol-aware recovery (core.py, "Recovery"). On a follower's APPEND_RESP,
+    # HEARTBEAT_RESP or rejected VOTE_RESP / PRE_VOTE_RESP: 1 if it is recovering from a
+    # storage fault. On a leader's APPEND / HEARTBEAT to a recovering follower: the repair
+    # point, an entry of the leader's term appended after it learnt of the fault (0: none).
+    repair: int = 0
 
 
 @dataclass(slots=True, frozen=True)

@@ -54,6 +54,8 @@ class Head:
     base_seg: int = -1
     base_off: int = 0
     base_crc: int = 0
+    # HardState.recovering: a repair under way (raft/recovery.py), kept across restarts.
+    recovering: str = ""
 
     def bump(self, **changes: object) -> Head:
         return replace(self, seq=self.seq + 1, **changes)  # type: ignore[arg-type]
@@ -63,7 +65,7 @@ def encode(h: Head) -> bytes:
     body = msgpack.packb(
         [_VERSION, h.seq, h.first_index, h.prev_crc, h.prev_seg, h.next_seg, h.term, h.vote,
          h.commit, h.durable, h.end, h.snap_index, h.snap_term, h.snap_crc, h.snap_file,
-         h.cluster, h.node, h.base_seg, h.base_off, h.base_crc],
+         h.cluster, h.node, h.base_seg, h.base_off, h.base_crc, h.recovering],
         use_bin_type=True,
     )
     if _HDR.size + len(body) > SLOT_SIZE:

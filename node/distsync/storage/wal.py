@@ -314,7 +314,7 @@ class Storage:
             # A damaged record past the durable mark: the torn last write, dropped.
             log.info("storage: discarding a torn write from index %d (never acknowledged "
                      "as durable)", bad)
-        hs = HardState(h.term, h.vote, h.commit)
+        hs = HardState(h.term, h.vote, h.commit, h.recovering)
         if fault is not None and fault.kind in ("lost_snapshot", "empty_after_use"):
             entries, terms, locs, crcs, tail = [], [], [], [], None
             h = replace(h, snap_index=0, snap_term=0, snap_crc=0, snap_file=None)
@@ -532,7 +532,8 @@ class Storage:
             reset = self._term_at(m.index) != m.term
             self._install_snapshot(m.index, m.term, name, crc, reset)
         if hs is not None:
-            self._st = replace(self._st, term=hs.term, vote=hs.vote, commit=hs.commit)
+            self._st = replace(self._st, term=hs.term, vote=hs.vote, commit=hs.commit,
+                               recovering=hs.recovering)
         entries = [e for e in entries if e.index > self._st.snap_index]
         if entries:
             self._append(entries)

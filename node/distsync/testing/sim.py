@@ -56,7 +56,7 @@ from .linearizability import KVModel, Operation, check
 from .simcache import CONFIG as CACHE_CONFIG
 from .simcache import CacheClients, SimCachePeers, SimHistory, build_cache
 from .simclock import SimClock
-from .simdisk import DiskFaults, DiskImage, SimDisk, SimIO
+from .simdisk import DAMAGE_KINDS, DiskFaults, DiskImage, SimDisk, SimIO, damage
 from .simloop import START, VirtualLoop
 from .simnet import NetFaults, SimNetwork, SimTransport
 from .simproc import ConnectionLost, Process
@@ -189,6 +189,12 @@ class _SimNode:
     # Per-incarnation check state.
     seen_commit: int = 0
     incarnation: int = 0
+    # (term, vote) as loaded: a node recovering from a storage fault must not vote anew.
+    loaded_vote: tuple[int, str | None] = (0, None)
+    # Its disk was damaged and it has not been seen repaired yet.
+    damaged: bool = False
+    # How many times its disk was damaged: a leader may lower the match of a damaged disk.
+    damage_gen: int = 0
 
 
 class Simulation:
@@ -229,7 +235,7 @@ class Simulation:
         # Check state.
         self.leaders: dict[int, str] = {}
         self.checked_leaders: set[tuple[str, int]] = set()
-        self.matches: dict[tuple[str, int, str], tuple[Any, int]] = {}
+        self.matches: dict[tuple[str, int, str], tuple[Any, int, int]] = {}
         self.committed: dict[int, tuple[int, bytes]] = {}  # index -> (term, digest)
         self.commit_term: dict[int, int] = {}
         self.applied: dict[int, _Applied] = {}
@@ -253,6 +259,10 @@ class Simulation:
                 max_append_entries=rng.choice((1, 3, 512)), max_inflight=rng.choice((1, 4, 256)),
                 pre_vote=rng.random() < 0.75, check_quorum=rng.random() < 0.75,
                 snapshot_retry_ticks=rng.choice((5, 20)))
+        # Disk damage to stopped nodes (simdisk.damage) draws from its own stream, so that
+        # it leaves the rest of a seed's schedule as it was.
+        self.damage_rng = random.Random(f"{seed}/disk-damage")
+        self.disk_damage = faults and self.damage_rng.random() < 0.7
         self._admin_busy = False
         self.violation: str | None = None
         self._op_ids = 0
@@ -331,6 +341,10 @@ class Simulation:
         if sn.image.last_index() and node.core.log.committed != durable:
             self.fail(f"{nid} restarted with commit {node.core.log.committed}, durable "
                       f"{durable}")
+        sn.loaded_vote = (node.core.term, node.core.vote)
+        if node.core.recovery is not None:
+            self.trace(f"{nid}: recovering from {node.core.recovery.kind}: "
+                       f"{node.core.recovery.detail}")
         sn.node, sn.proc = node, proc
         proc.spawn(node.start())
         if self.cache is not None:
@@ -437,13 +451,17 @@ class Simulation:
                     # A follower's disk keeps what it acknowledged, so within one term the
                     # leader's idea of its match never goes back (etcd keeps Match monotone),
                     # unless the follower was removed and added back (a new Progress).
+                    # (Or its disk was damaged since the leader saw that match.)
+                    gen = self.nodes[p].damage_gen if p in self.nodes else 0
                     key = (sn.id, c.term, p)
                     prev = self.matches.get(key)
-                    if prev is not None and prev[0] is pr and pr.match < prev[1]:
+                    if prev is not None and prev[0] is pr and pr.match < prev[1] and \
+                            prev[2] == gen:
                         self.fail(f"{sn.id} (term {c.term}) lowered {p}'s match "
                                   f"{prev[1]} -> {pr.match}")
                         return
-                    self.matches[key] = (pr, pr.match)
+                    if prev is None or prev[0] is not pr or prev[1] != pr.match:
+                        self.matches[key] = (pr, pr.match, gen)
                 if (sn.id, c.term) not in self.checked_leaders:
                     # Leader completeness, once per leader and term (its log only grows
                     # while it leads).
@@ -454,6 +472,14 @@ class Simulation:
                             self.fail(f"leader completeness: {sn.id} leads term {c.term} "
                                       f"without entry {i} committed by term {t}")
                             return
+            r = c.recovery
+            if r is not None and c.role != Role.FOLLOWER:
+                self.fail(f"{sn.id} is {c.role.name} while recovering from {r.kind}")
+                return
+            if r is not None and c.vote is not None and (c.term, c.vote) != sn.loaded_vote:
+                self.fail(f"{sn.id} voted for {c.vote} in term {c.term} while recovering "
+                          f"from {r.kind}")
+                return
             hi = c.log.committed
             if hi < sn.seen_commit:
                 self.fail(f"{sn.id}: commit index went back {sn.seen_commit} -> {hi}")
@@ -773,6 +799,7 @@ class Simulation:
             for nid, until in list(down.items()):
                 if now >= until and self.nodes[nid].node is None:
                     del down[nid]
+                    self._maybe_damage(self.nodes[nid])
                     self._start(self.nodes[nid])
             for sn in self.nodes.values():  # restart nodes stopped by a storage error
                 if sn.node is None and sn.id not in down:
@@ -815,6 +842,30 @@ class Simulation:
             elif r < 0.95 and self.live():
                 self._pause(rng.choice(self.live()), rng.uniform(0.1, 2.0))
 
+    def _maybe_damage(self, sn: _SimNode) -> None:
+        """Damage a stopped node's disk before it restarts (simdisk.damage), while no other
+        node is damaged and unrepaired: with one damaged node the cluster must lose nothing
+        and repair it by itself; with two of three it would rightly stay unavailable."""
+        rng = self.damage_rng
+        if not self.disk_damage or rng.random() >= 0.3:
+            return
+        for o in self.nodes.values():
+            if o.node is not None and o.node.core.recovery is None:
+                o.damaged = False
+        if any(o.damaged or o.image.hard_state.recovering
+               or (o.node is not None and o.node.core.recovery is not None)
+               for o in self.nodes.values() if o is not sn):
+            return  # (an empty disk not yet known to be new recovers too)
+        ld = self._leader()
+        if ld is None or len(ld.core.conf.voters - {sn.id}) < 2:
+            return  # a two-voter cluster with one damaged disk rightly waits for an operator
+        kind = rng.choice(DAMAGE_KINDS)
+        if damage(sn.image, kind, rng):
+            sn.damaged = True
+            sn.damage_gen += 1
+            self.net.counts[f"disk.damage.{kind}"] += 1
+            self.trace(f"nemesis: damage {sn.id}'s disk: {kind}")
+
     def _leader(self) -> Node | None:
         for sn in self.live():
             if sn.node is not None and sn.node.is_leader():
@@ -836,10 +887,17 @@ class Simulation:
             nid = self._removed(ld)[0]
             self.trace(f"admin: add {nid} back")
             self._admin_task(ld, self._add_back(ld, nid), "add")
-        elif len(voters) > 2:
+        elif len(voters) > 2 and not self._recovering():
             nid = rng.choice(voters)
             self.trace(f"admin: remove {nid}")
             self._admin_task(ld, self._remove(ld, nid), "remove")
+
+    def _recovering(self) -> bool:
+        """A node recovers from disk damage: removing a voter now could leave a cluster
+        whose damaged member is half of it (correctly unavailable until an operator acts)."""
+        return any(sn.damaged or sn.image.hard_state.recovering
+                   or (sn.node is not None and sn.node.core.recovery is not None)
+                   for sn in self.nodes.values())
 
     def _removed(self, ld: Node) -> list[str]:
         """Nodes the leader's configuration lacks (a removal the operator saw fail may

@@ -10,6 +10,12 @@ It keeps the same contract as storage/sqlite_store.py (one atomic, durable trans
 * ENOSPC: nothing is written, the store is poisoned likewise;
 * slow fsync: SimIO delays the save in virtual time.
 
+And what a disk (or an operator) does to a stopped node's files (`damage`, applied by the
+simulation's nemesis): a log cut by N records, a flipped bit in a record in the middle, a
+lost snapshot, a lost hard state, an emptied data directory. The image keeps the durable
+high-water mark a real store keeps apart from its log, so `load` tells these storage faults
+(reported in PersistedState.fault, as the real store does) from a crash's torn write.
+
 The durable image outlives the store object: a restarted node opens a new SimDisk on the
 same `DiskImage`, as a restarted process opens the same files.
 """
@@ -25,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..raft.types import Entry, HardState, PersistedState, Snapshot
+from ..raft.types import Entry, HardState, PersistedState, Snapshot, StorageFault
 
 
 @dataclass
@@ -50,6 +56,14 @@ class DiskImage:
     hard_state: HardState = field(default_factory=HardState)
     snapshot: Snapshot | None = None
     entries: list[Entry] = field(default_factory=list)  # contiguous, after the snapshot
+    # The store's durable high-water mark, kept apart from the log: the log's last index
+    # after the latest write. A log found shorter at load has lost fsynced records.
+    durable_index: int = 0
+    # Damage `load` detects (as checksums and the mark would): the first corrupt record,
+    # a lost snapshot file, a lost hard state.
+    corrupt_at: int = 0
+    snapshot_lost: bool = False
+    hard_state_lost: bool = False
 
     def snap_index(self) -> int:
         return self.snapshot.meta.index if self.snapshot is not None else 0
@@ -88,12 +102,96 @@ class DiskImage:
             self.entries = [e for e in self.entries if e.index < first] + list(entries)
         if hs is not None:
             self.hard_state = hs
+        self.durable_index = self.last_index()
 
     def compact(self, snapshot: Snapshot) -> None:
         if snapshot.meta.index < self.snap_index():
             return
         self.entries = [e for e in self.entries if e.index > snapshot.meta.index]
         self.snapshot = snapshot
+        self.durable_index = max(self.durable_index, self.last_index())
+
+    def take_fault(self) -> StorageFault | None:
+        """What a store finds at load: drop what cannot be trusted, and say what was lost.
+        (After it, the node keeps the fault in its hard state until it is repaired.)"""
+        mark = self.durable_index
+        fault = None
+        if self.snapshot_lost:
+            self.snapshot_lost = False
+            self.entries = []  # they follow a snapshot that is gone
+            fault = StorageFault("lost_snapshot", mark, 1, "the snapshot file is gone")
+        if self.corrupt_at:
+            bad, self.corrupt_at = self.corrupt_at, 0
+            self.entries = [e for e in self.entries if e.index < bad]
+            fault = fault or StorageFault("corrupt_entry", mark, bad,
+                                          f"record {bad} fails its checksum")
+        if self.hard_state_lost:
+            self.hard_state_lost = False
+            fault = fault or StorageFault("lost_hard_state", mark, 0, "the hard state is gone")
+        if fault is None and self.last_index() < mark:
+            fault = StorageFault("lost_tail", mark, self.last_index() + 1,
+                                 f"the log ends at {self.last_index()}, the mark says {mark}")
+        return fault
+
+
+# -- damage to a stopped node's disk (the nemesis's; each returns False if it cannot apply) --
+
+def cut_tail(im: DiskImage, n: int) -> bool:
+    """The last `n` fsynced records are gone (a truncated file, a restored backup)."""
+    if len(im.entries) < 1:
+        return False
+    del im.entries[-min(n, len(im.entries)):]
+    return True
+
+
+def flip_bit(im: DiskImage, rng: random.Random) -> bool:
+    """A bit flips in a record in the middle of the log: its checksum fails."""
+    if len(im.entries) < 3:
+        return False
+    im.corrupt_at = im.entries[rng.randrange(1, len(im.entries) - 1)].index
+    return True
+
+
+def lose_snapshot(im: DiskImage) -> bool:
+    if im.snapshot is None:
+        return False
+    im.snapshot = None
+    im.snapshot_lost = True
+    return True
+
+
+def lose_hard_state(im: DiskImage) -> bool:
+    if im.hard_state.term == 0:
+        return False
+    im.hard_state = HardState()
+    im.hard_state_lost = True
+    return True
+
+
+def wipe(im: DiskImage) -> bool:
+    """An empty data directory (a replaced disk): the mark is gone too, so the store sees
+    a new node, and only the peers can tell it is not."""
+    im.hard_state, im.snapshot, im.entries = HardState(), None, []
+    im.durable_index = im.corrupt_at = 0
+    im.snapshot_lost = im.hard_state_lost = False
+    return True
+
+
+DAMAGE_KINDS = ("cut_tail", "flip_bit", "lose_snapshot", "lose_hard_state", "wipe")
+
+
+def damage(im: DiskImage, kind: str, rng: random.Random) -> bool:
+    if kind == "cut_tail":
+        return cut_tail(im, rng.randint(1, 8))
+    if kind == "flip_bit":
+        return flip_bit(im, rng)
+    if kind == "lose_snapshot":
+        return lose_snapshot(im)
+    if kind == "lose_hard_state":
+        return lose_hard_state(im)
+    if kind == "wipe":
+        return wipe(im)
+    raise ValueError(kind)
 
 
 class SimDisk:
@@ -122,7 +220,8 @@ class SimDisk:
     def load(self) -> PersistedState:
         self._usable()
         im = self.image
-        return PersistedState(im.hard_state, im.snapshot, list(im.entries))
+        fault = im.take_fault()
+        return PersistedState(im.hard_state, im.snapshot, list(im.entries), fault)
 
     def save(self, hard_state: HardState | None, entries: list[Entry],
              snapshot: Snapshot | None = None) -> None:

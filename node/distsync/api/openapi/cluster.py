@@ -36,6 +36,19 @@ OPENAPI_SCHEMAS = {
                   "additionalProperties": obj(["match", "next"], match=INT, next=INT,
                                               state=STR)},
         ready=BOOL,
+        storage_fault={**nullable(ref("StorageFault")),
+                       "description": "null, or the storage fault this node is recovering "
+                                      "from (it does not vote until a leader repairs it)"},
+        recovering_peers=array(STR),
+        no_leader_reason=STR,
+    ),
+    "StorageFault": obj(
+        ["kind", "detail", "since", "repaired_up_to"],
+        kind={"type": "string", "enum": ["lost_tail", "corrupt_entry", "lost_snapshot",
+                                         "lost_hard_state", "empty_after_use",
+                                         "empty_data_dir"]},
+        detail=STR, since={"type": "string", "format": "date-time"},
+        durable_index=INT, repaired_up_to=INT, repair_point=nullable(INT), discovering=BOOL,
     ),
 }
 

@@ -1,0 +1,221 @@
+"""Protocol-aware recovery in the Raft core (raft/recovery.py; Alagappan et al., FAST 2018):
+a node whose disk lost what it had made durable does not vote, campaign or count towards a
+commit until a leader has repaired it, and an empty data directory asks its peers whether the
+cluster is new before it votes.
+
+Each test drives a `raftsim.Cluster`, whose checker also verifies election safety, leader
+completeness and state machine safety after every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from raftsim import Cluster, Disk
+
+from distsync.raft.core import Config
+from distsync.raft.types import EntryType, HardState, MsgType, Role, StorageFault
+
+
+def ids(n: int) -> list[str]:
+    return [f"n{i}" for i in range(1, n + 1)]
+
+
+def elected(n: int = 3, **kw: object) -> Cluster:
+    c = Cluster(ids(n), seed=1, config=Config(), record=True, **kw)  # type: ignore[arg-type]
+    c.stabilize()
+    c.elect("n1")
+    return c
+
+
+def cut_tail(c: Cluster, nid: str, k: int) -> int:
+    """Stop `nid` and cut the last `k` entries off its disk, as a store that finds its log
+    shorter than its durable mark reports it. Returns the durable index it had."""
+    c.crash(nid)
+    # A new Disk object: the checker allows a leader to lower the match of a damaged disk.
+    d = c.nodes[nid].disk = replace(c.nodes[nid].disk)
+    durable = d.last_index()
+    d.entries = d.entries[:-k]
+    last = d.last_index()
+    d.hard_state = replace(d.hard_state, commit=min(d.hard_state.commit, last))
+    d.fault = StorageFault("lost_tail", durable, last + 1, f"log ends at {last}, mark {durable}")
+    return durable
+
+
+def lose_hard_state(c: Cluster, nid: str) -> None:
+    c.crash(nid)
+    d = c.nodes[nid].disk = replace(c.nodes[nid].disk)
+    d.hard_state = HardState(commit=min(d.hard_state.commit, d.last_index()))
+    d.fault = StorageFault("lost_hard_state", d.last_index(), 0, "hard state missing")
+
+
+def payloads(c: Cluster, nid: str) -> list[bytes]:
+    return c.nodes[nid].applied_data()
+
+
+def test_a_node_restarted_with_a_cut_log_while_the_old_leader_is_down_cannot_win() -> None:
+    """The issue's black-box bug at the core: n1 (leader) and n2 commit writes n3 never saw;
+    n1 goes down and n2 loses its log's tail. Without recovery n2 and n3 elect a leader
+    without the writes. With it the cluster waits for n1, then repairs n2."""
+    c = elected()
+    c.isolate("n3")
+    for k in range(8):
+        c.propose("n1", b"w%d" % k)
+    c.stabilize()
+    committed = c.raft("n1").log.committed
+    c.crash("n1")
+    durable = cut_tail(c, "n2", 5)
+    c.restart("n2")
+    c.heal()
+    r2 = c.raft("n2")
+    assert r2.recovery is not None and r2.recovery.kind == "lost_tail"
+    assert r2.recovery.durable_index == durable
+    c.run(200)
+    assert c.leaders_now() == [], "a leader was elected without the committed writes"
+    assert "n2" in c.raft("n3").status()["recovering_peers"]
+    c.restart("n1")
+    c.run(100)
+    assert c.leader() is not None
+    c.propose(c.leader(), b"after")  # type: ignore[arg-type]
+    c.run(20)
+    assert c.raft("n2").recovery is None
+    assert c.raft("n2").repaired is not None
+    assert c.raft("n2").log.last_index() > committed
+    want = [b"w%d" % k for k in range(8)] + [b"after"]
+    for n in ids(3):
+        assert payloads(c, n) == want
+
+
+def test_a_recovering_node_refuses_votes_and_pre_votes_and_never_campaigns() -> None:
+    c = elected()
+    c.propose("n1", b"x")
+    c.stabilize()
+    cut_tail(c, "n3", 1)
+    c.crash("n1")
+    c.restart("n3")
+    r3 = c.raft("n3")
+    for _ in range(100):
+        c.tick("n3")
+    assert r3.role == Role.FOLLOWER and r3.term == c.nodes["n3"].disk.hard_state.term
+    c.campaign("n2")
+    c.stabilize()
+    resps = [m for m in c.delivered if m.src == "n3" and m.dst == "n2" and m.type in (MsgType.PRE_VOTE_RESP,
+                                                                    MsgType.VOTE_RESP)]
+    assert resps and all(m.reject and m.repair for m in resps)
+    assert c.raft("n2").role != Role.LEADER
+
+
+def test_a_recovering_followers_acknowledgements_do_not_commit() -> None:
+    """n2 recovers and n3 is down: n2 stores the leader's entries but they do not commit
+    until n3 (an intact disk) has them too."""
+    c = elected()
+    c.propose("n1", b"a")
+    c.stabilize()
+    cut_tail(c, "n2", 1)
+    c.restart("n2")
+    c.crash("n3")
+    c.run(3)
+    idx = c.propose("n1", b"b")
+    c.run(5)
+    assert c.raft("n2").log.last_index() >= idx
+    assert c.raft("n1").log.committed < idx
+    assert c.raft("n1").status()["progress"]["n2"]["recovering"] is True
+    c.restart("n3")
+    c.run(10)
+    assert c.raft("n1").log.committed >= idx
+    assert c.raft("n2").recovery is None
+    assert payloads(c, "n2") == [b"a", b"b"]
+
+
+def test_repair_needs_an_entry_committed_after_the_fault_and_takes_the_leader_as_vote() -> None:
+    c = elected()
+    c.propose("n1", b"a")
+    c.stabilize()
+    lose_hard_state(c, "n3")
+    c.restart("n3")
+    r3 = c.raft("n3")
+    assert r3.term == 0 and r3.recovery is not None
+    c.run(5)
+    r3 = c.raft("n3")
+    assert r3.recovery is None
+    ld = c.raft("n1")
+    point = r3.repaired[1]  # type: ignore[index]
+    e = ld.log.slice(point, point + 1)[0]
+    assert e.type == EntryType.NOOP and e.term == ld.term
+    assert r3.term == ld.term and r3.vote == "n1"
+    assert c.nodes["n3"].disk.hard_state.recovering == ""
+
+
+def test_a_repair_under_way_survives_a_restart() -> None:
+    """The fault is reported once by the store; the core keeps it in its hard state, so a
+    restart before the repair finished does not forget it."""
+    c = elected()
+    c.propose("n1", b"a")
+    c.stabilize()
+    cut_tail(c, "n2", 1)
+    c.crash("n1")
+    c.restart("n2")
+    c.stabilize()
+    assert c.nodes["n2"].disk.hard_state.recovering == "lost_tail"
+    c.restart("n2")
+    assert c.raft("n2").recovery is not None
+    c.run(50)
+    assert c.leaders_now() == []
+    c.restart("n1")
+    c.run(50)
+    assert c.raft("n2").recovery is None
+
+
+def test_two_of_three_damaged_stays_unavailable_and_says_why() -> None:
+    c = elected()
+    c.propose("n1", b"a")
+    c.stabilize()
+    cut_tail(c, "n1", 1)
+    cut_tail(c, "n2", 1)
+    c.restart("n1")
+    c.restart("n2")
+    c.run(200)
+    assert c.leaders_now() == []
+    assert c.raft("n3").status()["recovering_peers"] == ["n1", "n2"]
+
+
+def test_a_new_cluster_of_empty_disks_discovers_it_is_new_and_elects() -> None:
+    c = Cluster(ids(3), seed=3, config=Config(), discover=True)
+    assert all(c.raft(n).recovery is not None for n in ids(3))
+    c.run(60)
+    assert c.leader() is not None
+    assert all(c.raft(n).recovery is None for n in ids(3))
+
+
+def test_a_founding_member_with_a_replaced_disk_rejoins_without_voting() -> None:
+    """Today's hazard that README told operators to wait out: an empty founding member
+    bootstraps again and could vote twice in a term. It now asks its peers, learns the
+    cluster exists, and is repaired by the leader before it votes."""
+    c = Cluster(ids(3), seed=4, config=Config(), discover=True)
+    c.run(60)
+    ld = c.leader()
+    assert ld is not None
+    for k in range(5):
+        c.propose(ld, b"v%d" % k)
+    c.stabilize()
+    victim = next(n for n in ids(3) if n != ld)
+    other = next(n for n in ids(3) if n not in (ld, victim))
+    c.crash(victim)
+    c.nodes[victim].disk = Disk()
+    c.crash(ld)
+    c.restart(victim)
+    c.run(100)
+    r = c.raft(victim)
+    assert r.recovery is not None and not r.recovery.discovering
+    assert "replaced disk" in r.recovery.detail
+    assert c.leaders_now() == []  # `other` alone cannot win; the empty node does not vote
+    c.restart(ld)
+    c.run(100)
+    assert c.raft(victim).recovery is None
+    assert payloads(c, victim) == [b"v%d" % k for k in range(5)]
+    assert other
+
+
+def test_a_single_node_cluster_needs_no_discovery() -> None:
+    c = Cluster(ids(1), seed=5, config=Config(), discover=True)
+    assert c.raft("n1").recovery is None
