@@ -234,7 +234,8 @@ async def _list(request: web.Request) -> web.StreamResponse:
 
 async def _deadlocks(request: web.Request) -> web.StreamResponse:
     await _barrier(request)
-    return json_response({"cycles": _svc(request).deadlocks()})
+    svc = _svc(request)
+    return json_response({"cycles": svc.deadlocks(), "recent": svc.recent()})
 
 
 async def _get_lock(request: web.Request) -> web.StreamResponse:

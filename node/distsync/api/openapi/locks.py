@@ -93,10 +93,16 @@ OPENAPI = {
     }},
     "/v1/locks/deadlocks": {"get": {
         "summary": "Cycles in the wait-for graph (normally none: acquires that would close "
-                   "one are refused)",
+                   "one are refused) and the last 16 refused acquires (`recent`: the cycle "
+                   "each would have closed, as its 409 `deadlock` named it)",
         "tags": ["locks"],
         "parameters": [CONSISTENCY],
-        "responses": {"200": ok(obj(["cycles"], cycles=array())), **_READ_ERRORS},
+        "responses": {"200": ok(obj(
+            ["cycles", "recent"], cycles=array(),
+            recent=array(obj(["index", "session", "lock", "cycle", "locks"], index=INT,
+                             session=STR, lock=STR, cycle=array(STR), locks=array(STR),
+                             at_ms=INT)),
+        )), **_READ_ERRORS},
     }},
     "/v1/locks/{name}": {"get": {
         "summary": "A lock's holders and queue",
