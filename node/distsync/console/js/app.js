@@ -12,7 +12,7 @@ const INTERVAL_MS = Math.max(250, Number(params.get("interval_ms")) || 1000);
 const $ = (id) => document.getElementById(id);
 
 const ui = {
-  role: null, selectedQueue: null, busy: false, timer: null,
+  role: null, signedIn: false, selectedQueue: null, busy: false, timer: null,
   memo: { leader: undefined, reachable: {} }, events: [],
 };
 
@@ -75,7 +75,7 @@ const ctx = {
 };
 
 async function poll() {
-  if (ui.busy) return;
+  if (ui.busy || !ui.signedIn) return;
   ui.busy = true;
   try {
     const overview = await get("/v1/cluster/nodes");
@@ -109,6 +109,7 @@ async function poll() {
 }
 
 function signedOut(message) {
+  ui.signedIn = false;
   clearInterval(ui.timer);
   ui.timer = null;
   $("main").hidden = $("tabs").hidden = true;
@@ -124,6 +125,7 @@ async function start() {
     return;
   }
   ui.role = who.role;
+  ui.signedIn = true;
   document.body.classList.toggle("is-admin", who.role === "admin");
   $("whoami").textContent = who.auth ? `signed in: ${who.role} role${who.role === "admin" ? "" : " (read-only view)"}`
     : "client authentication is off (development cluster)";

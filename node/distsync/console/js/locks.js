@@ -5,6 +5,7 @@ import { el, replaceRows, td } from "./dom.js";
 import { buildGraph, drawGraph } from "./graph.js";
 
 const MAX_SESSIONS = 50;
+const MAX_LOCKS = 100;
 
 function lease(info) {
   if (!info) return "?";
@@ -17,8 +18,12 @@ export async function loadLocks(leaderKnown) {
     get("/v1/locks?consistency=stale&limit=1000"),
     get("/v1/locks/deadlocks?consistency=stale"),
   ]);
+  // The list carries counts; each lock's holders and waiters come from its own read.
+  const locks = (await Promise.all(list.locks.slice(0, MAX_LOCKS).map((lk) =>
+    get(`/v1/locks/${encodeURIComponent(lk.lock)}?consistency=stale`).catch(() => null))))
+    .filter(Boolean);
   const ids = new Set();
-  for (const lk of list.locks) {
+  for (const lk of locks) {
     for (const h of lk.holders) ids.add(h.session);
     for (const w of lk.waiters) ids.add(w.session);
   }
@@ -30,7 +35,7 @@ export async function loadLocks(leaderKnown) {
       get(`/v1/sessions/${encodeURIComponent(id)}`).catch(() => null)));
     wanted.forEach((id, i) => sessions.set(id, got[i]));
   }
-  return { locks: list.locks, recent: report.recent || [], cycles: report.cycles, ids, sessions };
+  return { locks, more: list.locks.length > MAX_LOCKS || Boolean(list.next), recent: report.recent || [], cycles: report.cycles, ids, sessions };
 }
 
 export function renderLocks(data) {
@@ -43,6 +48,10 @@ export function renderLocks(data) {
     el("td", {}, lk.waiters.length ? el("ol", {}, lk.waiters.map((w) => el("li", {
       "data-waiter": w.session,
     }, `waiter ${w.session} · ${w.mode}${w.upgrade ? " (upgrade)" : ""} · wait ${w.wait_id}`))) : "none")));
+  if (data.more) {
+    rows.push(el("tr", {}, el("td", { colspan: 4, class: "muted" },
+      `only the first ${MAX_LOCKS} locks are shown (GET /v1/locks pages through all)`)));
+  }
   replaceRows(document.getElementById("locks"), rows, "no lock is held");
 
   const latest = data.recent.length ? data.recent[data.recent.length - 1] : null;
