@@ -44,7 +44,7 @@ export function renderCluster(overview, ctx) {
     const kind = n.voter ? "voter" : "learner";
     if (!n.reachable) {
       return el("tr", { "data-node": n.id },
-        el("th", { scope: "row" }, n.id), el("td", {}, state("down", "down"), " ", n.error || ""),
+        el("th", { scope: "row" }, n.id), el("td", {}, state("down", "down"), " ", (n.error || "").slice(0, 60)),
         td(kind), td(null), td(null), td(null), td(null),
         td(ago(n.last_seen_ms === null ? null : overview.now_ms - n.last_seen_ms)),
         actions(n, overview, ctx));
@@ -52,16 +52,16 @@ export function renderCluster(overview, ctx) {
     const s = n.status;
     let lag = null;
     if (lead && lead.progress && lead.progress[n.id]) {
-      lag = `${Math.max(0, lead.last_index - lead.progress[n.id].match)} entries`;
+      lag = Math.max(0, lead.last_index - lead.progress[n.id].match);
     } else if (lead) {
-      lag = `${Math.max(0, lead.last_index - s.applied)} entries`;
+      lag = Math.max(0, lead.last_index - s.applied);
     }
     const role = s.role.replace("_", "-");
     return el("tr", { "data-node": n.id, "data-role": s.role },
       el("th", { scope: "row" }, n.id, n.id === overview.via ? " (this node)" : ""),
       el("td", {}, state(role, s.role === "leader" ? "leader" : "other"),
         s.ready ? "" : " not ready"),
-      td(kind), num(s.term), num(s.commit), num(s.applied), td(lag, "num"),
+      td(kind), num(s.term), num(s.commit), num(s.applied), num(lag),
       td(ago(overview.now_ms - n.last_seen_ms)), actions(n, overview, ctx));
   });
   replaceRows(document.getElementById("members"), rows, "no members");

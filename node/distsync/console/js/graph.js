@@ -13,6 +13,7 @@ function svg(tag, attrs = {}, text) {
 // The graph's nodes and edges from GET /v1/locks and the latest deadlock record.
 export function buildGraph(locks, deadlock) {
   const nodes = new Map();
+  const ring = []; // the refused cycle's nodes in cycle order
   const edges = new Map();
   const addNode = (id, kind) => {
     const key = `${kind}:${id}`;
@@ -32,6 +33,9 @@ export function buildGraph(locks, deadlock) {
   if (deadlock) {
     const n = deadlock.cycle.length;
     for (let i = 0; i < n; i++) {
+      ring.push(addNode(deadlock.cycle[i], "session"), addNode(deadlock.locks[i], "lock"));
+    }
+    for (let i = 0; i < n; i++) {
       const s = addNode(deadlock.cycle[i], "session");
       const lock = addNode(deadlock.locks[i], "lock");
       const next = addNode(deadlock.cycle[(i + 1) % n], "session");
@@ -40,7 +44,35 @@ export function buildGraph(locks, deadlock) {
       addEdge(lock, next, "held by").cycle = true;
     }
   }
-  return { nodes: [...nodes.values()], edges: [...edges.values()] };
+  return { nodes: layoutOrder([...nodes.values()], [...edges.values()], ring), edges: [...edges.values()] };
+}
+
+// Neighbours next to each other on the circle (a breadth-first walk, the refused cycle's
+// nodes first and in cycle order), so few edges cross.
+function layoutOrder(nodes, edges, ring) {
+  const near = new Map(nodes.map((n) => [n.key, []]));
+  for (const e of edges) {
+    near.get(e.from.key).push(e.to);
+    near.get(e.to.key).push(e.from);
+  }
+  const out = [];
+  const seen = new Set();
+  const visit = (start) => {
+    const queue = [start];
+    while (queue.length) {
+      const n = queue.shift();
+      if (seen.has(n.key)) continue;
+      seen.add(n.key);
+      out.push(n);
+      queue.push(...near.get(n.key).filter((m) => !seen.has(m.key)));
+    }
+  };
+  for (const n of ring) {
+    if (!seen.has(n.key)) { seen.add(n.key); out.push(n); }
+  }
+  for (const n of out.slice()) for (const m of near.get(n.key)) visit(m);
+  for (const n of nodes) visit(n);
+  return out;
 }
 
 export function drawGraph(container, graph) {
