@@ -141,9 +141,25 @@ def until(drv: Any, lc: LocalCluster, cond: Callable[[], Any], what: str) -> Any
         raise AssertionError(diag(lc, msg)) from None
 
 
+# The page re-renders its tables on every poll, so an element found now may be gone a moment
+# later: every read below takes what it needs in one script, which runs between renders.
+_READ = """
+return Array.from(document.querySelectorAll(arguments[0])).map((e) => {
+  const out = {text: (e.innerText !== undefined ? e.innerText : e.textContent).trim()};
+  for (const a of e.getAttributeNames()) out[a] = e.getAttribute(a);
+  return out;
+});
+"""
+
+
+def read(drv: Any, css: str) -> list[dict[str, str]]:
+    """Text and attributes of every element matching `css`, read at one instant."""
+    return drv.execute_script(_READ, css)
+
+
 def text(drv: Any, css: str) -> str:
-    found = drv.find_elements(By.CSS_SELECTOR, css)
-    return found[0].text if found else ""
+    found = read(drv, css)
+    return found[0]["text"] if found else ""
 
 
 def sign_in(drv: Any, lc: LocalCluster, node: str, token: str, view: str = "cluster") -> None:
@@ -157,13 +173,25 @@ def sign_in(drv: Any, lc: LocalCluster, node: str, token: str, view: str = "clus
     until(drv, lc, lambda: drv.find_element(By.ID, "main").is_displayed(), "the views")
 
 
+def click(drv: Any, lc: LocalCluster, css: str, what: str) -> None:
+    """Click the element once it is there; a re-render between finding and clicking (a stale
+    element, which was not clicked) is retried."""
+    def attempt() -> bool:
+        found = drv.find_elements(By.CSS_SELECTOR, css)
+        if not found:
+            return False
+        found[0].click()
+        return True
+    until(drv, lc, attempt, what)
+
+
 def goto(drv: Any, view: str) -> None:
     drv.find_element(By.CSS_SELECTOR, f'#tabs a[data-view="{view}"]').click()
 
 
 def confirm(drv: Any, lc: LocalCluster, answer: str) -> None:
     until(drv, lc, lambda: drv.find_element(By.ID, "confirm").is_displayed(), "the confirmation")
-    drv.find_element(By.CSS_SELECTOR, f'#confirm button[value="{answer}"]').click()
+    click(drv, lc, f'#confirm button[value="{answer}"]', f"{answer} in the confirmation")
 
 
 def shoot(drv: Any, shots: Path, name: str) -> None:
@@ -194,10 +222,10 @@ def test_page_needs_a_token_and_shows_the_leader(browser: Any, lc: LocalCluster,
     leader = ready(lc)
     until(drv, lc, lambda: text(drv, "#leader") == leader, f"leader {leader}")
     assert "admin role" in text(drv, "#whoami")
-    rows = drv.find_elements(By.CSS_SELECTOR, "#members tbody tr")
-    assert sorted(r.get_attribute("data-node") for r in rows) == sorted(lc.nodes)
-    lead_row = drv.find_element(By.CSS_SELECTOR, f'#members tr[data-node="{leader}"]')
-    assert "leader" in lead_row.text and lead_row.get_attribute("data-role") == "leader"
+    rows = read(drv, "#members tbody tr")
+    assert sorted(r["data-node"] for r in rows) == sorted(lc.nodes)
+    (lead_row,) = [r for r in rows if r["data-node"] == leader]
+    assert "leader" in lead_row["text"] and lead_row["data-role"] == "leader"
     # The token stays in this tab's sessionStorage only.
     assert drv.execute_script("return sessionStorage.getItem('distsync.console.token')") == ADMIN
     assert drv.execute_script("return localStorage.length") == 0
@@ -209,16 +237,14 @@ def test_admin_actions_ask_first_and_use_the_api(browser: Any, lc: LocalCluster,
     drv = browser
     leader = ready(lc)
     # Cancelled: nothing changes.
-    drv.find_element(By.CSS_SELECTOR, f'button[data-action="remove"][data-node="{leader}"]').click()
+    click(drv, lc, f'button[data-action="remove"][data-node="{leader}"]', "the remove button")
     confirm(drv, lc, "cancel")
     assert sorted(m["id"] for m in ok(lc, "GET", "/v1/cluster/members")["members"]) == \
         sorted(lc.nodes)
     # Confirmed: leadership moves to the other follower (not the page's node: the last test
     # kills the leader and the page must outlive it).
     target = next(n for n in lc.nodes if n not in (leader, page_node))
-    until(drv, lc, lambda: drv.find_elements(
-        By.CSS_SELECTOR, f'button[data-action="transfer"][data-node="{target}"]'),
-        "the transfer button")[0].click()
+    click(drv, lc, f'button[data-action="transfer"][data-node="{target}"]', "the transfer button")
     confirm(drv, lc, "ok")
     until(drv, lc, lambda: text(drv, "#leader") == target, f"leader {target} after transfer")
     assert lc.leader(timeout=WAIT_S) == target
@@ -253,28 +279,26 @@ def test_lock_holders_waiters_and_a_deadlock_cycle(browser: Any, lc: LocalCluste
         until(drv, lc, lambda: drv.find_elements(
             By.CSS_SELECTOR, f'#locks tr[data-lock="invoices"] li[data-waiter="{a}"]'),
             "a waiting for invoices")
-        held = drv.find_element(By.CSS_SELECTOR, f'#locks tr[data-lock="orders"] li[data-holder="{a}"]')
+        held = text(drv, f'#locks tr[data-lock="orders"] li[data-holder="{a}"]')
         token = ok(lc, "GET", "/v1/locks/orders")["holders"][0]["token"]
-        assert f"token {token}" in held.text and "exclusive" in held.text
+        assert f"token {token}" in held and "exclusive" in held, held
         assert drv.find_elements(
             By.CSS_SELECTOR, f'#locks tr[data-lock="invoices"] li[data-holder="{b}"]')
         # The sessions' keep-alive view: the leader's lease remaining for each.
         until(drv, lc, lambda: " s" in text(drv, f'#sessions tr[data-session="{a}"] td:nth-of-type(3)'),
               "a's lease remaining")
         # The refused cycle, as the detector reported it, in words and in the graph.
-        item = until(drv, lc, lambda: drv.find_elements(
-            By.CSS_SELECTOR, f'#deadlocks li[data-cycle="{b} {a}"]'), "the deadlock record")[0]
-        assert f"{b} waits for orders held by {a}" in item.text
-        assert f"{a} waits for invoices held by {b}" in item.text
-        cycle = {(e.get_attribute("data-from"), e.get_attribute("data-to"))
-                 for e in drv.find_elements(By.CSS_SELECTOR, "#graph g.edge.cycle")}
+        item = until(drv, lc, lambda: text(drv, f'#deadlocks li[data-cycle="{b} {a}"]'),
+                     "the deadlock record")
+        assert f"{b} waits for orders held by {a}" in item
+        assert f"{a} waits for invoices held by {b}" in item
+        cycle = {(e["data-from"], e["data-to"]) for e in read(drv, "#graph g.edge.cycle")}
         assert cycle == {(b, "orders"), ("orders", a), (a, "invoices"), ("invoices", b)}
-        marked = {g.get_attribute("data-id")
-                  for g in drv.find_elements(By.CSS_SELECTOR, "#graph g.in-cycle")}
+        marked = {g["data-id"] for g in read(drv, "#graph g.in-cycle")}
         assert marked == {a, b, "orders", "invoices"}
         # Readable without colour: the cycle's edges say so in text.
-        labels = [t.text for t in drv.find_elements(By.CSS_SELECTOR, "#graph g.edge.cycle text")]
-        assert len(labels) == 4 and all("cycle" in t for t in labels)
+        labels = [t["text"] for t in read(drv, "#graph g.edge.cycle text")]
+        assert len(labels) == 4 and all("cycle" in t for t in labels), labels
         shoot(drv, shots, "locks")
     finally:
         for s in (a, b):
@@ -305,7 +329,7 @@ def test_queue_counts_follow_enqueue_dequeue_and_ack(browser: Any, lc: LocalClus
     until(drv, lc, lambda: (_count(drv, "jobs", "ready"), _count(drv, "jobs", "in_flight"))
           == ("3", "0"), "the acked messages gone")
     # The partition -> consumer assignment of the queue's hash ring.
-    drv.find_element(By.CSS_SELECTOR, '#queues tr[data-queue="jobs"] button').click()
+    click(drv, lc, '#queues tr[data-queue="jobs"] button', "the jobs queue")
     until(drv, lc, lambda: "worker-1" in text(drv, "#partitions"), "worker-1 owning partitions")
     assert len(drv.find_elements(By.CSS_SELECTOR, "#partitions tbody tr")) == 4
     shoot(drv, shots, "queues")
@@ -320,9 +344,8 @@ def test_dead_letters_are_counted_and_redriven_by_an_admin(browser: Any,
     ok(lc, "POST", "/v1/queues/payments/nack", {"receipt": got[0]["receipt"], "error": "boom"})
     until(drv, lc, lambda: _count(drv, "payments", "dead_lettered") == "1", "1 dead-lettered")
     until(drv, lc, lambda: _count(drv, "payments.dlq", "ready") == "1", "1 in payments.dlq")
-    drv.find_element(By.CSS_SELECTOR, '#queues tr[data-queue="payments"] button').click()
-    until(drv, lc, lambda: drv.find_elements(By.CSS_SELECTOR, 'button[data-action="redrive"]'),
-          "the redrive button")[0].click()
+    click(drv, lc, '#queues tr[data-queue="payments"] button', "the payments queue")
+    click(drv, lc, 'button[data-action="redrive"]', "the redrive button")
     confirm(drv, lc, "ok")
     until(drv, lc, lambda: "1 message(s) moved" in text(drv, "#action-result"), "the redrive")
     until(drv, lc, lambda: (_count(drv, "payments", "ready"), _count(drv, "payments.dlq", "ready"))
@@ -366,12 +389,10 @@ def test_read_only_token_sees_no_admin_buttons(browser: Any, lc: LocalCluster,
         until(drv, lc, lambda: drv.execute_script("return document.body.dataset.updated"),
               "an update")
         if view == "queues":
-            until(drv, lc, lambda: drv.find_elements(
-                By.CSS_SELECTOR, '#queues tr[data-queue="payments"] button'), "the queues")[0].click()
+            click(drv, lc, '#queues tr[data-queue="payments"] button', "the payments queue")
             until(drv, lc, lambda: "Queue payments" in text(drv, "#queue-detail"), "the detail")
-        buttons = [b for b in drv.find_elements(By.CSS_SELECTOR, "button[data-action]")
-                   if b.is_displayed()]
-        assert buttons == [], f"{view}: admin buttons shown to a read token"
+        buttons = read(drv, "button[data-action]")
+        assert buttons == [], f"{view}: admin buttons given to a read token: {buttons}"
     goto(drv, "cluster")
     shoot(drv, shots, "read-only")
 

@@ -458,6 +458,19 @@ class LockService:
         ]
         return out, (page[-1] if len(names) > limit else None)
 
+    def list_sessions(self, after: str, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        """Open sessions in id order, a page at a time (`after` the last id of the previous
+        page), with the names of the locks each holds and waits for."""
+        ids = sorted(s for s in self.sessions if s > after)
+        page = ids[:limit]
+        out = [
+            {"session": sid, "name": self.sessions[sid].name,
+             "ttl_ms": self.sessions[sid].ttl_ms, "holds": list(self.sessions[sid].holds),
+             "waits": list(self.sessions[sid].waits)}
+            for sid in page
+        ]
+        return out, (page[-1] if len(ids) > limit else None)
+
     def session_info(self, sid: str) -> dict[str, Any] | None:
         sess = self.sessions.get(sid)
         if sess is None:

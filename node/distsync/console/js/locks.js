@@ -8,8 +8,8 @@ const MAX_SESSIONS = 50;
 const MAX_LOCKS = 100;
 
 function lease(info) {
-  if (!info) return "?";
-  if (info.lease_remaining_ms === null || info.lease_remaining_ms === undefined) return "(leader starting)";
+  if (!info || info.lease_remaining_ms === undefined) return "?";
+  if (info.lease_remaining_ms === null) return "(new leader: full TTL)";
   return `${(info.lease_remaining_ms / 1000).toFixed(1)} s`;
 }
 
@@ -21,21 +21,16 @@ export async function loadLocks(leaderKnown) {
   // The list carries counts; each lock's holders and waiters come from its own read.
   const locks = (await Promise.all(list.locks.slice(0, MAX_LOCKS).map((lk) =>
     get(`/v1/locks/${encodeURIComponent(lk.lock)}?consistency=stale`).catch(() => null))))
-    .filter(Boolean);
-  const ids = new Set();
-  for (const lk of locks) {
-    for (const h of lk.holders) ids.add(h.session);
-    for (const w of lk.waiters) ids.add(w.session);
-  }
-  // A session's lease lives on the leader only; without a leader there is nothing to ask.
+    .filter((lk) => lk && (lk.holders.length || lk.waiters.length));
+  // Sessions and their leases live on the leader (the request is forwarded there); without
+  // a leader there is nothing to ask.
   const sessions = new Map();
   if (leaderKnown) {
-    const wanted = [...ids].slice(0, MAX_SESSIONS);
-    const got = await Promise.all(wanted.map((id) =>
-      get(`/v1/sessions/${encodeURIComponent(id)}`).catch(() => null)));
-    wanted.forEach((id, i) => sessions.set(id, got[i]));
+    const page = await get(`/v1/sessions?limit=${MAX_SESSIONS}`);
+    for (const s of page.sessions) sessions.set(s.session, s);
   }
-  return { locks, more: list.locks.length > MAX_LOCKS || Boolean(list.next), recent: report.recent || [], cycles: report.cycles, ids, sessions };
+  return { locks, more: list.locks.length > MAX_LOCKS || Boolean(list.next),
+    recent: report.recent || [], cycles: report.cycles, sessions };
 }
 
 export function renderLocks(data) {
@@ -69,15 +64,10 @@ export function renderLocks(data) {
   }
   dl.replaceChildren(...(items.length ? items : [el("li", { class: "muted" }, "none since this node started")]));
 
-  const srows = [...data.ids].slice(0, MAX_SESSIONS).map((id) => {
-    const s = data.sessions.get(id);
-    return el("tr", { "data-session": id }, el("th", { scope: "row" }, id),
-      td(s ? s.name || "" : null),
-      td(s ? `${(s.ttl_ms / 1000).toFixed(0)} s` : null, "num"),
-      td(lease(s), "num"),
-      td(s ? (s.holds || []).map((h) => h.lock || h).join(", ") : null),
-      td(s ? (s.waits || []).map((w) => w.lock || w).join(", ") : null));
-  });
-  replaceRows(document.getElementById("sessions"), srows, "no session holds or waits for a lock");
+  const srows = [...data.sessions.values()].map((s) => el("tr", { "data-session": s.session },
+    el("th", { scope: "row" }, s.session), td(s.name || ""),
+    td(`${(s.ttl_ms / 1000).toFixed(0)} s`, "num"), td(lease(s), "num"),
+    td(s.holds.join(", ") || "none"), td(s.waits.join(", ") || "none")));
+  replaceRows(document.getElementById("sessions"), srows, "no open session (or no leader to ask)");
 }
 
