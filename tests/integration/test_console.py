@@ -332,6 +332,7 @@ def test_queue_counts_follow_enqueue_dequeue_and_ack(browser: Any, lc: LocalClus
     click(drv, lc, '#queues tr[data-queue="jobs"] button', "the jobs queue")
     until(drv, lc, lambda: "worker-1" in text(drv, "#partitions"), "worker-1 owning partitions")
     assert len(drv.find_elements(By.CSS_SELECTOR, "#partitions tbody tr")) == 4
+    assert "null" not in text(drv, "#queue-detail") and "undefined" not in text(drv, "#view-queues")
     shoot(drv, shots, "queues")
 
 

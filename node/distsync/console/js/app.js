@@ -149,5 +149,9 @@ $("logout").addEventListener("click", () => {
   document.body.classList.remove("is-admin");
   signedOut("");
 });
-window.addEventListener("hashchange", () => { showView(); poll(); });
+window.addEventListener("hashchange", () => {
+  $("action-result").textContent = "";
+  showView();
+  poll();
+});
 start().catch((e) => banner(`cannot reach this node: ${e.message}`));

@@ -116,5 +116,6 @@ export function renderQueues(data, ctx) {
       + `dead-letter queue ${dlqName || "none yet"}${dlqCount ? ` (${dlqCount.messages} messages)` : ""}.`),
     el("p", {}, `Totals: enqueued ${d.stats.enqueued}, acked ${d.stats.acked}, redelivered `
       + `${d.stats.redelivered}, dead-lettered ${d.stats.dead_lettered}.`),
-    el("div", { class: "scroll" }, parts), el("h4", {}, "Consumers"), consumers, redriveBox);
+    el("div", { class: "scroll" }, parts), el("h4", {}, "Consumers"), consumers,
+    ...(redriveBox ? [redriveBox] : []));
 }
