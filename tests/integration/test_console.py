@@ -336,8 +336,9 @@ def test_queue_counts_follow_enqueue_dequeue_and_ack(browser: Any, lc: LocalClus
     shoot(drv, shots, "queues")
 
 
-def test_dead_letters_are_counted_and_redriven_by_an_admin(browser: Any,
-                                                           lc: LocalCluster) -> None:
+def test_dead_letters_are_counted_peeked_and_redriven_by_an_admin(
+    browser: Any, lc: LocalCluster, shots: Path,
+) -> None:
     drv = browser
     ok(lc, "PUT", "/v1/queues/payments", {"max_deliveries": 1})
     ok(lc, "POST", "/v1/queues/payments/messages", {"body": "charge-7"})
@@ -346,6 +347,12 @@ def test_dead_letters_are_counted_and_redriven_by_an_admin(browser: Any,
     until(drv, lc, lambda: _count(drv, "payments", "dead_lettered") == "1", "1 dead-lettered")
     until(drv, lc, lambda: _count(drv, "payments.dlq", "ready") == "1", "1 in payments.dlq")
     click(drv, lc, '#queues tr[data-queue="payments"] button', "the payments queue")
+    # Peek first: the dead letter and why, left in place.
+    click(drv, lc, 'button[data-peek="payments.dlq"]', "the peek button")
+    row = until(drv, lc, lambda: text(drv, '#peek[data-queue="payments.dlq"] tbody tr'),
+                "the peeked dead letter")
+    assert "charge-7" in row and "from payments after 1 deliveries: boom" in row, row
+    shoot(drv, shots, "dead-letters")
     click(drv, lc, 'button[data-action="redrive"]', "the redrive button")
     confirm(drv, lc, "ok")
     until(drv, lc, lambda: "1 message(s) moved" in text(drv, "#action-result"), "the redrive")

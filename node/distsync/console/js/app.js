@@ -4,7 +4,7 @@ import { renderCache } from "./cache.js";
 import { renderCluster, trackLeader } from "./cluster.js";
 import { el } from "./dom.js";
 import { loadLocks, renderLocks } from "./locks.js";
-import { loadQueues, renderQueues } from "./queues.js";
+import { loadQueues, peekQueue, renderQueues } from "./queues.js";
 
 const VIEWS = ["cluster", "locks", "queues", "cache"];
 const params = new URLSearchParams(location.search);
@@ -12,7 +12,7 @@ const INTERVAL_MS = Math.max(250, Number(params.get("interval_ms")) || 1000);
 const $ = (id) => document.getElementById(id);
 
 const ui = {
-  role: null, signedIn: false, selectedQueue: null, busy: false, timer: null,
+  role: null, signedIn: false, selectedQueue: null, peek: null, busy: false, timer: null,
   memo: { leader: undefined, reachable: {} }, events: [],
 };
 
@@ -60,6 +60,7 @@ async function act(question, call, describe) {
   out.textContent = "working…";
   try {
     out.textContent = describe(await call());
+    ui.peek = null; // what it showed may have changed
     addEvent(out.textContent);
   } catch (e) {
     out.textContent = `failed: ${e.message}`;
@@ -70,7 +71,16 @@ async function act(question, call, describe) {
 const ctx = {
   get isAdmin() { return ui.role === "admin"; },
   get selected() { return ui.selectedQueue; },
-  select(name) { ui.selectedQueue = name; poll(); },
+  get peek() { return ui.peek; },
+  select(name) { ui.selectedQueue = name; ui.peek = null; poll(); },
+  async doPeek(name) {
+    try {
+      ui.peek = await peekQueue(name);
+    } catch (e) {
+      ui.peek = { queue: name, error: e.message };
+    }
+    poll();
+  },
   act,
 };
 

@@ -30,6 +30,34 @@ export async function loadQueues() {
   return { queues: list.queues, details: byName };
 }
 
+// The oldest messages of a queue, left in place (GET /v1/queues/{q}/messages: no lease, no
+// delivery counted, no receipt).
+export async function peekQueue(queue) {
+  const got = await get(`/v1/queues/${encodeURIComponent(queue)}/messages?limit=10&consistency=stale`);
+  return { queue, messages: got.messages, total: got.total, at: new Date().toLocaleTimeString("en-GB") };
+}
+
+function short(value) {
+  const s = JSON.stringify(value);
+  return s.length > 120 ? `${s.slice(0, 119)}…` : s;
+}
+
+function peekBox(peek) {
+  if (!peek) return null;
+  if (peek.error) return el("p", { class: "error" }, `peek at ${peek.queue} failed: ${peek.error}`);
+  return el("div", { class: "scroll" }, el("table", { id: "peek", "data-queue": peek.queue },
+    el("caption", {}, `${peek.queue}: the ${peek.messages.length} oldest of ${peek.total} `
+      + `message(s), read at ${peek.at} without taking them`),
+    el("thead", {}, el("tr", {}, ["Id", "State", "Deliveries", "Why dead-lettered / last error",
+      "Body"].map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, peek.messages.length ? peek.messages.map((m) => el("tr", { "data-id": m.id },
+      el("th", { scope: "row" }, m.id), td(m.state.replace("_", " ")), num(m.deliveries),
+      td(m.dead_letter ? `from ${m.dead_letter.queue} after ${m.dead_letter.deliveries} `
+        + `deliveries: ${m.dead_letter.error}` : m.error || ""),
+      el("td", {}, el("code", {}, short(m.body)))))
+      : [el("tr", {}, el("td", { colspan: 5, class: "muted" }, "empty"))])));
+}
+
 function rate(d, key) {
   return td(d && d.rates ? d.rates[key].toFixed(1) : "—", "num");
 }
@@ -109,6 +137,9 @@ export function renderQueues(data, ctx) {
         + "with new ids.",
         () => redrive(d.name), (r) => `${r.moved} message(s) moved from ${dlqName} to ${d.name}`),
     }, `Redrive ${dlqName} → ${d.name}`)) : null;
+  const peekButtons = el("p", {}, [d.name, ...(dlqName ? [dlqName] : [])].map((name) =>
+    el("button", { type: "button", "data-peek": name, onclick: () => ctx.doPeek(name) },
+      `Peek at ${name}`)));
   box.replaceChildren(
     el("h3", {}, `Queue ${d.name}`),
     el("p", {}, `${d.messages} messages, ${d.bytes} bytes; options: partitions ${d.options.partitions}, `
@@ -117,5 +148,7 @@ export function renderQueues(data, ctx) {
     el("p", {}, `Totals: enqueued ${d.stats.enqueued}, acked ${d.stats.acked}, redelivered `
       + `${d.stats.redelivered}, dead-lettered ${d.stats.dead_lettered}.`),
     el("div", { class: "scroll" }, parts), el("h4", {}, "Consumers"), consumers,
-    ...(redriveBox ? [redriveBox] : []));
+    el("h4", {}, "Messages"), peekButtons,
+    ...[peekBox(ctx.peek && (ctx.peek.queue === d.name || ctx.peek.queue === dlqName)
+      ? ctx.peek : null), redriveBox].filter(Boolean));
 }
