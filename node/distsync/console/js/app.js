@@ -103,7 +103,11 @@ async function poll() {
     const v = view();
     if (v === "cluster") renderCluster(overview, ctx);
     else if (v === "cache") renderCache(overview);
-    else if (v === "locks") renderLocks(await loadLocks(Boolean(overview.leader)));
+    else if (v === "locks") {
+      // Sessions are read on the leader: ask only while it answers this node.
+      const leaderUp = overview.nodes.some((n) => n.id === overview.leader && n.reachable);
+      renderLocks(await loadLocks(leaderUp));
+    }
     else if (v === "queues") renderQueues(await loadQueues(), ctx);
     $("updated").textContent = new Date().toLocaleTimeString("en-GB");
     document.body.dataset.updated = String(Date.now());
