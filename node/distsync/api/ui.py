@@ -15,7 +15,6 @@ from importlib import resources
 from aiohttp import web
 
 from .errors import ApiError
-from .openapi.common import STR
 
 routes = web.RouteTableDef()
 
@@ -59,23 +58,3 @@ async def ui_index(request: web.Request) -> web.StreamResponse:
 @routes.get("/ui/{name:.+}")
 async def ui_file(request: web.Request) -> web.StreamResponse:
     return _file(request.match_info["name"])
-
-
-_HTML = {"description": "The console page",
-         "content": {"text/html": {"schema": STR}}}
-OPENAPI = {
-    "/ui": {"get": {"summary": "Redirects to /ui/", "tags": ["console"],
-                    "responses": {"302": {"description": "To /ui/"}}}},
-    "/ui/": {"get": {"summary": "The operator console (open: holds no data; it reads the "
-                               "API with the token the operator enters)",
-                     "tags": ["console"], "responses": {"200": _HTML}}},
-    "/ui/{name}": {"get": {
-        "summary": "The console's stylesheet and scripts",
-        "tags": ["console"],
-        "parameters": [{"name": "name", "in": "path", "required": True,
-                        "schema": {"type": "string"}}],
-        "responses": {"200": {"description": "A static file",
-                              "content": {"text/javascript": {"schema": STR},
-                                          "text/css": {"schema": STR}}}},
-    }},
-}
