@@ -14,13 +14,14 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from distsync.api.app import create_app
 from distsync.node import Node, NodeConfig
+from distsync.server import build_cache, build_node
 
 READ, WRITE, ADMIN = "r" * 20, "w" * 20, "a" * 20
 CONSOLE = Path(__file__).resolve().parents[2] / "node" / "distsync" / "console"
 
 
 def make_node(tmp: Path, **kw: Any) -> Node:
-    return Node(NodeConfig(node_id="n1", listen="127.0.0.1:1", data_dir=str(tmp), **kw))
+    return build_node(NodeConfig(node_id="n1", listen="127.0.0.1:1", data_dir=str(tmp), **kw))
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
 
 @pytest.fixture
 async def client(node: Node) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(create_app(node))) as c:
+    async with TestClient(TestServer(create_app(node, build_cache(node)))) as c:
         yield c
 
 
@@ -84,7 +85,7 @@ async def test_whoami_names_the_role_of_the_token(client: TestClient, headers: d
 async def test_whoami_without_client_auth(tmp_path: Path) -> None:
     n = make_node(tmp_path)
     try:
-        async with TestClient(TestServer(create_app(n))) as c:
+        async with TestClient(TestServer(create_app(n, build_cache(n)))) as c:
             r = await c.get("/v1/auth/whoami")
             assert await r.json() == {"auth": False, "role": "admin"}
     finally:

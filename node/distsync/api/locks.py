@@ -202,7 +202,7 @@ async def list_sessions(request: web.Request) -> web.StreamResponse:
     await node.read_barrier()
     svc = _svc(request)
     sessions, nxt = svc.list_sessions(after, limit)
-    fresh = svc.lease.term == node.core.term
+    fresh = svc.lease.term == node.term
     for info in sessions:
         left = svc.lease.remaining_ms(info["session"]) if fresh else None
         info["lease_remaining_ms"] = None if left is None else int(left)
