@@ -1,7 +1,8 @@
 """What the suites need beyond pip, in one place.
 
 Some tests drive real programs from Debian: `redis-server` (the cache suites), `ip` and `nft`
-(the chaos suite's network namespaces), `etcd` (the benchmark's peer adapter). Where one is
+(the chaos suite's network namespaces), `etcd` (the benchmark's peer adapter), `chromium` and
+`chromedriver` (the operator console's browser tests). Where one is
 missing, its tests skip with a message naming the program and the one install line README
 gives; under CI (`CI` set, as `.ci/run` runs) they fail instead, because CI must run them all.
 """
@@ -18,9 +19,10 @@ import pytest
 # `conftest`).
 sys.modules["needs_tools"] = sys.modules[__name__]
 
-APT_LINE = "apt-get install -y redis-server nftables iproute2 etcd-server openssl curl util-linux"
+APT_LINE = ("apt-get install -y redis-server nftables iproute2 etcd-server openssl curl "
+            "util-linux chromium chromium-driver")
 PACKAGE_OF = {"redis-server": "redis-server", "ip": "iproute2", "nft": "nftables",
-              "etcd": "etcd-server"}
+              "etcd": "etcd-server", "chromium": "chromium", "chromedriver": "chromium-driver"}
 
 
 def missing_tool_message(tool: str, why: str) -> str:

@@ -227,6 +227,8 @@ def up(nodes: int, base_port: int, data_dir: str) -> None:
             lc.wait_ready()
             lc.leader(15.0)
             click.echo(lc.status_table())
+            first = next(iter(lc.nodes.values()))
+            click.echo(f"console: {first.url}/ui/  (every node serves it)")
             click.echo(f"cluster up: {' '.join(lc.addrs)}  (data in {lc.data_dir}); "
                        "Ctrl-C stops it")
             # Watch the nodes while waiting for Ctrl-C: a node that dies later is reported at

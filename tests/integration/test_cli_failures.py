@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,12 @@ def test_up_starts_from_a_directory_holding_a_folder_named_distsync(tmp_path: Pa
     try:
         head = _read_until(proc, r"cluster up|error")
         assert "cluster up" in head, head
+        # The operator console's address, and the page behind it.
+        url = re.search(r"console: (http://127\.0\.0\.1:\d+/ui/)", head)
+        assert url, head
+        with urllib.request.urlopen(url.group(1), timeout=10) as page:
+            assert page.headers.get_content_type() == "text/html"
+            assert b"distsync console" in page.read()
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
     finally:

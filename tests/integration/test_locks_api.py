@@ -128,6 +128,9 @@ def _cases(s: Seed) -> list[tuple[str, str, str, Any, int, str]]:
          "invalid_request"),
         ("unknown wait", "GET", "/v1/locks/seed/waits/99999999", None, 404, "not_found"),
         ("list limit zero", "GET", "/v1/locks?limit=0", None, 400, "invalid_query"),
+        ("session list limit zero", "GET", "/v1/sessions?limit=0", None, 400, "invalid_query"),
+        ("session list limit word", "GET", "/v1/sessions?limit=all", None, 400,
+         "invalid_query"),
         ("list bogus consistency", "GET", "/v1/locks?consistency=maybe", None, 400,
          "invalid_query"),
         ("request id too long", "POST", rel, {"session": s.other}, 400, "invalid_request_id"),
@@ -231,6 +234,26 @@ async def test_wait_timeout_and_deadlock(cluster: LocalCluster) -> None:
     async with Client(lc.addrs) as c, c.session(ttl=30) as a, c.session(ttl=30) as b:
         await a.acquire("dl-x")
         await b.acquire("dl-y")
+        # The session list: both, with their locks and the leader's lease view (tracked from
+        # the leader's next timer round after the open), in pages.
+        listed: dict[str, Any] = {}
+
+        async def leases_tracked() -> bool:
+            got = await c.request_or_raise("GET", "/v1/sessions?limit=1000")
+            listed.update({x["session"]: x for x in got["sessions"]})
+            return all(listed[s.id]["lease_remaining_ms"] is not None for s in (a, b))
+
+        deadline = time.monotonic() + 20
+        while not await leases_tracked():
+            assert time.monotonic() < deadline, f"leases never tracked: {listed}"
+            await asyncio.sleep(0.05)
+        assert listed[a.id]["holds"] == ["dl-x"] and listed[b.id]["holds"] == ["dl-y"]
+        assert listed[a.id]["waits"] == [] and listed[a.id]["ttl_ms"] == 30_000
+        assert 0 < listed[a.id]["lease_remaining_ms"] <= 30_000
+        first = await c.request_or_raise("GET", "/v1/sessions?limit=1")
+        assert len(first["sessions"]) == 1 and first["next"] == first["sessions"][0]["session"]
+        rest = await c.request_or_raise("GET", f"/v1/sessions?after={first['next']}&limit=1000")
+        assert first["next"] not in {x["session"] for x in rest["sessions"]}
         t0 = time.monotonic()
         with pytest.raises(LockTimeout) as ei:
             await b.acquire("dl-x", wait=0.3)
@@ -244,7 +267,12 @@ async def test_wait_timeout_and_deadlock(cluster: LocalCluster) -> None:
             await b.acquire("dl-x", wait=30)
         assert dl.value.status == 409 and dl.value.cycle == [b.id, a.id]
         assert dl.value.locks == ["dl-x", "dl-y"]
-        assert (await c.request_or_raise("GET", "/v1/locks/deadlocks")) == {"cycles": []}
+        report = await c.request_or_raise("GET", "/v1/locks/deadlocks")
+        assert report["cycles"] == []
+        # The refusal is remembered as the 409 named it (what the console draws).
+        last = report["recent"][-1]
+        assert (last["session"], last["lock"]) == (b.id, "dl-x")
+        assert (last["cycle"], last["locks"]) == (dl.value.cycle, dl.value.locks)
         x = await c.request_or_raise("GET", "/v1/locks/dl-x")
         assert x["holders"][0]["session"] == a.id and x["waiters"] == []
         await b.release("dl-y")

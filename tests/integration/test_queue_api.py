@@ -30,7 +30,7 @@ from cluster_helpers import (
 )
 
 from distsync.client import BlockingClient, Client
-from distsync.local import LocalCluster
+from distsync.local import LocalCluster, http_json
 
 JSON = {"Content-Type": "application/json"}
 BAD = "bad"  # the queue the error cases run against
@@ -153,7 +153,11 @@ CASES = [
          "not_found"),
     Case("heartbeat bad consumer", "POST", f"/v1/queues/{BAD}/consumers/a%20b/heartbeat", None,
          400, "invalid_consumer"),
-    Case("get on messages", "GET", M, None, 405, "method_not_allowed"),
+    Case("peek limit zero", "GET", f"{M}?limit=0", None, 400, "invalid_query"),
+    Case("peek limit over 100", "GET", f"{M}?limit=101", None, 400, "invalid_query"),
+    Case("peek limit a word", "GET", f"{M}?limit=ten", None, 400, "invalid_query"),
+    Case("peek missing queue", "GET", "/v1/queues/nosuch/messages", None, 404, "not_found"),
+    Case("patch on messages", "PATCH", M, _j({}), 405, "method_not_allowed"),
     Case("put on dequeue", "PUT", D, _j({}), 405, "method_not_allowed"),
 ]
 
@@ -321,8 +325,17 @@ def test_visibility_timeout_redelivers_and_max_deliveries_dead_letters(
         assert m2.id == "slow-1" and m2.deliveries == 2 and m2.receipt != m1.receipt
         res = m2.nack(error="handler crashed")
         assert res["dead_lettered"] == 1
+        # A peek shows the dead letter and why, takes nothing, counts no delivery, and gives
+        # no receipt (a read token must not be able to ack).
+        for _ in range(2):
+            code, peek = http_json("GET", f"{lc.nodes['n2'].url}/v1/queues/vis.dlq/messages")
+            assert code == 200 and peek["total"] == 1, peek
+            (seen,) = peek["messages"]
+            assert seen["id"] == "slow-1" and seen["state"] == "ready" and "receipt" not in seen
+            assert seen["dead_letter"]["error"] == "handler crashed", seen
         (dead,) = c.queue("vis.dlq").get("ops", wait_ms=5000)
         assert dead.id == "slow-1" and dead.body == {"job": "slow"}
+        assert dead.deliveries == 1  # the two peeks were not deliveries
         assert dead.dead_letter["queue"] == "vis"
         assert dead.dead_letter["deliveries"] == 2
         assert dead.dead_letter["error"] == "handler crashed"

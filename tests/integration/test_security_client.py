@@ -110,9 +110,13 @@ def test_refused_requests_change_nothing(lc: LocalCluster) -> None:
 
 
 def test_probes_stay_open(lc: LocalCluster) -> None:
-    for path in ("/healthz", "/readyz", "/metrics", "/v1/openapi.json"):
+    for path in ("/healthz", "/readyz", "/metrics", "/v1/openapi.json", "/ui/",
+                 "/ui/js/app.js", "/v1/auth/whoami"):
         code, _, body = raw_request("GET", lc.nodes["n1"].url + path)
         assert code == 200, (path, code, body)
+    # whoami without a token says so (no role) rather than 401: no more than a 401 tells.
+    assert http_json("GET", lc.nodes["n1"].url + "/v1/auth/whoami") == \
+        (200, {"auth": True, "role": None})
 
 
 async def test_roles_that_suffice_pass(lc: LocalCluster) -> None:

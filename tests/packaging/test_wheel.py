@@ -111,3 +111,17 @@ def test_operator_extra_imports_and_runs(base_venv: Path, wheel: Path) -> None:
     out = _ok(_run([str(base_venv / "bin" / "distsync-operator"), "--help"],
                    cwd=base_venv.parent))
     assert "Usage: distsync-operator" in out, out
+
+
+def test_the_wheel_ships_the_operator_console(wheel: Path) -> None:
+    """Every file under node/distsync/console (the `/ui` page) is package data of the wheel:
+    without them every node of an installed cluster would answer /ui/ with 404."""
+    import zipfile
+
+    source = ROOT / "node" / "distsync" / "console"
+    want = {f"distsync/console/{p.relative_to(source).as_posix()}"
+            for p in source.rglob("*") if p.is_file()}
+    assert "distsync/console/index.html" in want and "distsync/console/js/app.js" in want
+    with zipfile.ZipFile(wheel) as z:
+        missing = want - set(z.namelist())
+    assert not missing, f"console files missing from the wheel: {sorted(missing)}"

@@ -8,7 +8,9 @@ rule of its own rather than the fail-closed fallback (reads: ``read``; anything 
 
 * ``/healthz``, ``/readyz`` and ``/metrics`` stay open: Kubernetes probes and Prometheus carry
   no token, and they reveal nothing a client could not learn from a failed request.
-  ``/v1/openapi.json`` is open too: it describes the API, not its data.
+  ``/v1/openapi.json`` is open too: it describes the API, not its data; so are the operator
+  console's static files under ``/ui`` (the page reads its data with the operator's token)
+  and ``/v1/auth/whoami`` (the role of the presented token, or null: what a 401 would say).
 * ``/v1/raft/stream`` is the peer protocol; the transport authenticates it (cluster secret
   and/or mutual TLS), never a client token. So are node-to-node calls under
   ``/v1/internal/`` (e.g. cache coherence): callers sign them with
@@ -73,7 +75,8 @@ def _rules(methods: frozenset[str], role: Role, *prefixes: str) -> list[Rule]:
 
 # First match wins: specific before general.
 RULES: tuple[Rule, ...] = (
-    *_rules(READS, Role.OPEN, "/healthz", "/readyz", "/metrics", "/v1/openapi.json"),
+    *_rules(READS, Role.OPEN, "/healthz", "/readyz", "/metrics", "/v1/openapi.json",
+            "/v1/auth/whoami", "/ui"),
     *_rules(frozenset({"GET"}), Role.PEER, STREAM_PATH),
     *_rules(READS | MUTATIONS, Role.PEER, "/v1/internal"),
     *_rules(MUTATIONS, Role.ADMIN, "/v1/cluster"),

@@ -192,6 +192,23 @@ async def keepalive(request: web.Request) -> web.StreamResponse:
         return _result(e.to_result())
 
 
+@routes.get("/v1/sessions")
+@leader_only
+async def list_sessions(request: web.Request) -> web.StreamResponse:
+    """Open sessions with their locks and the leader's view of each lease (what an operator
+    checks first when a lock is stuck: is its holder still keeping its session alive?)."""
+    after, limit = request.query.get("after", ""), _limit(request)
+    node = request.app["node"]
+    await node.read_barrier()
+    svc = _svc(request)
+    sessions, nxt = svc.list_sessions(after, limit)
+    fresh = svc.lease.term == node.term
+    for info in sessions:
+        left = svc.lease.remaining_ms(info["session"]) if fresh else None
+        info["lease_remaining_ms"] = None if left is None else int(left)
+    return json_response({"sessions": sessions, "next": nxt})
+
+
 @routes.get("/v1/sessions/{id}")
 @leader_only
 async def get_session(request: web.Request) -> web.StreamResponse:
@@ -219,14 +236,19 @@ async def close_session(request: web.Request) -> web.StreamResponse:
 # -- locks ---------------------------------------------------------------------------------
 
 
-async def _list(request: web.Request) -> web.StreamResponse:
-    q = request.query
+def _limit(request: web.Request) -> int:
     try:
-        limit = int(q.get("limit", "100"))
+        limit = int(request.query.get("limit", "100"))
     except ValueError:
         raise ApiError(400, "invalid_query", "limit must be an integer") from None
     if not 1 <= limit <= 1000:
         raise ApiError(400, "invalid_query", "limit must be between 1 and 1000")
+    return limit
+
+
+async def _list(request: web.Request) -> web.StreamResponse:
+    q = request.query
+    limit = _limit(request)
     await _barrier(request)
     locks, nxt = _svc(request).list_locks(q.get("prefix", ""), q.get("after", ""), limit)
     return json_response({"locks": locks, "next": nxt})
@@ -234,7 +256,8 @@ async def _list(request: web.Request) -> web.StreamResponse:
 
 async def _deadlocks(request: web.Request) -> web.StreamResponse:
     await _barrier(request)
-    return json_response({"cycles": _svc(request).deadlocks()})
+    svc = _svc(request)
+    return json_response({"cycles": svc.deadlocks(), "recent": svc.recent()})
 
 
 async def _get_lock(request: web.Request) -> web.StreamResponse:

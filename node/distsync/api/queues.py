@@ -277,8 +277,26 @@ def _reader(handler: Any) -> Any:
     return read
 
 
+async def _peek(request: web.Request) -> web.StreamResponse:
+    name = check_queue(request.match_info["q"])
+    try:
+        limit = int(request.query.get("limit", "10"))
+    except ValueError:
+        raise ApiError(400, "invalid_query", "limit must be an integer") from None
+    if not 1 <= limit <= PEEK_MAX:
+        raise ApiError(400, "invalid_query", f"limit must be between 1 and {PEEK_MAX}")
+    svc = _svc(request)
+    q = svc.get(name)
+    if q is None:
+        raise ApiError(404, "not_found", f"queue {name!r} does not exist")
+    return json_response({"queue": name, "messages": svc.peek(q, limit),
+                          "total": len(q.messages)})
+
+
+PEEK_MAX = 100  # messages of up to 256 KiB each: a peek stays a few MiB at most
 routes.get("/v1/queues")(_reader(_list))
 routes.get("/v1/queues/{q}")(_reader(_describe))
+routes.get("/v1/queues/{q}/messages")(_reader(_peek))
 
 
 # -- messages -----------------------------------------------------------------------------

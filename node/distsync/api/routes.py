@@ -7,6 +7,6 @@ describes exactly what is mounted) both read this list, and neither imports the 
 
 from __future__ import annotations
 
-from . import cache, cluster, kv, locks, queues
+from . import cache, cluster, kv, locks, overview, queues, ui
 
-ROUTE_MODULES = [cluster, kv, queues, locks, cache]
+ROUTE_MODULES = [cluster, kv, queues, locks, cache, overview, ui]

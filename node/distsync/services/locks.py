@@ -31,7 +31,7 @@ Rules (also in README "Locks"):
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +44,7 @@ MODES = (EXCLUSIVE, SHARED)
 MIN_TTL_MS, MAX_TTL_MS = 1_000, 3_600_000
 MAX_WAIT_MS = 3_600_000
 OUTCOME_LIMIT = 65_536  # finished waits remembered for long polls, oldest dropped first
+RECENT_DEADLOCKS = 16  # refused acquires remembered for GET /v1/locks/deadlocks
 _MAX_INT = (1 << 63) - 1
 
 __all__ = ["EXCLUSIVE", "SHARED", "LockService", "NotReady"]
@@ -95,6 +96,11 @@ class LockService:
         self.stats = dict.fromkeys(
             ("grants", "releases", "expiries", "timeouts", "deadlocks", "opened", "closed"), 0
         )
+        # The last refused acquires that would have closed a cycle, newest last (the wait-for
+        # graph itself never holds a cycle, so this is where an operator sees one). Volatile
+        # like the counters: a refusal changes no state, so it is not in the snapshot; every
+        # node that applied the refusal since it started reports it.
+        self.recent_deadlocks: deque[dict[str, Any]] = deque(maxlen=RECENT_DEADLOCKS)
 
     # -- commands ------------------------------------------------------------------------
 
@@ -206,6 +212,10 @@ class LockService:
         if cycle is not None:
             self.stats["deadlocks"] += 1
             sessions, locks = cycle
+            self.recent_deadlocks.append({
+                "index": index, "session": sid, "lock": name, "cycle": list(sessions),
+                "locks": list(locks), "at_ms": deadline - wait_ms,
+            })
             path = " -> ".join(
                 f"{s} (on {lock})" for s, lock in zip(sessions, locks, strict=True)
             )
@@ -448,6 +458,19 @@ class LockService:
         ]
         return out, (page[-1] if len(names) > limit else None)
 
+    def list_sessions(self, after: str, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        """Open sessions in id order, a page at a time (`after` the last id of the previous
+        page), with the names of the locks each holds and waits for."""
+        ids = sorted(s for s in self.sessions if s > after)
+        page = ids[:limit]
+        out = [
+            {"session": sid, "name": self.sessions[sid].name,
+             "ttl_ms": self.sessions[sid].ttl_ms, "holds": list(self.sessions[sid].holds),
+             "waits": list(self.sessions[sid].waits)}
+            for sid in page
+        ]
+        return out, (page[-1] if len(ids) > limit else None)
+
     def session_info(self, sid: str) -> dict[str, Any] | None:
         sess = self.sessions.get(sid)
         if sess is None:
@@ -474,6 +497,10 @@ class LockService:
 
     def deadlocks(self) -> list[dict[str, list[str]]]:
         return all_cycles(self)
+
+    def recent(self) -> list[dict[str, Any]]:
+        """The last refused acquires that would have closed a cycle, oldest first."""
+        return list(self.recent_deadlocks)
 
     # -- snapshot ------------------------------------------------------------------------
 

@@ -28,14 +28,17 @@ from .base import CommandError, mismatch
 from .queue_core import QueueState, defaults_for
 from .queue_model import (
     DEDUPE_MAX_IDS,
+    DELAYED,
     DLQ_SUFFIX,
     IMMUTABLE_OPTIONS,
     INFLIGHT,
+    READY,
     Message,
     Queue,
     check_options,
 )
 
+_STATE_NAMES = {READY: "ready", INFLIGHT: "in_flight", DELAYED: "delayed"}
 REPROPOSE_MS = 2_000  # a leader re-proposes a due command not applied by then
 MAX_DUE_ITEMS = 2_000  # expiries per leader timer round
 
@@ -71,6 +74,20 @@ class QueueService(QueueState):
             "dead_letter_queue": dlq if dlq in self.queues else None,
             "dead_lettered": q.stats["dead_lettered"], "stats": dict(q.stats),
         }
+
+    def peek(self, q: Queue, limit: int) -> list[dict[str, Any]]:
+        """The `limit` oldest messages (by sequence) in any state, without leasing them or
+        counting a delivery: what an operator reads before redriving a dead-letter queue.
+        No receipt: a receipt acks, and a peek needs only the read role."""
+        out = []
+        for m in heapq.nsmallest(limit, q.messages.values(), key=lambda m: m.seq):
+            v = m.view()
+            del v["receipt"]
+            v["state"] = _STATE_NAMES[m.state]
+            if m.error:
+                v["error"] = m.error
+            out.append(v)
+        return out
 
     def summary(self, q: Queue) -> dict[str, Any]:
         return {"name": q.name, "messages": len(q.messages), "ready": q.ready(),

@@ -45,13 +45,28 @@ _READ_ERRORS = errors(400, 503)
 _WRITE_ERRORS = errors(404, 409, 503)
 
 OPENAPI = {
-    "/v1/sessions": {"post": {
-        "summary": "Open a session with a lease of `ttl_ms`; keep it alive with keepalives",
-        "tags": ["locks"],
-        "parameters": [REQUEST_ID],
-        "requestBody": body(SessionOpen, required=False),
-        "responses": {"200": ok(ref("Session")), **errors(429, 503)},
-    }},
+    "/v1/sessions": {
+        "post": {
+            "summary": "Open a session with a lease of `ttl_ms`; keep it alive with keepalives",
+            "tags": ["locks"],
+            "parameters": [REQUEST_ID],
+            "requestBody": body(SessionOpen, required=False),
+            "responses": {"200": ok(ref("Session")), **errors(429, 503)},
+        },
+        "get": {
+            "summary": "List open sessions by id, with the locks each holds and waits for and "
+                       "the leader's view of its lease (forwarded to the leader)",
+            "tags": ["locks"],
+            "parameters": [query_param("after", STR, "Page after this session id"),
+                           limit_param(1000, 100)],
+            "responses": {"200": ok(obj(
+                ["sessions", "next"], next=nullable(STR), sessions=array(obj(
+                    ["session", "ttl_ms", "holds", "waits", "lease_remaining_ms"],
+                    session=STR, name=STR, ttl_ms=INT, holds=array(STR), waits=array(STR),
+                    lease_remaining_ms=nullable(INT))),
+            )), **_READ_ERRORS},
+        },
+    },
     "/v1/sessions/{id}": {
         "get": {
             "summary": "A session: its holds, waits and remaining lease",
@@ -93,10 +108,16 @@ OPENAPI = {
     }},
     "/v1/locks/deadlocks": {"get": {
         "summary": "Cycles in the wait-for graph (normally none: acquires that would close "
-                   "one are refused)",
+                   "one are refused) and the last 16 refused acquires (`recent`: the cycle "
+                   "each would have closed, as its 409 `deadlock` named it)",
         "tags": ["locks"],
         "parameters": [CONSISTENCY],
-        "responses": {"200": ok(obj(["cycles"], cycles=array())), **_READ_ERRORS},
+        "responses": {"200": ok(obj(
+            ["cycles", "recent"], cycles=array(),
+            recent=array(obj(["index", "session", "lock", "cycle", "locks"], index=INT,
+                             session=STR, lock=STR, cycle=array(STR), locks=array(STR),
+                             at_ms=INT)),
+        )), **_READ_ERRORS},
     }},
     "/v1/locks/{name}": {"get": {
         "summary": "A lock's holders and queue",

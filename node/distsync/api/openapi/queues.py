@@ -22,6 +22,7 @@ from .common import (
     array,
     body,
     errors,
+    limit_param,
     obj,
     ok,
     path_param,
@@ -74,15 +75,31 @@ OPENAPI = {
             "responses": {"200": ok(OBJECT), **errors(400), **_WRITE_ERRORS},
         },
     },
-    "/v1/queues/{q}/messages": {"post": {
-        "summary": "Enqueue one message or a batch (all or nothing); a client `id` makes it "
-                   "idempotent within the dedupe window",
-        "tags": ["queues"],
-        "parameters": [QUEUE, REQUEST_ID],
-        "requestBody": body(EnqueueBody),
-        "responses": {"200": ok(obj(id=STR, duplicate=BOOL, ids=_ARRAY, duplicates=_ARRAY)),
-                      **_WRITE_ERRORS},
-    }},
+    "/v1/queues/{q}/messages": {
+        "post": {
+            "summary": "Enqueue one message or a batch (all or nothing); a client `id` makes "
+                       "it idempotent within the dedupe window",
+            "tags": ["queues"],
+            "parameters": [QUEUE, REQUEST_ID],
+            "requestBody": body(EnqueueBody),
+            "responses": {"200": ok(obj(id=STR, duplicate=BOOL, ids=_ARRAY,
+                                        duplicates=_ARRAY)),
+                          **_WRITE_ERRORS},
+        },
+        "get": {
+            "summary": "Peek: the oldest `limit` messages (by sequence) in any state, without "
+                       "leasing them or counting a delivery; no receipts",
+            "tags": ["queues"],
+            "parameters": [QUEUE, CONSISTENCY, limit_param(100, 10)],
+            "responses": {"200": ok(obj(
+                ["queue", "messages", "total"], queue=STR, total=INT,
+                messages=array(obj(["id", "state", "body", "partition", "seq", "deliveries"],
+                                   id=STR, state=STR, body={}, partition=INT, seq=INT,
+                                   deliveries=INT, enqueued_at=INT, key=STR, headers=OBJECT,
+                                   error=STR, dead_letter=OBJECT)),
+            )), **errors(400, 404, 503)},
+        },
+    },
     "/v1/queues/{q}/dequeue": {"post": {
         "summary": "Lease up to `max` messages for `visibility_ms`, waiting up to `wait_ms`",
         "tags": ["queues"],
