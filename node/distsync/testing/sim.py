@@ -138,6 +138,9 @@ class CheckedImage(DiskImage):
         self.node_id = node_id
         self.log_ids = log_ids
         self.fail = fail
+        # Set while the nemesis's damage (simdisk.damage) is unrepaired: the durable commit
+        # it left may lie past what survived, so the commit checks wait for the repair.
+        self.damaged = False
 
     def write(self, hs: HardState | None, entries: list[Entry],
               snapshot: Snapshot | None) -> None:
@@ -148,9 +151,9 @@ class CheckedImage(DiskImage):
             elif hs.term == old.term and old.vote is not None and hs.vote != old.vote:
                 self.fail(f"{nid}: durable vote in term {hs.term} changed {old.vote} -> "
                           f"{hs.vote}")
-            if hs.commit < old.commit:
+            if hs.commit < old.commit and not self.damaged:
                 self.fail(f"{nid}: durable commit went back {old.commit} -> {hs.commit}")
-        if entries and entries[0].index <= old.commit:
+        if entries and entries[0].index <= old.commit and not self.damaged:
             first = entries[0].index
             for e in entries:
                 if e.index <= old.commit and self.term_at(e.index) not in (None, e.term):
@@ -171,7 +174,7 @@ class CheckedImage(DiskImage):
             prev_term = e.term
         super().write(hs, entries, snapshot)
         if self.hard_state.commit > self.last_index() and self.hard_state.commit > \
-                self.snap_index():
+                self.snap_index() and not self.damaged:
             self.fail(f"{nid}: durable commit {self.hard_state.commit} past the log's end "
                       f"{self.last_index()}")
 
@@ -338,7 +341,9 @@ class Simulation:
         # (An empty disk makes a founding member bootstrap, which commits its founding
         # configuration at once, as node.py does.)
         durable = max(sn.image.snap_index(), sn.image.hard_state.commit)
-        if sn.image.last_index() and node.core.log.committed != durable:
+        # (A damaged disk's durable commit may lie past what survived: the node recovers.)
+        if sn.image.last_index() and node.core.recovery is None and \
+                node.core.log.committed != durable:
             self.fail(f"{nid} restarted with commit {node.core.log.committed}, durable "
                       f"{durable}")
         sn.loaded_vote = (node.core.term, node.core.vote)
@@ -852,6 +857,8 @@ class Simulation:
         for o in self.nodes.values():
             if o.node is not None and o.node.core.recovery is None:
                 o.damaged = False
+                if isinstance(o.image, CheckedImage):
+                    o.image.damaged = False
         if any(o.damaged or o.image.hard_state.recovering
                or (o.node is not None and o.node.core.recovery is not None)
                for o in self.nodes.values() if o is not sn):
@@ -859,9 +866,13 @@ class Simulation:
         ld = self._leader()
         if ld is None or len(ld.core.conf.voters - {sn.id}) < 2:
             return  # a two-voter cluster with one damaged disk rightly waits for an operator
+        if sn.id not in ld.core.conf.voters or self._admin_busy or self._removed(ld):
+            return  # a removed member's disk (or one maybe being removed) is for no one to repair
         kind = rng.choice(DAMAGE_KINDS)
         if damage(sn.image, kind, rng):
             sn.damaged = True
+            if isinstance(sn.image, CheckedImage):
+                sn.image.damaged = True
             sn.damage_gen += 1
             self.net.counts[f"disk.damage.{kind}"] += 1
             self.trace(f"nemesis: damage {sn.id}'s disk: {kind}")
