@@ -31,7 +31,6 @@ break Raft's safety silently, so the store takes an exclusive ``flock`` on ``<di
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sqlite3
 import threading
@@ -40,9 +39,14 @@ from pathlib import Path
 
 from ..raft.codec import decode_hard_state, decode_snapshot, encode_hard_state, encode_snapshot
 from ..raft.types import Entry, EntryType, HardState, PersistedState, Snapshot
+from .common import (
+    StorageCorruptError,
+    StorageError,
+    acquire_dir_lock,
+    release_dir_lock,
+)
 
 DB_NAME = "raft.db"
-LOCK_NAME = "LOCK"
 # Snapshots live in files of their own (`snap-<term>-<index>.bin`), written and fsynced before
 # the transaction that points the database at them: a large snapshot is then written without
 # holding the store (the Raft loop keeps saving entries meanwhile), and the transaction that
@@ -62,17 +66,6 @@ _SCHEMA = (
 )
 
 
-class StorageError(Exception):
-    """The store cannot be used; the node should stop rather than guess what is on disk."""
-
-
-class StorageLockedError(StorageError):
-    """Another process (or another open Storage) owns this data directory."""
-
-
-class StorageCorruptError(StorageError):
-    """What is on disk violates an invariant the store itself maintains (e.g. a gap in the
-    log). Returning a shortened log instead would silently lose acknowledged entries."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -120,7 +113,7 @@ class Storage:
         self._lock = threading.Lock()
         self._failed: BaseException | None = None
         self._closed = False
-        self._lock_fd = self._acquire_dir_lock()
+        self._lock_fd = acquire_dir_lock(self._dir)
         try:
             self._conn = self._open()
         except BaseException:
@@ -136,18 +129,6 @@ class Storage:
             raise
 
     # ----------------------------------------------------------------------------- opening
-
-    def _acquire_dir_lock(self) -> int:
-        fd = os.open(self._dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            os.close(fd)
-            raise StorageLockedError(f"{self._dir} is in use by another Storage") from exc
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
 
     def _open(self) -> sqlite3.Connection:
         # isolation_level=None: the sqlite3 module must not open transactions behind our back;
@@ -416,8 +397,7 @@ class Storage:
                 if self._failed is None:
                     self._conn.close()
             finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-                os.close(self._lock_fd)
+                release_dir_lock(self._lock_fd)
 
     def __enter__(self) -> Storage:
         return self

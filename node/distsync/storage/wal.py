@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import threading
@@ -53,12 +52,18 @@ from pathlib import Path
 
 from ..raft.types import Entry, HardState, PersistedState, Snapshot, StorageFault
 from . import mark, records, snapfiles
+from .common import (
+    StorageCorruptError,
+    StorageError,
+    StorageLockedError,
+    acquire_dir_lock,
+    release_dir_lock,
+)
 from .faults import DurableMark, Found, classify
 from .mark import DATA_START, SLOT_OFFSETS, SLOT_SIZE, Head
 
 log = logging.getLogger("distsync.storage")
 
-LOCK_NAME = "LOCK"
 SEG_SUFFIX = ".seg"
 SQLITE_DB = "raft.db"  # the store before this one (sqlite_store.py)
 SEGMENT_BYTES = 16 << 20
@@ -74,16 +79,6 @@ ZERO_AHEAD = 1 << 20
 CONFIRM_AFTER_S = 0.02
 
 
-class StorageError(Exception):
-    """The store cannot be used; the node should stop rather than guess what is on disk."""
-
-
-class StorageLockedError(StorageError):
-    """Another process (or another open Storage) owns this data directory."""
-
-
-class StorageCorruptError(StorageError):
-    """What is on disk cannot be read as a store at all."""
 
 
 @dataclass(slots=True)
@@ -146,7 +141,7 @@ class Storage:
         self._failed: BaseException | None = None
         self._closed = False
         self._segs: dict[int, _Seg] = {}
-        self._lock_fd = self._acquire_dir_lock()
+        self._lock_fd = acquire_dir_lock(self._dir)
         try:
             rd = self._read(adopt=True)
         except BaseException:
@@ -168,18 +163,6 @@ class Storage:
             self._confirmer.start()
 
     # ----------------------------------------------------------------------------- opening
-
-    def _acquire_dir_lock(self) -> int:
-        fd = os.open(self._dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            os.close(fd)
-            raise StorageLockedError(f"{self._dir} is in use by another Storage") from exc
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
 
     def _read_sqlite_store(self) -> PersistedState | None:
         """What a data directory of the SQLite store (the format before this one) holds.
@@ -752,8 +735,7 @@ class Storage:
                 with contextlib.suppress(OSError):
                     os.close(seg.fd)
             self._segs.clear()
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
+            release_dir_lock(self._lock_fd)
 
     def __enter__(self) -> Storage:
         return self

@@ -274,32 +274,25 @@ def _seg_lost_hard_state(d: Path) -> str:
     return f"zeroed both head slots of {seg.name}"
 
 
+# One injector per fault for each on-disk format: the segment log (issue 17's store) and
+# SQLite (the store before it, still read to convert old data directories); losing the
+# snapshot file or the whole directory is the same act for both.
+_SEGMENT_FAULTS = {
+    "torn_tail": _seg_torn_tail, "cut_tail": lambda d: _seg_cut_tail(d, 3),
+    "flip_bit": _seg_flip_bit, "zero_page": _seg_zero_page,
+    "lost_hard_state": _seg_lost_hard_state,
+}
+_SQLITE_FAULTS = {
+    "torn_tail": torn_tail, "cut_tail": cut_tail, "flip_bit": flip_bit, "zero_page": zero_page,
+    "lost_snapshot": lost_snapshot, "lost_hard_state": lost_hard_state, "empty_dir": empty_dir,
+}
+
+
 def apply(kind: str, d: str | os.PathLike) -> str:
     """Apply fault `kind` (one of FAULTS) to the stopped node's data directory `d`."""
     path = Path(d)
-    if kind != "empty_dir" and kind != "lost_snapshot" and any(path.glob(f"*{SEG}")):
-        if kind == "torn_tail":
-            return _seg_torn_tail(path)
-        if kind == "cut_tail":
-            return _seg_cut_tail(path, 3)
-        if kind == "flip_bit":
-            return _seg_flip_bit(path)
-        if kind == "zero_page":
-            return _seg_zero_page(path)
-        if kind == "lost_hard_state":
-            return _seg_lost_hard_state(path)
-    if kind == "torn_tail":
-        return torn_tail(path)
-    if kind == "cut_tail":
-        return cut_tail(path)
-    if kind == "flip_bit":
-        return flip_bit(path)
-    if kind == "zero_page":
-        return zero_page(path)
-    if kind == "lost_snapshot":
-        return lost_snapshot(path)
-    if kind == "lost_hard_state":
-        return lost_hard_state(path)
-    if kind == "empty_dir":
-        return empty_dir(path)
+    if kind in _SEGMENT_FAULTS and any(path.glob(f"*{SEG}")):
+        return _SEGMENT_FAULTS[kind](path)
+    if kind in _SQLITE_FAULTS:
+        return _SQLITE_FAULTS[kind](path)
     raise ValueError(f"unknown fault {kind!r}; one of {FAULTS}")
