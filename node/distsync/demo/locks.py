@@ -91,7 +91,7 @@ async def _scenario(c: Client, check: Checks) -> None:
                        f"(waiting on {e.locks})")
             check(e.cycle == [b.id, a.id], "deadlock detected, the cycle names B and A")
         report = await c.request_or_raise("GET", "/v1/locks/deadlocks")
-        check(report == {"cycles": []}, "no cycle in the wait-for graph")
+        check(report["cycles"] == [], "no cycle in the wait-for graph (the refused acquire left none)")
         await b.release("resource-1")
         await asyncio.wait_for(a_waits, 30)
         await a.release("resource-1")
