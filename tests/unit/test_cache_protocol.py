@@ -566,6 +566,9 @@ class _FrozenView:
     async def wait_conf(self, index: int, timeout: float) -> bool:
         return False
 
+    async def confirm(self, timeout: float) -> bool:
+        return False  # no leader sends a removed node the entries a ReadIndex needs
+
 
 async def test_a_removed_node_unaware_of_its_removal_serves_nothing_older_than_a_later_write(
 ) -> None:
@@ -584,3 +587,24 @@ async def test_a_removed_node_unaware_of_its_removal_serves_nothing_older_than_a
     await cl["n2"].put(key, b"v2")  # acknowledged
     got = await cl["n3"].get(key)
     assert got.value == b"v2", got
+
+
+async def test_a_removed_home_unaware_of_its_removal_stops_serving_its_own_lines() -> None:
+    """Found by the whole-cluster simulation (seeds 339 and 386): n1 was removed while it was
+    down and came back from a log without its removal, so it still saw itself as the home
+    of its keys. A home's own lines had no lease at all: it served its E copy for ever,
+    while the key's new home acknowledged newer PUTs. A home now serves its own lines, and
+    acts as home, only for a lease after it last proved its configuration current."""
+    cl = InProcCluster(["n1", "n2", "n3"], cfg=CacheConfig(lease_ms=LEASE_MS))
+    key = next(k for k in (f"h{i}" for i in range(1000)) if cl.home(k) == "n3")
+    await cl["n3"].put(key, b"v1")
+    assert (await cl["n3"].get(key)).hit
+    cl["n3"].view = _FrozenView("n3", frozenset({"n1", "n2", "n3"}))
+    cl.set_members(["n1", "n2"])
+    await cl["n2"].put(key, b"v2")  # acknowledged
+    got = await cl["n3"].get(key)
+    assert got.value == b"v2", got
+    assert not got.hit
+    with pytest.raises(HomeUnavailable):
+        await cl["n3"].put(key, b"v3")  # it cannot prove it is still the home
+    assert (await cl["n1"].get(key)).value == b"v2"

@@ -58,12 +58,7 @@ def _quiet_nodes():
 
 # Seeds that fail on a known, not yet fixed bug: seed -> (what the failure must say, why).
 # Each is asserted to fail that way, so a fix (or a different failure) shows up at once.
-KNOWN_FAILURES = {
-    339: (r"cache: c\d: stale read on n1",
-          "a node removed long ago that never applied its removal still sees itself as the "
-          "key's home, so it keeps serving (and silently writing) its E line while the new "
-          "home acknowledges a newer PUT"),
-}
+KNOWN_FAILURES: dict[int, tuple[str, str]] = {}
 
 
 @pytest.mark.parametrize("seed", CI_SEEDS)

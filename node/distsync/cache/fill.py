@@ -32,7 +32,7 @@ class FillRole:
 
     async def _h_fill(self, msg: dict[str, Any]) -> dict[str, Any]:
         key, token = msg["key"], msg.get("token")
-        self._check_home(key)  # type: ignore[attr-defined]
+        await self._check_home(key)  # type: ignore[attr-defined]
         leases = self._fill_leases
         async with self.dir.locks.hold(key):  # type: ignore[attr-defined]
             now = self.clock()  # type: ignore[attr-defined]

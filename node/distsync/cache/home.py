@@ -28,17 +28,25 @@ from typing import Any
 from .backend import BackendUnavailable
 from .conditions import cond_holds
 from .near import E, I
-from .protocol import FETCH, INV, NotHome, PeerUnreachable
+from .protocol import FETCH, INV, HomeUnavailable, NotHome, PeerUnreachable
 
 
 class HomeRole:
     """Mixed into CacheService; uses its view, backend, dir (Directory), metrics, _call."""
 
-    def _check_home(self, key: str) -> int:
+    async def _check_home(self, key: str) -> int:
         self._ring_check()
         home = self.home_of(key)
         if home != self.id:
             raise NotHome(key, home)
+        if not self.lease_ok(self.id):
+            # Our configuration is not proved current: we may have been removed without
+            # knowing it (see service.py). Readers go to the backend, writers retry later.
+            if not await self.confirm_self():
+                raise HomeUnavailable(key, self.id)
+            home = self.home_of(key)
+            if home != self.id:
+                raise NotHome(key, home)
         return self.ring_epoch
 
     def _settle(self, key: str, epoch: int) -> None:
@@ -60,7 +68,7 @@ class HomeRole:
         """Read miss: downgrade the owner (value from it) or load from the backend; grant E
         if nobody else holds the key, else S."""
         key, src = msg["key"], msg["src"]
-        epoch = self._check_home(key)
+        epoch = await self._check_home(key)
         async with self.dir.locks.hold(key):
             try:
                 fence = await self._warm(key, src)
@@ -104,7 +112,7 @@ class HomeRole:
         counter on (so an older owner's silent write still in flight can never land after
         it); the writer becomes the only holder, in E."""
         key, src, value = msg["key"], msg["src"], msg.get("value")
-        epoch = self._check_home(key)
+        epoch = await self._check_home(key)
         async with self.dir.locks.hold(key):
             try:
                 await self._backend_back()

@@ -34,6 +34,9 @@ class StaticView:
     async def wait_conf(self, index: int, timeout: float) -> bool:
         return self.cluster.conf.index >= index
 
+    async def confirm(self, timeout: float) -> bool:
+        return True  # membership changes reach every node at once here
+
 
 class InProcCluster:
     def __init__(self, ids: list[str], backend: Backend | None = None,

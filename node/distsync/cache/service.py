@@ -19,6 +19,12 @@ this node to the key was out meanwhile.
 Leases: every answer from a home renews, for `lease_ms` from when the request was sent, this
 node's right to serve that home's lines; a heartbeat renews it every lease/4. A node that has
 not heard from a home for a lease stops serving the lines it has from that home.
+
+A home's own lines, and its acting as home at all, are leased too: from its last proof that
+its configuration is current (a ReadIndex round, `ClusterView.confirm`), for one lease. A
+node removed while it was down or cut off may restart from a log without its removal and see
+itself as home for ever; the key's new home waits a lease out for it (HomeRole._warm), and
+by then it has stopped (found by the whole-cluster simulation, seeds 339 and 386).
 """
 
 from __future__ import annotations
@@ -121,6 +127,8 @@ class CacheService(HomeRole, FillRole):
         self._homes_cache: dict[str, str] = {}  # key -> home under the current ring
         self.ring_epoch = 0
         self._task: asyncio.Task | None = None
+        self._self_until = 0.0  # we may serve our own lines, and act as home, until then
+        self._confirming: asyncio.Future[bool] | None = None
         self._ring_check()
 
     # -- ring and leases -----------------------------------------------------------------
@@ -171,9 +179,25 @@ class CacheService(HomeRole, FillRole):
 
     def lease_ok(self, home: str) -> bool:
         if home == self.id:
-            return True
+            return self.clock() < self._self_until
         h = self.homes.get(home)
         return h is not None and self.clock() < h.until
+
+    async def confirm_self(self) -> bool:
+        """Prove our configuration current (one ReadIndex round, shared by concurrent
+        callers) and extend our own lease to a lease from when the proof began: a removal
+        committed before then is applied here now, and one committed later is applied by
+        every other node later too, so the key's new home outwaits us."""
+        if self._confirming is None or self._confirming.done():
+            self._confirming = asyncio.ensure_future(self._confirm_round())
+        return await asyncio.shield(self._confirming)
+
+    async def _confirm_round(self) -> bool:
+        sent = self.clock()
+        if await self.view.confirm(self.cfg.rpc_timeout / 2):
+            self._self_until = max(self._self_until, sent + self.dir.lease_s)
+        self._ring_check()
+        return self.clock() < self._self_until
 
     def _drop_home(self, home: str) -> None:
         h = self._home(home)
@@ -587,6 +611,8 @@ class CacheService(HomeRole, FillRole):
 
     async def stop(self) -> None:
         await self._invs.close()
+        if self._confirming is not None and not self._confirming.done():
+            self._confirming.cancel()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -603,7 +629,10 @@ class CacheService(HomeRole, FillRole):
             rounds += 1
             try:
                 self._ring_check()
-                await self.heartbeat()
+                if self.id in self.members:
+                    await asyncio.gather(self.heartbeat(), self.confirm_self())
+                else:
+                    await self.heartbeat()
                 if rounds % 8 == 0:
                     self.near.sweep()
             except Exception:  # noqa: BLE001 - a bad round must not end the loop
