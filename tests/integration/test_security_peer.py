@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
-from cluster_helpers import diag, ready, wait_until
+from cluster_helpers import agreed_leader, diag, ready, wait_until
 
 from distsync.local import LocalCluster, http_json
 from distsync.security.peer_auth import PeerAuthenticator
@@ -113,8 +113,12 @@ def test_member_with_the_wrong_secret_cannot_vote(lc: LocalCluster) -> None:
     lc.restart("n3")
     wait_until(lc, lambda: rejected(lc, "n3", "bad_mac") >= 1, 30,
                "n3 (wrong secret) to refuse a good node's stream")
-    # Kill one good node; the other needs n3's vote to lead and cannot get it.
-    survivor, victim = ("n1", "n2") if leader != "n1" else ("n2", "n1")
+    # Kill the good node that leads now; the other needs n3's vote to lead and cannot get
+    # it. (The leader may have moved while n3 restarted: a surviving leader would keep its
+    # role until check-quorum steps it down, which is not what this test is about.)
+    victim = agreed_leader(lc, 30, among=["n1", "n2"])
+    survivor = "n1" if victim == "n2" else "n2"
+    assert victim in ("n1", "n2"), diag(lc, f"n3, with the wrong secret, leads: {victim}")
     lc.kill(victim)
     base = rejected(lc, "n3")
     wait_until(lc, lambda: rejected(lc, "n3") >= base + 3, 60,
