@@ -255,6 +255,28 @@ def test_the_lock_checks_see_two_exclusive_holders_and_a_token_going_back() -> N
     sim.loop.close()
 
 
+def test_the_queue_check_orders_deliveries_by_real_time_not_by_call() -> None:
+    """Seed 8690 in the long run: two dequeues asked for at the same instant got the same
+    message (counts 1 and 2, overlapping in time); the check sorted them by call time, then
+    receipt, and saw the count go back. Only a delivery answered before another dequeue
+    was asked for must have the lower count."""
+    from types import SimpleNamespace
+
+    from distsync.testing.sim import START
+
+    # A stand-in for a node: the check reads only the queue service's messages.
+    node = SimpleNamespace(service=lambda name: SimpleNamespace(queues={}))
+    sim = Simulation(0)
+    sim.q_attempted = {"m"}
+    sim.q_deliveries = [(START + 1, START + 3, "m", "22:m", 2), (START + 1, START + 2, "m", "9:m", 1)]
+    sim.check_queue(node)  # type: ignore[arg-type]
+    assert sim.violation is None
+    sim.q_deliveries.append((START + 4, START + 5, "m", "30:m", 2))
+    sim.check_queue(node)  # type: ignore[arg-type]
+    assert sim.violation is not None and "redelivered with count 2 after 2" in sim.violation
+    sim.loop.close()
+
+
 def test_planted_cache_invalidation_ignored_is_found(monkeypatch) -> None:
     """Plant a cache node that acknowledges an invalidation but keeps its copy: a later GET
     there returns a value older than an acknowledged PUT, which the cache check reports."""

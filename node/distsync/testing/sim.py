@@ -249,7 +249,8 @@ class Simulation:
         self.q_enqueued: set[str] = set()
         self.q_ack_unknown: set[str] = set()
         self.q_acked: dict[str, float] = {}  # message id -> when the client learnt of its ack
-        self.q_deliveries: list[tuple[float, str, str, int]] = []  # (call, id, receipt, count)
+        # (call, answered, id, receipt, count) of every message a dequeue returned
+        self.q_deliveries: list[tuple[float, float, str, str, int]] = []
         self.membership = faults and self.rng.random() < 0.5
         # The core's tuning, varied as the old core-only scheduler did (tests/unit/raftsim.py):
         # small appends and one in flight exercise flow control, and pre-vote and check-quorum
@@ -732,8 +733,9 @@ class Simulation:
             if not ok or not isinstance(res, dict) or "error" in res:
                 await asyncio.sleep(0.05)
                 continue
+            done = self.loop.time()
             for m in res["messages"]:
-                self.q_deliveries.append((call, m["id"], m["receipt"], m["deliveries"]))
+                self.q_deliveries.append((call, done, m["id"], m["receipt"], m["deliveries"]))
                 if rng.random() < 0.85:
                     n += 1
                     ok, ack = await self._retry(lambda node, r=m["receipt"], n=n: (
@@ -760,8 +762,8 @@ class Simulation:
         if lost:
             self.fail(f"queue: acknowledged enqueues lost: {lost[:5]}")
             return
-        seen: dict[str, tuple[float, str, int]] = {}
-        for call, mid, receipt, count in sorted(self.q_deliveries):
+        by_id: dict[str, list[tuple[float, float, str, int]]] = {}
+        for call, done, mid, receipt, count in sorted(self.q_deliveries):
             if mid not in self.q_attempted:
                 self.fail(f"queue: delivered {mid}, which nobody enqueued")
                 return
@@ -773,11 +775,15 @@ class Simulation:
             if not 1 <= count <= QUEUE_MAX_DELIVERIES:
                 self.fail(f"queue: {mid} delivered with count {count}")
                 return
-            prev = seen.get(mid)
-            if prev is not None and prev[1] != receipt and count <= prev[2]:
-                self.fail(f"queue: {mid} redelivered with count {count} after {prev[2]}")
-                return
-            seen[mid] = (call, receipt, count)
+            # Counts rise in real-time order: a delivery answered before another dequeue was
+            # asked for has the lower count. Two dequeues that overlap (one retried across a
+            # leader change, say) may be applied in either order.
+            for pcall, pdone, preceipt, pcount in by_id.get(mid, ()):
+                if pdone < call and preceipt != receipt and count <= pcount:
+                    self.fail(f"queue: {mid} redelivered with count {count} after {pcount} "
+                              f"(dequeues at {pcall - START:.6f} and {call - START:.6f})")
+                    return
+            by_id.setdefault(mid, []).append((call, done, receipt, count))
 
     def check_grants(self) -> None:
         """An exclusive grant that a client saw before another grant of the same lock was
