@@ -286,6 +286,11 @@ class Node:
         """The log index of the applied membership."""
         return self.core.conf_index
 
+    @property
+    def applied_index(self) -> int:
+        """The last log index applied to the services here."""
+        return self.core.log.applied
+
 
     def addr_of(self, node_id: str | None) -> str | None:
         if node_id is None:

@@ -566,8 +566,19 @@ class _FrozenView:
     async def wait_conf(self, index: int, timeout: float) -> bool:
         return False
 
-    async def confirm(self, timeout: float) -> bool:
-        return False  # no leader sends a removed node the entries a ReadIndex needs
+    # It hears from no leader (nobody sends a removed node anything), so it cannot prove
+    # its membership current.
+    def leader(self) -> str | None:
+        return None
+
+    def applied_index(self) -> int:
+        return 1
+
+    async def wait_applied(self, index: int, timeout: float) -> bool:
+        return False
+
+    async def read_index(self, timeout: float) -> int | None:
+        return None
 
 
 async def test_a_removed_node_unaware_of_its_removal_serves_nothing_older_than_a_later_write(

@@ -34,8 +34,18 @@ class StaticView:
     async def wait_conf(self, index: int, timeout: float) -> bool:
         return self.cluster.conf.index >= index
 
-    async def confirm(self, timeout: float) -> bool:
-        return True  # membership changes reach every node at once here
+    # Membership changes reach every node at once here: every node is its own leader.
+    def leader(self) -> str | None:
+        return self.id
+
+    def applied_index(self) -> int:
+        return self.cluster.conf.index
+
+    async def wait_applied(self, index: int, timeout: float) -> bool:
+        return self.cluster.conf.index >= index
+
+    async def read_index(self, timeout: float) -> int | None:
+        return self.cluster.conf.index
 
 
 class InProcCluster:

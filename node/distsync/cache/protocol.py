@@ -25,6 +25,11 @@ Home -> holder
                            `conf` (sent by a home that has no directory yet) makes the holder
                            first apply the Raft configuration the home acts under.
   FETCH {key}              downgrade E/M -> S and send the value back (write-back of M first).
+Any member -> the Raft leader
+  CONFIRM {}               ReadIndex on the member's behalf: reply {index}, an applied index
+                           covering everything committed before the request arrived. A
+                           member that has applied up to it knows its membership was
+                           current when it sent the request (service.py: a home's own lease).
 Anyone
   STATE {key}              this node's line for `key` (for the state API).
 """
@@ -36,8 +41,8 @@ from typing import Any
 import msgpack
 
 GETS, PUTX, HB, INV, FETCH, STATE = "gets", "putx", "hb", "inv", "fetch", "state"
-FILL = "fill"
-OPS = (GETS, PUTX, HB, INV, FETCH, STATE, FILL)
+FILL, CONFIRM = "fill", "confirm"
+OPS = (GETS, PUTX, HB, INV, FETCH, STATE, FILL, CONFIRM)
 
 
 class PeerUnreachable(Exception):

@@ -21,7 +21,7 @@ node's right to serve that home's lines; a heartbeat renews it every lease/4. A 
 not heard from a home for a lease stops serving the lines it has from that home.
 
 A home's own lines, and its acting as home at all, are leased too: from its last proof that
-its configuration is current (a ReadIndex round, `ClusterView.confirm`), for one lease. A
+its configuration is current (a ReadIndex round on the Raft leader, then applied here), for one lease. A
 node removed while it was down or cut off may restart from a log without its removal and see
 itself as home for ever; the key's new home waits a lease out for it (HomeRole._warm), and
 by then it has stopped (found by the whole-cluster simulation, seeds 339 and 386).
@@ -46,6 +46,7 @@ from .home import HomeRole
 from .metrics import CacheMetrics
 from .near import E, I, Line, M, NearCache, S
 from .protocol import (
+    CONFIRM,
     FETCH,
     FILL,
     GETS,
@@ -194,10 +195,31 @@ class CacheService(HomeRole, FillRole):
 
     async def _confirm_round(self) -> bool:
         sent = self.clock()
-        if await self.view.confirm(self.cfg.rpc_timeout / 2):
+        if await self._conf_current(self.cfg.rpc_timeout / 2):
             self._self_until = max(self._self_until, sent + self.dir.lease_s)
         self._ring_check()
         return self.clock() < self._self_until
+
+    async def _conf_current(self, timeout: float) -> bool:
+        """A ReadIndex, on the leader directly or asked of it (CONFIRM), then applied here.
+        A removed node never gets there: no leader sends it the entries up to the index."""
+        index = await self.view.read_index(timeout)
+        if index is None:
+            leader = self.view.leader()
+            if leader is None or leader == self.id:
+                return False
+            try:
+                rep = await self._call(leader, CONFIRM, {"src": self.id})
+            except (PeerUnreachable, HomeUnavailable, NotHome):
+                return False
+            index = rep["index"]
+        return await self.view.wait_applied(index, timeout)
+
+    async def _h_confirm(self, msg: dict[str, Any]) -> dict[str, Any]:
+        index = await self.view.read_index(self.cfg.rpc_timeout / 2)
+        if index is None:
+            raise PeerUnreachable("not the leader")
+        return {"index": index}
 
     def _drop_home(self, home: str) -> None:
         h = self._home(home)
@@ -561,7 +583,7 @@ class CacheService(HomeRole, FillRole):
 
     _handlers = {
         GETS: HomeRole._h_gets, PUTX: HomeRole._h_putx, HB: HomeRole._h_hb,
-        FILL: FillRole._h_fill,
+        FILL: FillRole._h_fill, CONFIRM: _h_confirm,
         INV: _h_inv, FETCH: _h_fetch, STATE: _h_state,
     }
 
@@ -629,7 +651,9 @@ class CacheService(HomeRole, FillRole):
             rounds += 1
             try:
                 self._ring_check()
-                if self.id in self.members:
+                # Renewed before half of our own lease is gone (rounds come every lease/4).
+                if (self.id in self.members
+                        and self._self_until - self.clock() < self.dir.lease_s / 2):
                     await asyncio.gather(self.heartbeat(), self.confirm_self())
                 else:
                     await self.heartbeat()

@@ -18,9 +18,15 @@ class ClusterView(Protocol):
 
     async def wait_conf(self, index: int, timeout: float) -> bool: ...
 
-    async def confirm(self, timeout: float) -> bool:
-        """True once everything committed before the call is applied here, so a removal of
-        this node committed before it would show in `members()` now."""
+    def leader(self) -> str | None: ...
+
+    def applied_index(self) -> int: ...
+
+    async def wait_applied(self, index: int, timeout: float) -> bool: ...
+
+    async def read_index(self, timeout: float) -> int | None:
+        """On the leader: an index that covers everything committed before the call, once
+        applied here (ReadIndex); None when this node cannot give one (not the leader)."""
         ...
 
 
@@ -43,11 +49,20 @@ class NodeView:
     async def wait_conf(self, index: int, timeout: float) -> bool:
         return await self.node.wait_until(lambda: self.node.conf_index >= index, timeout)
 
-    async def confirm(self, timeout: float) -> bool:
-        # A ReadIndex round: a node that was removed, or cannot reach a leader, never gets
-        # through it (nobody sends a removed node the entries up to the read index).
+    def leader(self) -> str | None:
+        return self.node.leader_id
+
+    def applied_index(self) -> int:
+        return self.node.applied_index
+
+    async def wait_applied(self, index: int, timeout: float) -> bool:
+        return await self.node.wait_until(lambda: self.node.applied_index >= index, timeout)
+
+    async def read_index(self, timeout: float) -> int | None:
+        if not self.node.is_leader():
+            return None
         try:
             await self.node.read_barrier(timeout)
-        except Exception:  # noqa: BLE001 - unavailable, stopped, not a member: not proved
-            return False
-        return True
+        except Exception:  # noqa: BLE001 - unavailable, stopped, deposed: no index
+            return None
+        return self.node.applied_index
