@@ -223,6 +223,8 @@ class Node:
         self._proposal_ok = self.metrics.proposals.labels("ok")
         self._read_ok = self.metrics.reads.labels("ok")
         self._next_timer = 0.0
+        self._tick_s = cfg.tick_ms / 1000
+        self._next_tick = 0.0  # set when the loop starts
         self._timer_term = -1
         self._hb_sent: dict[str, float] = {}  # peer -> send time of the latest heartbeat
         self._notices = NoticeHold(NOTICE_DELAY_S)
@@ -419,6 +421,14 @@ class Node:
             self.metrics.reads.labels("timeout").inc()
             raise Unavailable("read index timed out") from None
 
+    def read_index(self, ctx: bytes) -> asyncio.Future[int]:
+        """One ReadIndex round under the caller's own context (read_barrier shares one of
+        the node's among its callers), so that a step-by-step test can follow its messages;
+        resolves to the read's index once this node has applied up to it."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._call(lambda: self._start_read(ctx, [fut]), fut)
+        return fut
+
     async def add_member(self, node_id: str, addr: str, learner: bool = False) -> None:
         """Add as learner, wait until it has caught up, then promote (section 4.2.1).
 
@@ -579,7 +589,9 @@ class Node:
         self._read_q = []
         if not futs:
             return
-        ctx = f"{self.id}/{next(self._ctx)}".encode()
+        self._start_read(f"{self.id}/{next(self._ctx)}".encode(), futs)
+
+    def _start_read(self, ctx: bytes, futs: list[asyncio.Future]) -> None:
         self._reads[ctx] = futs
         try:
             self.core.read_index(ctx)
@@ -620,39 +632,88 @@ class Node:
     # -- the loop ------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        tick = self.cfg.tick_ms / 1000
-        next_tick = self.clock.monotonic() + tick
         loop = asyncio.get_running_loop()
+        self._next_tick = self.clock.monotonic() + self._tick_s
         while True:
-            delay = next_tick - self.clock.monotonic()
+            delay = self._next_tick - self.clock.monotonic()
             if self._notices.held:
                 delay = min(delay, self._notices.due - self.clock.monotonic())
             busy = self._inbox or self._ops or self._props or self._read_q
             if delay > 0 and not (busy or self.core.has_ready()):
                 await self._wake.wait(loop, delay)
             self._wake.clear()
-            inbox, self._inbox = self._inbox, []
-            for m in inbox:
-                self.core.step(m)
-            ops, self._ops = self._ops, []
-            for op in ops:
-                op()
-            self._flush_proposals()
-            self._flush_reads()
-            now = self.clock.monotonic()
-            due = self._notices.take_due(now)
-            if due:
-                self.transport.send(due)
-            if now >= next_tick:
-                self.core.tick()
-                next_tick = now + tick
-                self._expire_due(now)
-            if self.is_leader() and now >= self._next_timer:
-                self._next_timer = now + LEADER_TIMER_MS / 1000
-                self._leader_timers()
-            while self.core.has_ready():
-                await self._handle_ready(self.core.ready(), loop)
-            self._maybe_snapshot(loop)
+            self._intake(None)
+            await self._output(loop)
+
+    def _intake(self, tick: bool | None) -> None:
+        """The first half of one pass of the loop: hand the core what was queued since the
+        last pass (messages, operations, proposals, reads), send the commit notices now due,
+        tick, and start the leader's timers. `tick`: None ticks when a tick is due by the
+        clock (the loop); True or False ticks or not (deterministic stepping, below)."""
+        inbox, self._inbox = self._inbox, []
+        for m in inbox:
+            self.core.step(m)
+        ops, self._ops = self._ops, []
+        for op in ops:
+            op()
+        self._flush_proposals()
+        self._flush_reads()
+        now = self.clock.monotonic()
+        due = self._notices.take_due(now)
+        if due:
+            self.transport.send(due)
+        if (now >= self._next_tick) if tick is None else tick:
+            self.core.tick()
+            self._next_tick = now + self._tick_s
+            self._expire_due(now)
+        if self.is_leader() and now >= self._next_timer:
+            self._next_timer = now + LEADER_TIMER_MS / 1000
+            self._leader_timers()
+
+    async def _output(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The second half: every Ready cycle the core has (persist, send, apply, advance),
+        then a snapshot if one is due."""
+        while self.core.has_ready():
+            await self._handle_ready(self.core.ready(), loop)
+        self._maybe_snapshot(loop)
+
+    # -- deterministic stepping ------------------------------------------------------------
+    # For step-by-step tests (tests/unit/raftsim.py, in the manner of etcd's `network` in
+    # raft_test.go): the caller decides when each message arrives, when time passes, and
+    # when the node runs, instead of start()'s loop. The same two halves of the loop's pass
+    # run, so what is tested is the driver itself. Never mixed with start().
+
+    def take_in(self) -> None:
+        """Hand the core what is queued (operations, proposals, reads) now, without the
+        Ready cycle that follows."""
+        self._intake(False)
+
+    def step(self, m: Message) -> None:
+        """Take in one message now, as the loop's next pass would, without the Ready cycle
+        that follows it (`process` runs that)."""
+        self._on_message(m)
+        self._intake(False)
+
+    def tick(self) -> None:
+        """One tick of the core (the caller moves the clock, if it wants held notices due),
+        without the Ready cycle that follows it."""
+        self._intake(True)
+
+    def notices_due(self) -> float | None:
+        """When the held commit notices go out (the loop wakes for them then), or None."""
+        return self._notices.due if self._notices.held else None
+
+    async def process(self) -> bool:
+        """One pass of the loop without its wait and without a tick: take in what is
+        queued, then run every Ready cycle; a snapshot write it starts is awaited, so the
+        next pass compacts the core. Returns whether there was a Ready."""
+        self._intake(False)
+        had = self.core.has_ready()
+        loop = asyncio.get_running_loop()
+        await self._output(loop)
+        if self._snap_task is not None:
+            await asyncio.wait([self._snap_task])
+        return had
 
     def _leader_timers(self) -> None:
         """Propose the time-based commands services ask for (see LeaderDriven). Only once
@@ -789,7 +850,7 @@ class Node:
             if fut.done():
                 continue
             if idx <= applied:
-                fut.set_result(None)
+                fut.set_result(idx)
             else:
                 keep.append((idx, fut))
         self._read_waits = keep

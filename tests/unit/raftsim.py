@@ -1,31 +1,46 @@
-"""A seeded, deterministic network simulator for the pure Raft core (`distsync.raft.core`).
+"""The step-by-step harness of the paper-section tests (test_raft_paper.py and
+test_raft_recovery.py): real `Node`s, one message at a time.
 
-The simulator plays the role of every node's driver. For each node it keeps a simulated disk
-(`Disk`: hard state, snapshot, the entries after the snapshot) and an in-memory state machine
-(the sequence of applied entries), and it follows the driver contract of `Raft.ready()`:
+Each simulated node is a real `distsync.node.Node`, the driver that runs in production, built
+from in-memory seams (seams.py): its disk is a `Disk` (simdisk.py's `DiskImage`, with the real
+store's write rules) behind a `SimDisk`, its clock a `SimClock`, and its transport puts what it
+sends on this harness's network, a list of in-flight messages. The harness never persists,
+sends, applies or advances anything itself: the node's own Ready cycle (`Node._handle_ready`)
+does, with everything it does in production (a leader's appends sent before its fsync,
+committed entries applied before it, the hard state not rewritten when only the commit index
+moved, commit notices held back, small saves inline and large ones through the I/O runner).
+One driver, tested one way: the whole-cluster simulation (distsync/testing/sim.py) runs the
+same nodes under random schedules and virtual time.
 
-1. persist `hard_state`, `snapshot` (replacing the whole log) and `entries` (truncating from
-   `entries[0].index`, then appending) to the node's `Disk`;
-2. put `messages` on the simulated network;
-3. apply `snapshot.data` and then `committed` to the state machine;
-4. call `advance()`.
+What this harness adds is control. Like etcd's `network` in raft_test.go, a test fixes the
+order of single messages inside one step, through the node's deterministic stepping API
+(node.py: `step` takes in one message, `tick` one tick, `process` runs one pass of the loop
+without its wait): `deliver` one message, `process` one node, `stabilize` until nothing is
+left to do, `cut` links, drop messages with `filters`, `crash`, `restart`, `wipe`. Nodes run
+on a private virtual-time event loop (simloop.py); time moves only when the harness says so
+(a tick, or the few milliseconds after which held commit notices go out), so every run is
+deterministic.
 
-A crash throws the `Raft` object and the state machine away; a restart rebuilds both from the
-`Disk` only (a founding member whose disk is empty bootstraps again, as node.py does). A crash
-can also happen in the middle of a `Ready`: the leader-pipelined message types
-(APPEND/HEARTBEAT/SNAPSHOT/TIMEOUT_NOW) have been sent, nothing has been persisted.
+A crash drops the Node object: what its disk kept is all a restart sees. Saves complete
+within the Ready cycle that makes them, so a crash between steps loses nothing fsynced; a
+crash `midway` cuts the power during the next Ready's save: the leader's pipelined messages
+went out and its committed entries were applied in memory, and the write is lost or leaves
+a torn prefix of its entries (SimDisk.crash). Client inputs (propose, campaign, a leadership
+transfer, a membership change) go to the node's core between two passes, as the node's
+queued operations do; reads go through the node's ReadIndex path (Node.read_index).
 
-The network is a list of in-flight messages. Tests deliver them in order (`stabilize`) or
-one by one, through partitions (`cut` links) and drop filters.
+Where the tests see the real driver differ from the old harness's own driver (which
+persisted everything, then sent, then applied): the commit index is volatile (the hard state
+is not rewritten when only it moved, so a restarted node replays only the commit of its last
+hard-state write and learns the rest from the leader), and commit notices go out a few
+milliseconds late, or not at all when an append overtakes them. A founding member whose disk
+is empty bootstraps as node.py does (`discover=True`: it asks its peers first); without
+`discover` the cluster starts founded. A node that joins starts with `join` (node.py: it
+recovers as an empty data directory until a leader has repaired it).
 
-This is the step-by-step harness of the paper-section tests (test_raft_paper.py) only, like
-etcd's `network` in raft_test.go: those tests fix the order of single messages inside one
-step, which the real driver (node.py, time-driven) cannot be asked to do. Random schedules
-run through the real driver, in the whole-cluster simulation (distsync/testing/sim.py),
-which checks the same invariants; this module's own random scheduler is gone.
-
-Every action that touches a node is followed by incremental safety checks, so a violation is
-reported at the step that caused it:
+Every action that touches a node is followed by incremental safety checks on the real node's
+state (its core, its state machine, its disk), so a violation is reported at the step that
+caused it:
 
 * election safety: at most one leader per term over the whole history;
 * log matching: an (index, term) pair always denotes the same entry with the same predecessor
@@ -34,19 +49,28 @@ reported at the step that caused it:
   committed in term T is in the log of every current leader of a later term;
 * state machine safety: no two nodes apply different entries at one index (snapshots included);
   each node applies indexes contiguously and only committed entries;
-* durability: a node's durable commit never decreases, entries at or below it are never
-  truncated or changed on disk, a persisted vote never changes within a term, and a restart comes
-  back to exactly the durable commit; in memory, commit never decreases;
-* ReadIndex: a read state covers every entry committed anywhere before the read was requested.
+* durability (checked on every write the driver makes): a node's durable commit never
+  decreases, entries at or below it are never truncated or changed on disk, a persisted vote
+  never changes within a term, and a restart comes back to exactly the durable commit; in
+  memory, commit never decreases;
+* promises are durable: a node acknowledges only entries on its disk and grants a vote only
+  once it is in its durable hard state (checked as the messages leave it);
+* ReadIndex: a read is answered with an index that covers every entry committed anywhere
+  before it was requested, and only once the node has applied up to it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
+import weakref
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any
 
+from distsync.config import NodeConfig
+from distsync.node import Node
 from distsync.raft import conf as confmod
 from distsync.raft.core import Config, Raft
 from distsync.raft.types import (
@@ -57,20 +81,24 @@ from distsync.raft.types import (
     MsgType,
     PersistedState,
     ReadState,
-    Ready,
     Role,
     Snapshot,
     StorageFault,
 )
-
-# Messages a leader may send before its Ready is durable (Raft thesis, section 10.2.1).
-PIPELINED_TYPES = frozenset(
-    {MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT, MsgType.TIMEOUT_NOW}
-)
+from distsync.seams import NodeParts
+from distsync.services.kv import KVStore
+from distsync.services.registry import Registry
+from distsync.testing.simclock import SimClock
+from distsync.testing.simdisk import DiskFaults, DiskImage, SimDisk
+from distsync.testing.simloop import VirtualLoop
 
 
 class InvariantViolation(AssertionError):
     """A Raft safety property does not hold; the message says which one and where."""
+
+
+class PowerCut(Exception):
+    """The power failed during a save (`Cluster.crash(midway=True)`): nothing was written."""
 
 
 def addr_of(node_id: str) -> str:
@@ -91,43 +119,139 @@ def fmt_msg(m: Message) -> str:
 
 
 @dataclass
-class Disk:
-    """One node's simulated stable storage."""
+class Disk(DiskImage):
+    """One node's stable storage: simdisk's image (the real store's write rules), plus a
+    storage fault the next load reports, set by a test that damages the disk by hand."""
 
-    hard_state: HardState = field(default_factory=HardState)
-    snapshot: Snapshot | None = None
-    entries: list[Entry] = field(default_factory=list)
-    # A storage fault the next load reports (set by a test that damages the disk).
     fault: StorageFault | None = None
 
-    def snap_index(self) -> int:
-        return self.snapshot.meta.index if self.snapshot else 0
+    def take_fault(self) -> StorageFault | None:
+        fault, self.fault = self.fault, None  # reported once; the core keeps it
+        return fault
 
-    def last_index(self) -> int:
-        return self.snap_index() + len(self.entries)
 
-    def load(self) -> PersistedState:
-        return PersistedState(self.hard_state, self.snapshot, list(self.entries), self.fault)
+class _Store(SimDisk):
+    """The node's LogStore: a SimDisk (no random faults) whose every write is checked first
+    (durability), and whose power a test can cut during the next save."""
+
+    def __init__(self, cluster: Cluster, sn: SimNode) -> None:
+        super().__init__(sn.disk, random.Random(0), DiskFaults(), cluster.trace.append)
+        self.cluster = cluster
+        self.sn = sn
+        self.power_cut = False
+
+    def save(self, hard_state: HardState | None, entries: list[Entry],
+             snapshot: Snapshot | None = None) -> None:
+        if self.power_cut:
+            self.in_flight = (hard_state, list(entries), snapshot)
+            raise PowerCut(self.sn.id)
+        self.cluster._check_save(self.sn, hard_state, entries, snapshot)
+        super().save(hard_state, entries, snapshot)
+
+    def compact(self, snapshot: Snapshot) -> None:
+        disk = self.sn.disk
+        if disk.last_index() < snapshot.meta.index:
+            self.cluster._fail(f"{self.sn.id}: compacting to {snapshot.meta.index} past the "
+                               f"disk end {disk.last_index()}")
+        super().compact(snapshot)
+
+
+class _IO:
+    """The IORunner: a save runs at once (the harness decides when time passes); `inline`
+    as in production, so both of the driver's save paths run."""
+
+    inline = True
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(*args)
+
+    def close(self) -> None:
+        pass
+
+
+class _Wire:
+    """The node's PeerTransport: what it sends goes on the harness's network."""
+
+    def __init__(self, cluster: Cluster, sn: SimNode) -> None:
+        self.cluster = cluster
+        self.sn = sn
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def send(self, msgs: list[Message]) -> None:
+        self.cluster._check_sent(self.sn, msgs)
+        self.cluster.inflight.extend(msgs)
+
+    def learned_address(self, peer_id: str) -> str | None:
+        return None
+
+
+class _StateMachine(Registry):
+    """The node's state machine: the real Registry, taking the tests' raw payloads rather
+    than service commands, and telling the checker about every apply, snapshot and restore
+    the driver makes (checked after the step, once the commits it saw are recorded)."""
+
+    def __init__(self, sn: SimNode, new_key: Callable[[], bytes]) -> None:
+        super().__init__([KVStore()])
+        self.sn = sn
+        self.new_key = new_key
+        self.want_snapshot = False
+
+    def apply(self, data: bytes, index: int) -> Any:
+        self.sn.events.append(("apply", index, data))
+        return None
+
+    def snapshot_due(self, entries: int, threshold: int) -> bool:
+        return self.want_snapshot
+
+    def snapshot(self) -> bytes:
+        self.want_snapshot = False
+        key = self.new_key()
+        self.sn.events.append(("snapshot", key))
+        return key
+
+    def snapshot_taken(self, size: int) -> None:
+        pass
+
+    def restore(self, data: bytes) -> None:
+        self.sn.events.append(("restore", data))
 
 
 class SimNode:
     def __init__(self, node_id: str, disk: Disk):
         self.id = node_id
         self.disk = disk
-        self.raft: Raft | None = None
-        # The state machine: sm[i - 1] is the entry applied at index i.
+        self.node: Node | None = None
+        self.store: _Store | None = None
+        self.clock: SimClock | None = None
+        # The state machine as the checker saw the node apply it: sm[i - 1] is the entry
+        # applied at index i (NORMAL entries reach the node's state machine, the others only
+        # its core).
         self.sm: list[Entry] = []
+        # What the node's state machine was asked to do since the last check.
+        self.events: list[tuple[Any, ...]] = []
         self.incarnation = 0
         # Founding membership this node bootstraps with whenever its storage is empty; None
         # for a node that joins through a membership change.
         self.founders: dict[str, str] | None = None
         # The highest commit index seen in memory in this incarnation.
         self.mem_commit = 0
+        # Answered reads, and reads asked but not answered yet.
         self.read_states: list[ReadState] = []
+        self.reads: list[tuple[bytes, asyncio.Future[int]]] = []
+
+    @property
+    def raft(self) -> Raft | None:
+        """The node's Raft core, None while it is down."""
+        return self.node.core if self.node is not None else None
 
     @property
     def alive(self) -> bool:
-        return self.raft is not None
+        return self.node is not None
 
     def applied_data(self) -> list[bytes]:
         """Payloads of the NORMAL entries applied so far, in order."""
@@ -135,7 +259,7 @@ class SimNode:
 
 
 class Cluster:
-    """Nodes, their disks and state machines, a network, and the safety checker."""
+    """Real nodes on in-memory disks, a network, and the safety checker."""
 
     def __init__(
         self,
@@ -148,10 +272,14 @@ class Cluster:
         discover: bool = False,
     ):
         self.seed = seed
-        # Founding members bootstrap with discover=True (as node.py does): an empty disk
-        # asks its peers whether the cluster is new before it votes.
+        # Founding members with an empty disk: with `discover` the node bootstraps itself
+        # (node.py: it asks its peers whether the cluster is new before it votes); without,
+        # the cluster was founded already (the founding entries are on every disk, as
+        # `Raft.bootstrap` writes them), so that a test can start an election at once.
         self.discover = discover
         self.cfg = config or Config()
+        self.loop = VirtualLoop()
+        weakref.finalize(self, self.loop.close)
         self.nodes: dict[str, SimNode] = {}
         self.inflight: list[Message] = []
         # Directed links (src, dst) on which every message is lost.
@@ -161,7 +289,7 @@ class Cluster:
         # Every delivered message, when `record` is set (tests count round trips with it).
         self.record = record
         self.delivered: list[Message] = []
-        self.delivered_types: Counter[MsgType] = Counter()
+        self.delivered_types: Counter[Any] = Counter()
         # Recent actions, newest last (formatted only when a check fails).
         self.trace: deque[str | tuple[str, object]] = deque(maxlen=80)
         # -- checker state --
@@ -177,6 +305,7 @@ class Cluster:
         # leader's match of a follower never goes back unless that disk was replaced (wiped).
         self.matches: dict[tuple[str, int, str], tuple[int, Disk]] = {}
         self._snap_seq = 0
+        self._hand_made: set[bytes] = set()
         ids = list(ids)
         if persisted is None:
             members = {i: addr_of(i) for i in ids}
@@ -185,9 +314,12 @@ class Cluster:
         else:
             for i in ids:
                 ps = persisted.get(i, PersistedState())
-                if ps.snapshot is not None:
-                    self.snap_registry.setdefault(ps.snapshot.data, ())
-                self._new_node(i, Disk(ps.hard_state, ps.snapshot, list(ps.entries)))
+                if ps.snapshot is not None and ps.snapshot.data not in self.snap_registry:
+                    # Content unknown to the checker: a hand-made snapshot.
+                    self.snap_registry[ps.snapshot.data] = ()
+                    self._hand_made.add(ps.snapshot.data)
+                self._new_node(i, Disk(hard_state=ps.hard_state, snapshot=ps.snapshot,
+                                       entries=list(ps.entries)))
 
     def format_trace(self) -> str:
         lines = []
@@ -200,10 +332,17 @@ class Cluster:
                 lines.append(f"{t[0]} {t[1]}")
         return "\n".join(lines)
 
+    def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return self.loop.run_until_complete(coro)
+
     # -- nodes ---------------------------------------------------------------------------
 
     def _rng(self, node: SimNode) -> random.Random:
         return random.Random(f"{self.seed}/{node.id}/{node.incarnation}")
+
+    def _new_key(self) -> bytes:
+        self._snap_seq += 1
+        return b"snap-%d" % self._snap_seq
 
     def _new_node(
         self, node_id: str, disk: Disk, founders: dict[str, str] | None = None
@@ -214,32 +353,51 @@ class Cluster:
         self._start(node)
         return node
 
-    def _start(self, node: SimNode) -> None:
-        disk = node.disk
-        r = node.raft = Raft(node.id, disk.load(), self.cfg, self._rng(node))
-        disk.fault = None  # reported once; the core keeps it in its hard state
+    def _start(self, sn: SimNode) -> None:
+        disk = sn.disk
+        empty = disk.last_index() == 0 and disk.hard_state.term == 0 and disk.snapshot is None
+        if empty and sn.founders is not None and not self.discover:
+            # A founded cluster: the founding entries and hard state `Raft.bootstrap` makes,
+            # on disk (without discovery, see __init__).
+            founder = Raft(sn.id, PersistedState(), self.cfg, random.Random(0))
+            founder.bootstrap(sn.founders)
+            rd = founder.ready()
+            disk.write(rd.hard_state, rd.entries, None)
+            empty = False
         expect = max(disk.snap_index(), disk.hard_state.commit)
-        if r.log.committed != expect:
-            self._fail(f"{node.id} restarted with commit {r.log.committed}, durable {expect}")
-        node.mem_commit = r.log.committed
-        snap = disk.snapshot
-        node.sm = list(self.snap_registry[snap.data]) if snap and snap.meta.index else []
-        self._check_log(node, r.log.first_index())
+        sn.sm, sn.events, sn.reads, sn.read_states = [], [], [], []
+        sn.clock = SimClock(self.loop)
+        store = sn.store = _Store(self, sn)
+        parts = NodeParts(
+            storage=store,
+            transport=lambda node: _Wire(self, sn),
+            clock=sn.clock,
+            rng=self._rng(sn),
+            io=_IO(),
+            snap_io=_IO(),
+            on_fatal=lambda exc: None,  # the loop never runs: process() raises instead
+            raft_config=self.cfg,
+        )
+        cfg = NodeConfig(node_id=sn.id, listen=addr_of(sn.id), peers=dict(sn.founders or {}),
+                         data_dir=f"(simulated {sn.id})", join=sn.founders is None)
+        node = sn.node = Node(cfg, parts=parts, registry=_StateMachine(sn, self._new_key))
+        r = node.core
+        if not empty and r.log.committed != expect:
+            self._fail(f"{sn.id} restarted with commit {r.log.committed}, durable {expect}")
+        sn.mem_commit = r.log.committed
+        self._check_log(sn, r.log.first_index())
         # What the disk says is committed must agree with everything committed so far (and
         # seeds the record for clusters built from hand-made persisted states).
-        self._record_commit(node.id, r, 1, r.log.committed)
-        if node.founders is not None and r.is_empty():
-            # Like the real node (node.py): a founding member whose storage is empty
-            # bootstraps, also after a crash that came before its first Ready was persisted.
-            r.bootstrap(node.founders, discover=self.discover)
-        self._after(node)
+        self._record_commit(sn.id, r, 1, r.log.committed)
+        self._after(sn)
 
     def add_node(self, node_id: str, persisted: PersistedState | None = None) -> SimNode:
         """A new, not bootstrapped node (it joins through a membership change)."""
         if node_id in self.nodes:
             raise ValueError(f"{node_id} exists")
         ps = persisted or PersistedState()
-        return self._new_node(node_id, Disk(ps.hard_state, ps.snapshot, list(ps.entries)))
+        return self._new_node(node_id, Disk(hard_state=ps.hard_state, snapshot=ps.snapshot,
+                                            entries=list(ps.entries)))
 
     def raft(self, node_id: str) -> Raft:
         r = self.nodes[node_id].raft
@@ -247,8 +405,14 @@ class Cluster:
             raise ValueError(f"{node_id} is down")
         return r
 
+    def node(self, node_id: str) -> Node:
+        n = self.nodes[node_id].node
+        if n is None:
+            raise ValueError(f"{node_id} is down")
+        return n
+
     def alive(self) -> list[SimNode]:
-        return [n for n in self.nodes.values() if n.raft is not None]
+        return [n for n in self.nodes.values() if n.node is not None]
 
     def leader(self) -> str | None:
         """The live node that is leader in the highest term, if any."""
@@ -264,25 +428,30 @@ class Cluster:
         return [n.id for n in self.alive() if n.raft.role == Role.LEADER]  # type: ignore[union-attr]
 
     def crash(self, node_id: str, midway: bool = False) -> None:
-        """Lose the node's memory. With `midway`, it dies in the middle of handling a Ready:
-        the pipelined leader messages went out, nothing was persisted."""
-        node = self.nodes[node_id]
-        r = node.raft
-        if r is None:
+        """Lose the node's memory. With `midway`, the power fails during the save of its
+        next Ready: what the driver does before its fsync (a leader's appends sent, committed
+        entries applied) happened, the write did not."""
+        sn = self.nodes[node_id]
+        node, store = sn.node, sn.store
+        if node is None or store is None:
             return
-        if midway and r.has_ready():
-            rd = r.ready()
-            for m in rd.messages:
-                if m.type in PIPELINED_TYPES:
-                    self.inflight.append(m)
+        if midway and node.core.has_ready():
+            store.power_cut = True
+            try:
+                self._run(node.process())
+            except PowerCut:
+                pass
         self.trace.append(f"crash {node_id}{' midway' if midway else ''}")
-        node.raft = None
-        node.sm = []
-        node.read_states = []
+        store.crash()
+        for _, fut in sn.reads:
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # retrieved: a crashed node's failed reads are no news
+        sn.node = sn.store = None
+        sn.sm, sn.events, sn.reads, sn.read_states = [], [], [], []
 
     def restart(self, node_id: str) -> None:
         node = self.nodes[node_id]
-        if node.raft is not None:
+        if node.node is not None:
             self.crash(node_id)
         node.incarnation += 1
         self.trace.append(f"restart {node_id}")
@@ -314,10 +483,21 @@ class Cluster:
         return idx
 
     def read_index(self, node_id: str, ctx: bytes) -> None:
-        """ReadIndex at `node_id`; the answer must cover everything committed by now."""
-        self.raft(node_id).read_index(ctx)
+        """ReadIndex at `node_id` through the node (Node.read_index); the answer must cover
+        everything committed by now. Raises what the core refuses the read with."""
+        node = self.node(node_id)
+
+        async def ask() -> asyncio.Future[int]:
+            fut = node.read_index(ctx)
+            node.take_in()
+            return fut
+
+        fut = self._run(ask())
         self.read_floor[ctx] = self.max_committed
         self.trace.append(f"read_index {node_id} {ctx!r} floor={self.max_committed}")
+        if fut.done() and fut.exception() is not None:
+            raise fut.exception()  # type: ignore[misc]
+        self.nodes[node_id].reads.append((ctx, fut))
         self._after(self.nodes[node_id])
 
     def transfer_leader(self, node_id: str, target: str) -> None:
@@ -330,43 +510,39 @@ class Cluster:
         self.trace.append(f"campaign {node_id}")
         self._after(self.nodes[node_id])
 
-    def compact(self, node_id: str, index: int | None = None) -> Snapshot | None:
-        """Snapshot the node's state machine at `index` (default: applied), persist the snapshot
-        and compact the log. Returns None if there is nothing new to compact."""
-        node = self.nodes[node_id]
-        r = self.raft(node_id)
-        if index is None:
-            index = r.log.applied
-        if index <= r.log.snap.index:
-            return None
-        if len(node.sm) < index:
-            self._fail(f"{node_id}: snapshot at {index} but applied only {len(node.sm)}")
-        self._snap_seq += 1
-        key = b"snap-%d" % self._snap_seq
-        snap = r.make_snapshot(index, key)  # may raise ValueError; nothing changed then
-        self.snap_registry[key] = tuple(node.sm[:index])
-        disk = node.disk
-        if disk.last_index() < index:
-            self._fail(f"{node_id}: compacting to {index} past the disk end {disk.last_index()}")
-        disk.entries = [e for e in disk.entries if e.index > index]
-        disk.snapshot = snap
-        r.compact(snap)
-        self.trace.append(f"compact {node_id} @{index}")
-        self._after(node)
-        return snap
+    def compact(self, node_id: str) -> Snapshot | None:
+        """Have the node snapshot its state machine at its applied index, as its driver does
+        when a snapshot is due (written to disk, then the core compacted). Returns the new
+        snapshot, or None if there was nothing new to compact."""
+        sn = self.nodes[node_id]
+        node = self.node(node_id)
+        before = sn.disk.snapshot
+        assert isinstance(node.registry, _StateMachine)
+        node.registry.want_snapshot = True
+        self._run(node.process())  # takes and writes the snapshot
+        self._run(node.process())  # compacts the core to it
+        node.registry.want_snapshot = False
+        self.trace.append(f"compact {node_id} @{node.core.log.snap.index}")
+        self._after(sn)
+        snap = sn.disk.snapshot
+        return snap if snap is not before else None
 
     # -- time and network ----------------------------------------------------------------
 
     def tick(self, *node_ids: str, n: int = 1) -> None:
+        """Tick each node `n` times; a tick's worth of time passes on its clock first (held
+        commit notices go out then)."""
         targets = node_ids or tuple(x.id for x in self.alive())
         for _ in range(n):
             for i in targets:
-                node = self.nodes[i]
-                if node.raft is None:
+                sn = self.nodes[i]
+                if sn.node is None:
                     continue
-                node.raft.tick()
+                assert sn.clock is not None
+                sn.clock.offset += sn.node.cfg.tick_ms / 1000
+                sn.node.tick()
                 self.trace.append(("tick", i))
-                self._after(node)
+                self._after(sn)
 
     def isolate(self, node_id: str) -> None:
         for other in self.nodes:
@@ -389,18 +565,19 @@ class Cluster:
         self.filters.clear()
 
     def deliver(self, m: Message) -> bool:
-        """Deliver one message now (unless a cut or a filter drops it)."""
+        """Deliver one message now (unless a cut or a filter drops it): the node takes it
+        in (Node.step); its Ready cycle runs when it is processed."""
         if (m.src, m.dst) in self.cut or any(f(m) for f in self.filters):
             return False
-        node = self.nodes.get(m.dst)
-        if node is None or node.raft is None:
+        sn = self.nodes.get(m.dst)
+        if sn is None or sn.node is None:
             return False
         self.delivered_types[m.type] += 1
         if self.record:
             self.delivered.append(m)
         self.trace.append(("deliver", m))
-        node.raft.step(m)
-        self._after(node)
+        sn.node.step(m)
+        self._after(sn)
         return True
 
     def deliver_all(self) -> int:
@@ -417,19 +594,15 @@ class Cluster:
         return out
 
     def process(self, node_id: str) -> bool:
-        """Handle one Ready of the node, as its driver would. False if it had none."""
-        node = self.nodes[node_id]
-        r = node.raft
-        if r is None or not r.has_ready():
+        """One pass of the node's driver loop (Node.process: its Ready cycles, each one
+        persist, send, apply, advance as node.py does them). False if it had no Ready."""
+        sn = self.nodes[node_id]
+        if sn.node is None:
             return False
-        rd = r.ready()
         self.trace.append(("ready", node_id))
-        self._persist(node, rd)
-        self.inflight.extend(rd.messages)
-        self._apply(node, rd)
-        r.advance(rd)
-        self._after(node)
-        return True
+        had = self._run(sn.node.process())
+        self._after(sn)
+        return bool(had)
 
     def process_all(self) -> bool:
         done = False
@@ -437,14 +610,30 @@ class Cluster:
             done |= self.process(node_id)
         return done
 
+    def flush_notices(self) -> bool:
+        """Move the clock of each node holding commit notices to when they are due, and let
+        it send them (node.py's NoticeHold: a few milliseconds, no tick). False if none."""
+        sent = False
+        for sn in self.alive():
+            assert sn.node is not None and sn.clock is not None
+            due = sn.node.notices_due()
+            if due is None:
+                continue
+            sn.clock.offset += max(0.0, due - sn.clock.monotonic())
+            self.trace.append(("notices", sn.id))
+            self.process(sn.id)
+            sent = True
+        return sent
+
     def stabilize(self, max_rounds: int = 10_000) -> None:
-        """Handle Readies and deliver messages until nothing is left to do (no ticks)."""
+        """Handle Readies, deliver messages and let held commit notices go out until nothing
+        is left to do (no ticks)."""
         for _ in range(max_rounds):
             progressed = self.process_all()
             if self.inflight:
                 self.deliver_all()
                 progressed = True
-            if not progressed:
+            if not progressed and not self.flush_notices():
                 return
         raise AssertionError("the cluster did not stabilize")
 
@@ -461,45 +650,67 @@ class Cluster:
         r = self.raft(node_id)
         assert r.role == Role.LEADER, f"{node_id} did not win: {r.status()}"
 
-    # -- driver --------------------------------------------------------------------------
+    # -- what the driver does, checked ----------------------------------------------------
 
-    def _persist(self, node: SimNode, rd: Ready) -> None:
-        disk = node.disk
-        nid = node.id
+    def _check_save(self, sn: SimNode, hs: HardState | None, entries: list[Entry],
+                    snapshot: Snapshot | None) -> None:
+        """Durability, on each write the node's driver makes, before it lands."""
+        # The commits the core made before this write (within the same pass) first, and
+        # log matching for what is written (the core's unstable entries).
+        self._note_commits(sn)
+        if entries:
+            self._check_log(sn, entries[0].index)
+        disk = sn.disk
+        nid = sn.id
         old = disk.hard_state
-        if rd.hard_state is not None:
-            hs = rd.hard_state
+        if hs is not None:
             if hs.term < old.term:
                 self._fail(f"{nid}: durable term goes back {old.term} -> {hs.term}")
             if hs.term == old.term and old.vote is not None and hs.vote != old.vote:
                 self._fail(f"{nid}: durable vote in term {hs.term} changes {old.vote}->{hs.vote}")
             if hs.commit < old.commit:
                 self._fail(f"{nid}: durable commit goes back {old.commit} -> {hs.commit}")
-            disk.hard_state = hs
-        if rd.snapshot is not None:
-            if rd.snapshot.meta.index < old.commit:
-                self._fail(
-                    f"{nid}: snapshot at {rd.snapshot.meta.index} below durable commit "
-                    f"{old.commit} would drop committed entries"
-                )
-            disk.snapshot = rd.snapshot
-            disk.entries = []
-        if rd.entries:
-            first = rd.entries[0].index
+        if snapshot is not None and snapshot.meta.index < old.commit:
+            self._fail(
+                f"{nid}: snapshot at {snapshot.meta.index} below durable commit "
+                f"{old.commit} would drop committed entries"
+            )
+        si = snapshot.meta.index if snapshot is not None else disk.snap_index()
+        last = si if snapshot is not None and disk.term_at(si) != snapshot.meta.term \
+            else max(disk.last_index(), si)
+        if entries:
+            first = entries[0].index
             if first <= old.commit:
                 self._fail(f"{nid}: persisting from {first} overwrites durable commit {old.commit}")
-            si = disk.snap_index()
-            if first <= si or first > disk.last_index() + 1:
-                self._fail(f"{nid}: entries from {first} do not fit disk ({si}, {disk.last_index()}]")
-            del disk.entries[first - si - 1 :]
-            disk.entries.extend(rd.entries)
-        new_commit = disk.hard_state.commit
-        if new_commit > disk.last_index():
-            self._fail(f"{nid}: durable commit {new_commit} past disk end {disk.last_index()}")
+            if first <= si or first > last + 1:
+                self._fail(f"{nid}: entries from {first} do not fit disk ({si}, {last}]")
+            last = entries[-1].index
+        new_commit = hs.commit if hs is not None else old.commit
+        if new_commit > last:
+            self._fail(f"{nid}: durable commit {new_commit} past disk end {last}")
         for i in range(old.commit + 1, new_commit + 1):
-            e = self._disk_entry(disk, i)
+            if i <= si and snapshot is not None:
+                e = self.snap_registry[snapshot.data][i - 1]
+            elif entries and i >= entries[0].index:
+                e = entries[i - entries[0].index]
+            else:
+                e = self._disk_entry(disk, i)
             if self.committed.get(i) != e:
                 self._fail(f"{nid}: durable committed entry {i} is {e}, committed {self.committed.get(i)}")
+
+    def _check_sent(self, sn: SimNode, msgs: list[Message]) -> None:
+        """What a node promises, it has on disk when the promise leaves it: an acknowledged
+        entry is in its durable log, a granted vote in its durable hard state (only a
+        leader's own messages may go out before its fsync)."""
+        disk = sn.disk
+        for m in msgs:
+            if m.type == MsgType.APPEND_RESP and not m.reject and m.index > disk.last_index():
+                self._fail(f"{sn.id} acknowledges {m.index} to {m.dst}, its disk ends at "
+                           f"{disk.last_index()}")
+            if m.type == MsgType.VOTE_RESP and not m.reject and (
+                    disk.hard_state.term, disk.hard_state.vote) != (m.term, m.dst):
+                self._fail(f"{sn.id} grants {m.dst} its vote in term {m.term}, its disk says "
+                           f"{disk.hard_state.term}/{disk.hard_state.vote}")
 
     def _disk_entry(self, disk: Disk, i: int) -> Entry | None:
         si = disk.snap_index()
@@ -509,33 +720,81 @@ class Cluster:
         assert disk.snapshot is not None
         return self.snap_registry[disk.snapshot.data][i - 1]
 
-    def _apply(self, node: SimNode, rd: Ready) -> None:
-        nid = node.id
-        if rd.snapshot is not None:
-            meta = rd.snapshot.meta
-            seq = self.snap_registry[rd.snapshot.data]
-            if len(seq) != meta.index or (seq and seq[-1].term != meta.term):
-                self._fail(f"{nid}: snapshot data does not match its meta {meta}")
-            if len(node.sm) > len(seq):
-                self._fail(f"{nid}: snapshot at {meta.index} behind applied {len(node.sm)}")
-            for e in seq:
-                if self.applied_at.get(e.index, e) != e:
-                    self._fail(f"{nid}: snapshot holds {e}, applied elsewhere {self.applied_at[e.index]}")
-            node.sm = list(seq)
-        for e in rd.committed:
-            if e.index != len(node.sm) + 1:
-                self._fail(f"{nid}: applies {e.index} after {len(node.sm)}")
-            prior = self.applied_at.setdefault(e.index, e)
-            if prior != e:
-                self._fail(f"{nid}: applies {e} where another node applied {prior}")
-            if self.committed.get(e.index) != e:
-                self._fail(f"{nid}: applies {e}, committed is {self.committed.get(e.index)}")
-            node.sm.append(e)
-        for rs in rd.read_states:
-            floor = self.read_floor.pop(rs.ctx, None)
-            if floor is not None and rs.index < floor:
-                self._fail(f"{nid}: read {rs.ctx!r} at {rs.index} misses commit {floor}")
-            node.read_states.append(rs)
+    def _fill_applied(self, sn: SimNode, upto: int) -> None:
+        """The core applied up to `upto`: entries the state machine was not given must be
+        the ones it never gets (not NORMAL)."""
+        while len(sn.sm) < upto:
+            i = len(sn.sm) + 1
+            e = self.committed.get(i)
+            if e is None:
+                self._fail(f"{sn.id}: applies {i}, which is not committed")
+            assert e is not None
+            if e.type == EntryType.NORMAL:
+                self._fail(f"{sn.id}: applied past {e} without handing it to the state machine")
+            self._applied(sn, e)
+
+    def _applied(self, sn: SimNode, e: Entry) -> None:
+        prior = self.applied_at.setdefault(e.index, e)
+        if prior != e:
+            self._fail(f"{sn.id}: applies {e} where another node applied {prior}")
+        sn.sm.append(e)
+
+    def _check_applies(self, sn: SimNode) -> None:
+        """State machine safety, on what the driver handed the node's state machine."""
+        nid = sn.id
+        events, sn.events = sn.events, []
+        for ev in events:
+            if ev[0] == "apply":
+                _, index, data = ev
+                if index <= len(sn.sm):
+                    self._fail(f"{nid}: applies {index} after {len(sn.sm)}")
+                self._fill_applied(sn, index - 1)
+                e = self.committed.get(index)
+                if e is None or e.type != EntryType.NORMAL or e.data != data:
+                    self._fail(f"{nid}: applies {data!r} at {index}, committed is {e}")
+                assert e is not None
+                self._applied(sn, e)
+            elif ev[0] == "restore":
+                data = ev[1]
+                seq = self.snap_registry[data]
+                snap = sn.disk.snapshot
+                if snap is not None and snap.data == data and data not in self._hand_made:
+                    meta = snap.meta
+                    if len(seq) != meta.index or (seq and seq[-1].term != meta.term):
+                        self._fail(f"{nid}: snapshot data does not match its meta {meta}")
+                if len(sn.sm) > len(seq):
+                    self._fail(f"{nid}: snapshot at {len(seq)} behind applied {len(sn.sm)}")
+                for e in seq:
+                    if self.applied_at.get(e.index, e) != e:
+                        self._fail(f"{nid}: snapshot holds {e}, applied elsewhere "
+                                   f"{self.applied_at[e.index]}")
+                sn.sm = list(seq)
+            elif ev[0] == "snapshot":
+                key = ev[1]
+                snap = sn.disk.snapshot
+                if snap is None or snap.data != key:
+                    continue  # nothing new to snapshot: the driver made none
+                self._fill_applied(sn, snap.meta.index)
+                self.snap_registry[key] = tuple(sn.sm[: snap.meta.index])
+        r = sn.raft
+        assert r is not None
+        self._fill_applied(sn, r.log.applied)
+        if r.log.applied != len(sn.sm):
+            self._fail(f"{nid}: core applied {r.log.applied}, state machine {len(sn.sm)}")
+        pending = []
+        for ctx, fut in sn.reads:
+            if not fut.done():
+                pending.append((ctx, fut))
+            elif not fut.cancelled() and fut.exception() is None:
+                idx = fut.result()
+                floor = self.read_floor.pop(ctx, None)
+                if floor is not None and idx < floor:
+                    self._fail(f"{nid}: read {ctx!r} at {idx} misses commit {floor}")
+                if idx > r.log.applied:
+                    self._fail(f"{nid}: read {ctx!r} at {idx} answered at applied "
+                               f"{r.log.applied}")
+                sn.read_states.append(ReadState(idx, ctx))
+        sn.reads = pending
 
     # -- checker -------------------------------------------------------------------------
 
@@ -588,18 +847,23 @@ class Cluster:
             elif who != node.id:
                 self._fail(f"election safety: {who} and {node.id} both lead term {r.term}")
             self._check_matches(node.id, r)
-        # Commit monotonic; record what became committed.
-        c = log.committed
+        self._note_commits(node)
+        # Log matching for entries not yet on disk (every entry is new while unstable; what
+        # the driver writes is checked as it writes it, _check_save).
+        if log.stable < log.last_index():
+            self._check_log(node, log.stable + 1)
+        self._check_applies(node)
+
+    def _note_commits(self, node: SimNode) -> None:
+        """Commit monotonic; record what became committed."""
+        r = node.raft
+        assert r is not None
+        c = r.log.committed
         if c < node.mem_commit:
             self._fail(f"{node.id}: commit went back {node.mem_commit} -> {c}")
         if c > node.mem_commit:
             self._record_commit(node.id, r, node.mem_commit + 1, c)
             node.mem_commit = c
-        # Log matching for entries not yet on disk (every entry is new while unstable).
-        if log.stable < log.last_index():
-            self._check_log(node, log.stable + 1)
-        if log.applied != len(node.sm):
-            self._fail(f"{node.id}: core applied {log.applied}, state machine {len(node.sm)}")
 
     def _check_matches(self, nid: str, r: Raft) -> None:
         for p, pr in r.prs.items():

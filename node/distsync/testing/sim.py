@@ -126,8 +126,8 @@ class RecordingRegistry(Registry):
 
 class CheckedImage(DiskImage):
     """A node's disk that checks, as each write lands, the Raft invariants about what is
-    durable (raftsim.py checked them on its own driver's writes; here the real driver makes
-    them): the durable term never goes back, a vote once written is not changed within its
+    durable (tests/unit/raftsim.py checks the same on the step-by-step tests' writes, which
+    this driver makes too): the durable term never goes back, a vote once written is not changed within its
     term, the durable commit never goes back and never points past the log, nothing at or
     below it is overwritten, and log matching: an (index, term) pair names one entry, with
     one predecessor term, in every node's log, ever."""
