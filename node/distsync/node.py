@@ -82,11 +82,13 @@ class NoticeHold:
                 if m.type == MsgType.APPEND:
                     self.held.pop(m.dst, None)
 
-    def take_due(self, now: float) -> list[Message]:
+    def take_due(self, now: float, leading_term: int | None) -> list[Message]:
+        """The notices due at `now`; with `leading_term` (None: we do not lead), only those
+        of the term we lead now: a leader that stepped down drops the rest."""
         if not self.held or now < self.due:
             return []
         out, self.held = list(self.held.values()), {}
-        return out
+        return [m for m in out if m.term == leading_term]
 
 
 class _Wake:
@@ -659,7 +661,7 @@ class Node:
         self._flush_proposals()
         self._flush_reads()
         now = self.clock.monotonic()
-        due = self._notices.take_due(now)
+        due = self._notices.take_due(now, self.core.term if self.is_leader() else None)
         if due:
             self.transport.send(due)
         if (now >= self._next_tick) if tick is None else tick:

@@ -31,11 +31,11 @@ def append(dst: str, idx: int) -> Message:
 def test_held_notices_go_out_once_due_latest_per_peer() -> None:
     h = NoticeHold(0.005)
     h.hold([notice("n2", 7), notice("n3", 7)], now=100.0)
-    assert h.take_due(100.004) == []
+    assert h.take_due(100.004, leading_term=2) == []
     h.hold([notice("n2", 8)], now=100.003)  # a newer one replaces it; the due time stays
-    out = h.take_due(100.005)
+    out = h.take_due(100.005, leading_term=2)
     assert sorted((m.dst, m.commit) for m in out) == [("n2", 8), ("n3", 7)]
-    assert h.take_due(200.0) == [] and not h.held
+    assert h.take_due(200.0, leading_term=2) == [] and not h.held
 
 
 def test_an_append_with_entries_makes_the_peers_notice_moot() -> None:
@@ -43,7 +43,20 @@ def test_an_append_with_entries_makes_the_peers_notice_moot() -> None:
     h.hold([notice("n2", 7), notice("n3", 7)], now=0.0)
     hb = Message(MsgType.HEARTBEAT, "n1", "n3", 2, commit=7)
     h.sent([append("n2", 8), hb])  # a heartbeat does not replace a notice
-    assert [m.dst for m in h.take_due(1.0)] == ["n3"]
+    assert [m.dst for m in h.take_due(1.0, leading_term=2)] == ["n3"]
+
+
+def test_notices_of_a_term_we_no_longer_lead_are_dropped() -> None:
+    """A leader that stepped down while notices were held must not send them: they carry a
+    term that is over (harmless to a follower, which rejects them, but etcd drops them and
+    so do we; found by the step-by-step tests on the real driver)."""
+    h = NoticeHold(0.005)
+    h.hold([notice("n2", 7), notice("n3", 7)], now=0.0)
+    assert h.take_due(1.0, leading_term=3) == [] and not h.held
+    h.hold([notice("n2", 7)], now=2.0)
+    assert h.take_due(3.0, leading_term=None) == [] and not h.held
+    h.hold([notice("n2", 7)], now=4.0)
+    assert [m.dst for m in h.take_due(5.0, leading_term=2)] == ["n2"]
 
 
 def _free_ports(n: int) -> list[int]:
