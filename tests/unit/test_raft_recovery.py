@@ -14,7 +14,7 @@ from dataclasses import replace
 from raftsim import Cluster, Disk
 
 from distsync.raft.core import Config
-from distsync.raft.types import EntryType, HardState, MsgType, Role, StorageFault
+from distsync.raft.types import EntryType, HardState, Message, MsgType, Role, StorageFault
 
 
 def ids(n: int) -> list[str]:
@@ -219,3 +219,24 @@ def test_a_founding_member_with_a_replaced_disk_rejoins_without_voting() -> None
 def test_a_single_node_cluster_needs_no_discovery() -> None:
     c = Cluster(ids(1), seed=5, config=Config(), discover=True)
     assert c.raft("n1").recovery is None
+
+
+def test_a_member_still_asking_whether_the_cluster_is_new_does_not_take_a_candidates_term(
+) -> None:
+    """Found by the long simulation run (seed 1065): in a new 5-node cluster two members
+    lost their first write; a member that had finished asking campaigned, and its vote
+    request raised the term of a member still asking. That member's answer to the others'
+    probes then said "a cluster exists here (term 2)", so three members took their empty
+    disks for replaced ones and waited, non-voting, for a repair that no leader could do:
+    the cluster never elected anyone. A member still asking refuses the vote at its own
+    term, and stays a "new" witness for the others."""
+    c = Cluster(ids(5), seed=6, config=Config(), discover=True)
+    asking = c.raft("n1")
+    assert asking.recovery is not None and asking.recovery.discovering
+    c.deliver(Message(MsgType.VOTE, "n2", "n1", 2, index=5, log_term=1))
+    assert asking.term == 1 and asking.vote is None
+    c.inflight.clear()
+    c.deliver(Message(MsgType.PROBE, "n3", "n1", 1))
+    c.process("n1")
+    (resp,) = [m for m in c.inflight if m.type == MsgType.PROBE_RESP and m.dst == "n3"]
+    assert not resp.reject, "n1 must still answer that nothing happened yet"

@@ -346,6 +346,16 @@ class Raft:
             self._on_probe_resp(m)
             return
         if m.term > self.term:
+            if m.type == MsgType.VOTE and self.recovery is not None and self.recovery.discovering:
+                # Still asking whether the cluster is new: refuse without taking the term.
+                # Taken, it would make us look "not new" to the other members' probes, who
+                # would then wait, non-voting, for a leader nobody can elect (found by the
+                # long simulation run, seed 1065: two of five lost their first write, three
+                # ended up waiting for a repair). We vote for no one and lead nothing, so an
+                # older term here decides nothing.
+                self._send(Message(MsgType.VOTE_RESP, self.id, m.src, self.term, reject=True,
+                                   repair=1))
+                return
             if m.type in (MsgType.VOTE, MsgType.PRE_VOTE):
                 force = m.context == TRANSFER_CTX
                 in_lease = (
