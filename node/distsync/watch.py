@@ -96,7 +96,7 @@ class WatchHub:
         return out
 
     def on_event(self, ev: KVEvent) -> None:
-        for w in self._synced:
+        for w in list(self._synced):  # a cancel leaves the set
             if w.match(ev.key):
                 if len(w.queue) >= w.buffer_events:
                     self.cancel(w, "slow_consumer")
