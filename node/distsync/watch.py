@@ -35,6 +35,7 @@ class Watcher:
                  buffer_events: int):
         self.key, self.prefix = key, prefix
         self.match = key_matcher(key, prefix)
+        self.start = start
         self.next_revision = start  # every matching event before it is taken
         self.synced = False
         self.queue: deque[KVEvent] = deque()
@@ -83,7 +84,7 @@ class WatchHub:
             if len(page) < limit:  # caught up: live from here, in the same step
                 w.synced = True
                 self._synced.add(w)
-                w.next_revision = self.history.last_revision + 1
+                w.next_revision = max(w.next_revision, self.history.last_revision + 1)
             elif page:
                 w.next_revision = page[-1].revision + 1
             return page
@@ -97,7 +98,9 @@ class WatchHub:
 
     def on_event(self, ev: KVEvent) -> None:
         for w in list(self._synced):  # a cancel leaves the set
-            if w.match(ev.key):
+            # A node behind the start (a client resuming on a lagging follower) applies
+            # events the watcher must not see again.
+            if ev.revision >= w.start and w.match(ev.key):
                 if len(w.queue) >= w.buffer_events:
                     self.cancel(w, "slow_consumer")
                 else:

@@ -144,3 +144,16 @@ async def test_the_hub_refuses_past_its_watchers_and_compacted_starts() -> None:
     hub.close(w)
     hub.open(3, prefix="")
     assert len(hub.watchers) == 1
+
+
+async def test_a_watch_ahead_of_this_node_gets_nothing_before_its_start() -> None:
+    """A client resuming on a lagging follower asks for revisions it has not applied yet:
+    the ones it applies meanwhile, below the start, are not sent again."""
+    h = KVHistory()
+    h.record(1, "put", "k", 1, 0, 1)
+    hub = WatchHub(h)
+    w = hub.open(5, key="k")
+    assert hub.take(w) == [] and w.synced
+    for rev in range(2, 7):
+        h.record(rev, "put", "k", rev, 0, 1)
+    assert [e.revision for e in hub.take(w)] == [5, 6]
