@@ -53,13 +53,7 @@ OPENAPI = {
         "responses": {
             "200": {"description": "The stream (chunked)",
                     "content": {NDJSON: {"schema": EVENT}}},
-            "410": {"description": "`compacted`: the start revision is older than this "
-                                   "node's history",
-                    "content": {"application/json": {"schema": obj(
-                        ["error", "message", "compact_revision", "oldest_revision"],
-                        error=STR, message=STR, compact_revision=INT, oldest_revision=INT,
-                        revision=INT)}}},
-            **errors(400, 429, 503),
+            **errors(400, 410, 429, 503),
         },
     }},
 }
