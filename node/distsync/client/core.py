@@ -13,7 +13,7 @@ import ssl as ssl_mod
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -335,7 +335,7 @@ class Client:
         self, *, key: str | None = None, prefix: str | None = None,
         start_revision: int | None = None, progress_ms: int = 5000,
         linearizable: bool = False, progress: bool = False, addr: str | None = None,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """`async for ev in c.watch(prefix="cfg/", start_revision=r)`: every put and delete
         of the key or prefix from `start_revision` (default: the next change; with
         `linearizable`, after every write committed before the call), as
@@ -482,10 +482,14 @@ class BlockingClient:
         """`for ev in c.watch(prefix="cfg/")`: `Client.watch` as a blocking iterator (same
         arguments); close it (or leave the loop) to end the stream."""
         agen = self._client.watch(**kw)
+
+        async def step() -> dict[str, Any]:
+            return await agen.__anext__()
+
         try:
             while True:
                 try:
-                    yield self._run(agen.__anext__())
+                    yield self._run(step())
                 except StopAsyncIteration:
                     return
         finally:

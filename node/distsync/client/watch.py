@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
@@ -22,7 +22,7 @@ async def watch(
     client: Any, *, key: str | None = None, prefix: str | None = None,
     start_revision: int | None = None, progress_ms: int = 5000, linearizable: bool = False,
     progress: bool = False, addr: str | None = None,
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """See `Client.watch`."""
     if (key is None) == (prefix is None):
         raise InvalidArgument("invalid_argument", "give exactly one of key or prefix")
