@@ -114,6 +114,12 @@ def test_progress_lines_and_the_blocking_iterator(lc: LocalCluster) -> None:
                                        "&progress_ms=50")
     assert status == 200 and lines[0] == {"type": "progress", "revision": rev}
     assert all(ln["type"] == "progress" for ln in lines) and len(lines) >= 2
+    # linearizable=true on a follower: the default start follows every acknowledged write.
+    follower = _follower(lc, ready(lc))
+    with BlockingClient(lc.addrs) as c:
+        rev = c.put("w2/b", 1)["revision"]
+    status, lines = _stream(lc, follower, "key=w2/b&linearizable=true&timeout_ms=50")
+    assert status == 200 and lines[0]["type"] == "progress" and lines[0]["revision"] >= rev
 
 
 async def test_a_compacted_start_is_410_and_the_client_raises_compacted(

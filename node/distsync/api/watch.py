@@ -8,17 +8,19 @@ import asyncio
 import re
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from ..services.kv_history import Compacted
 from ..watch import Watcher, WatchLimit
 from .errors import ApiError
-from .jsonio import dumps
+from .jsonio import dumps, json_response
 from .schemas import check_key
 
 routes = web.RouteTableDef()
 
 NDJSON = "application/x-ndjson"
+READ_INDEX_PATH = "/v1/internal/watch/read-index"  # node to node (peer-authenticated)
 PREFIX_RE = re.compile(r"^[A-Za-z0-9._\-/:@]{0,512}$")
 # How long a cancelled stream may take to hand its last line to a consumer that stopped
 # reading before the connection is left to close.
@@ -60,6 +62,46 @@ def _params(request: web.Request) -> dict[str, Any]:
     }
 
 
+async def _read_barrier(request: web.Request) -> None:
+    """A ReadIndex: on the leader itself; on a follower, asked of the leader (it confirms its
+    leadership with a quorum and answers its applied index), then applied here (etcd's
+    follower ReadIndex)."""
+    node = request.app["node"]
+    if node.is_leader():
+        await node.read_barrier()
+        return
+    leader = node.leader_id
+    addr = node.addr_of(leader) if leader and leader != node.id else None
+    if addr is None:
+        raise ApiError(503, "no_leader", "no leader is known right now; retry shortly")
+    headers = node.peer_auth.request_headers(leader) if node.peer_auth is not None else {}
+    session = request.app["forward_session"]
+    url = f"{'https' if node.ssl_client else 'http'}://{addr}{READ_INDEX_PATH}"
+    try:
+        async with session.get(url, headers=headers) as r:
+            body = await r.json(content_type=None)
+            if r.status != 200:
+                raise ApiError(503, "unavailable",
+                               f"leader {leader} gave no read index: {body.get('error')}")
+            index = int(body["index"])
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as e:
+        raise ApiError(503, "leader_unreachable",
+                       f"could not reach leader {leader} at {addr}: {e!r}") from None
+    if not await node.wait_until(lambda: node.applied_index >= index,
+                                 node.cfg.request_timeout):
+        raise ApiError(503, "unavailable", f"this node has not applied up to {index} yet")
+
+
+@routes.get(READ_INDEX_PATH)
+async def read_index(request: web.Request) -> web.StreamResponse:
+    """A follower's linearizable watch start: the leader's applied index after a ReadIndex."""
+    node = request.app["node"]
+    if not node.is_leader():
+        raise ApiError(503, "not_leader", "this node is not the leader")
+    await node.read_barrier()
+    return json_response({"index": node.applied_index})
+
+
 def _line(obj: Any) -> bytes:
     return dumps(obj) + b"\n"
 
@@ -74,7 +116,7 @@ async def watch(request: web.Request) -> web.StreamResponse:
         raise ApiError(503, "watch_unavailable", "this node serves no watches")
     node = request.app["node"]
     if p["linearizable"]:
-        await node.read_barrier()  # everything committed before now is applied here
+        await _read_barrier(request)  # everything committed before now is applied here
 
     def now_revision() -> int:
         return max(node.applied_index, hub.history.last_revision)
