@@ -157,7 +157,7 @@ def main(log_level: str) -> None:
               help="kv changes kept in memory for watches to start from (README Watches).")
 @click.option("--watch-history-bytes", envvar="DISTSYNC_WATCH_HISTORY_BYTES", default=64 << 20,
               show_default=True, type=click.IntRange(1),
-              help="Bytes of that history (keys, values, ~160 per event).")
+              help="Bytes of that history (keys, values, ~190 per event).")
 @click.option("--max-watchers", envvar="DISTSYNC_MAX_WATCHERS", default=10_000,
               show_default=True, type=click.IntRange(1),
               help="Watch streams this node serves at once (429 too_many_watchers past it).")
