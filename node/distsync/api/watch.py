@@ -175,7 +175,9 @@ async def _stream(resp: web.StreamResponse, hub: Any, w: Watcher, p: dict[str, A
         if end is not None:
             wait = min(wait, end - now)
         if wait <= 0:
-            await resp.write(_line({"type": "progress", "revision": now_revision()}))
+            # Never below what this stream already settled (a node behind the start).
+            rev = max(now_revision(), w.next_revision - 1)
+            await resp.write(_line({"type": "progress", "revision": rev}))
             last_write = loop.time()
             continue
         w.wake.clear()
