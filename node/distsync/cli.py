@@ -152,6 +152,18 @@ def main(log_level: str) -> None:
 @click.option("--cache-lease-ms", envvar="DISTSYNC_CACHE_LEASE_MS", default=3000,
               show_default=True, type=click.IntRange(1),
               help="How long a node serves lines from a home it cannot reach.")
+@click.option("--watch-history-events", envvar="DISTSYNC_WATCH_HISTORY_EVENTS", default=100_000,
+              show_default=True, type=click.IntRange(1),
+              help="kv changes kept in memory for watches to start from (README Watches).")
+@click.option("--watch-history-bytes", envvar="DISTSYNC_WATCH_HISTORY_BYTES", default=64 << 20,
+              show_default=True, type=click.IntRange(1),
+              help="Bytes of that history (keys, values, ~190 per event).")
+@click.option("--max-watchers", envvar="DISTSYNC_MAX_WATCHERS", default=10_000,
+              show_default=True, type=click.IntRange(1),
+              help="Watch streams this node serves at once (429 too_many_watchers past it).")
+@click.option("--watch-buffer-events", envvar="DISTSYNC_WATCH_BUFFER_EVENTS", default=1000,
+              show_default=True, type=click.IntRange(1),
+              help="Events queued per watcher before it is cancelled as a slow consumer.")
 @click.option("--event-loop", envvar="DISTSYNC_EVENT_LOOP", default="auto", show_default=True,
               type=click.Choice(["auto", "uvloop", "asyncio"]),
               help="auto = uvloop when installed (less CPU per request), else asyncio.")
@@ -160,7 +172,8 @@ def node(node_id: str | None, listen: str, advertise: str, peers: str, data_dir:
          join: bool, cluster: str, tick_ms: int, election_ticks: int,
          snapshot_threshold: int, max_body_bytes: int, redis_url: str,
          cache_max_bytes: int, cache_max_value_bytes: int, cache_lease_ms: int,
-         event_loop: str, **secure: str) -> None:
+         watch_history_events: int, watch_history_bytes: int, max_watchers: int,
+         watch_buffer_events: int, event_loop: str, **secure: str) -> None:
     """Run one node in the foreground until SIGTERM or Ctrl-C."""
     pod = _pod_defaults()
     node_id = node_id or pod.get("id")
@@ -174,6 +187,8 @@ def node(node_id: str | None, listen: str, advertise: str, peers: str, data_dir:
         snapshot_threshold=snapshot_threshold, max_body_bytes=max_body_bytes,
         redis_url=redis_url, cache_max_bytes=cache_max_bytes,
         cache_max_value_bytes=cache_max_value_bytes, cache_lease_ms=cache_lease_ms,
+        watch_history_events=watch_history_events, watch_history_bytes=watch_history_bytes,
+        max_watchers=max_watchers, watch_buffer_events=watch_buffer_events,
         **security.node_config_kwargs(secure),
     )
     run_loop(_run_node(cfg), event_loop)

@@ -53,6 +53,11 @@ class NodeConfig:
     cache_max_bytes: int = 64 << 20  # the near cache's capacity on this node
     cache_max_value_bytes: int = 512 << 10
     cache_lease_ms: int = 3000  # how long a node may serve lines from a home it cannot reach
+    # Watches (watch.py, services/kv_history.py; README "Watches"): per node, not replicated.
+    watch_history_events: int = 100_000  # kv changes kept for watches to start from
+    watch_history_bytes: int = 64 << 20  # ... and their bytes (keys, values, ~190 per event)
+    max_watchers: int = 10_000
+    watch_buffer_events: int = 1000  # events queued per watcher before slow_consumer
 
     @property
     def address(self) -> str:

@@ -107,6 +107,19 @@ class NodeMetrics:
             registry=r,
         )
 
+        # Watches (watch.py): watchers served by this node, events written to them, and
+        # watchers this node cancelled, by reason (slow_consumer, compacted).
+        self.watchers = Gauge("distsync_watchers", "Watch streams open on this node",
+                              registry=r)
+        self.watch_events_sent = Counter(
+            "distsync_watch_events_sent", "kv events written to watch streams", registry=r)
+        self.watch_cancellations = Counter(
+            "distsync_watch_cancellations", "Watch streams this node cancelled, by reason",
+            ["reason"], registry=r,
+        )
+        for reason in ("slow_consumer", "compacted"):
+            self.watch_cancellations.labels(reason)
+
     def set_role(self, role: int) -> None:
         """A label per role (`distsync_raft_role{role="leader"} 1`), so a query can select
         or count by role instead of decoding a number."""

@@ -195,7 +195,7 @@ class Node:
             rng=parts.rng,
         )
         if persisted.snapshot is not None:
-            self.registry.restore(persisted.snapshot.data)
+            self.registry.restore(persisted.snapshot.data, persisted.snapshot.meta.index)
         if self.core.is_empty() and not cfg.join:
             peers = dict(cfg.peers) or {self.id: cfg.address}
             peers.setdefault(self.id, cfg.address)
@@ -829,7 +829,7 @@ class Node:
         membership changes, which are answered only once the core has applied them."""
         conf_waiters = []
         if rd.snapshot is not None:
-            self.registry.restore(rd.snapshot.data)
+            self.registry.restore(rd.snapshot.data, rd.snapshot.meta.index)
         for e in rd.committed:
             result: Any = None
             if e.type == EntryType.NORMAL:

@@ -33,16 +33,19 @@ from .realparts import real_parts
 from .seams import Clock, NodeParts
 from .services.base import StateMachine
 from .services.kv import KVStore
+from .services.kv_history import KVHistory
 from .services.locks import LockService
 from .services.queue_metrics import QueueMetrics
 from .services.queues import QueueService
 from .services.quotas import DEFAULT_LIMITS
 from .services.registry import Registry
+from .watch import WatchHub
 
 log = logging.getLogger("distsync")
 
 
-def node_services(clock: Clock, metrics: NodeMetrics) -> list[StateMachine]:
+def node_services(clock: Clock, metrics: NodeMetrics,
+                  cfg: NodeConfig | None = None) -> list[StateMachine]:
     """Every service a node runs, the kv register first; a new service adds itself here
     (one line) and its routes in api/routes.py. The lock leases run on the node's clock;
     each service's metrics go to the node's registry."""
@@ -50,7 +53,9 @@ def node_services(clock: Clock, metrics: NodeMetrics) -> list[StateMachine]:
     queues.obs = QueueMetrics(metrics.registry, queues)
     locks = LockService(clock=lambda: clock.monotonic() * 1000.0)
     metrics.registry.register(LockCollector(locks))
-    return [KVStore(), queues, locks]
+    history = KVHistory() if cfg is None else KVHistory(cfg.watch_history_events,
+                                                        cfg.watch_history_bytes)
+    return [KVStore(history), queues, locks]
 
 
 def assemble_node(
@@ -61,7 +66,7 @@ def assemble_node(
     `make_registry` (the simulator's records every apply), the quotas `cfg` asks for, and
     the registry's metrics."""
     metrics = metrics or NodeMetrics(cfg.node_id)
-    registry = make_registry(node_services(parts.clock, metrics))
+    registry = make_registry(node_services(parts.clock, metrics, cfg))
     # Quotas are replicated: the leader proposes these once elected (services/quotas.py).
     registry.quota.desired = {k: getattr(cfg, k) for k in DEFAULT_LIMITS}
     metrics.registry.register(RequestIdCollector(registry))
@@ -90,10 +95,16 @@ def build_cache(node: Node) -> CacheService:
     return CacheService(NodeView(node), backend, peers, ccfg, registry=node.metrics.registry)
 
 
+def build_watches(node: Node) -> WatchHub:
+    """The node's watchers of kv keys, fed by its kv history, with the bounds from `cfg`."""
+    cfg = node.cfg
+    return WatchHub(node.kv.history, cfg.max_watchers, cfg.watch_buffer_events, node.metrics)
+
+
 def build_server(cfg: NodeConfig) -> tuple[Node, web.Application]:
     """The node and its HTTP app (clients and peers), not yet started."""
     node = build_node(cfg)
-    return node, create_app(node, build_cache(node))
+    return node, create_app(node, build_cache(node), build_watches(node))
 
 
 async def start_node(cfg: NodeConfig) -> tuple[Node, web.AppRunner]:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from ..cache import CacheService
 from ..node import Node
+from ..watch import WatchHub
 from .auth import auth_middleware
 from .auth import install as install_auth
 from .body import body_middleware
@@ -42,7 +43,10 @@ async def metrics_middleware(request: web.Request, handler):  # type: ignore[no-
 _COUNTERS = web.AppKey("http_request_counters", dict)
 
 
-def create_app(node: Node, cache: CacheService) -> web.Application:
+def create_app(node: Node, cache: CacheService,
+               watches: WatchHub | None = None) -> web.Application:
+    """`watches`: the node's watch hub (server.py builds it); without one, GET /v1/watch
+    answers 503 `watch_unavailable`."""
     app = web.Application(
         middlewares=[metrics_middleware, error_middleware, auth_middleware, body_middleware,
                      peer_trust_middleware],
@@ -50,6 +54,7 @@ def create_app(node: Node, cache: CacheService) -> web.Application:
     )
     app["node"] = node
     app["cache"] = cache
+    app["watch"] = watches
     app[_COUNTERS] = {}
     app[MEMBER_IPS] = {}
     install_auth(app, node.cfg)

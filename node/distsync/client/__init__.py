@@ -3,9 +3,16 @@ cache reached from them (`distsync.client.locks`, `.queues`, `.cache`)."""
 
 from .blocking import blocking_attr
 from .core import BlockingClient, Client
-from .errors import CompareFailed, DistSyncError, InvalidArgument, NotFound, Unavailable
+from .errors import (
+    Compacted,
+    CompareFailed,
+    DistSyncError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 
 __all__ = [
-    "BlockingClient", "Client", "CompareFailed", "DistSyncError", "InvalidArgument", "NotFound",
+    "BlockingClient", "Client", "Compacted", "CompareFailed", "DistSyncError", "InvalidArgument", "NotFound",
     "Unavailable", "blocking_attr",
 ]

@@ -13,7 +13,7 @@ import ssl as ssl_mod
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -37,6 +37,7 @@ from .errors import (
 )
 from .locks import BlockingLock, BlockingSession, Lock, Session
 from .queues import BlockingQueue, Queue
+from .watch import watch
 
 T = TypeVar("T")
 
@@ -330,6 +331,25 @@ class Client:
         """Write `value` only if the key's revision is still `expect_revision` (0: absent)."""
         return await self.put(key, value, expect_revision=expect_revision)
 
+    def watch(
+        self, *, key: str | None = None, prefix: str | None = None,
+        start_revision: int | None = None, progress_ms: int = 5000,
+        linearizable: bool = False, progress: bool = False, addr: str | None = None,
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """`async for ev in c.watch(prefix="cfg/", start_revision=r)`: every put and delete
+        of the key or prefix from `start_revision` (default: the next change; with
+        `linearizable`, after every write committed before the call), as
+        `{"type", "key", "value", "revision", "prev_revision"}`, in revision order, without
+        a gap or a duplicate: after a disconnect, a node failure or a cancellation it
+        resumes from the last revision seen + 1, on the next node (any node serves watches;
+        `addr` picks the first). `progress`: also yield `{"type": "progress", "revision"}`
+        (all events up to it were yielded). Raises `Compacted` (with `oldest_revision`) if
+        the history no longer reaches back to the start: re-read, then watch from there;
+        `Unavailable` if no node served it for `timeout`."""
+        return watch(self, key=key, prefix=prefix, start_revision=start_revision,
+                     progress_ms=progress_ms, linearizable=linearizable, progress=progress,
+                     addr=addr)
+
     # -- cache (see distsync.client.cache) ------------------------------------------------
 
     @property
@@ -457,6 +477,23 @@ class BlockingClient:
             self.__dict__["_cache"] = BlockingCache(self)
         cache: BlockingCache = self.__dict__["_cache"]
         return cache
+
+    def watch(self, **kw: Any) -> Iterator[dict[str, Any]]:
+        """`for ev in c.watch(prefix="cfg/")`: `Client.watch` as a blocking iterator (same
+        arguments); close it (or leave the loop) to end the stream."""
+        agen = self._client.watch(**kw)
+
+        async def step() -> dict[str, Any]:
+            return await agen.__anext__()
+
+        try:
+            while True:
+                try:
+                    yield self._run(step())
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._run(agen.aclose())
 
     def queue(self, name: str) -> BlockingQueue:
         """A blocking handle on queue `name` (see distsync.client.queues)."""

@@ -37,6 +37,19 @@ class Unavailable(DistSyncError, ConnectionError):
     `ConnectionError`, as for any unreachable server)."""
 
 
+class Compacted(DistSyncError):
+    """A watch's start revision is older than the node's history (410 `compacted`): re-read
+    the state you need, then watch from `oldest_revision` or later (etcd's ErrCompacted)."""
+
+    @property
+    def compact_revision(self) -> int:
+        return int(self.body.get("compact_revision", 0))
+
+    @property
+    def oldest_revision(self) -> int:
+        return int(self.body.get("oldest_revision", self.compact_revision + 1))
+
+
 class _Retry(Exception):
     def __init__(self, cause: BaseException | DistSyncError):
         super().__init__(str(cause))
@@ -47,6 +60,8 @@ def error_from_answer(status: int, body: dict[str, Any]) -> DistSyncError:
     code, msg = str(body.get("error", "http_error")), str(body.get("message", ""))
     if status == 404 and code == "not_found":
         return NotFound(status, code, msg, body)
+    if status == 410 and code == "compacted":
+        return Compacted(status, code, msg, body)
     if code == "compare_failed":
         return CompareFailed(status, code, msg, body)
     if status in (502, 503, 504):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import SNAPSHOT_PACKER, CommandError
+from .kv_history import KVHistory
 
 _MISSING = object()
 ROW_BYTES = 48  # a row's framing and revision in a snapshot, about
@@ -18,7 +19,9 @@ ROW_BYTES = 48  # a row's framing and revision in a snapshot, about
 class KVStore:
     name = "kv"
 
-    def __init__(self) -> None:
+    def __init__(self, history: KVHistory | None = None) -> None:
+        # Recent changes for watches (kv_history.py): fed here, from the applied log.
+        self.history = history if history is not None else KVHistory()
         self.data: dict[str, tuple[Any, int]] = {}
         # Each key's snapshot row, encoded once and dropped when the key changes: encoding
         # every key at every snapshot stalled the event loop (tens of ms per 10k keys, plus
@@ -49,7 +52,9 @@ class KVStore:
             size = len(key) + (args.get("sz") if type(args.get("sz")) is int else 0)
             self.bytes += size - self._sizes.get(key, 0)
             self._sizes[key] = size
-            return {"revision": index, "prev_revision": cur[1] if cur else 0}
+            prev = cur[1] if cur else 0
+            self.history.record(index, "put", key, args["value"], prev, size - len(key))
+            return {"revision": index, "prev_revision": prev}
         if op == "delete":
             self._check(args, cur)
             if cur is None:
@@ -57,6 +62,7 @@ class KVStore:
             del self.data[key]
             self._rows.pop(key, None)
             self.bytes -= self._sizes.pop(key, 0)
+            self.history.record(index, "delete", key, None, cur[1], 0)
             return {"deleted": True, "revision": index, "prev_revision": cur[1]}
         raise CommandError("bad_op", f"unknown kv op {op!r}", 400)
 
@@ -108,3 +114,7 @@ class KVStore:
         self._sizes = {k: len(k) + len(SNAPSHOT_PACKER.pack(v)) for k, (v, _) in
                        self.data.items()}
         self.bytes = sum(self._sizes.values())
+
+    def restored_at(self, index: int) -> None:
+        """The state just restored is the log up to `index`: the history starts after it."""
+        self.history.reset(index)

@@ -197,7 +197,9 @@ class Registry:
         self.log_bytes = 0
         self._unhinted_bytes = max(0, size - self._hinted_bytes())
 
-    def restore(self, data: bytes) -> None:
+    def restore(self, data: bytes, index: int = 0) -> None:
+        """`index`: the log index the snapshot covers (services with `restored_at` learn it:
+        the kv history starts after it)."""
         if not data:
             for s in self.services.values():
                 s.restore(s.__class__().snapshot())
@@ -215,4 +217,8 @@ class Registry:
                 (k, (v[0], v[1], *(list(v[2:4]) + [None, None])[:2])) for k, v in obj["dedupe"]
             )
             self._dedupe_rows = {k: SNAPSHOT_PACKER.pack((k, v)) for k, v in self.dedupe.items()}
+        for s in self.services.values():
+            restored_at = getattr(s, "restored_at", None)
+            if restored_at is not None:
+                restored_at(index)
         self.snapshot_taken(len(data))

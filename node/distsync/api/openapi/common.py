@@ -64,10 +64,13 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     404: ("NotFound", "No such resource, or no such route (`not_found`)"),
     409: ("Conflict", "The request conflicts with the current state (a failed compare, a "
           "membership change in progress, a lock not held, ...)"),
+    410: ("Compacted", "A watch's `start_revision` is older than the node's history "
+          "(`compacted`, with `compact_revision` and `oldest_revision`: re-read, then watch "
+          "from `oldest_revision` or later)"),
     413: ("TooLarge", "Body, value or message over its limit (`body_too_large`, "
           "`value_too_large`, `message_too_large`)"),
-    429: ("TooMany", "Over a quota (`quota_exceeded`, with `limit` naming it) or a queue's "
-          "size (`queue_full`)"),
+    429: ("TooMany", "Over a quota (`quota_exceeded`, with `limit` naming it), a queue's "
+          "size (`queue_full`) or a node's watchers (`too_many_watchers`)"),
     422: ("RequestIdMismatch", "The Request-Id was first used for a different request "
           "(`request_id_mismatch`); nothing was applied"),
     507: ("NoSpace", "The state has reached max_state_bytes (`quota_exceeded`, NOSPACE alarm): "
