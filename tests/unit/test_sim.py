@@ -152,9 +152,9 @@ def _trace_digest(seed: int, hashseed: str) -> str:
 
 
 def test_a_seed_replays_in_another_process() -> None:
-    """`SEED=... pytest` in a new process (other string hashes) sees the same run: seed 5
-    has kv, lock and queue clients, membership changes and crashes."""
-    assert _trace_digest(5, "1") == _trace_digest(5, "2")
+    """`SEED=... pytest` in a new process (other string hashes) sees the same run: seed 6
+    has kv, lock and queue clients (over HTTP), membership changes and crashes."""
+    assert _trace_digest(6, "1") == _trace_digest(6, "2")
 
 
 def first_failure(what: str) -> tuple[int, str]:
@@ -238,6 +238,19 @@ def test_planted_request_id_dropped_by_the_api_is_found(monkeypatch) -> None:
     _, msg = first_failure("the planted API bug")
     assert "linearizable" in msg or "acknowledged enqueues lost" in msg or "fencing" in msg, \
         msg[:400]
+
+
+def test_an_answer_the_request_did_not_earn_fails_the_run(monkeypatch) -> None:
+    """A 500 from the API is a bug to report, not an unknown outcome to retry: plant a kv
+    handler whose result mapping raises (error_middleware answers 500 internal)."""
+    from distsync.api import kv
+
+    def broken(res):  # type: ignore[no-untyped-def]
+        raise RuntimeError("planted")
+
+    monkeypatch.setattr(kv, "_result", broken)
+    with pytest.raises(SimFailure, match="answered 500"):
+        run_seed(0)
 
 
 def test_the_api_stamps_queue_commands_with_the_nodes_clock() -> None:

@@ -98,8 +98,8 @@ def _request(app: web.Application, method: str, path: str, headers: dict[str, st
 
 async def serve(app: web.Application, method: str, path: str, headers: dict[str, str],
                 body: bytes | None, remote: str) -> Answer:
-    """One request through `app`'s routing, middlewares and handler, run in the caller's
-    task (the serving node's process)."""
+    """One request through `app`'s routing, middlewares and handler, in the calling task
+    (which SimHttp runs inside the serving node's process)."""
     app.freeze()  # (what starting the server does: middlewares and router fixed)
     request = _request(app, method, path, headers, body, remote)
     try:
