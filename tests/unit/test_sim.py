@@ -6,11 +6,13 @@ faults, one thread, one seed.
   `SIM_SEEDS=0:20000 pytest tests/unit/test_sim.py -k seeds` is the long mode.
 * `SEED=<n> pytest tests/unit/test_sim.py -k replay` replays one seed exactly.
 * A driver bug planted on purpose (a follower acknowledging an append before its fsync) is
-  found within the CI seeds, so the checks can fail.
+  found within the CI seeds, so the checks can fail; so is an API-layer bug (handlers that
+  drop the client's Request-Id), since clients go through each node's real HTTP app.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import subprocess
@@ -97,6 +99,8 @@ FEATURES = (
     "admin.add", "admin.remove", "admin.transfer", "raft.install_snapshot",
     "workload.kv_ops", "workload.lock_grants", "workload.queue_deliveries",
     "workload.cache_acked_puts", "workload.cache_gets", "cache.messages",
+    # the HTTP API (simhttp.py): answers, followers forwarding, 503s while no leader is known
+    "http.answered", "http.forwarded", "http.503.no_leader",
 )
 
 
@@ -139,9 +143,9 @@ def _trace_digest(seed: int, hashseed: str) -> str:
 
 
 def test_a_seed_replays_in_another_process() -> None:
-    """`SEED=... pytest` in a new process (other string hashes) sees the same run: seed 5
-    has kv, lock and queue clients, membership changes and crashes."""
-    assert _trace_digest(5, "1") == _trace_digest(5, "2")
+    """`SEED=... pytest` in a new process (other string hashes) sees the same run: seed 6
+    has kv, lock and queue clients (over HTTP), membership changes and crashes."""
+    assert _trace_digest(6, "1") == _trace_digest(6, "2")
 
 
 def first_failure(what: str) -> tuple[int, str]:
@@ -204,6 +208,69 @@ def test_planted_lost_enqueue_is_found(monkeypatch) -> None:
     monkeypatch.setattr(QueueService, "_add_message", leaky)
     _, msg = first_failure("the planted bug")
     assert "acknowledged enqueues lost" in msg, msg[:400]
+
+
+def test_planted_request_id_dropped_by_the_api_is_found(monkeypatch) -> None:
+    """Plant the API-layer bug the HTTP path exists to catch: the handlers ignore the
+    client's `Request-Id` and make a fresh id for every request, as if it sent none. The
+    registry keeps its ids, but a retry of a write whose first attempt took effect is a new
+    request to it and applies again (a cas that took effect answers 409, an ack "acked 0").
+    Clients calling node.propose directly, as the simulation's did, never saw this layer."""
+    from distsync.api import idempotency
+
+    fresh = itertools.count()
+
+    def ignore_the_header(request):  # type: ignore[no-untyped-def]
+        if "rid" not in request:
+            request["rid"] = f"auto-{next(fresh)}"  # (numbered: the run stays replayable)
+        return request["rid"]
+
+    monkeypatch.setattr(idempotency, "raw_request_id", ignore_the_header)
+    _, msg = first_failure("the planted API bug")
+    assert "linearizable" in msg or "acknowledged enqueues lost" in msg or "fencing" in msg, \
+        msg[:400]
+
+
+def test_an_answer_the_request_did_not_earn_fails_the_run(monkeypatch) -> None:
+    """A 500 from the API is a bug to report, not an unknown outcome to retry: plant a kv
+    handler whose result mapping raises (error_middleware answers 500 internal)."""
+    from distsync.api import kv
+
+    def broken(res):  # type: ignore[no-untyped-def]
+        raise RuntimeError("planted")
+
+    monkeypatch.setattr(kv, "_result", broken)
+    with pytest.raises(SimFailure, match="answered 500"):
+        run_seed(0)
+
+
+def test_the_api_stamps_queue_commands_with_the_nodes_clock() -> None:
+    """The queue handlers stamp each command with the leader's time through the node's
+    Clock (seams.py), not the machine's: in the simulation that is the simulated clock, so
+    visibility timeouts run on virtual time, clock jumps reach them, and a seed replays.
+    (They read time.time() before the simulation sent requests through the API.)"""
+    import asyncio
+
+    from distsync.testing.sim import _close
+
+    sim = Simulation(3, faults=False)
+
+    async def enqueue() -> tuple[int, int]:
+        for sn in sim.nodes.values():
+            sim._start(sn)
+        assert await sim._queue_setup()
+        ok, _, _ = await sim._http("p0", "POST", "/v1/queues/jobs/messages",
+                                   {"body": 1, "id": "m1"}, rid="m1")
+        ld = sim._leader()
+        assert ok and ld is not None
+        return ld.service("queues").get("jobs").messages["m1"].enq_ms, ld.clock.wall_ms()
+
+    asyncio.set_event_loop(sim.loop)
+    try:
+        enq_ms, now_ms = sim.loop.run_until_complete(enqueue())
+    finally:
+        _close(sim.loop)
+    assert now_ms - 1000 < enq_ms <= now_ms, (enq_ms, now_ms)
 
 
 def test_planted_damaged_node_voting_is_found(monkeypatch) -> None:

@@ -15,7 +15,6 @@ wait is queued) and the new leader's handler goes on polling the same wait.
 from __future__ import annotations
 
 import re
-import time
 from typing import Any, Literal
 
 from aiohttp import web
@@ -134,11 +133,11 @@ def _wait_answer(state: dict[str, Any] | None, wait_id: int) -> dict[str, Any]:
 async def _poll(request: web.Request, wait_id: int, deadline_ms: int,
                 started: float) -> dict[str, Any]:
     """Long-poll a wait until it is resolved or the poll window ends. The window counts from
-    `started` (perf_counter at the request's start), so that the whole request stays within
-    LONG_POLL_S however long the proposal took."""
+    `started` (the node's monotonic clock at the request's start), so that the whole request
+    stays within LONG_POLL_S however long the proposal took."""
     node, svc = request.app["node"], _svc(request)
-    left_s = (deadline_ms - time.time() * 1000) / 1000 + GRACE_S
-    window = max(0.5, min(LONG_POLL_S - (time.perf_counter() - started), left_s))
+    left_s = (deadline_ms - node.clock.wall_ms()) / 1000 + GRACE_S
+    window = max(0.5, min(LONG_POLL_S - (node.clock.monotonic() - started), left_s))
 
     def resolved() -> bool:
         st = svc.wait_state(wait_id)
@@ -156,7 +155,8 @@ async def _poll(request: web.Request, wait_id: int, deadline_ms: int,
 
 def _observe_acquire(request: web.Request, res: Any, t0: float) -> None:
     if isinstance(res, dict) and res.get("granted"):
-        request.app["node"].metrics.locks_acquire_latency.observe(time.perf_counter() - t0)
+        node = request.app["node"]
+        node.metrics.locks_acquire_latency.observe(node.clock.monotonic() - t0)
 
 
 # -- sessions ------------------------------------------------------------------------------
@@ -291,10 +291,11 @@ routes.get("/v1/locks/{name}")(_read_route(_get_lock))
 async def acquire(request: web.Request) -> web.StreamResponse:
     name = _lock_name(request)
     body = await parse_body(request, LockAcquire)
-    t0 = time.perf_counter()
+    node = request.app["node"]
+    t0 = node.clock.monotonic()
     args = {
         "session": body.session, "lock": name, "mode": body.mode, "wait_ms": body.wait_ms,
-        "upgrade": body.upgrade, "deadline_ms": int(time.time() * 1000) + body.wait_ms,
+        "upgrade": body.upgrade, "deadline_ms": node.clock.wall_ms() + body.wait_ms,
     }
     res = await propose(request, "locks", "acquire", args)
     if isinstance(res, dict) and res.get("waiting"):
@@ -316,7 +317,7 @@ async def wait_status(request: web.Request) -> web.StreamResponse:
     if state is not None and state["lock"] != name:
         state = None
     deadline = state["deadline_ms"] if state is not None and state.get("waiting") else 0
-    res = await _poll(request, wait_id, deadline, time.perf_counter())
+    res = await _poll(request, wait_id, deadline, request.app["node"].clock.monotonic())
     if res.get("lock", name) != name:
         res = _wait_answer(None, wait_id)
     return _result(res)

@@ -10,7 +10,6 @@ then proposes again, until `wait_ms` runs out.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -137,8 +136,10 @@ class NackBody(_Receipts):
     error: str | None = Field(default=None, max_length=1024)
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
+def now_ms(request: web.Request) -> int:
+    """The leader's wall clock, read through the node's Clock (seams.py) like every other
+    time the node proposes, so that a simulated node's commands carry its simulated time."""
+    return request.app["node"].clock.wall_ms()
 
 
 def check_queue(name: str) -> str:
@@ -345,7 +346,7 @@ async def enqueue(request: web.Request) -> web.StreamResponse:
     except ApiError as e:
         svc.obs.count(name, "rejected", len(packed))
         raise e from None
-    res = await _propose(request, "enqueue", {"q": name, "m": packed, "now": now_ms()})
+    res = await _propose(request, "enqueue", {"q": name, "m": packed, "now": now_ms(request)})
     if isinstance(res, dict) and "error" in res:
         return _result(res)
     ids = [m.id if m.id is not None else f"~{res['index']}.{i}" for i, m in enumerate(msgs)]
@@ -374,14 +375,14 @@ async def _dequeue_here(request: web.Request, name: str, body: DequeueBody) -> w
     node = request.app["node"]
     svc = _svc(request)
     cid, rid, fp = body.consumer, request_id(request), await fingerprint(request)
-    deadline = time.monotonic() + body.wait_ms / 1000
+    deadline = node.clock.monotonic() + body.wait_ms / 1000
     acks, acked = body.ack or None, None
     while True:
         # Skip the log when it cannot help: a registered, recently seen consumer whose
         # partitions have nothing for it now (and no acks to apply).
-        if acks or not svc.consumer_fresh(name, cid, now_ms()) or svc.available(name, cid):
+        if acks or not svc.consumer_fresh(name, cid, now_ms(request)) or svc.available(name, cid):
             args = {"q": name, "c": cid, "max": body.max, "vis": body.visibility_ms,
-                    "now": now_ms(), "rid": rid, "fp": fp}
+                    "now": now_ms(request), "rid": rid, "fp": fp}
             if acks:
                 args["ack"] = acks
             # The queue answers a retried dequeue itself (the consumer's last lease); the id
@@ -394,7 +395,7 @@ async def _dequeue_here(request: web.Request, name: str, body: DequeueBody) -> w
                 acks = None
             if res["messages"]:
                 return json_response({**res, **(acked or {})})
-        left = deadline - time.monotonic()
+        left = deadline - node.clock.monotonic()
         if left <= 0:
             q = svc.get(name)
             parts = q.consumers[cid].partitions if q and cid in q.consumers else []
@@ -403,7 +404,7 @@ async def _dequeue_here(request: web.Request, name: str, body: DequeueBody) -> w
         ttl_s = (q.opts["consumer_ttl_ms"] if q else OPTION_LIMITS["consumer_ttl_ms"][0]) / 1000
         # Wake when a message is there for us, or when we must show we are alive.
         await node.wait_until(
-            lambda: svc.available(name, cid) or not svc.consumer_fresh(name, cid, now_ms()),
+            lambda: svc.available(name, cid) or not svc.consumer_fresh(name, cid, now_ms(request)),
             min(left, ttl_s / 4),
         )
         if not node.is_leader():
@@ -416,7 +417,7 @@ async def ack(request: web.Request) -> web.StreamResponse:
     name = check_queue(request.match_info["q"])
     body = await parse_body(request, AckBody)
     await _refuse(request, _no_receipt(_svc(request), name, body.all(), in_flight=False))
-    return _result(await _propose(request, "ack", {"q": name, "r": body.all(), "now": now_ms()}))
+    return _result(await _propose(request, "ack", {"q": name, "r": body.all(), "now": now_ms(request)}))
 
 
 @routes.post("/v1/queues/{q}/nack")
@@ -426,7 +427,7 @@ async def nack(request: web.Request) -> web.StreamResponse:
     body = await parse_body(request, NackBody)
     await _refuse(request, _no_receipt(_svc(request), name, body.all(), in_flight=True))
     args = {"q": name, "r": body.all(), "delay": body.delay_ms, "error": body.error,
-            "now": now_ms()}
+            "now": now_ms(request)}
     return _result(await _propose(request, "nack", args))
 
 
@@ -439,7 +440,7 @@ async def heartbeat(request: web.Request) -> web.StreamResponse:
     """Register or keep alive a consumer without dequeuing (e.g. during long processing)."""
     name = check_queue(request.match_info["q"])
     cid = check_consumer(request.match_info["c"])
-    return _result(await _propose(request, "heartbeat", {"q": name, "c": cid, "now": now_ms()}))
+    return _result(await _propose(request, "heartbeat", {"q": name, "c": cid, "now": now_ms(request)}))
 
 
 @routes.delete("/v1/queues/{q}/consumers/{c}")
@@ -458,7 +459,7 @@ async def leave(request: web.Request) -> web.StreamResponse:
         return None
 
     await _refuse(request, unknown)
-    return _result(await _propose(request, "leave", {"q": name, "c": cid, "now": now_ms()}))
+    return _result(await _propose(request, "leave", {"q": name, "c": cid, "now": now_ms(request)}))
 
 
 # -- plumbing -----------------------------------------------------------------------------

@@ -4,9 +4,12 @@ request ids, and services) in one thread, on one virtual-time event loop, from o
 Only the parts behind the driver's seams (seams.py) are simulated: the disk (simdisk.py),
 the network (simnet.py) and each node's clock (simclock.py), all with faults, plus process
 crashes (at whatever await point the node is in) and restarts from what its disk kept.
-Clients reach the nodes the way the HTTP handlers do (`leader_only`: a follower forwards
-to the leader; writes through `node.propose` with a request id that every retry reuses;
-linearizable reads through `node.read_barrier` then the local state).
+Clients (kv, locks, queues) send HTTP requests to each node's real API app (api/app.py)
+without sockets (simhttp.py), with a `Request-Id` that every retry reuses: routes,
+middlewares, handlers, request-id scoping and error mapping all run, and a follower forwards
+a leader-only request to the leader over the simulated network. Half the clients keep to
+the leader, half send anywhere (as through a load balancer). Any answer other than the
+expected ones and 503 (a 500, a 4xx the request did not earn) is a violation.
 
 Checked during the run: at most one leader per term; a committed entry never changes; a
 leader has every entry committed in an earlier term; every node applies the same command
@@ -37,18 +40,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+from aiohttp import web
 
+from ..api.app import create_app
+from ..api.forward import LEADER_HEADER
 from ..cache.backend import MemoryBackend
 from ..cache.service import CacheService
 from ..config import NodeConfig
-from ..node import Node, Unavailable
-from ..raft.core import Config, NotLeader, ProposalDropped
+from ..node import Node
+from ..raft.core import Config
 from ..raft.types import Entry, HardState, Role, Snapshot
 from ..seams import NodeParts
 from ..server import assemble_node
-from ..services.base import CommandError, StateMachine
+from ..services.base import StateMachine
 from ..services.locks import EXCLUSIVE, SHARED, LockService
-from ..services.locks_lease import NotReady
 from ..services.queue_model import DLQ_SUFFIX
 from ..services.queues import QueueService
 from ..services.registry import NOT_REMEMBERED, Registry
@@ -57,6 +62,7 @@ from .simcache import CONFIG as CACHE_CONFIG
 from .simcache import CacheClients, SimCachePeers, SimHistory, build_cache
 from .simclock import SimClock
 from .simdisk import DAMAGE_KINDS, DiskFaults, DiskImage, SimDisk, SimIO, damage
+from .simhttp import SimHttp
 from .simloop import START, VirtualLoop
 from .simnet import NetFaults, SimNetwork, SimTransport
 from .simproc import ConnectionLost, Process
@@ -187,6 +193,7 @@ class _SimNode:
     node: Node | None = None
     proc: Process | None = None  # the node's process (simproc.py): killed on a crash
     cache: CacheService | None = None
+    app: web.Application | None = None  # its HTTP API (api/app.py), served by simhttp.py
     disk: SimDisk | None = None
     inline: bool = True
     # Per-incarnation check state.
@@ -198,6 +205,18 @@ class _SimNode:
     damaged: bool = False
     # How many times its disk was damaged: a leader may lower the match of a damaged disk.
     damage_gen: int = 0
+
+
+@dataclass
+class _ClientConn:
+    """A workload client's side of HTTP: its address, and whether it keeps to the leader
+    (the node that answered it last, or the leader a forwarded answer names), as the real
+    client keeps to the leader it found, or sends every request to any node, as through a
+    load balancer, so that followers forward it."""
+
+    ip: str
+    sticky: bool
+    node: str | None = None
 
 
 class Simulation:
@@ -224,7 +243,11 @@ class Simulation:
             crash_in_fsync=rng.choice((0.0, 0.005, 0.02)) if faults else 0.0,
         )
         self.ids = [f"n{i}" for i in range(1, self.n + 1)]
-        self.peers = {i: f"{i}:7001" for i in self.ids}
+        # Addresses are IPs: the API believes a forward's headers from a member's address
+        # (api/peer_trust.py), and a host name would need a resolver the loop does not have.
+        self.peers = {i: f"10.0.0.{k}:7001" for k, i in enumerate(self.ids, 1)}
+        self.http = SimHttp(self.net, self._http_target, self.peers)
+        self._conns: dict[str, _ClientConn] = {}
         self.log_ids: dict[tuple[int, int], tuple[bytes, int | None]] = {}
         self.nodes = {i: _SimNode(i, CheckedImage(i, self.log_ids, self.fail))
                       for i in self.ids}
@@ -356,6 +379,12 @@ class Simulation:
         if self.cache is not None:
             peers = SimCachePeers(self.net, nid, self._cache_target, CACHE_CONFIG.rpc_timeout)
             sn.cache = proc.run(build_cache, node, self.backend, peers)
+        # The API app as server.py mounts it, minus its startup (which opens a real
+        # ClientSession to forward with, and starts the cache service built above).
+        app = proc.run(create_app, node, sn.cache)
+        app["forward_session"] = self.http.session(nid, self.peers[nid].rsplit(":", 1)[0],
+                                                   cfg.request_timeout + 1)
+        sn.app = app
         self.trace(f"{nid}: started (incarnation {sn.incarnation}, disk last index "
                    f"{sn.image.last_index()}, term {sn.image.hard_state.term})")
 
@@ -374,7 +403,7 @@ class Simulation:
         proc.kill()
         sn.disk.crash()
         self.net.detach(sn.id)
-        sn.node = sn.proc = sn.cache = None
+        sn.node = sn.proc = sn.cache = sn.app = None
 
     def _pause(self, sn: _SimNode, seconds: float) -> None:
         """A GC or VM pause: nothing of the node runs for `seconds`, then it resumes with its
@@ -397,6 +426,12 @@ class Simulation:
         if sn is None or sn.proc is None or sn.cache is None:
             return None
         return sn.proc, sn.cache
+
+    def _http_target(self, nid: str) -> tuple[Process, web.Application] | None:
+        sn = self.nodes.get(nid)
+        if sn is None or sn.proc is None or sn.app is None:
+            return None
+        return sn.proc, sn.app
 
     def live(self) -> list[_SimNode]:
         return [sn for sn in self.nodes.values() if sn.node is not None]
@@ -540,69 +575,89 @@ class Simulation:
                                f"{c.leader} commit {c.log.committed}")
             await asyncio.sleep(0.01)
 
-    # -- clients (what the HTTP handlers do, in process) -------------------------------
+    # -- clients (HTTP requests through each node's real API app: simhttp.py) ----------
 
-    def _target(self, prefer: str | None) -> Node | None:
+    def _pick(self, prefer: str | None) -> str | None:
+        """The node a client sends to: the leader a 503 named, else any live node (a
+        follower forwards leader-only requests itself, api/forward.py)."""
         sn = self.nodes.get(prefer) if prefer else None
         if sn is None or sn.node is None:
             live = self.live()
             if not live:
                 return None
             sn = self.rng.choice(live)
-        node = sn.node
-        assert node is not None
-        if not node.is_leader():  # leader_only: a follower forwards to the leader it knows
-            ld = self.nodes.get(node.core.leader or "")
-            if ld is not None and ld.node is not None:
-                return ld.node
-        return node
+        return sn.id
+
+    def _conn(self, client: str) -> _ClientConn:
+        conn = self._conns.get(client)
+        if conn is None:
+            conn = self._conns[client] = _ClientConn(f"192.0.2.{len(self._conns) + 1}",
+                                                     self.rng.random() < 0.5)
+        return conn
+
+    async def _http(self, client: str, method: str, path: str, body: Any = None, *,
+                    rid: str | None = None,
+                    expect: tuple[int, ...] = (200,)) -> tuple[bool, int, Any]:
+        """One client operation as HTTP requests, retried (the same `Request-Id` on every
+        attempt, as the real client does) until an answer whose status is in `expect`, or
+        its time is up. Returns (known, status, JSON body); not known: no answer (a timeout,
+        a broken connection, 503s until the end), so it may or may not have taken effect.
+        Any other answer (a 500, a 4xx the request did not earn) is an API bug: a
+        violation."""
+        deadline = self.loop.time() + 4.0
+        headers = {"Request-Id": rid} if rid is not None else {}
+        conn = self._conn(client)
+        prefer = conn.node
+        while self.loop.time() < deadline:
+            nid = self._pick(prefer)
+            if nid is None:
+                await asyncio.sleep(0.05)
+                continue
+            prefer = conn.node = None
+            try:
+                ans = await asyncio.wait_for(self.http.call(
+                    nid, method, path, body=body, headers=headers, remote=conn.ip), 2.5)
+            except ConnectionLost:  # the node crashed while serving this request
+                self.net.counts["process.connection_lost"] += 1
+            except TimeoutError:
+                pass
+            else:
+                got = ans.json()
+                if ans.status in expect:
+                    self.net.counts["http.answered"] += 1
+                    if conn.sticky:  # a forwarded answer names the leader
+                        conn.node = ans.headers.get(LEADER_HEADER) or nid
+                    return True, ans.status, got
+                if ans.status != 503:
+                    self.fail(f"api: {client}'s {method} {path} (rid {rid}) on {nid} answered "
+                              f"{ans.status} {ans.body[:300]!r}")
+                    return False, ans.status, got
+                err = got.get("error") if isinstance(got, dict) else None
+                self.net.counts[f"http.503.{err}"] += 1
+                self.trace(f"{client}: {method} {path} on {nid}: 503 {err}")
+                prefer = got.get("leader") if isinstance(got, dict) else None
+            await asyncio.sleep(self.rng.uniform(0.01, 0.1))
+        return False, 0, None
 
     async def _call(self, client: str, inp: tuple[Any, ...], key: str,
                     rid: str) -> tuple[bool, Any]:
-        return await self._retry(lambda node: self._once(node, inp, key, rid))
-
-    async def _retry(self, once: Callable[[Node], Any]) -> tuple[bool, Any]:
-        """One client operation, retried (same request id) until it has an answer or its
-        time is up. Returns (known, output)."""
-        deadline = self.loop.time() + 4.0
-        prefer: str | None = None
-        while self.loop.time() < deadline:
-            node = self._target(prefer)
-            if node is None:
-                await asyncio.sleep(0.05)
-                continue
-            try:
-                return True, await asyncio.wait_for(self._proc_of(node).call(once(node)), 2.5)
-            except NotLeader as e:
-                prefer = e.args[0] if e.args else None
-            except ConnectionLost:  # the node crashed while serving this request
-                self.net.counts["process.connection_lost"] += 1
-                prefer = None
-            except (Unavailable, ProposalDropped, TimeoutError, NotReady):
-                prefer = None
-            await asyncio.sleep(self.rng.uniform(0.01, 0.1))
-        return False, None
-
-    async def _once(self, node: Node, inp: tuple[Any, ...], key: str, rid: str) -> Any:
-        f = inp[0]
-        if f == "get":
-            if not node.is_leader():
-                raise NotLeader(node.core.leader)
-            await node.read_barrier(timeout=2.0)
-            got = node.kv.get(key)
-            return None if got is None else got[0]
-        if not node.is_leader():
-            raise NotLeader(node.core.leader)
+        """A kv operation of the linearizability history, as the HTTP API serves it.
+        Returns (known, output)."""
+        f, path = inp[0], f"/v1/kv/{key}"
+        if f == "get":  # linearizable (the default): the leader, after a ReadIndex round
+            ok, status, res = await self._http(client, "GET", path, expect=(200, 404))
+            return ok, (res["value"] if ok and status == 200 else None)
         if f == "put":
-            await node.propose("kv", "put", {"key": key, "value": inp[1]}, rid, timeout=2.0)
-            return None
+            ok, _, _ = await self._http(client, "PUT", path, {"value": inp[1]}, rid=rid)
+            return ok, None
         if f == "cas":
-            res = await node.propose("kv", "put", {
-                "key": key, "value": inp[2], "has_expect_value": True, "expect_value": inp[1],
-            }, rid, timeout=2.0)
-            return not (isinstance(res, dict) and "error" in res)
-        res = await node.propose("kv", "delete", {"key": key}, rid, timeout=2.0)
-        return bool(res.get("deleted"))
+            ok, status, res = await self._http(client, "PUT", path, {
+                "value": inp[2], "expect_value": inp[1]}, rid=rid, expect=(200, 409))
+            if ok and status == 409 and res.get("error") != "compare_failed":
+                self.fail(f"api: {client}'s cas on {key} answered 409 {res}")
+            return ok, ok and status == 200
+        ok, _, res = await self._http(client, "DELETE", path, rid=rid)
+        return ok, (bool(res.get("deleted")) if ok else None)
 
     async def _client(self, name: str, keys: list[str], end: float) -> None:
         rng = random.Random(self.rng.random())
@@ -642,22 +697,20 @@ class Simulation:
         rng = random.Random(self.rng.random())
         n = 0
         sid: str | None = None
+        gone = (200, 404, 409)  # 404: the session expired; 409: held by another, not held
         while self.loop.time() < end:
             n += 1
             if sid is None:
-                ok, res = await self._retry(lambda node, n=n: self._leader_propose(
-                    node, "open", {"ttl_ms": 1000, "name": name, "owner": name},
-                    f"{name}-{n}"))
+                ok, _, res = await self._http(name, "POST", "/v1/sessions", {
+                    "ttl_ms": 1000, "name": name}, rid=f"{name}-{n}")
                 sid = res["session"] if ok and isinstance(res, dict) and "session" in res \
                     else None
                 continue
             lock = f"L{rng.randrange(2)}"
             mode = EXCLUSIVE if rng.random() < 0.7 else SHARED
             call = self.loop.time()
-            ok, res = await self._retry(lambda node, n=n, lock=lock, mode=mode, s=sid: (
-                self._leader_propose(node, "acquire", {
-                    "session": s, "lock": lock, "mode": mode, "wait_ms": 0,
-                    "upgrade": False, "deadline_ms": 0}, f"{name}-{n}")))
+            ok, _, res = await self._http(name, "POST", f"/v1/locks/{lock}/acquire", {
+                "session": sid, "mode": mode, "wait_ms": 0}, rid=f"{name}-{n}", expect=gone)
             if not ok or not isinstance(res, dict) or "error" in res:
                 if isinstance(res, dict) and "session" in str(res.get("error")):
                     sid = None  # expired: open a new one
@@ -668,43 +721,19 @@ class Simulation:
                 self.trace(f"{name}: granted {lock} token {res['token']}")
             for _ in range(rng.randrange(3)):
                 await asyncio.sleep(rng.uniform(0.05, 0.3))
-                await self._retry(lambda node, s=sid: self._keepalive(node, s))
+                await self._http(name, "POST", f"/v1/sessions/{sid}/keepalive",
+                                 expect=(200, 404))
             n += 1
-            await self._retry(lambda node, n=n, lock=lock, s=sid: self._leader_propose(
-                node, "release", {"session": s, "lock": lock}, f"{name}-{n}"))
-
-    async def _leader_propose(self, node: Node, op: str, args: dict[str, Any],
-                              rid: str) -> Any:
-        if not node.is_leader():
-            raise NotLeader(node.core.leader)
-        return await node.propose("locks", op, args, rid, timeout=2.0)
-
-    async def _keepalive(self, node: Node, sid: str) -> Any:
-        if not node.is_leader():
-            raise NotLeader(node.core.leader)
-        await node.read_barrier(timeout=2.0)
-        if not node.is_leader():
-            raise NotLeader(node.core.leader)
-        svc: LockService = node.service("locks")
-        try:
-            return svc.keepalive(sid, node.core.term)
-        except CommandError as e:
-            return e.to_result()
+            await self._http(name, "POST", f"/v1/locks/{lock}/release", {"session": sid},
+                             rid=f"{name}-{n}", expect=gone)
 
     # -- queue clients -----------------------------------------------------------------
 
-    async def _queue_propose(self, node: Node, op: str, args: dict[str, Any],
-                             rid: str | None, bind: str | None = None) -> Any:
-        if not node.is_leader():
-            raise NotLeader(node.core.leader)
-        args = {**args, "now": node.clock.wall_ms()}  # the handler's clock: the leader's
-        return await node.propose("queues", op, args, rid, timeout=2.0, bind=bind)
-
     async def _queue_setup(self) -> bool:
-        ok, res = await self._retry(lambda node: self._queue_propose(node, "create", {
-            "q": QUEUE, "opts": {"partitions": 2, "max_deliveries": QUEUE_MAX_DELIVERIES,
-                                 "retention_ms": 0, "visibility_ms": 300}}, "queue-create"))
-        return ok and isinstance(res, dict) and "error" not in res
+        ok, _, _ = await self._http("queue-admin", "PUT", f"/v1/queues/{QUEUE}", {
+            "partitions": 2, "max_deliveries": QUEUE_MAX_DELIVERIES, "retention_ms": 0,
+            "visibility_ms": 300}, rid="queue-create")
+        return ok
 
     async def _producer(self, name: str, end: float) -> None:
         rng = random.Random(self.rng.random())
@@ -713,9 +742,9 @@ class Simulation:
             n += 1
             mid = f"{name}-{n}"  # the client's message id: enqueue is idempotent on it
             self.q_attempted.add(mid)
-            ok, res = await self._retry(lambda node, mid=mid: self._queue_propose(
-                node, "enqueue", {"q": QUEUE, "m": [[mid, None, mid, None, 8]]}, mid))
-            if ok and isinstance(res, dict) and "error" not in res:
+            ok, _, _ = await self._http(name, "POST", f"/v1/queues/{QUEUE}/messages", {
+                "body": mid, "id": mid}, rid=mid)
+            if ok:
                 self.q_enqueued.add(mid)
             await asyncio.sleep(rng.uniform(0.0, 0.1))
 
@@ -725,12 +754,10 @@ class Simulation:
         while self.loop.time() < end:
             n += 1
             call = self.loop.time()
-            # As the handler: the queue answers a retried dequeue itself (its rid argument);
-            # the id table only binds the id to this request.
-            ok, res = await self._retry(lambda node, n=n: self._queue_propose(
-                node, "dequeue", {"q": QUEUE, "c": name, "max": 2, "vis": 300,
-                                  "rid": f"{name}-{n}"}, None, bind=f"{name}-{n}"))
-            if not ok or not isinstance(res, dict) or "error" in res:
+            # A retried dequeue (same Request-Id) is answered with the same lease.
+            ok, _, res = await self._http(name, "POST", f"/v1/queues/{QUEUE}/dequeue", {
+                "consumer": name, "max": 2, "visibility_ms": 300}, rid=f"{name}-{n}")
+            if not ok:
                 await asyncio.sleep(0.05)
                 continue
             done = self.loop.time()
@@ -738,10 +765,12 @@ class Simulation:
                 self.q_deliveries.append((call, done, m["id"], m["receipt"], m["deliveries"]))
                 if rng.random() < 0.85:
                     n += 1
-                    ok, ack = await self._retry(lambda node, r=m["receipt"], n=n: (
-                        self._queue_propose(node, "ack", {"q": QUEUE, "r": [r]},
-                                            f"{name}-{n}")))
-                    if ok and isinstance(ack, dict) and ack.get("acked"):
+                    # 404 unknown_receipt: redelivered since (or acked already: a retry
+                    # whose first attempt took effect gets that first answer instead).
+                    ok, status, ack = await self._http(
+                        name, "POST", f"/v1/queues/{QUEUE}/ack", {"receipts": [m["receipt"]]},
+                        rid=f"{name}-{n}", expect=(200, 404))
+                    if ok and status == 200 and ack.get("acked"):
                         self.q_acked.setdefault(m["id"], self.loop.time())
                     elif not ok:  # no answer: the ack may have been applied
                         self.q_ack_unknown.add(m["id"])

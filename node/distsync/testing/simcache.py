@@ -58,12 +58,7 @@ class SimCachePeers:
 
     def _hop(self, a: str, b: str) -> float | None:
         """The delay of one message from a to b, or None if it is lost."""
-        net, f = self.net, self.net.faults
-        if (a, b) in net.cut_links or net.rng.random() < f.drop:
-            return None
-        if f.slow and net.rng.random() < f.slow:
-            return net.rng.uniform(f.delay_max, f.slow_max)
-        return net.rng.uniform(f.delay_min, f.delay_max)
+        return self.net.rpc_delay(a, b)
 
     async def call(self, node: str, op: str, msg: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -20,6 +20,8 @@ from ..raft.codec import decode_messages, encode_messages
 from ..raft.types import Message, MsgType
 from .simproc import PROCESS, Process
 
+RETRANSMIT_S = 0.2  # TCP's minimum retransmission timeout (Linux)
+
 
 @dataclass
 class NetFaults:
@@ -72,6 +74,31 @@ class SimNetwork:
                 self.cut(node, o)
                 if not one_way:
                     self.cut(o, node)
+
+    def rpc_delay(self, a: str, b: str) -> float | None:
+        """The delay of one request or reply from a to b (the cache's RPCs, simcache.py),
+        or None if it is lost: a cut link or a drop; a slow one is held up as `send` holds
+        a message up."""
+        f = self.faults
+        if (a, b) in self.cut_links or self.rng.random() < f.drop:
+            return None
+        if f.slow and self.rng.random() < f.slow:
+            return self.rng.uniform(f.delay_max, f.slow_max)
+        return self.rng.uniform(f.delay_min, f.delay_max)
+
+    def stream_delay(self, a: str, b: str) -> float | None:
+        """The delay of one request or reply from a to b on a TCP connection (a follower's
+        forward to the leader): a dropped packet is sent again after a retransmission
+        timeout rather than lost, but across a cut link nothing arrives (the connection
+        times out): None."""
+        if (a, b) in self.cut_links:
+            return None
+        f, late = self.faults, 0.0
+        while self.rng.random() < f.drop:
+            late += RETRANSMIT_S
+        if f.slow and self.rng.random() < f.slow:
+            return late + self.rng.uniform(f.delay_max, f.slow_max)
+        return late + self.rng.uniform(f.delay_min, f.delay_max)
 
     def send(self, msgs: list[Message]) -> None:
         f, rng = self.faults, self.rng
@@ -142,3 +169,7 @@ class SimTransport:
 
     def learned_address(self, peer_id: str) -> str | None:
         return None
+
+    def add_routes(self, app: object) -> None:
+        """The real transport mounts its Raft stream on the API app (api/app.py calls this);
+        here the Raft messages go over the SimNetwork, so there is nothing to mount."""
