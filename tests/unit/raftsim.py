@@ -217,7 +217,7 @@ class _StateMachine(Registry):
     def snapshot_taken(self, size: int) -> None:
         pass
 
-    def restore(self, data: bytes) -> None:
+    def restore(self, data: bytes, index: int = 0) -> None:
         self.sn.events.append(("restore", data))
 
 
