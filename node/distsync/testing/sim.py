@@ -30,6 +30,7 @@ import asyncio
 import collections
 import contextvars
 import hashlib
+import json
 import logging
 import random
 import sys
@@ -1136,6 +1137,8 @@ def main(argv: list[str] | None = None) -> int:
                                 description="Run whole-cluster simulations by seed.")
     p.add_argument("--seeds", default="0:100", help="a:b (half-open range) or one seed")
     p.add_argument("--duration", type=float, default=8.0, help="virtual seconds of workload")
+    p.add_argument("--jsonl", action="store_true",
+                   help="one JSON line per seed (seed, ok, faults, error) for a test runner")
     a = p.parse_args(argv)
     logging.disable(logging.CRITICAL)  # a simulated disk fault is logged by its node, by design
     # A killed process's tasks that never ran are collected at exit, by design.
@@ -1147,11 +1150,14 @@ def main(argv: list[str] | None = None) -> int:
     for s in seeds:
         try:
             st = run_seed(s, duration=a.duration)
-            print(f"seed {s}: ok {st}", flush=True)
+            print(json.dumps({"seed": s, "ok": True, "faults": st.faults}) if a.jsonl
+                  else f"seed {s}: ok {st}", flush=True)
         except SimFailure as e:
             failed += 1
-            print(e, flush=True)
-    print(f"{len(seeds)} seeds, {failed} failed, {time.monotonic() - t0:.1f}s")
+            print(json.dumps({"seed": s, "ok": False, "error": str(e)}) if a.jsonl else e,
+                  flush=True)
+    if not a.jsonl:
+        print(f"{len(seeds)} seeds, {failed} failed, {time.monotonic() - t0:.1f}s")
     return 1 if failed else 0
 
 
