@@ -478,3 +478,21 @@ def test_reads(h: Harness) -> None:
     si = h.svc.session_info(b)
     assert si["waits"] == [{"lock": "r", "mode": X, "wait_id": w["wait_id"]}]
     assert h.svc.session_info("s404") is None
+
+
+def test_session_end_listeners_hear_close_and_expiry_in_apply() -> None:
+    """Services that bind state to a session (ephemeral keys, candidates, permits) learn of
+    its end inside the apply of the close or expire command, with that command's index."""
+    from distsync.services.locks import LockService
+
+    svc = LockService()
+    heard: list[tuple[str, int, str]] = []
+    svc.on_session_end(lambda sid, index, reason: heard.append((sid, index, reason)))
+    a = svc.apply("open", {"ttl_ms": 5000}, 1)["session"]
+    b = svc.apply("open", {"ttl_ms": 5000}, 2)["session"]
+    assert svc.session_open(a) and svc.session_open(b)
+    svc.apply("close", {"session": a}, 3)
+    svc.apply("expire", {"session": b, "idle_ms": 4000}, 4)  # not due: nothing ends
+    svc.apply("expire", {"session": b, "idle_ms": 5000}, 5)
+    assert heard == [(a, 3, "closed"), (b, 5, "expired")]
+    assert not svc.session_open(a) and not svc.session_open(b)

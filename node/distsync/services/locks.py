@@ -101,6 +101,11 @@ class LockService:
         # like the counters: a refusal changes no state, so it is not in the snapshot; every
         # node that applied the refusal since it started reports it.
         self.recent_deadlocks: deque[dict[str, Any]] = deque(maxlen=RECENT_DEADLOCKS)
+        # Other services that bind state to a session (ephemeral keys, election candidates,
+        # semaphore permits) hear of its end here, inside the same apply, so that their
+        # cleanup lands at the same log index on every node. Wired by server.py, in a fixed
+        # order; not state (the bound state lives, and is snapshotted, in each service).
+        self._session_end: list[Callable[[str, int, str], None]] = []
 
     # -- commands ------------------------------------------------------------------------
 
@@ -366,7 +371,18 @@ class LockService:
             lk = self.locks[name]
             self._grant(lk, index)
             self._gc(lk)
+        for fn in self._session_end:
+            fn(sess.id, index, reason)
         return released
+
+    def on_session_end(self, fn: Callable[[str, int, str], None]) -> None:
+        """Call `fn(session_id, index, reason)` whenever a session ends ("closed" or
+        "expired"), after its locks were handed on. `fn` must be deterministic like apply."""
+        self._session_end.append(fn)
+
+    def session_open(self, sid: str) -> bool:
+        """Whether `sid` is a live session at this point of the applied log."""
+        return sid in self.sessions
 
     def owned(self, owner: str) -> int:
         """Open sessions of `owner` (the per-client session quota)."""
