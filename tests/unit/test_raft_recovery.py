@@ -240,3 +240,49 @@ def test_a_member_still_asking_whether_the_cluster_is_new_does_not_take_a_candid
     c.process("n1")
     (resp,) = [m for m in c.inflight if m.type == MsgType.PROBE_RESP and m.dst == "n3"]
     assert not resp.reject, "n1 must still answer that nothing happened yet"
+
+
+def probe_answer(c: Cluster, asker: str, peer: str) -> Message:
+    """Deliver `asker`'s probe to `peer` and return the answer (not delivered yet)."""
+    c.inflight.clear()
+    c.deliver(Message(MsgType.PROBE, asker, peer, c.raft(asker).term))
+    c.process(peer)
+    (resp,) = [m for m in c.inflight if m.type == MsgType.PROBE_RESP and m.dst == asker]
+    c.inflight.clear()
+    return resp
+
+
+def test_a_member_that_finished_asking_and_campaigned_is_not_taken_for_a_used_cluster(
+) -> None:
+    """Found by the long simulation run (seed 3508): in a new 3-node cluster n1 heard "new"
+    from both peers and campaigned (term 2, its own vote, a log of founding entries only).
+    Its answer to n2's probe then said "not new", and n2 took its empty disk for a replaced
+    one; n2's own answer told n3 the same. Two founders waited, non-voting, for a repair no
+    leader could make, and the cluster never elected anyone. An answer from a log holding
+    only the founding entries proves no entry was ever acknowledged; its term only says
+    which terms the asker may have voted in, so the asker takes that term as voted."""
+    c = Cluster(ids(3), seed=7, config=Config(), discover=True)
+    first = c.raft("n1")
+    for peer in ("n2", "n3"):
+        c.deliver(probe_answer(c, "n1", peer))
+        c.process("n1")
+    assert first.recovery is None
+    c.campaign("n1")
+    c.inflight.clear()
+    c.deliver(Message(MsgType.PRE_VOTE_RESP, "n2", "n1", 2))  # (as if n2 had finished too)
+    c.process("n1")
+    c.inflight.clear()  # its vote requests are lost
+    assert first.term == 2 and first.vote == "n1"
+    for asker in ("n2", "n3"):
+        for peer in ("n1", "n2", "n3"):
+            if peer != asker:
+                c.deliver(probe_answer(c, asker, peer))
+                c.process(asker)
+    for n in ("n2", "n3"):
+        r = c.raft(n)
+        assert r.recovery is None, (n, r.recovery)
+        # n1 may have had their vote in term 2: they must not give one there again.
+        assert r.term == 2 and r.vote == n
+    c.run(100)
+    assert c.leader() is not None
+    assert c.raft(c.leader()).term > 2

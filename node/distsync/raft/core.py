@@ -340,7 +340,7 @@ class Raft:
             # Answered in any role and term, without touching ours: it only asks what we hold.
             self._send(Message(MsgType.PROBE_RESP, self.id, m.src, self.term,
                                index=self.log.last_index(), log_term=self.log.last_term(),
-                               reject=not self._fresh()))
+                               reject=not self._fresh_log()))
             return
         if m.type == MsgType.PROBE_RESP:
             self._on_probe_resp(m)
@@ -808,6 +808,18 @@ class Raft:
                  or r.kind not in ("lost_hard_state", "empty_after_use", "empty_data_dir"))
         )
 
+    def _fresh_log(self) -> bool:
+        """Our log holds only the founding entries, and we can vouch for it: what a probe
+        asks. Unlike `_fresh`, our term and vote may have moved (we campaigned, or heard a
+        candidate): that says some member campaigned, not that any entry was acknowledged;
+        the asker takes the terms up to ours as ones it may have voted in (seed 3508: a
+        member that finished asking and campaigned made both others take their new disks
+        for replaced ones, and nobody could be elected)."""
+        r = self.recovery
+        return self.log.last_term() <= 1 and (
+            r is None or r.discovering
+            or r.kind not in ("lost_hard_state", "empty_after_use", "empty_data_dir"))
+
     def _probe(self) -> None:
         r = self.recovery
         assert r is not None
@@ -827,12 +839,22 @@ class Raft:
             )
             return
         r.fresh.add(m.src)
+        r.seen_term = max(r.seen_term, m.term)
         # A vote or an acknowledgement we may have lost was given to some majority. Hearing
-        # "nothing happened yet" from enough peers that every majority's other members
-        # include one of them proves the cluster is new.
+        # "no entry past the founding ones" from enough peers that every majority's other
+        # members include one of them proves no entry was acknowledged: the cluster is new.
         n = len(self.conf.voters)
         if len(r.fresh) >= min(n - 1, n - majority(n) + 1):
             self.recovery = None
+            if r.seen_term > 1 and self.term <= r.seen_term:
+                # A vote we may have given (before a disk replacement) went to a candidate
+                # that asked us before we asked it: if we asked it, it answered from that
+                # term or a later one. Take the highest term heard as voted, and vote again
+                # only in later ones.
+                if self.term < r.seen_term:
+                    self._become_follower(r.seen_term, None)
+                if self.vote is None:
+                    self.vote = self.id
 
     def _note_recovering(self, pr: Progress, recovering: bool) -> None:
         if not recovering:

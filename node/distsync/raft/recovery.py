@@ -33,6 +33,9 @@ class Recovery:
     discovering: bool = False
     # Founding peers that answered a probe with a log holding only the founding entries.
     fresh: set[str] = field(default_factory=set)
+    # The highest term those peers answered from: a peer past the founding term campaigned,
+    # so we (before a disk replacement) may have voted in any term up to this one.
+    seen_term: int = 0
     # The repair point the leader of `repair_term` sent (0: none yet).
     repair_term: int = 0
     repair_point: int = 0
