@@ -115,8 +115,12 @@ async def _list(request: web.Request) -> web.StreamResponse:
     if _consistency(request) == "linearizable":
         await node.read_barrier()
     # No await from here on: the page and its revision are one state of the applied log.
+    # The services may be a few entries ahead of `applied_index` (the node applies before
+    # its fsync and advances the index after); the kv is as of its last event then, and
+    # no entry since changed it (as the watch's current revision, api/watch.py).
     keys, nxt = node.kv.page(prefix, after, limit)
-    return json_response({"keys": keys, "next": nxt, "revision": node.applied_index})
+    revision = max(node.applied_index, node.kv.history.last_revision)
+    return json_response({"keys": keys, "next": nxt, "revision": revision})
 
 
 _list_linearizable = leader_only(_list)
