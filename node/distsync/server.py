@@ -55,7 +55,11 @@ def node_services(clock: Clock, metrics: NodeMetrics,
     metrics.registry.register(LockCollector(locks))
     history = KVHistory() if cfg is None else KVHistory(cfg.watch_history_events,
                                                         cfg.watch_history_bytes)
-    return [KVStore(history), queues, locks]
+    kv = KVStore(history)
+    # Services that bind state to lock sessions hear of each session's end in the apply of
+    # its close or expiry, in this order: ephemeral keys first.
+    kv.bind_sessions(locks)
+    return [kv, queues, locks]
 
 
 def assemble_node(

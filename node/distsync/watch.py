@@ -13,6 +13,12 @@ Bounds: `max_watchers` per node; each synced watcher queues at most `buffer_even
 A watcher whose queue is full is cancelled (`slow_consumer`); one whose next revision the
 history dropped while it paged is cancelled too (`compacted`): it may resume, and will be
 told with a 410 which revision is the oldest left.
+
+Several events may share a revision (a session's end deletes its ephemeral keys in one
+apply). A page taken here never ends inside a revision, so `next_revision` is always the
+start of a whole revision: the `canceled` line's revision never hides part of one. A
+connection may still break between two lines of one revision; the client resumes from that
+revision and skips the events of it it already has (client/watch.py).
 """
 
 from __future__ import annotations
@@ -88,9 +94,11 @@ class WatchHub:
             elif page:
                 w.next_revision = page[-1].revision + 1
             return page
-        out = []
+        out: list[KVEvent] = []
         q = w.queue
-        while q and len(out) < limit:
+        # Whole revisions only (a session's end deletes several keys at one revision), so
+        # that `next_revision` (the cancellation line's revision + 1) never splits one.
+        while q and (len(out) < limit or q[0].revision == out[-1].revision):
             out.append(q.popleft())
         if out:
             w.next_revision = out[-1].revision + 1

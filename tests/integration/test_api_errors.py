@@ -101,6 +101,26 @@ def _cases() -> list[Case]:
         Case("limit not a number", "GET", "/v1/kv?limit=abc", None, 400, "invalid_query"),
         Case("limit zero", "GET", "/v1/kv?limit=0", None, 400, "invalid_query"),
         Case("limit too big", "GET", "/v1/kv?limit=10001", None, 400, "invalid_query"),
+        Case("list prefix with space", "GET", "/v1/kv?prefix=a%20b", None, 400,
+             "invalid_query"),
+        Case("list after not a key", "GET", "/v1/kv?after=bad$key", None, 400,
+             "invalid_query"),
+        Case("list consistency bogus", "GET", "/v1/kv?consistency=maybe", None, 400,
+             "invalid_query"),
+        Case("stale list bad prefix", "GET", "/v1/kv?prefix=%0A&consistency=stale", None,
+             400, "invalid_query"),
+        # -- ephemeral keys: a session id the API cannot name (an unknown but well-formed
+        # one goes through the log: tests/integration/test_ephemeral.py) --------------------
+        Case("session with space", "PUT", kv, _j({"value": 1, "session": "s 1"}), 400,
+             "invalid_request"),
+        Case("session number", "PUT", kv, _j({"value": 1, "session": 5}), 400,
+             "invalid_request"),
+        Case("session empty", "PUT", kv, _j({"value": 1, "session": ""}), 400,
+             "invalid_request"),
+        Case("session too long", "PUT", kv, _j({"value": 1, "session": "s" * 65}), 400,
+             "invalid_request"),
+        Case("session object", "PUT", kv, _j({"value": 1, "session": {"id": "s1"}}), 400,
+             "invalid_request"),
         # -- membership -----------------------------------------------------------------------
         Case("add member empty object", "POST", "/v1/cluster/members", b"{}", 400,
              "invalid_request"),
@@ -203,7 +223,8 @@ def test_rejected_requests_changed_nothing(baseline: Baseline) -> None:
             got = c.get(key)
             assert (got["value"], got["revision"]) == (value, rev), diag(lc, f"{key}: {got}")
     status, _, listing = raw_request("GET", f"{lc.nodes['n1'].url}/v1/kv?prefix=api/")
-    assert status == 200 and listing["keys"] == sorted(baseline.seeds), listing
+    assert status == 200 and [i["key"] for i in listing["keys"]] == sorted(baseline.seeds), \
+        listing
 
 
 @pytest.mark.parametrize("first_via,second_via", [

@@ -57,6 +57,26 @@ def test_readme_has_the_client_blocks() -> None:
         assert form in text, form
 
 
+def test_every_coordination_recipe_has_a_runnable_block() -> None:
+    """README "Coordination recipes": each recipe (a ### subsection) is a program CI runs,
+    and the first two use ephemeral keys, listings and watches."""
+    text = README.read_text()
+    start = text.index("\n## Coordination recipes\n")
+    end = text.index("\n## ", start + 1)
+    lines = text[:end].count("\n")
+    first = text[:start].count("\n")
+    recipes = re.split(r"\n### ", text[start:end])[1:]
+    names = [r.split("\n", 1)[0] for r in recipes]
+    assert names[:2] == ["Service discovery", "Configuration push"], names
+    runnable = [b for b in BLOCKS if b[2] is None and first < b[0] <= lines]
+    for name, body in zip(names, recipes, strict=True):
+        assert "```python\n" in body, f"recipe {name!r} has no python block"
+    assert len(runnable) >= len(names), (names, [b[0] for b in runnable])
+    code = "".join(b[1] for b in runnable)
+    for form in ("session=", ".list(", ".watch(prefix=", 'listing["revision"] + 1'):
+        assert form in code, form
+
+
 @pytest.mark.parametrize("line,code,skip", BLOCKS, ids=[f"README.md:{b[0]}" for b in BLOCKS])
 def test_readme_block_runs(readme_cluster: LocalCluster, line: int, code: str,
                            skip: str | None) -> None:

@@ -157,3 +157,76 @@ async def test_a_watch_ahead_of_this_node_gets_nothing_before_its_start() -> Non
     for rev in range(2, 7):
         h.record(rev, "put", "k", rev, 0, 1)
     assert [e.revision for e in hub.take(w)] == [5, 6]
+
+
+# -- several events at one revision (a session's end deletes its ephemeral keys at once) ---
+
+
+def _deletes(h: KVHistory, rev: int, *keys: str) -> None:
+    for k in keys:
+        h.record(rev, "delete", k, None, 1, 0)
+
+
+def test_one_revision_may_hold_several_events_and_a_page_never_splits_one() -> None:
+    h = KVHistory()
+    h.record(1, "put", "a", 1, 0, 1)
+    _deletes(h, 2, "b", "c", "d")
+    h.record(3, "put", "e", 3, 0, 1)
+    assert [(e.revision, e.key) for e in h.events_from(1, limit=2)] == [
+        (1, "a"), (2, "b"), (2, "c"), (2, "d")]
+    assert [(e.revision, e.key) for e in h.events_from(2, limit=1)] == [
+        (2, "b"), (2, "c"), (2, "d")]
+    # The rest of a revision counts only the matching events.
+    assert [e.key for e in h.events_from(1, lambda k: k in "ad", limit=1)] == ["a"]
+    assert [e.key for e in h.events_from(2, lambda k: k in "cde", limit=1)] == ["c", "d"]
+    with pytest.raises(ValueError):
+        h.record(2, "put", "late", 1, 0, 1)  # a revision never comes back
+
+
+def test_compaction_drops_whole_revisions() -> None:
+    h = KVHistory(max_events=3)
+    h.record(1, "put", "a", 1, 0, 1)
+    _deletes(h, 2, "b", "c")
+    h.record(3, "put", "e", 3, 0, 1)  # four events: revision 1 goes
+    assert h.compact_revision == 1 and len(h) == 3
+    _deletes(h, 4, "f")  # one more: revision 2 goes whole, not its first event only
+    assert h.compact_revision == 2 and [e.revision for e in h.events_from(3)] == [3, 4]
+    with pytest.raises(Compacted):
+        h.events_from(2)
+    _deletes(h, 5, "g", "h", "i", "j")  # a revision bigger than the bound goes whole too
+    assert h.compact_revision == 5 and len(h) == 0 and h.last_revision == 5
+    h.record(6, "put", "k", 6, 0, 1)
+    assert [e.revision for e in h.events_from(6)] == [6]
+
+
+async def test_the_hub_hands_out_whole_revisions_while_paging_and_live() -> None:
+    h = KVHistory()
+    _deletes(h, 1, "p/a", "p/b", "p/c")
+    _deletes(h, 2, "p/d", "p/e")
+    hub = WatchHub(h)
+    w = hub.open(1, prefix="p/")
+    assert [e.key for e in hub.take(w, limit=2)] == ["p/a", "p/b", "p/c"]
+    assert w.next_revision == 2 and not w.synced
+    assert [e.key for e in hub.take(w, limit=2)] == ["p/d", "p/e"]
+    assert hub.take(w, limit=2) == [] and w.synced and w.next_revision == 3
+    _deletes(h, 3, "p/f", "p/g", "p/h")
+    h.record(4, "put", "p/i", 4, 0, 1)
+    assert [e.key for e in hub.take(w, limit=1)] == ["p/f", "p/g", "p/h"]
+    assert w.next_revision == 4
+    assert [e.key for e in hub.take(w, limit=1)] == ["p/i"]
+
+
+async def test_a_slow_consumer_is_cancelled_at_a_revision_boundary() -> None:
+    """The cancellation line carries next_revision - 1: everything up to it was handed
+    out, so resuming from it + 1 misses nothing of a revision cut by the cancel."""
+    h = KVHistory()
+    hub = WatchHub(h, buffer_events=3)
+    w = hub.open(1, prefix="")
+    assert hub.take(w) == [] and w.synced
+    _deletes(h, 1, "a", "b")
+    assert len(hub.take(w)) == 2 and w.next_revision == 2
+    _deletes(h, 2, "c", "d", "e", "f")  # the fourth overflows the buffer mid-revision
+    assert w.canceled == "slow_consumer" and hub.take(w) == []
+    assert w.next_revision == 2
+    again = hub.open(w.next_revision, prefix="")
+    assert [e.key for e in hub.take(again)] == ["c", "d", "e", "f"]

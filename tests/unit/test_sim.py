@@ -111,6 +111,11 @@ FEATURES = (
     "admin.add", "admin.remove", "admin.transfer", "raft.install_snapshot",
     "workload.kv_ops", "workload.lock_grants", "workload.queue_deliveries",
     "workload.cache_acked_puts", "workload.cache_gets", "cache.messages",
+    # ephemeral keys (simephemeral.py): deleted by a close and by an expiry, puts refused to
+    # a closed session, puts that unbind, listings checked against the log
+    "workload.ephemeral_close_deletes", "workload.ephemeral_expire_deletes",
+    "workload.ephemeral_refused_puts", "workload.ephemeral_unbinding_puts",
+    "workload.ephemeral_listings",
     # the HTTP API (simhttp.py): answers, followers forwarding, 503s while no leader is known
     "http.answered", "http.forwarded", "http.503.no_leader",
 )
@@ -354,6 +359,46 @@ def test_the_queue_check_orders_deliveries_by_real_time_not_by_call() -> None:
     sim.check_queue(node)  # type: ignore[arg-type]
     assert sim.violation is not None and "redelivered with count 2 after 2" in sim.violation
     sim.loop.close()
+
+
+def test_planted_ephemeral_keys_outliving_their_session_are_found(monkeypatch) -> None:
+    """Plant a kv that forgets to delete a session's keys when it ends: a key bound to an
+    ended session then lives on, which the ephemeral check reports at the very apply."""
+    from distsync.services.kv import KVStore
+
+    monkeypatch.setattr(KVStore, "session_ended", lambda self, sid, index, reason: None)
+    _, msg = first_failure("keys outliving their session")
+    assert "ephemeral:" in msg, msg[:400]
+
+
+def test_planted_binding_that_does_not_follow_the_last_put_is_found(monkeypatch) -> None:
+    """Plant a kv whose put without a session leaves the old binding: the session's end
+    then deletes a key no longer bound to it."""
+    from distsync.services.kv import KVStore
+
+    orig = KVStore._bind
+
+    def sticky(self, key, sid):  # type: ignore[no-untyped-def]
+        if sid is not None or key not in self.owner or key not in self.data:
+            orig(self, key, sid)
+
+    monkeypatch.setattr(KVStore, "_bind", sticky)
+    _, msg = first_failure("a binding that ignores an unbinding put")
+    assert "ephemeral:" in msg, msg[:400]
+
+
+def test_planted_put_to_a_closed_session_is_found(monkeypatch) -> None:
+    """Plant a kv that takes any session id as open: a put bound to a session its client
+    closed is accepted (the API answer is a violation, and so is the key it leaves)."""
+    from distsync.services.kv import KVStore
+
+    def trusting(self, locks):  # type: ignore[no-untyped-def]
+        self.session_open = lambda sid: True
+        locks.on_session_end(self.session_ended)
+
+    monkeypatch.setattr(KVStore, "bind_sessions", trusting)
+    _, msg = first_failure("a put to a closed session")
+    assert "ephemeral:" in msg or ("answered 200" in msg and "/v1/kv/e/" in msg), msg[:400]
 
 
 def test_planted_cache_invalidation_ignored_is_found(monkeypatch) -> None:

@@ -11,7 +11,15 @@ from .errors import ApiError
 from .forward import leader_only
 from .idempotency import propose
 from .jsonio import json_response
-from .schemas import KVDelete, KVPut, check_key, check_value_size, parse_body
+from .schemas import (
+    KEY_RE,
+    PREFIX_RE,
+    KVDelete,
+    KVPut,
+    check_key,
+    check_value_size,
+    parse_body,
+)
 
 routes = web.RouteTableDef()
 # Any character, newlines too: a key the route cannot match would be a 404 "no route" where
@@ -41,6 +49,10 @@ async def put(request: web.Request) -> web.StreamResponse:
     if "expect_value" in body.model_fields_set:
         args["has_expect_value"] = True
         args["expect_value"] = body.expect_value
+    if body.session is not None:
+        # An ephemeral key: deleted when the session ends; 404 session_not_found unless the
+        # session is open when the put applies (services/kv.py).
+        args["session"] = body.session
     res = await propose(request, "kv", "put", args)
     return _result(res)
 
@@ -66,7 +78,11 @@ async def _read(request: web.Request) -> web.StreamResponse:
     if got is None:
         raise ApiError(404, "not_found", f"key {key!r} does not exist")
     value, rev = got
-    return json_response({"key": key, "value": value, "revision": rev})
+    out: dict[str, Any] = {"key": key, "value": value, "revision": rev}
+    sid = node.kv.owner_of(key)
+    if sid is not None:
+        out["session"] = sid  # an ephemeral key: the session it lives and dies with
+    return json_response(out)
 
 
 _read_linearizable = leader_only(_read)
@@ -81,16 +97,44 @@ async def get(request: web.Request) -> web.StreamResponse:
     return await _read_linearizable(request)
 
 
-@routes.get("/v1/kv")
-async def list_keys(request: web.Request) -> web.StreamResponse:
-    prefix = request.query.get("prefix", "")
+async def _list(request: web.Request) -> web.StreamResponse:
+    q = request.query
+    prefix, after = q.get("prefix", ""), q.get("after", "")
+    if not PREFIX_RE.fullmatch(prefix):
+        raise ApiError(400, "invalid_query",
+                       "prefix is 0-512 characters of A-Z a-z 0-9 . _ - / : @")
+    if after and not KEY_RE.fullmatch(after):
+        raise ApiError(400, "invalid_query", "after must be a key (the `next` of a page)")
     try:
-        limit = int(request.query.get("limit", "1000"))
+        limit = int(q.get("limit", "1000"))
     except ValueError:
         raise ApiError(400, "invalid_query", "limit must be an integer") from None
     if not 1 <= limit <= 10_000:
         raise ApiError(400, "invalid_query", "limit must be between 1 and 10000")
-    return json_response({"keys": request.app["node"].kv.keys(prefix, limit)})
+    node = request.app["node"]
+    if _consistency(request) == "linearizable":
+        await node.read_barrier()
+    # No await from here on: the page and its revision are one state of the applied log.
+    # The services may be a few entries ahead of `applied_index` (the node applies before
+    # its fsync and advances the index after); the kv is as of its last event then, and
+    # no entry since changed it (as the watch's current revision, api/watch.py).
+    keys, nxt = node.kv.page(prefix, after, limit)
+    revision = max(node.applied_index, node.kv.history.last_revision)
+    return json_response({"keys": keys, "next": nxt, "revision": revision})
+
+
+_list_linearizable = leader_only(_list)
+
+
+@routes.get("/v1/kv")
+async def list_keys(request: web.Request) -> web.StreamResponse:
+    """Keys under `prefix` with their values, revisions and sessions, in key order, a page
+    at a time (`after` the previous page's `next`). Linearizable by default like a GET of a
+    key; `?consistency=stale` answers from any node's own state. `revision`: the applied
+    index the page was read at (watch from revision + 1 to follow it)."""
+    if _consistency(request) == "stale":
+        return await _list(request)
+    return await _list_linearizable(request)
 
 
 def _consistency(request: web.Request) -> str:

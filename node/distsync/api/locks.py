@@ -28,12 +28,11 @@ from .forward import leader_only
 from .idempotency import propose, raw_request_id
 from .jsonio import json_response
 from .peer_trust import client_addr
-from .schemas import _Strict, parse_body
+from .schemas import SESSION_RE, _Strict, parse_body
 
 routes = web.RouteTableDef()
 
 LOCK_RE = re.compile(r"^[A-Za-z0-9._\-:@]{1,256}$")
-SESSION_RE = r"^[A-Za-z0-9._\-:]{1,64}$"
 RESERVED = {"deadlocks"}
 LONG_POLL_S = 4.0  # under the client's default per-attempt timeout (6 s) and forwarding's
 GRACE_S = 2.0  # keep polling this long past a wait's deadline for the leader's timeout

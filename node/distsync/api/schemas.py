@@ -18,8 +18,11 @@ from .jsonio import json_size
 # deep structures cost recursion in every encoder on the way into the log and back out.
 MAX_JSON_DEPTH = 64
 KEY_RE = re.compile(r"^[A-Za-z0-9._\-/:@]{1,512}$")
+PREFIX_RE = re.compile(r"^[A-Za-z0-9._\-/:@]{0,512}$")  # of keys: watches and listings
 NODE_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,62}$"
 ADDR_RE = r"^[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}$"
+# A lock session's id (api/locks.py; ephemeral keys name one in their put).
+SESSION_RE = r"^[A-Za-z0-9._\-:]{1,64}$"
 
 
 class _Strict(BaseModel):
@@ -30,6 +33,8 @@ class KVPut(_Strict):
     value: Any
     expect_revision: int | None = Field(default=None, ge=0)
     expect_value: Any = None
+    # An open lock session: the key is deleted when it ends (README "Ephemeral keys").
+    session: str | None = Field(default=None, pattern=SESSION_RE)
 
 
 class KVDelete(_Strict):

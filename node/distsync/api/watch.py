@@ -5,7 +5,6 @@ what each line is, this module parses the query, writes the lines and maps the r
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 import aiohttp
@@ -15,13 +14,12 @@ from ..services.kv_history import Compacted
 from ..watch import Watcher, WatchLimit
 from .errors import ApiError
 from .jsonio import dumps, json_response
-from .schemas import check_key
+from .schemas import PREFIX_RE, check_key
 
 routes = web.RouteTableDef()
 
 NDJSON = "application/x-ndjson"
 READ_INDEX_PATH = "/v1/internal/watch/read-index"  # node to node (peer-authenticated)
-PREFIX_RE = re.compile(r"^[A-Za-z0-9._\-/:@]{0,512}$")
 # How long a cancelled stream may take to hand its last line to a consumer that stopped
 # reading before the connection is left to close.
 CANCEL_GRACE_S = 10.0

@@ -9,6 +9,7 @@ keeps ONE request id across its retries, so the server applies it at most once.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl as ssl_mod
 import threading
 import time
@@ -35,11 +36,34 @@ from .errors import (
     _Retry,
     error_from_answer,
 )
-from .locks import BlockingLock, BlockingSession, Lock, Session
+from .locks import (
+    BlockingLock,
+    BlockingSession,
+    Lock,
+    Session,
+    SessionLost,
+    SessionRef,
+    session_ref,
+)
 from .queues import BlockingQueue, Queue
 from .watch import watch
 
 T = TypeVar("T")
+# Prefixes and keys as the API checks them (api/schemas.py): refused before any request.
+PREFIX_RE = re.compile(r"^[A-Za-z0-9._\-/:@]{0,512}$")
+KEY_RE = re.compile(r"^[A-Za-z0-9._\-/:@]{1,512}$")
+MAX_PAGE = 10_000
+
+
+def check_list_args(prefix: str, after: str | None, page_size: int) -> None:
+    if not isinstance(prefix, str) or not PREFIX_RE.fullmatch(prefix):
+        raise InvalidArgument("invalid_argument", f"prefix is 0-512 characters of "
+                                                  f"A-Z a-z 0-9 . _ - / : @, not {prefix!r}")
+    if after is not None and (not isinstance(after, str) or not KEY_RE.fullmatch(after)):
+        raise InvalidArgument("invalid_argument", f"after must be a key, not {after!r}")
+    if type(page_size) is not int or not 1 <= page_size <= MAX_PAGE:
+        raise InvalidArgument("invalid_argument",
+                              f"page_size must be an integer in [1, {MAX_PAGE}]")
 
 
 class Client:
@@ -299,14 +323,29 @@ class Client:
 
     async def put(
         self, key: str, value: Any, *, expect_revision: int | None = None,
-        request_id: str | None = None,
+        request_id: str | None = None, session: SessionRef | None = None,
     ) -> dict[str, Any]:
+        """Write `key`. `session` (a `Session`, `BlockingSession` or session id) makes it an
+        ephemeral key: the cluster deletes it when that session ends (closed, or expired
+        once its keepalives stop), and a later put without `session` makes it ordinary
+        again. Raises `SessionLost` (and marks the Session lost) if the session is not open
+        any more; nothing is written then."""
         body: dict[str, Any] = {"value": value}
         if expect_revision is not None:
             body["expect_revision"] = expect_revision
-        return await self.request_or_raise(
-            "PUT", f"/v1/kv/{quote(key)}", body, mutating=True, request_id=request_id
-        )
+        owner = None
+        if session is not None:
+            body["session"], owner = session_ref(session)
+        try:
+            return await self.request_or_raise(
+                "PUT", f"/v1/kv/{quote(key)}", body, mutating=True, request_id=request_id
+            )
+        except DistSyncError as e:
+            if e.code != "session_not_found":
+                raise
+            if owner is not None:
+                owner._mark_lost()
+            raise SessionLost(e.status, e.code, e.message, e.body) from None
 
     async def get(self, key: str, *, consistency: str = "linearizable") -> dict[str, Any]:
         return await self.request_or_raise(
@@ -331,6 +370,58 @@ class Client:
         """Write `value` only if the key's revision is still `expect_revision` (0: absent)."""
         return await self.put(key, value, expect_revision=expect_revision)
 
+    async def list(
+        self, prefix: str = "", *, after: str | None = None, limit: int | None = None,
+        page_size: int = 1000, consistency: str = "linearizable",
+    ) -> dict[str, Any]:
+        """The keys under `prefix` (after key `after`, at most `limit` of them; None: all),
+        in key order: `{"keys": [{"key", "value", "revision", "session"?}], "next",
+        "revision"}`, read `page_size` at a time. `next`: where a later call may go on
+        (`after=next`), None when nothing is left. `revision`: the index the first page was
+        read at; watch from `revision + 1` to follow every later change (a listing of
+        several pages may already show some of those changes: skip an event whose revision
+        is not above the key's listed one). `session` marks an ephemeral key."""
+        check_list_args(prefix, after, page_size)
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise InvalidArgument("invalid_argument", "limit must be an integer >= 1 or None")
+        out: list[dict[str, Any]] = []
+        revision: int | None = None
+        nxt = after
+        while limit is None or len(out) < limit:
+            want = page_size if limit is None else min(page_size, limit - len(out))
+            page = await self._list_page(prefix, nxt, want, consistency)
+            if revision is None:
+                revision = page["revision"]
+            out.extend(page["keys"])
+            nxt = page["next"]
+            if nxt is None:
+                break
+        return {"keys": out, "next": nxt, "revision": revision}
+
+    async def items(
+        self, prefix: str = "", *, after: str | None = None, page_size: int = 1000,
+        consistency: str = "linearizable",
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """`async for kv in c.items("services/")`: `list` as an iterator, one page in memory
+        at a time, for prefixes too big to hold whole. Each page is read at its own
+        revision."""
+        check_list_args(prefix, after, page_size)
+        nxt = after
+        while True:
+            page = await self._list_page(prefix, nxt, page_size, consistency)
+            for item in page["keys"]:
+                yield item
+            nxt = page["next"]
+            if nxt is None:
+                return
+
+    async def _list_page(self, prefix: str, after: str | None, limit: int,
+                         consistency: str) -> dict[str, Any]:
+        params = {"prefix": prefix, "limit": str(limit), "consistency": consistency}
+        if after:
+            params["after"] = after
+        return await self.request_or_raise("GET", "/v1/kv", params=params)
+
     def watch(
         self, *, key: str | None = None, prefix: str | None = None,
         start_revision: int | None = None, progress_ms: int = 5000,
@@ -341,8 +432,9 @@ class Client:
         `linearizable`, after every write committed before the call), as
         `{"type", "key", "value", "revision", "prev_revision"}`, in revision order, without
         a gap or a duplicate: after a disconnect, a node failure or a cancellation it
-        resumes from the last revision seen + 1, on the next node (any node serves watches;
-        `addr` picks the first). `progress`: also yield `{"type": "progress", "revision"}`
+        resumes on the next node (any node serves watches; `addr` picks the first) from the
+        last revision seen, skipping what it already yielded (several events may share one
+        revision: a session's end deletes all its ephemeral keys at once). `progress`: also yield `{"type": "progress", "revision"}`
         (all events up to it were yielded). Raises `Compacted` (with `oldest_revision`) if
         the history no longer reaches back to the start: re-read, then watch from there;
         `Unavailable` if no node served it for `timeout`."""
@@ -450,9 +542,10 @@ class BlockingClient:
         return self._run(self._client.transfer_leader(to))
 
     def put(self, key: str, value: Any, *, expect_revision: int | None = None,
-            request_id: str | None = None) -> dict[str, Any]:
+            request_id: str | None = None,
+            session: SessionRef | None = None) -> dict[str, Any]:
         return self._run(self._client.put(key, value, expect_revision=expect_revision,
-                                          request_id=request_id))
+                                          request_id=request_id, session=session))
 
     def get(self, key: str, *, consistency: str = "linearizable") -> dict[str, Any]:
         return self._run(self._client.get(key, consistency=consistency))
@@ -468,6 +561,17 @@ class BlockingClient:
     def cas(self, key: str, expect_revision: int, value: Any) -> dict[str, Any]:
         return self._run(self._client.cas(key, expect_revision, value))
 
+    def list(self, prefix: str = "", *, after: str | None = None, limit: int | None = None,
+             page_size: int = 1000, consistency: str = "linearizable") -> dict[str, Any]:
+        return self._run(self._client.list(prefix, after=after, limit=limit,
+                                           page_size=page_size, consistency=consistency))
+
+    def items(self, prefix: str = "", *, after: str | None = None, page_size: int = 1000,
+              consistency: str = "linearizable") -> Iterator[dict[str, Any]]:
+        """`for kv in c.items("services/")`: `Client.items` as a blocking iterator."""
+        return self._iterate(self._client.items(prefix, after=after, page_size=page_size,
+                                                consistency=consistency))
+
 
     @property
     def cache(self) -> BlockingCache:
@@ -481,8 +585,10 @@ class BlockingClient:
     def watch(self, **kw: Any) -> Iterator[dict[str, Any]]:
         """`for ev in c.watch(prefix="cfg/")`: `Client.watch` as a blocking iterator (same
         arguments); close it (or leave the loop) to end the stream."""
-        agen = self._client.watch(**kw)
+        return self._iterate(self._client.watch(**kw))
 
+    def _iterate(self, agen: AsyncGenerator[dict[str, Any], None]
+                 ) -> Iterator[dict[str, Any]]:
         async def step() -> dict[str, Any]:
             return await agen.__anext__()
 

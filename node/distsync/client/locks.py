@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import EllipsisType, TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 from urllib.parse import quote
 
 from .errors import DistSyncError, InvalidArgument
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 MAX_WAIT_MS = 3_600_000
 LOCK_NAME_RE = re.compile(r"^[A-Za-z0-9._\-:@]{1,256}$")  # as the API checks (api/locks.py)
+SESSION_RE = re.compile(r"^[A-Za-z0-9._\-:]{1,64}$")  # as the API checks (api/schemas.py)
 RESERVED_NAMES = frozenset({"deadlocks"})
 Mode = Literal["exclusive", "shared"]
 
@@ -633,3 +634,26 @@ class BlockingSession:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+# What names a session where a call binds something to one (an ephemeral key's put).
+SessionRef: TypeAlias = Session | BlockingSession | str
+
+
+def session_ref(session: SessionRef) -> tuple[str, Session | None]:
+    """The id of `session` (a Session, a BlockingSession or an id) and the Session object
+    to mark lost if the cluster answers that it is gone. Raises InvalidArgument for a
+    session never opened, or not a session, and SessionLost for one known lost."""
+    if isinstance(session, BlockingSession):
+        session = session._s
+    if isinstance(session, Session):
+        if session.id is None:
+            raise InvalidArgument("invalid_argument", "the session is not open: open it first")
+        if session.lost:
+            raise SessionLost(404, "session_not_found",
+                              f"session {session.id} was lost (expired or closed)",
+                              {"session": session.id})
+        return session.id, session
+    if isinstance(session, str) and SESSION_RE.fullmatch(session):
+        return session, None
+    raise InvalidArgument("invalid_argument", f"session must be a Session or a session id "
+                                              f"(1-64 of A-Z a-z 0-9 . _ - :), not {session!r}")

@@ -1,7 +1,12 @@
 """Watching kv keys and prefixes (README "Watches"): `Client.watch` yields every put and
-delete from a revision on, and resumes after a disconnect or a node failure from the last
-revision seen + 1, on the same node or another (any node serves watches), so the caller sees
-each event once, in revision order."""
+delete from a revision on, and resumes after a disconnect or a node failure, on the same node
+or another (any node serves watches), so the caller sees each event once, in revision order.
+
+Several events may share a revision (a session's end deletes all its ephemeral keys at the
+index of the close or expiry), and a connection may break between two of them. So the client
+resumes from the last revision it saw an event of (not + 1) and skips that revision's events
+it already yielded, by key (one command changes a key at most once); only once it has seen a
+later event, or a progress line at or past that revision, is the revision known complete."""
 
 from __future__ import annotations
 
@@ -32,7 +37,10 @@ async def watch(
     at = nodes.index(addr) if addr in nodes else 0
     if addr is not None and addr not in nodes:
         nodes.insert(0, addr)
+    # Where to resume: every event before `next_rev` was yielded, and of revision `next_rev`
+    # those of the keys in `seen` (the revision may hold more).
     next_rev = start_revision
+    seen: set[str] = set()
     failing_since: float | None = None
     failures = 0
     # A stream is quiet at most progress_ms: past three intervals the node is gone.
@@ -69,14 +77,18 @@ async def watch(
                     ev = json.loads(raw)
                     kind = ev.get("type")
                     if kind in ("put", "delete"):
-                        if next_rev is not None and ev["revision"] < next_rev:
-                            continue  # already seen (never sent by a correct node)
-                        next_rev = ev["revision"] + 1
+                        rev = ev["revision"]
+                        if next_rev is not None and (
+                                rev < next_rev or (rev == next_rev and ev["key"] in seen)):
+                            continue  # already yielded, before a resume
+                        if next_rev is None or rev > next_rev:
+                            next_rev, seen = rev, set()
+                        seen.add(ev["key"])
                         failing_since, failures = None, 0
                         yield ev
                     elif kind == "progress":
                         if next_rev is None or ev["revision"] + 1 > next_rev:
-                            next_rev = ev["revision"] + 1
+                            next_rev, seen = ev["revision"] + 1, set()
                         failing_since, failures = None, 0
                         if progress:
                             yield ev

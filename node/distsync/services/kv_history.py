@@ -6,6 +6,11 @@ same entries holds the same events, and a node's history starts where its applie
 starts (`reset` at a snapshot restore: revisions up to the snapshot are compacted here).
 It is volatile: not in the snapshot, rebuilt by replaying the log after a restart.
 
+One revision may hold several events: a session's end deletes every key bound to it inside
+one apply (kv.py, "Ephemeral keys"), all at that entry's index. They are recorded in key
+order, the same on every node, and the bounds drop whole revisions: a revision is either
+all here or compacted, never half (so "every event up to R was sent" stays meaningful).
+
 No I/O and no clock. Listeners (the watch hub, watch.py) are told of each new event
 synchronously, inside the apply; they must be cheap and must not raise.
 """
@@ -84,23 +89,30 @@ class KVHistory:
                value_bytes: int) -> None:
         ev = KVEvent(revision, type_, key, value, prev_revision,
                      len(key) + value_bytes + EVENT_OVERHEAD_BYTES)
-        if revision <= self.last_revision:  # replays never go back; guard the ordering
+        # Replays never go back; several events of one apply share its revision.
+        if revision < self.last_revision:
             raise ValueError(f"revision {revision} after {self.last_revision}")
         self._events.append(ev)
         self._revs.append(revision)
         self.bytes += ev.size
         self.last_revision = revision
         while len(self) > self.max_events or (self.bytes > self.max_bytes and len(self) > 1):
-            old = self._events[self._head]
-            self._head += 1
-            self.bytes -= old.size
-            self.compact_revision = old.revision
+            self._drop()
+        # Compaction takes whole revisions: the rest of a half-dropped one goes too.
+        while len(self) and self._events[self._head].revision == self.compact_revision:
+            self._drop()
         if self._head > 1024 and self._head * 2 > len(self._events):
             del self._events[:self._head]
             del self._revs[:self._head]
             self._head = 0
         for fn in self.listeners:
             fn(ev)
+
+    def _drop(self) -> None:
+        old = self._events[self._head]
+        self._head += 1
+        self.bytes -= old.size
+        self.compact_revision = old.revision
 
     def reset(self, revision: int) -> None:
         """The applied state was replaced by a snapshot at `revision`: nothing before is
@@ -110,17 +122,22 @@ class KVHistory:
 
     def events_from(self, start: int, match: Callable[[str], bool] = lambda k: True,
                     limit: int = 1000) -> list[KVEvent]:
-        """Up to `limit` matching events with revision >= `start`, oldest first; raises
-        Compacted when `start` is not after `compact_revision`."""
+        """Up to `limit` matching events with revision >= `start`, oldest first, and then
+        the rest of the last one's revision (a page never ends inside a revision, so the
+        next starts at the last revision + 1); raises Compacted when `start` is not after
+        `compact_revision`."""
         if start <= self.compact_revision:
             raise Compacted(self.compact_revision)
         out: list[KVEvent] = []
         i = bisect_left(self._revs, start, self._head)
         events = self._events
+        full = 0  # once the page is full: the revision it must still finish
         for j in range(i, len(events)):
             ev = events[j]
+            if full and ev.revision != full:
+                break
             if match(ev.key):
                 out.append(ev)
                 if len(out) >= limit:
-                    break
+                    full = ev.revision
         return out

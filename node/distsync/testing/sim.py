@@ -13,7 +13,8 @@ expected ones and 503 (a 500, a 4xx the request did not earn) is a violation.
 
 Checked during the run: at most one leader per term; a committed entry never changes; a
 leader has every entry committed in an earlier term; every node applies the same command
-with the same result at the same index; a request id takes effect at most once. After it:
+with the same result at the same index; a request id takes effect at most once; ephemeral
+keys are bound as the log says and die with their session (simephemeral.py). After it:
 the kv history is linearizable (testing/linearizability.py), and nodes at equal applied
 indexes hold byte-equal state.
 
@@ -63,6 +64,7 @@ from .simcache import CONFIG as CACHE_CONFIG
 from .simcache import CacheClients, SimCachePeers, SimHistory, build_cache
 from .simclock import SimClock
 from .simdisk import DAMAGE_KINDS, DiskFaults, DiskImage, SimDisk, SimIO, damage
+from .simephemeral import EphemeralClients
 from .simhttp import SimHttp
 from .simloop import START, VirtualLoop
 from .simnet import NetFaults, SimNetwork, SimTransport
@@ -302,6 +304,15 @@ class Simulation:
             self.cache = CacheClients(random.Random(rng.random()), SimHistory(self.loop.time),
                                       self._cache_target, self.ids, self.loop.time,
                                       self.trace)
+        # Ephemeral keys (simephemeral.py) in half the runs, drawn from their own stream so
+        # that the rest of a seed's choices stay as they were.
+        erng = random.Random(f"{seed}/ephemeral")
+        self.ephemeral: EphemeralClients | None = None
+        self.ephemeral_clients = 0
+        if erng.random() < 0.5:
+            self.ephemeral = EphemeralClients(random.Random(erng.random()), self._http,
+                                              self.loop.time, self.trace, self.net.counts)
+            self.ephemeral_clients = erng.choice((1, 2, 3))
 
     # -- tracing -----------------------------------------------------------------------
 
@@ -443,6 +454,10 @@ class Simulation:
                   result: Any, service: str | None, fresh_rid: str | None) -> None:
         if service == "locks":
             self._check_locks(nid, reg, index)
+        if self.ephemeral is not None:
+            problem = self.ephemeral.on_apply(nid, reg, index, data, result, service)
+            if problem is not None:
+                self.fail(problem)
         digest = hashlib.blake2b(data, digest_size=8).digest()
         rec = _Applied(digest, repr(result))
         prior = self.applied.setdefault(index, rec)
@@ -994,6 +1009,9 @@ class Simulation:
         if self.cache is not None:
             tasks += [self.loop.create_task(self.cache.worker(f"w{i}", end))
                       for i in range(self.rng.choice((2, 3, 4)))]
+        if self.ephemeral is not None:
+            tasks += [self.loop.create_task(self.ephemeral.client(f"e{i}", end))
+                      for i in range(self.ephemeral_clients)]
         if self.faults:
             tasks.append(self.loop.create_task(self._nemesis(end)))
         await asyncio.gather(*tasks)
@@ -1045,6 +1063,9 @@ class Simulation:
             if problems:
                 self.fail("cache: " + "; ".join(problems[:3]))
                 return
+        if self.ephemeral is not None and self.ephemeral.problems:
+            self.fail("; ".join(self.ephemeral.problems[:3]))
+            return
         ld = self._leader()
         if ld is not None:
             self.check_queue(ld)

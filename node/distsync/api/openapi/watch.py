@@ -26,8 +26,11 @@ OPENAPI = {
                        "events (`revision` is the kv revision), `progress` (every matching "
                        "event up to `revision` was sent; the first line is "
                        "`start_revision - 1`), and a last `canceled` line with a `reason` "
-                       "(`slow_consumer`, `compacted`) if the node ends the stream. Resume "
-                       "from the last revision seen + 1. 410 `compacted` (with "
+                       "(`slow_consumer`, `compacted`) if the node ends the stream. Several "
+                       "events may share a revision (a session's end deletes all its "
+                       "ephemeral keys at once): resume from the last revision seen "
+                       "and skip the keys already seen at it (or from the last "
+                       "`progress` revision + 1). 410 `compacted` (with "
                        "`oldest_revision`) when `start_revision` is older than this node's "
                        "history; 429 `too_many_watchers` when the node serves its maximum.",
         "tags": ["watch"],
