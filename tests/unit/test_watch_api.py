@@ -103,3 +103,31 @@ async def test_the_per_client_bound_is_a_429_naming_the_limit(tmp_path: Path) ->
     finally:
         n._io.close()
         n.storage.close()
+
+
+async def test_the_client_watches_under_its_client_id(tmp_path: Path) -> None:
+    """`Client(client_id=...)` sends its Client-Id with a watch too, so its watchers count
+    under it: with that client's one slot taken, its watch is refused (429, then Unavailable
+    when no node serves it), another client's is served."""
+    from distsync.client import Client, Unavailable
+
+    n = build_node(NodeConfig(node_id="n1", data_dir=str(tmp_path), max_watchers_per_client=1))
+    n.kv.apply("put", {"key": "a/1", "value": 1, "sz": 1}, 11)
+    try:
+        server = TestServer(create_app(n, build_cache(n), build_watches(n)))
+        async with TestClient(server) as c:
+            held = await c.get("/v1/watch?prefix=a/", headers={"Client-Id": "app"})
+            assert held.status == 200
+            addr = f"{server.host}:{server.port}"
+            async with Client([addr], client_id="app", timeout=0.5) as mine:
+                with pytest.raises(Unavailable):
+                    async for _ in mine.watch(prefix="a/", start_revision=1):
+                        pass
+            async with Client([addr], client_id="other", timeout=5) as theirs:
+                async for ev in theirs.watch(prefix="a/", start_revision=1):
+                    assert ev["revision"] == 11
+                    break
+            held.close()
+    finally:
+        n._io.close()
+        n.storage.close()
