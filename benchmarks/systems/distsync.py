@@ -14,10 +14,12 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
 from benchmarks.systems.base import WorkloadTable
 from distsync.local import LocalCluster
@@ -47,12 +49,13 @@ class Distsync(WorkloadTable):
     NO_WORKLOAD = "distsync has no {workload!r} workload here"
 
     def __init__(self, nodes: int = 3, data_dir: Path | None = None,
-                 redis_url: str | None = None):
+                 redis_url: str | None = None, extra_args: list[str] | None = None):
         self.nodes = nodes
         self.durability = ("fsync on a majority: one fdatasync of the segmented log per batch on every node, "
                            "acknowledged once fsynced on leader + 1 follower and applied")
         self._tmp = None if data_dir else tempfile.mkdtemp(prefix="distsync-bench-")
         extra = ["--redis-url", redis_url] if redis_url else []
+        extra += extra_args or []
         # A long cache lease, so a hit stays a hit for the whole phase (as in cache_bench).
         self.lc = LocalCluster(nodes, data_dir=data_dir or self._tmp, extra_args=extra,
                                env={"DISTSYNC_CACHE_LEASE_MS": "60000"})
@@ -191,3 +194,53 @@ class Distsync(WorkloadTable):
 
     def cache_stats_url(self) -> str:
         return f"{self.base}/v1/cache"
+
+    # -- watches (watch_bench.py) -------------------------------------------------------
+
+    def watch_urls(self) -> list[str]:
+        """Every live member: watchers spread over them (any node serves a watch)."""
+        return [self.lc.nodes[n].url for n in sorted(self.lc.nodes) if self.lc.nodes[n].alive()]
+
+    async def watch_put(self, s: aiohttp.ClientSession, key: str) -> int:
+        """A PUT to the leader (found by `prepare`); its revision."""
+        async with s.put(f"{self.base}/v1/kv/{key}", json={"value": VALUE},
+                         headers=self._headers()) as r:
+            return int((await _json(r))["revision"])
+
+    async def watch(self, s: aiohttp.ClientSession, url: str, prefix: str,
+                    on_revisions: Callable[[list[int]], None], ready: asyncio.Event) -> None:
+        """GET /v1/watch on `url` from the next change: `ready` once the stream is open (its
+        first line, the start's progress), then `on_revisions` with the revisions of each
+        chunk's events, as they are read. Returns when the stream ends; raises on an error
+        answer."""
+        # progress_ms: a stream whose client left ends at the node's next write, so a phase's
+        # closed streams are gone from the node within a second (no progress line is sent
+        # while events flow).
+        async with s.get(f"{url}/v1/watch", params={"prefix": prefix, "progress_ms": "1000"},
+                         timeout=aiohttp.ClientTimeout(total=None)) as r:
+            if r.status != 200:
+                raise HttpError(f"HTTP {r.status}: {(await r.text())[:100]}")
+            lines = LineSplitter()
+            async for chunk in r.content.iter_any():
+                revs = []
+                for line in lines.feed(chunk):
+                    ev = orjson.loads(line)
+                    if ev["type"] in ("put", "delete"):
+                        revs.append(ev["revision"])
+                    elif ev["type"] == "progress":
+                        ready.set()
+                    elif ev["type"] == "canceled":
+                        raise HttpError(f"watch canceled: {ev['reason']}")
+                if revs:
+                    on_revisions(revs)
+
+
+class LineSplitter:
+    """Newline-delimited JSON out of a byte stream cut anywhere: whole lines only."""
+
+    def __init__(self) -> None:
+        self.rest = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        *lines, self.rest = (self.rest + chunk).split(b"\n")
+        return [ln for ln in lines if ln.strip()]

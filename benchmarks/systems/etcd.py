@@ -18,9 +18,11 @@ import asyncio
 import base64
 import random
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import orjson
 
 from benchmarks.systems.base import STATUS_TIMEOUT, ProcessPeer
 from benchmarks.systems.procs import ProcessSet
@@ -163,6 +165,59 @@ class Etcd(ProcessPeer):
         held = await _post(session, self._leader_url + "/v3/lock/lock",
                            {"name": _b64(f"bench/lock/w{worker}"), "lease": self._leases[worker]})
         await _post(session, self._leader_url + "/v3/lock/unlock", {"key": held["key"]})
+
+    # -- watches (watch_bench.py) --------------------------------------------------------------
+
+    def watch_urls(self) -> list[str]:
+        """Every live member: watchers spread over them (any member serves a watch)."""
+        return [self._client_url[n] for n in self._live()]
+
+    async def watch_put(self, session: aiohttp.ClientSession, key: str) -> int:
+        """A put to the leader (found by `prepare`); its revision."""
+        res = await _post(session, self._leader_url + "/v3/kv/put",
+                          {"key": _b64(key), "value": _b64(VALUE)})
+        return int(res["header"]["revision"])
+
+    async def watch(self, session: aiohttp.ClientSession, url: str, prefix: str,
+                    on_revisions: Callable[[list[int]], None], ready: asyncio.Event) -> None:
+        """POST /v3/watch through the gateway: one watch of the prefix from the next change,
+        streamed as newline-delimited JSON (`{"result": WatchResponse}` per message). `ready`
+        once etcd confirms it was created, then `on_revisions` with each message's events'
+        mod_revisions, as they are read."""
+        body = {"create_request": {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}}
+        async with session.post(url + "/v3/watch", json=body,
+                                timeout=aiohttp.ClientTimeout(total=None)) as r:
+            if r.status != 200:
+                raise RuntimeError(f"etcd watch: {r.status} {(await r.text())[:100]}")
+            rest = b""
+            async for chunk in r.content.iter_any():
+                *lines, rest = (rest + chunk).split(b"\n")
+                revs = []
+                for line in lines:
+                    if line.strip():
+                        revs += watch_revisions(orjson.loads(line), ready)
+                if revs:
+                    on_revisions(revs)
+
+
+def prefix_end(prefix: str) -> str:
+    """etcd's range end of a prefix: the prefix with its last byte plus one."""
+    b = prefix.encode()
+    return (b[:-1] + bytes([b[-1] + 1])).decode()
+
+
+def watch_revisions(msg: dict[str, Any], ready: asyncio.Event) -> list[int]:
+    """The mod_revisions of one gateway watch message's events (int64s come as strings);
+    sets `ready` on the creation message, raises on an error or a cancellation."""
+    if "error" in msg:
+        raise RuntimeError(f"etcd watch: {msg['error']}")
+    res = msg.get("result", {})
+    if res.get("canceled"):
+        raise RuntimeError(f"etcd watch canceled: {res.get('cancel_reason', '')}")
+    if res.get("created"):
+        ready.set()
+    return [int(ev["kv"]["mod_revision"]) for ev in res.get("events", ())]
+
 
 if __name__ == "__main__":
     from benchmarks.systems.selfcheck import main

@@ -161,6 +161,10 @@ def main(log_level: str) -> None:
 @click.option("--max-watchers", envvar="DISTSYNC_MAX_WATCHERS", default=10_000,
               show_default=True, type=click.IntRange(1),
               help="Watch streams this node serves at once (429 too_many_watchers past it).")
+@click.option("--max-watchers-per-client", envvar="DISTSYNC_MAX_WATCHERS_PER_CLIENT",
+              default=1000, show_default=True, type=click.IntRange(1),
+              help="Of those, per client: its bearer token and Client-Id, or else its address "
+                   "(429 too_many_watchers, limit max_watchers_per_client).")
 @click.option("--watch-buffer-events", envvar="DISTSYNC_WATCH_BUFFER_EVENTS", default=1000,
               show_default=True, type=click.IntRange(1),
               help="Events queued per watcher before it is cancelled as a slow consumer.")
@@ -173,7 +177,8 @@ def node(node_id: str | None, listen: str, advertise: str, peers: str, data_dir:
          snapshot_threshold: int, max_body_bytes: int, redis_url: str,
          cache_max_bytes: int, cache_max_value_bytes: int, cache_lease_ms: int,
          watch_history_events: int, watch_history_bytes: int, max_watchers: int,
-         watch_buffer_events: int, event_loop: str, **secure: str) -> None:
+         max_watchers_per_client: int, watch_buffer_events: int, event_loop: str,
+         **secure: str) -> None:
     """Run one node in the foreground until SIGTERM or Ctrl-C."""
     pod = _pod_defaults()
     node_id = node_id or pod.get("id")
@@ -188,7 +193,8 @@ def node(node_id: str | None, listen: str, advertise: str, peers: str, data_dir:
         redis_url=redis_url, cache_max_bytes=cache_max_bytes,
         cache_max_value_bytes=cache_max_value_bytes, cache_lease_ms=cache_lease_ms,
         watch_history_events=watch_history_events, watch_history_bytes=watch_history_bytes,
-        max_watchers=max_watchers, watch_buffer_events=watch_buffer_events,
+        max_watchers=max_watchers, max_watchers_per_client=max_watchers_per_client,
+        watch_buffer_events=watch_buffer_events,
         **security.node_config_kwargs(secure),
     )
     run_loop(_run_node(cfg), event_loop)

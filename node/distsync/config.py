@@ -57,6 +57,7 @@ class NodeConfig:
     watch_history_events: int = 100_000  # kv changes kept for watches to start from
     watch_history_bytes: int = 64 << 20  # ... and their bytes (keys, values, ~190 per event)
     max_watchers: int = 10_000
+    max_watchers_per_client: int = 1000  # of them per client (token + Client-Id, or address)
     watch_buffer_events: int = 1000  # events queued per watcher before slow_consumer
 
     @property

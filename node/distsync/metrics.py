@@ -108,7 +108,7 @@ class NodeMetrics:
         )
 
         # Watches (watch.py): watchers served by this node, events written to them, and
-        # watchers this node cancelled, by reason (slow_consumer, compacted).
+        # watchers this node cancelled, by reason (slow_consumer, compacted, shutdown).
         self.watchers = Gauge("distsync_watchers", "Watch streams open on this node",
                               registry=r)
         self.watch_events_sent = Counter(
@@ -117,7 +117,7 @@ class NodeMetrics:
             "distsync_watch_cancellations", "Watch streams this node cancelled, by reason",
             ["reason"], registry=r,
         )
-        for reason in ("slow_consumer", "compacted"):
+        for reason in ("slow_consumer", "compacted", "shutdown"):
             self.watch_cancellations.labels(reason)
 
     def set_role(self, role: int) -> None:

@@ -102,7 +102,8 @@ def build_cache(node: Node) -> CacheService:
 def build_watches(node: Node) -> WatchHub:
     """The node's watchers of kv keys, fed by its kv history, with the bounds from `cfg`."""
     cfg = node.cfg
-    return WatchHub(node.kv.history, cfg.max_watchers, cfg.watch_buffer_events, node.metrics)
+    return WatchHub(node.kv.history, cfg.max_watchers, cfg.watch_buffer_events, node.metrics,
+                    max_watchers_per_client=cfg.max_watchers_per_client)
 
 
 def build_server(cfg: NodeConfig) -> tuple[Node, web.Application]:
@@ -126,5 +127,8 @@ async def run_node(cfg: NodeConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    hub = runner.app["watch"]
+    if hub is not None:
+        hub.shutdown()  # watch streams end first: their handlers would hold up the cleanup
     await node.stop()
     await runner.cleanup()

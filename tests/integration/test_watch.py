@@ -2,7 +2,8 @@
 cluster for the module (the leader kill comes last).
 
 The nodes keep a small history (HISTORY events) and a small per-watcher buffer (BUFFER
-events), so that compaction and a slow consumer take few writes.
+events), so that compaction and a slow consumer take few writes, and a small per-client bound
+(PER_CLIENT watchers per node).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from distsync.local import LocalCluster, http_json
 HISTORY = 64
 BUFFER = 20
 PROGRESS_MS = 300
+PER_CLIENT = 6
 
 
 @pytest.fixture(scope="module")
 def lc() -> Iterator[LocalCluster]:
     with LocalCluster(3, extra_args=[
         "--watch-history-events", str(HISTORY), "--watch-buffer-events", str(BUFFER),
+        "--max-watchers-per-client", str(PER_CLIENT),
     ]) as c:
         ready(c)
         yield c
@@ -146,6 +149,51 @@ async def test_a_compacted_start_is_410_and_the_client_raises_compacted(
         assert status == 200 and lines[1]["type"] == "put"
 
 
+async def test_watchers_past_the_per_client_bound_get_429_naming_the_limit(
+    lc: LocalCluster,
+) -> None:
+    """`--max-watchers-per-client` per node: the client (here its Client-Id) past it gets 429
+    `too_many_watchers` with `limit: max_watchers_per_client`; another client, and the same
+    client on another node, are served; a slot comes back when a stream ends."""
+    import aiohttp
+
+    nid, other_nid = sorted(lc.nodes)[:2]
+    url = f"{lc.nodes[nid].url}/v1/watch"
+    q = {"prefix": "w6/", "progress_ms": "50"}
+    mine = {"Client-Id": "limits-test"}
+    async with aiohttp.ClientSession() as s:
+        streams = []
+        try:
+            for _ in range(PER_CLIENT):
+                r = await s.get(url, params=q, headers=mine)
+                assert r.status == 200, await r.text()
+                streams.append(r)
+            over = await s.get(url, params=q, headers=mine)
+            body = await over.json()
+            assert over.status == 429, body
+            assert body["error"] == "too_many_watchers", body
+            assert body["limit"] == "max_watchers_per_client", body
+            assert body["max_watchers_per_client"] == PER_CLIENT and body["message"], body
+            for headers, where in (({"Client-Id": "someone-else"}, url),
+                                   (mine, f"{lc.nodes[other_nid].url}/v1/watch")):
+                async with s.get(where, params={**q, "timeout_ms": "50"},
+                                 headers=headers) as ok:
+                    assert ok.status == 200, (headers, where, await ok.text())
+                    await ok.read()
+            streams.pop().close()  # the node notices at its next progress line (50 ms)
+            deadline = time.monotonic() + 10
+            while True:
+                async with s.get(url, params={**q, "timeout_ms": "50"}, headers=mine) as again:
+                    if again.status == 200:
+                        break
+                    assert again.status == 429 and time.monotonic() < deadline, \
+                        diag(lc, "the closed stream's slot did not come back")
+                await asyncio.sleep(0.05)
+        finally:
+            for r in streams:
+                r.close()
+
+
 def _dechunk(raw: bytes) -> bytes:
     head, _, body = raw.partition(b"\r\n\r\n")
     out = b""
@@ -194,6 +242,42 @@ def test_a_slow_consumer_is_cancelled_with_the_reason(lc: LocalCluster) -> None:
     sent = [ln["revision"] for ln in lines if ln["type"] == "put"]
     assert sent == revs[:len(sent)] and len(sent) < len(revs)  # in order, then cut short
     assert lines[-1]["revision"] == sent[-1]
+
+
+def test_a_stopping_node_ends_its_streams_and_exits_at_once(lc: LocalCluster) -> None:
+    """SIGTERM with watch streams open, one of them abandoned by its client (the node learns
+    that only when it next writes): every stream ends with `canceled` reason `shutdown` and
+    the node exits at once, not after its streams' next progress lines or its HTTP server's
+    shutdown timeout."""
+    nid = _follower(lc, ready(lc))
+    host, port = _addr(lc, nid).rsplit(":", 1)
+    request = (f"GET /v1/watch?prefix=w7/&progress_ms=600000 HTTP/1.1\r\nHost: {host}\r\n"
+               "Connection: close\r\n\r\n").encode()
+    kept, abandoned = socket.create_connection((host, int(port))), \
+        socket.create_connection((host, int(port)))
+    for s in (kept, abandoned):
+        s.sendall(request)
+        s.settimeout(10)
+        head = b""
+        while b"progress" not in head:  # open: its first line came
+            chunk = s.recv(1 << 16)
+            assert chunk, head
+            head += chunk
+    abandoned.close()
+    t0 = time.monotonic()
+    lc.kill(nid, signal.SIGTERM)
+    raw = b""
+    while chunk := kept.recv(1 << 16):
+        raw += chunk
+    kept.close()
+    proc = lc.nodes[nid].proc
+    assert proc is not None
+    proc.wait(timeout=15)
+    took = time.monotonic() - t0
+    assert b'"type":"canceled","reason":"shutdown"' in raw, raw[-300:]
+    assert took < 8, f"the node took {took:.1f} s to exit with watch streams open"
+    lc.start_node(nid)
+    ready(lc)
 
 
 async def test_leader_killed_mid_stream_every_watcher_resumes_without_gap_or_duplicate(

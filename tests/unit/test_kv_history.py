@@ -230,3 +230,49 @@ async def test_a_slow_consumer_is_cancelled_at_a_revision_boundary() -> None:
     assert w.next_revision == 2
     again = hub.open(w.next_revision, prefix="")
     assert [e.key for e in hub.take(again)] == ["c", "d", "e", "f"]
+
+
+async def test_the_per_client_bound_counts_each_client_apart_and_frees_on_close() -> None:
+    h = KVHistory()
+    hub = WatchHub(h, max_watchers=10, max_watchers_per_client=2)
+    a = [hub.open(1, key="k", client="a") for _ in range(2)]
+    with pytest.raises(WatchLimit) as e:
+        hub.open(1, key="k", client="a")
+    assert (e.value.limit, e.value.value) == ("max_watchers_per_client", 2)
+    hub.open(1, key="k", client="b")  # another client has its own budget
+    hub.open(1, key="k")  # and a watcher of no client only the node's
+    hub.close(a[0])
+    hub.close(a[0])  # closing twice frees one slot, not two
+    assert hub.by_client == {"a": 1, "b": 1}
+    hub.open(1, key="k", client="a")
+    with pytest.raises(WatchLimit):
+        hub.open(1, key="k", client="a")
+    for w in list(hub.watchers):
+        hub.close(w)
+    assert hub.by_client == {} and not hub.watchers
+    full = WatchHub(h, max_watchers=1, max_watchers_per_client=5)
+    full.open(1, key="k", client="a")
+    with pytest.raises(WatchLimit) as e:
+        full.open(1, key="k", client="b")
+    assert e.value.limit == "max_watchers"
+
+
+async def test_a_snapshot_installed_under_a_live_watcher_cancels_it() -> None:
+    """A follower that restarted behind and is then sent a snapshot jumps its applied state
+    (and history) forward: a watcher that still needed a revision the snapshot covers would
+    otherwise go on after a gap (the simulation found it, seed 12). It is cancelled with
+    `compacted`; a watcher whose start lies past the snapshot goes on."""
+    h = KVHistory()
+    h.record(3, "put", "k", 3, 0, 1)
+    hub = WatchHub(h)
+    behind = hub.open(2, prefix="")
+    ahead = hub.open(12, prefix="")
+    assert [e.revision for e in hub.take(behind)] == [3] and behind.synced
+    assert hub.take(ahead) == [] and ahead.synced
+    h.reset(10)  # the snapshot: revisions 4..10 happened elsewhere, unseen here
+    assert behind.canceled == "compacted" and behind.wake.is_set()
+    assert ahead.canceled is None
+    for rev in (11, 12):
+        h.record(rev, "put", "k", rev, 0, 1)
+    assert hub.take(behind) == []
+    assert [e.revision for e in hub.take(ahead)] == [12]

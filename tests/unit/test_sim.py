@@ -118,6 +118,10 @@ FEATURES = (
     "workload.ephemeral_listings",
     # the HTTP API (simhttp.py): answers, followers forwarding, 503s while no leader is known
     "http.answered", "http.forwarded", "http.503.no_leader",
+    # watchers (simwatch.py): events streamed, resumes, linearizable starts, a 410 for a
+    # history that no longer reaches back, a stream cancelled as compacted
+    "watch.events", "watch.resumed", "watch.linearizable_starts", "watch.compacted_410",
+    "watch.canceled.compacted",
 )
 
 
@@ -246,6 +250,31 @@ def test_planted_request_id_dropped_by_the_api_is_found(monkeypatch) -> None:
     _, msg = first_failure("the planted API bug")
     assert "linearizable" in msg or "acknowledged enqueues lost" in msg or "fencing" in msg, \
         msg[:400]
+
+
+def test_the_watch_gap_fixed_here_is_found(monkeypatch) -> None:
+    """Undo the fix (issue 21): a node sent a snapshot while it streams a watch jumps its
+    history forward, and the watcher, not cancelled, goes on after a gap. The watchers'
+    no-gap check against the applied log must see it."""
+    from distsync.watch import WatchHub
+
+    monkeypatch.setattr(WatchHub, "on_reset", lambda self, revision: None)
+    _, msg = first_failure("the watch gap after a snapshot")
+    assert "watch:" in msg and "the applied log has" in msg, msg[:400]
+
+
+def test_planted_linearizable_watch_without_its_barrier_is_found(monkeypatch) -> None:
+    """Plant a `linearizable=true` watch that skips its ReadIndex barrier: a node behind
+    the commit starts the watch before writes committed earlier, and the check of the
+    stream's first line must say so."""
+    from distsync.api import watch
+
+    async def no_barrier(request):  # type: ignore[no-untyped-def]
+        return None
+
+    monkeypatch.setattr(watch, "_read_barrier", no_barrier)
+    _, msg = first_failure("a linearizable watch without its barrier")
+    assert "linearizable start" in msg, msg[:400]
 
 
 def test_an_answer_the_request_did_not_earn_fails_the_run(monkeypatch) -> None:

@@ -37,6 +37,7 @@ CLIENT_ID_HEADER = "Client-Id"
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=\-]{1,128}$")
 _SEP = "\x1f"  # in neither a scope nor an id (ids are printable, Client-Id has no controls)
 _ANON = "-"
+ANON_SCOPE = f"{_ANON}/{_ANON}"  # no bearer token, no Client-Id
 
 
 def raw_request_id(request: web.Request) -> str:

@@ -13,7 +13,9 @@ from aiohttp import web
 from ..services.kv_history import Compacted
 from ..watch import Watcher, WatchLimit
 from .errors import ApiError
+from .idempotency import ANON_SCOPE, scope_of
 from .jsonio import dumps, json_response
+from .peer_trust import client_addr
 from .schemas import PREFIX_RE, check_key
 
 routes = web.RouteTableDef()
@@ -100,6 +102,15 @@ async def read_index(request: web.Request) -> web.StreamResponse:
     return json_response({"index": node.applied_index})
 
 
+def watch_client(request: web.Request) -> str:
+    """Whose watcher this is, for `max_watchers_per_client`: the caller's scope as request ids
+    have it (api/idempotency.py: the bearer token's digest and the `Client-Id` header), or,
+    for a caller with neither (client auth off, no `Client-Id`), its address, as the session
+    quota counts a client (so anonymous callers on other hosts do not share one budget)."""
+    scope = scope_of(request)
+    return f"addr:{client_addr(request)}" if scope == ANON_SCOPE else scope
+
+
 def _line(obj: Any) -> bytes:
     return dumps(obj) + b"\n"
 
@@ -109,9 +120,12 @@ async def watch(request: web.Request) -> web.StreamResponse:
     """Events in revision order from `start_revision` (default: the next change), then live;
     progress lines while nothing matches; 410 `compacted` before any stream starts."""
     p = _params(request)
+    client = watch_client(request)  # (a malformed Client-Id is a 400 before anything)
     hub = request.app["watch"]
     if hub is None:
         raise ApiError(503, "watch_unavailable", "this node serves no watches")
+    if hub.closing:
+        raise ApiError(503, "unavailable", "this node is stopping; watch through another node")
     node = request.app["node"]
     if p["linearizable"]:
         await _read_barrier(request)  # everything committed before now is applied here
@@ -121,7 +135,7 @@ async def watch(request: web.Request) -> web.StreamResponse:
 
     start = p["start"] or now_revision() + 1
     try:
-        w = hub.open(start, key=p["key"], prefix=p["prefix"])
+        w = hub.open(start, key=p["key"], prefix=p["prefix"], client=client)
     except Compacted as e:
         raise ApiError(
             410, "compacted",
@@ -131,7 +145,8 @@ async def watch(request: web.Request) -> web.StreamResponse:
             revision=now_revision(),
         ) from None
     except WatchLimit as e:
-        raise ApiError(429, "too_many_watchers", str(e), max_watchers=hub.max_watchers) from None
+        raise ApiError(429, "too_many_watchers", str(e), limit=e.limit,
+                       **{e.limit: e.value}) from None
     try:
         resp = web.StreamResponse(headers={"Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})

@@ -79,8 +79,9 @@ class Client:
         than after `timeout`). `token`: sent as `Authorization: Bearer`. `ssl`: talk HTTPS
         (True: verify against the system store; or an SSLContext); `ca`: a CA file to verify
         the nodes against (implies HTTPS). `client_id`: sent as `Client-Id`, the namespace of
-        this client's request ids (README "Request ids"); give a stable one when you pass
-        your own `request_id`s, so that they cannot meet another application's."""
+        this client's request ids (README "Request ids"), and the client its watches count
+        under (`--max-watchers-per-client`); give a stable one when you pass your own
+        `request_id`s, so that they cannot meet another application's."""
         self.seeds = [addrs] if isinstance(addrs, str) else list(addrs)
         if not self.seeds:
             raise ValueError("give at least one node address")

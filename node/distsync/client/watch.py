@@ -45,6 +45,11 @@ async def watch(
     failures = 0
     # A stream is quiet at most progress_ms: past three intervals the node is gone.
     read_timeout = max(3 * progress_ms / 1000, 2.0)
+    # The client's `client_id` goes with the watch too: a node counts a client's watchers
+    # under its token and Client-Id (--max-watchers-per-client).
+    headers = client._auth_headers()
+    if client.client_id:
+        headers["Client-Id"] = client.client_id
     while True:
         target = nodes[at % len(nodes)]
         params = {"progress_ms": str(progress_ms)}
@@ -56,7 +61,7 @@ async def watch(
         try:
             async with client._sess().get(
                 f"{client.scheme}://{target}/v1/watch", params=params,
-                headers=client._auth_headers(),
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=client.connect_timeout,
                                               sock_read=read_timeout),
             ) as r:

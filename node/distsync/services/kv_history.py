@@ -76,6 +76,9 @@ class KVHistory:
         self.compact_revision = 0
         self.last_revision = 0  # the newest event's revision (or compact_revision)
         self.listeners: list[Callable[[KVEvent], None]] = []
+        # Told of a reset (its revision) as it happens: the watch hub cancels the watchers
+        # that needed a revision the reset skipped.
+        self.reset_listeners: list[Callable[[int], None]] = []
 
     def __len__(self) -> int:
         return len(self._events) - self._head
@@ -119,6 +122,8 @@ class KVHistory:
         known here any more."""
         self._events, self._revs, self._head, self.bytes = [], [], 0, 0
         self.compact_revision = self.last_revision = revision
+        for fn in self.reset_listeners:
+            fn(revision)
 
     def events_from(self, start: int, match: Callable[[str], bool] = lambda k: True,
                     limit: int = 1000) -> list[KVEvent]:

@@ -9,14 +9,16 @@ without sockets (simhttp.py), with a `Request-Id` that every retry reuses: route
 middlewares, handlers, request-id scoping and error mapping all run, and a follower forwards
 a leader-only request to the leader over the simulated network. Half the clients keep to
 the leader, half send anywhere (as through a load balancer). Any answer other than the
-expected ones and 503 (a 500, a 4xx the request did not earn) is a violation.
+expected ones and 503 (a 500, a 4xx the request did not earn) is a violation. In some runs
+watchers stream kv prefixes from the nodes and resume across crashes (simwatch.py).
 
 Checked during the run: at most one leader per term; a committed entry never changes; a
 leader has every entry committed in an earlier term; every node applies the same command
 with the same result at the same index; a request id takes effect at most once; ephemeral
 keys are bound as the log says and die with their session (simephemeral.py). After it:
-the kv history is linearizable (testing/linearizability.py), and nodes at equal applied
-indexes hold byte-equal state.
+the kv history is linearizable (testing/linearizability.py), nodes at equal applied
+indexes hold byte-equal state, and every watcher saw the applied log's kv changes under its
+prefix in order, without gap or duplicate (simwatch.py).
 
 The seed decides everything (the loop's order, delays, faults, workload), so
 `SEED=<n> pytest tests/unit/test_sim.py -k replay` replays a failure exactly. A failure
@@ -53,7 +55,7 @@ from ..node import Node
 from ..raft.core import Config
 from ..raft.types import Entry, HardState, Role, Snapshot
 from ..seams import NodeParts
-from ..server import assemble_node
+from ..server import assemble_node, build_watches
 from ..services.base import StateMachine
 from ..services.locks import EXCLUSIVE, SHARED, LockService
 from ..services.queue_model import DLQ_SUFFIX
@@ -69,6 +71,7 @@ from .simhttp import SimHttp
 from .simloop import START, VirtualLoop
 from .simnet import NetFaults, SimNetwork, SimTransport
 from .simproc import ConnectionLost, Process
+from .simwatch import SimWatchers
 
 QUEUE = "jobs"
 QUEUE_MAX_DELIVERIES = 4
@@ -313,6 +316,9 @@ class Simulation:
             self.ephemeral = EphemeralClients(random.Random(erng.random()), self._http,
                                               self.loop.time, self.trace, self.net.counts)
             self.ephemeral_clients = erng.choice((1, 2, 3))
+        # Watchers of kv prefixes (simwatch.py), from their own random stream.
+        self.watch = SimWatchers(seed, self.http, lambda: [sn.id for sn in self.live()],
+                                 self._commit_now, self.trace, self.net.counts, self.fail)
 
     # -- tracing -----------------------------------------------------------------------
 
@@ -393,7 +399,7 @@ class Simulation:
             sn.cache = proc.run(build_cache, node, self.backend, peers)
         # The API app as server.py mounts it, minus its startup (which opens a real
         # ClientSession to forward with, and starts the cache service built above).
-        app = proc.run(create_app, node, sn.cache)
+        app = proc.run(create_app, node, sn.cache, build_watches(node))
         app["forward_session"] = self.http.session(nid, self.peers[nid].rsplit(":", 1)[0],
                                                    cfg.request_timeout + 1)
         sn.app = app
@@ -445,6 +451,11 @@ class Simulation:
             return None
         return sn.proc, sn.app
 
+    def _commit_now(self) -> int:
+        """The highest index any live node knows committed, now."""
+        return max((sn.node.core.log.committed for sn in self.live()  # type: ignore[union-attr]
+                    ), default=0)
+
     def live(self) -> list[_SimNode]:
         return [sn for sn in self.nodes.values() if sn.node is not None]
 
@@ -454,6 +465,8 @@ class Simulation:
                   result: Any, service: str | None, fresh_rid: str | None) -> None:
         if service == "locks":
             self._check_locks(nid, reg, index)
+        elif service == "kv":
+            self.watch.applied(index, data, result)
         if self.ephemeral is not None:
             problem = self.ephemeral.on_apply(nid, reg, index, data, result, service)
             if problem is not None:
@@ -1014,6 +1027,7 @@ class Simulation:
                       for i in range(self.ephemeral_clients)]
         if self.faults:
             tasks.append(self.loop.create_task(self._nemesis(end)))
+        watchers = self.watch.tasks(self.loop)  # they go on until every node caught up
         await asyncio.gather(*tasks)
         # Heal everything, restart every node, and wait until all have applied the same.
         self.trace("heal: network healed, every node up")
@@ -1052,9 +1066,14 @@ class Simulation:
         else:
             self.fail(f"liveness: not every node applied {target} within 20 s of healing")
             return
+        await self.watch.finish(target)
+        await asyncio.gather(*watchers)
         self.check_raft()
         self.check_disks()
         self.check_grants()
+        for problem in self.watch.problems()[:1]:
+            self.fail(f"watch: {problem}")
+            return
         if self.cache is not None:
             if not await self.cache.final():
                 self.fail("liveness: a cache read after healing was not served")

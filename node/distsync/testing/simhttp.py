@@ -16,11 +16,17 @@ A follower's handler forwards leader-only requests with the session it finds in
 `ClientSession`: the hop goes over the simulated network (its delays; a drop costs a TCP
 retransmission, a cut link a timeout, a dead leader a broken connection) to the leader's
 application, the same path a client's request takes.
+
+A streamed answer (`GET /v1/watch`) goes through the same dispatch with a stand-in for the
+connection's writer (`_StreamWriter`): what the handler writes reaches the client's
+`SimStream` as it writes it, a client that closes its stream makes the handler's next write
+fail as a closed socket would, and a crash of the node breaks the stream (ConnectionLost).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +35,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -77,7 +84,8 @@ class _Connection:
 
 
 def _request(app: web.Application, method: str, path: str, headers: dict[str, str],
-             body: bytes | None, remote: str) -> web.Request:
+             body: bytes | None, remote: str,
+             writer: AbstractStreamWriter | None = None) -> web.Request:
     loop = asyncio.get_running_loop()
     hdrs = CIMultiDict(headers)
     if body is not None:
@@ -92,7 +100,7 @@ def _request(app: web.Application, method: str, path: str, headers: dict[str, st
         payload = StreamReader(conn, 1 << 20, loop=loop)  # type: ignore[arg-type]
         payload.feed_data(body)
         payload.feed_eof()
-    return web.Request(message, payload, conn, None, asyncio.current_task(),  # type: ignore[arg-type]
+    return web.Request(message, payload, conn, writer, asyncio.current_task(),  # type: ignore[arg-type]
                        loop, client_max_size=app._client_max_size)
 
 
@@ -115,6 +123,132 @@ async def serve(app: web.Application, method: str, path: str, headers: dict[str,
     elif not isinstance(data, bytes):
         raise TypeError(f"{method} {path}: a body of type {type(data).__name__}")
     return Answer(resp.status, dict(resp.headers), data)
+
+
+class SimStream:
+    """A streamed answer (GET /v1/watch) as its client reads it: `status` and `headers`,
+    then `read()` chunk by chunk until the handler ends (b""), the serving process dies
+    (ConnectionLost), or the client closes it (`close()`: the handler's next write raises
+    ConnectionResetError, as aiohttp's does once the peer has gone). An answer that is not
+    streamed (an error) comes whole: `status`, `headers` and `body`."""
+
+    def __init__(self, proc: Process) -> None:
+        self.proc = proc
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.body = b""  # an answer that was not streamed
+        self.closed = False
+        self._chunks: deque[bytes] = deque()
+        self._eof = False
+        self._started = False
+        self._wake = asyncio.Event()
+
+    # -- the node's side (its handler, through _StreamWriter) --------------------------
+
+    def _begin(self, status: int, headers: dict[str, str]) -> None:
+        self.status, self.headers, self._started = status, headers, True
+        self._wake.set()
+
+    def _feed(self, data: bytes) -> None:
+        if data:
+            self._chunks.append(data)
+            self._wake.set()
+
+    def _end(self) -> None:
+        self._eof = self._started = True
+        self._wake.set()
+
+    # -- the client's side -------------------------------------------------------------
+
+    async def _wait(self, ready: Callable[[], bool]) -> None:
+        while not ready():
+            if self.proc.dead:
+                raise ConnectionLost(f"{self.proc.name} died")
+            self._wake.clear()
+            woken = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({woken, self.proc.died},
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                woken.cancel()
+
+    async def started(self) -> None:
+        await self._wait(lambda: self._started or self.closed)
+
+    async def read(self) -> bytes:
+        """The next chunk; b"" once the answer ended or the client closed it. Raises
+        ConnectionLost."""
+        await self._wait(lambda: bool(self._chunks) or self._eof or self.closed)
+        return self._chunks.popleft() if self._chunks and not self.closed else b""
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+    def json(self) -> Any:
+        try:
+            return orjson.loads(self.body) if self.body else None
+        except orjson.JSONDecodeError:
+            return None
+
+
+class _StreamWriter(AbstractStreamWriter):
+    """The connection's write side for a streamed answer: bytes go to the client's
+    `SimStream` as written (no chunked framing: the client reads the payload)."""
+
+    length: int | None = None
+
+    def __init__(self, stream: SimStream) -> None:
+        self.stream = stream
+
+    async def write(self, chunk: bytes | bytearray | memoryview) -> None:
+        if self.stream.closed:
+            raise ConnectionResetError("the client closed the stream")
+        self.stream._feed(bytes(chunk))
+        self.output_size += len(chunk)
+
+    async def write_eof(self, chunk: bytes = b"") -> None:
+        if chunk:
+            await self.write(chunk)
+        self.stream._end()
+
+    async def drain(self) -> None:
+        pass
+
+    def enable_compression(self, encoding: str = "deflate",
+                           strategy: int | None = None) -> None:
+        pass
+
+    def enable_chunking(self) -> None:
+        pass
+
+    async def write_headers(self, status_line: str, headers: Any) -> None:
+        self.stream._begin(int(status_line.split()[1]), dict(headers))
+
+
+async def serve_stream(app: web.Application, method: str, path: str,
+                       headers: dict[str, str], remote: str, stream: SimStream) -> None:
+    """One request through `app` whose answer may be streamed (what aiohttp's server does:
+    the handler writes as it goes, and its return ends the answer)."""
+    app.freeze()
+    try:
+        request = _request(app, method, path, headers, None, remote, _StreamWriter(stream))
+        try:
+            resp = await app._handle(request)
+        except web.HTTPException as e:
+            stream.body = (e.text or "").encode()
+            stream._begin(e.status, dict(e.headers))
+            return
+        if resp.prepared:
+            await resp.write_eof()
+            return
+        body = resp.body if isinstance(resp.body, bytes) else b""
+        stream.body = body
+        stream._begin(resp.status, dict(resp.headers))
+    except ConnectionError:
+        pass  # the client went away
+    finally:
+        stream._end()
 
 
 class SimHttp:
@@ -142,6 +276,20 @@ class SimHttp:
             raise ConnectionLost(f"{nid} is down")
         proc, app = got
         return await proc.call(serve(app, method, path, hdrs, data, remote))
+
+    def open_stream(self, nid: str, method: str, path: str, *,
+                    headers: dict[str, str] | None = None, remote: str) -> SimStream:
+        """A client's request to node `nid` whose answer may be streamed: `await
+        stream.started()` for the status, then `read()` the stream (or the whole `body` of
+        an answer that was not streamed). Raises ConnectionLost if the node is down (and
+        `started`/`read` do if it dies)."""
+        got = self.target(nid)
+        if got is None or got[0].dead:
+            raise ConnectionLost(f"{nid} is down")
+        proc, app = got
+        stream = SimStream(proc)
+        proc.spawn(serve_stream(app, method, path, dict(headers or {}), remote, stream))
+        return stream
 
     def session(self, src: str, src_ip: str, timeout: float) -> InProcessSession:
         """What node `src` (at `src_ip`) forwards with, in place of its ClientSession."""
@@ -186,6 +334,9 @@ class _Reply:
     async def read(self) -> bytes:
         return self._body
 
+    async def json(self, content_type: str | None = "application/json") -> Any:
+        return orjson.loads(self._body)
+
 
 class _Exchange:
     def __init__(self, run: Any, timeout: float) -> None:
@@ -200,9 +351,10 @@ class _Exchange:
 
 
 class InProcessSession:
-    """In-process stand-in for the aiohttp ClientSession of api/forward.py: the one method
-    it calls, `request(...)` as an async context manager, over SimHttp. Errors are the ones
-    forward.py expects of a real session: aiohttp.ClientError or TimeoutError."""
+    """In-process stand-in for the aiohttp ClientSession of api/forward.py (and of a
+    follower's linearizable watch start, api/watch.py): `request(...)` and `get(...)` as
+    async context managers, over SimHttp. Errors are the ones a real session raises:
+    aiohttp.ClientError or TimeoutError."""
 
     def __init__(self, http: SimHttp, src: str, src_ip: str, timeout: float) -> None:
         self.http = http
@@ -217,6 +369,10 @@ class InProcessSession:
         run = self.http._exchange(self.src, self.src_ip, method, url, dict(headers or {}),
                                   data)
         return _Exchange(run, total)
+
+    def get(self, url: str, *, headers: dict[str, str] | None = None,
+            timeout: aiohttp.ClientTimeout | None = None) -> _Exchange:
+        return self.request("GET", url, headers=headers, timeout=timeout)
 
     async def close(self) -> None:
         pass

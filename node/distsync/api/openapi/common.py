@@ -70,7 +70,8 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     413: ("TooLarge", "Body, value or message over its limit (`body_too_large`, "
           "`value_too_large`, `message_too_large`)"),
     429: ("TooMany", "Over a quota (`quota_exceeded`, with `limit` naming it), a queue's "
-          "size (`queue_full`) or a node's watchers (`too_many_watchers`)"),
+          "size (`queue_full`) or a node's watchers, in all or per client (`too_many_watchers`, "
+          "with `limit` naming it)"),
     422: ("RequestIdMismatch", "The Request-Id was first used for a different request "
           "(`request_id_mismatch`); nothing was applied"),
     507: ("NoSpace", "The state has reached max_state_bytes (`quota_exceeded`, NOSPACE alarm): "

@@ -13,7 +13,7 @@ EVENT = {
             prev_revision=INT),
         obj(["type", "revision"], type={"const": "progress"}, revision=INT),
         obj(["type", "reason", "revision"], type={"const": "canceled"},
-            reason={"enum": ["slow_consumer", "compacted"]}, revision=INT),
+            reason={"enum": ["slow_consumer", "compacted", "shutdown"]}, revision=INT),
     ],
 }
 
@@ -26,13 +26,15 @@ OPENAPI = {
                        "events (`revision` is the kv revision), `progress` (every matching "
                        "event up to `revision` was sent; the first line is "
                        "`start_revision - 1`), and a last `canceled` line with a `reason` "
-                       "(`slow_consumer`, `compacted`) if the node ends the stream. Several "
-                       "events may share a revision (a session's end deletes all its "
-                       "ephemeral keys at once): resume from the last revision seen "
-                       "and skip the keys already seen at it (or from the last "
+                       "(`slow_consumer`, `compacted`, `shutdown`) if the node ends the "
+                       "stream. Several events may share a revision (a session's end "
+                       "deletes all its ephemeral keys at once): resume from the last "
+                       "revision seen and skip the keys already seen at it (or from the last "
                        "`progress` revision + 1). 410 `compacted` (with "
                        "`oldest_revision`) when `start_revision` is older than this node's "
-                       "history; 429 `too_many_watchers` when the node serves its maximum.",
+                       "history; 429 `too_many_watchers` (with `limit`: `max_watchers` or "
+                       "`max_watchers_per_client`) when the node serves its maximum, in all or "
+                       "for this client (its bearer token and `Client-Id`, else its address).",
         "tags": ["watch"],
         "parameters": [
             query_param("key", {"type": "string", "pattern": KEY_RE.pattern},
