@@ -32,6 +32,8 @@ from .node import Node
 from .realparts import real_parts
 from .seams import Clock, NodeParts
 from .services.base import StateMachine
+from .services.election_metrics import ElectionCollector
+from .services.elections import ElectionService
 from .services.kv import KVStore
 from .services.kv_history import KVHistory
 from .services.locks import LockService
@@ -55,7 +57,10 @@ def node_services(clock: Clock, metrics: NodeMetrics,
     metrics.registry.register(LockCollector(locks))
     history = KVHistory() if cfg is None else KVHistory(cfg.watch_history_events,
                                                         cfg.watch_history_bytes)
-    return [KVStore(history), queues, locks]
+    elections = ElectionService(locks)
+    locks.on_session_end(elections.session_ended)
+    metrics.registry.register(ElectionCollector(elections))
+    return [KVStore(history), queues, locks, elections]
 
 
 def assemble_node(
