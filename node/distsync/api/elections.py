@@ -213,12 +213,11 @@ def _int_query(request: web.Request, key: str, lo: int, hi: int, default: int | 
 
 
 def _pending(svc: ElectionService, name: str, after: int) -> list[dict[str, Any]]:
-    """The changes after revision `after` that this node knows, in order. When its recent
-    changes do not reach back to `after` (trimmed, or the node restarted from a snapshot),
-    some may be missing before the first: that one is marked `resync`."""
-    changes = svc.recent_changes(name)
-    newer = [c for c in changes if c["revision"] > after]
-    if newer and len(newer) == len(changes):
+    """The changes after revision `after` that this node knows, in order; when it cannot
+    prove that none is missing before the first (history trimmed, or the node restarted
+    from a later snapshot), that one is marked `resync`."""
+    newer, complete = svc.changes_after(name, after)
+    if newer and not complete:
         newer[0] = {**newer[0], "resync": True}
     return newer
 

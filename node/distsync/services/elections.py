@@ -40,6 +40,7 @@ from .base import CommandError
 
 OUTCOME_LIMIT = 65_536  # finished candidacies remembered for long polls, oldest first
 CHANGES_KEPT = 256  # recent leader changes per election, for observers (volatile)
+CHANGES_NAMES = 10_000  # elections whose recent changes are kept, oldest forgotten first
 _MAX_INT = (1 << 63) - 1
 
 
@@ -102,6 +103,8 @@ class ElectionService:
         self._by_session: dict[str, dict[str, None]] = {}
         # Volatile: recent changes per election for observers, and applied-event counters.
         self.changes: dict[str, deque[dict[str, Any]]] = {}
+        self._trimmed: set[str] = set()  # names whose recent changes lost their oldest
+        self._since = 0  # changes are recorded for every index after this (restore's)
         self.stats = dict.fromkeys(("campaigns", "elected", "resigned", "proclaims",
                                     "session_ends"), 0)
 
@@ -243,7 +246,13 @@ class ElectionService:
     def _changed(self, el: Election) -> None:
         ch = self.changes.get(el.name)
         if ch is None:
+            if len(self.changes) >= CHANGES_NAMES:  # forget the longest-known name's
+                old = next(iter(self.changes))
+                del self.changes[old]
+                self._trimmed.discard(old)
             ch = self.changes[el.name] = deque(maxlen=CHANGES_KEPT)
+        elif len(ch) == CHANGES_KEPT:
+            self._trimmed.add(el.name)
         ch.append(self._event(el))
 
     def _event(self, el: Election) -> dict[str, Any]:
@@ -327,9 +336,24 @@ class ElectionService:
         page = names[:limit]
         return [self.leader(n) for n in page], (page[-1] if len(names) > limit else None)
 
+    def changes_after(self, name: str, after: int) -> tuple[list[dict[str, Any]], bool]:
+        """This node's recent changes of `name`'s leader after revision `after`, oldest
+        first, and whether they are provably all of them (volatile: a restart from a
+        snapshot, or a long history, leaves older ones out)."""
+        ch = list(self.changes.get(name, ()))
+        newer = [c for c in ch if c["revision"] > after]
+        complete = len(newer) < len(ch) or (name not in self._trimmed
+                                             and after >= self._since)
+        return newer, complete
+
     def recent_changes(self, name: str) -> list[dict[str, Any]]:
         """This node's recent changes of `name`'s leader, oldest first (volatile)."""
         return list(self.changes.get(name, ()))
+
+    def restored_at(self, index: int) -> None:
+        """The registry restored a snapshot covering `index`: changes before it are not
+        recorded here."""
+        self._since = index
 
     def current_event(self, name: str) -> dict[str, Any]:
         el = self.elections.get(name)
@@ -382,6 +406,7 @@ class ElectionService:
     def restore(self, data: Any) -> None:
         data = data or {}
         self.elections, self._by_session, self.changes = {}, {}, {}
+        self._trimmed = set()
         for name, token, revision, lead, queue in data.get("elections", []):
             el = Election(name, token=token, revision=revision)
             if lead is not None:
