@@ -162,6 +162,13 @@ class Leadership:
                     raise err from None
                 lost = True
         if self._own_session:
+            if lost and self.session.id is not None:
+                # Lost by the client's count may still be alive at the cluster (a slow
+                # failover): end it, so the next candidate need not wait for its expiry.
+                with contextlib.suppress(DistSyncError):
+                    await self.election.client.request_or_raise(
+                        "DELETE", f"/v1/sessions/{quote(self.session.id, safe='')}",
+                        mutating=True, timeout=2.0)
             await self.session.close()
         if lost:
             if not self.lost:
