@@ -42,6 +42,8 @@ MAX_TOKEN = (1 << 63) - 1
 class Campaign(_Strict):
     session: str = Field(pattern=SESSION_RE)
     value: Any = None
+    # How long this request may wait to be elected before it answers `waiting` (0: at once).
+    poll_ms: int = Field(default=int(LONG_POLL_S * 1000), ge=0, le=int(LONG_POLL_S * 1000))
 
 
 class Proclaim(_Strict):
@@ -94,10 +96,13 @@ def _candidacy_answer(state: dict[str, Any] | None, cid: int) -> dict[str, Any]:
             "message": f"session {sid!r} is gone ({reason}); its candidacy ended"}
 
 
-async def _poll(request: web.Request, cid: int, started: float) -> dict[str, Any]:
-    """Long-poll a candidacy until it is elected or ends, within LONG_POLL_S of `started`."""
+async def _poll(request: web.Request, cid: int, started: float,
+                poll_s: float = LONG_POLL_S) -> dict[str, Any]:
+    """Long-poll a candidacy until it is elected or ends, within `poll_s` (at most
+    LONG_POLL_S) of `started`."""
     node, svc = request.app["node"], _svc(request)
-    window = max(0.5, LONG_POLL_S - (node.clock.monotonic() - started))
+    poll_s = min(poll_s, LONG_POLL_S)
+    window = max(min(poll_s, 0.5), poll_s - (node.clock.monotonic() - started))
 
     def resolved() -> bool:
         st = svc.candidacy(cid)
@@ -152,7 +157,7 @@ async def campaign(request: web.Request) -> web.StreamResponse:
     res = await propose(request, "elections", "campaign",
                         {"election": name, "session": body.session, "value": body.value})
     if isinstance(res, dict) and res.get("waiting"):
-        res = await _poll(request, res["candidate"], t0)
+        res = await _poll(request, res["candidate"], t0, body.poll_ms / 1000)
     return _result(res)
 
 
