@@ -254,6 +254,11 @@ def test_invariants_hold_after_every_command(ops: list[tuple[str, int, str]]) ->
             if el.token == tok:
                 assert el.leader.session == who
             last[n] = (el.token, el.leader.session)
+        live = {x.id: n for n, el in c.el.elections.items()
+                for x in [el.leader, *el.waiting] if x is not None}
+        assert c.el._cands == live  # the long polls' index agrees with the state
+        for cid in live:
+            assert c.el.candidacy(cid)["election"] == live[cid]
     snap = c.reg.snapshot()
     c2 = Cluster()
     c2.reg.restore(snap, c.index)

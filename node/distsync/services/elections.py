@@ -99,8 +99,10 @@ class ElectionService:
         self.locks = locks
         self.elections: dict[str, Election] = {}
         self.outcomes: OrderedDict[int, dict[str, Any]] = OrderedDict()
-        # Derived: session -> the elections it leads or waits in (session-end cleanup).
+        # Derived: session -> the elections it leads or waits in (session-end cleanup), and
+        # each live candidacy's election (long polls look theirs up on every apply).
         self._by_session: dict[str, dict[str, None]] = {}
+        self._cands: dict[int, str] = {}
         # Volatile: recent changes per election for observers, and applied-event counters.
         self.changes: dict[str, deque[dict[str, Any]]] = {}
         self._trimmed: set[str] = set()  # names whose recent changes lost their oldest
@@ -141,6 +143,7 @@ class ElectionService:
             el = self.elections[name] = Election(name)
         cand = Candidate(index, sid, value)
         el.waiting.append(cand)
+        self._cands[index] = name
         self._by_session.setdefault(sid, {})[name] = None
         self.stats["campaigns"] += 1
         if el.leader is None:
@@ -170,6 +173,7 @@ class ElectionService:
             self._leader_check(name, sid, token)
             old = el.leader
             self._outcome(old, name, "resigned", token=el.token)
+            self._cands.pop(old.id, None)
             self._unbind(sid, name)
             el.leader, el.token = None, 0
             self.stats["resigned"] += 1
@@ -184,6 +188,7 @@ class ElectionService:
                     el.waiting.remove(c)
                     self._unbind(sid, name)
                     self._outcome(c, name, "withdrawn")
+                    self._cands.pop(c.id, None)
                     self._gc(el)
                     return {"resigned": True, "was_leader": False, "election": name,
                             "session": sid, "index": index, "leader": self._leader_info(el)}
@@ -205,6 +210,7 @@ class ElectionService:
             el = self.elections[name]
             if el.leader is not None and el.leader.session == sid:
                 self._outcome(el.leader, name, "session_" + reason, token=el.token)
+                self._cands.pop(el.leader.id, None)
                 el.leader, el.token = None, 0
                 self._elect_next(el, index)
             else:
@@ -212,6 +218,7 @@ class ElectionService:
                     if c.session == sid:
                         el.waiting.remove(c)
                         self._outcome(c, name, "session_" + reason)
+                        self._cands.pop(c.id, None)
                         break
             self._gc(el)
 
@@ -318,17 +325,15 @@ class ElectionService:
     def candidacy(self, cid: int) -> dict[str, Any] | None:
         """A candidacy's state: leading, waiting (with its position), or how it ended; None
         if unknown (never existed, or its outcome was evicted)."""
-        for el in self.elections.values():
+        name = self._cands.get(cid)
+        el = self.elections.get(name) if name is not None else None
+        if el is not None:
             if el.leader is not None and el.leader.id == cid:
                 return self._leading(el)
-        out = self.outcomes.get(cid)
-        if out is not None:
-            return out
-        for el in self.elections.values():
             for c in el.waiting:
                 if c.id == cid:
                     return self._candidate_state(el, c)
-        return None
+        return self.outcomes.get(cid)
 
     def list_elections(self, prefix: str, after: str,
                        limit: int) -> tuple[list[dict[str, Any]], str | None]:
@@ -406,15 +411,17 @@ class ElectionService:
     def restore(self, data: Any) -> None:
         data = data or {}
         self.elections, self._by_session, self.changes = {}, {}, {}
-        self._trimmed = set()
+        self._trimmed, self._cands = set(), {}
         for name, token, revision, lead, queue in data.get("elections", []):
             el = Election(name, token=token, revision=revision)
             if lead is not None:
                 el.leader = Candidate(*lead)
                 self._by_session.setdefault(el.leader.session, {})[name] = None
+                self._cands[el.leader.id] = name
             for cid, sid, value in queue:
                 el.waiting.append(Candidate(cid, sid, value))
                 self._by_session.setdefault(sid, {})[name] = None
+                self._cands[cid] = name
             self.elections[name] = el
         self.outcomes = OrderedDict((k, v) for k, v in data.get("outcomes", []))
 
