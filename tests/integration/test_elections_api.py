@@ -243,3 +243,33 @@ def test_blocking_client_campaign_and_observe(cluster: LocalCluster) -> None:
         assert not t.is_alive()
     assert [(ev["leader"] or {}).get("value") for ev in events] == [
         None, {"addr": "h:1"}, {"addr": "h:2"}, None]
+
+
+def test_metrics_count_elections_on_every_node(cluster: LocalCluster) -> None:
+    """Every node applies the same commands, so every node's counters and gauges agree once
+    it has applied them."""
+    lc = cluster
+    sid = session(lc)
+    code, won = call(lc, "POST", "/v1/elections/metered/campaign", {"session": sid, "value": 1})
+    assert code == 200 and won["elected"]
+
+    def gauge(text: str, name: str) -> float:
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith(name + " ") or line.startswith(name + "{"))
+
+    def scraped() -> dict[str, str]:
+        out = {}
+        for nid, nd in lc.nodes.items():
+            _, _, text = raw_request("GET", f"{nd.url}/metrics")
+            out[nid] = text if isinstance(text, str) else ""
+        return out
+
+    wait_until(lc, lambda: all(gauge(t, "distsync_elections_led") >= 1
+                               for t in scraped().values()), 10, "every node to count it")
+    for text in scraped().values():
+        for name in ("distsync_elections_candidates", "distsync_elections_campaigns_total",
+                     "distsync_elections_elected_total", "distsync_elections_resigned_total",
+                     "distsync_elections_proclaims_total",
+                     "distsync_elections_session_ends_total"):
+            assert name in text, name
+        assert gauge(text, "distsync_elections_elected_total") >= 1
