@@ -110,6 +110,7 @@ FAULT_KINDS = (
 FEATURES = (
     "admin.add", "admin.remove", "admin.transfer", "raft.install_snapshot",
     "workload.kv_ops", "workload.lock_grants", "workload.queue_deliveries",
+    "workload.election_leaders",
     "workload.cache_acked_puts", "workload.cache_gets", "cache.messages",
     # the HTTP API (simhttp.py): answers, followers forwarding, 503s while no leader is known
     "http.answered", "http.forwarded", "http.503.no_leader",
