@@ -32,6 +32,8 @@ from .node import Node
 from .realparts import real_parts
 from .seams import Clock, NodeParts
 from .services.base import StateMachine
+from .services.election_metrics import ElectionCollector
+from .services.elections import ElectionService
 from .services.kv import KVStore
 from .services.kv_history import KVHistory
 from .services.locks import LockService
@@ -55,11 +57,14 @@ def node_services(clock: Clock, metrics: NodeMetrics,
     metrics.registry.register(LockCollector(locks))
     history = KVHistory() if cfg is None else KVHistory(cfg.watch_history_events,
                                                         cfg.watch_history_bytes)
+    elections = ElectionService(locks)
+    metrics.registry.register(ElectionCollector(elections))
     kv = KVStore(history)
     # Services that bind state to lock sessions hear of each session's end in the apply of
-    # its close or expiry, in this order: ephemeral keys first.
+    # its close or expiry, in this order: ephemeral keys first, then elections.
     kv.bind_sessions(locks)
-    return [kv, queues, locks]
+    locks.on_session_end(elections.session_ended)
+    return [kv, queues, locks, elections]
 
 
 def assemble_node(

@@ -55,6 +55,7 @@ MEMBERSHIP = {("POST", "/v1/cluster/members"), ("DELETE", "/v1/cluster/members/{
 RETRYABLE_503 = {"no_leader", "not_leader", "leader_unreachable", "unavailable", "not_ready",
                  "backend_unavailable", "home_unavailable", "contention"}
 EXAMPLES = 6
+STREAMS = {"/v1/watch", "/v1/elections/{name}/observe"}  # NDJSON until their timeout_ms
 RUN_BUDGET_S = 1.5  # per operation and mode: every operation gets its share of the time
 
 
@@ -81,13 +82,13 @@ def operations(schema: Any) -> list[Any]:
 def _clamp(case: Any) -> None:
     """Keep long polls short (the budget is time, not waiting)."""
     query = getattr(case, "query", None)
-    if case.path == "/v1/watch" and isinstance(query, dict):
+    if case.path in STREAMS and isinstance(query, dict):
         # A watch streams until its timeout_ms: keep it short (and finite).
         t = query.get("timeout_ms")
         if not isinstance(t, int) or isinstance(t, bool) or t > 100 or t < 1:
             query["timeout_ms"] = 100
     if isinstance(case.body, dict):
-        for k in ("wait_ms",):
+        for k in ("wait_ms", "poll_ms"):
             if isinstance(case.body.get(k), int) and case.body[k] > 100:
                 case.body[k] = 100
 

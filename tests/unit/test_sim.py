@@ -110,6 +110,7 @@ FAULT_KINDS = (
 FEATURES = (
     "admin.add", "admin.remove", "admin.transfer", "raft.install_snapshot",
     "workload.kv_ops", "workload.lock_grants", "workload.queue_deliveries",
+    "workload.election_leaders",
     "workload.cache_acked_puts", "workload.cache_gets", "cache.messages",
     # ephemeral keys (simephemeral.py): deleted by a close and by an expiry, puts refused to
     # a closed session, puts that unbind, listings checked against the log

@@ -82,7 +82,7 @@ RULES: tuple[Rule, ...] = (
     *_rules(MUTATIONS, Role.ADMIN, "/v1/cluster"),
     *_rules(
         MUTATIONS, Role.WRITE,
-        "/v1/kv", "/v1/locks", "/v1/sessions", "/v1/queues", "/v1/cache",
+        "/v1/kv", "/v1/locks", "/v1/sessions", "/v1/queues", "/v1/cache", "/v1/elections",
     ),
     *_rules(READS, Role.READ, "/v1"),
 )

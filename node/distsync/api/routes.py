@@ -7,6 +7,6 @@ describes exactly what is mounted) both read this list, and neither imports the 
 
 from __future__ import annotations
 
-from . import cache, cluster, kv, locks, overview, queues, ui, watch
+from . import cache, cluster, elections, kv, locks, overview, queues, ui, watch
 
-ROUTE_MODULES = [cluster, kv, watch, queues, locks, cache, overview, ui]
+ROUTE_MODULES = [cluster, kv, watch, queues, locks, elections, cache, overview, ui]

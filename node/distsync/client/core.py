@@ -28,6 +28,7 @@ from tenacity import (
 
 from .blocking import blocking_attr
 from .cache import BlockingCache, CacheClient
+from .elections import BlockingElection, Election
 from .errors import (
     DistSyncError,
     InvalidArgument,
@@ -460,6 +461,11 @@ class Client:
 
         return Queue(self, name)
 
+    def election(self, name: str, ttl: float = 10.0) -> Election:
+        """Leader election `name` (see distsync.client.elections): `async with
+        c.election(name).campaign(value) as leadership:`; `ttl`: each campaign's session."""
+        return Election(self, name, ttl)
+
     # -- locks (see distsync.client.locks) ----------------------------------------------------
 
     def session(self, ttl: float = 10.0, name: str = "") -> Session:
@@ -606,6 +612,10 @@ class BlockingClient:
         """A blocking handle on queue `name` (see distsync.client.queues)."""
 
         return BlockingQueue(self, name)
+
+    def election(self, name: str, ttl: float = 10.0) -> BlockingElection:
+        """`with c.election(name).campaign(value) as leadership:` (see Client.election)."""
+        return BlockingElection(self, Election(self._client, name, ttl))
 
     def session(self, ttl: float = 10.0, name: str = "") -> BlockingSession:
         """A blocking lock session: `with c.session(ttl=10) as s: s.acquire(...)`."""

@@ -42,7 +42,7 @@ CLEAR_RATIO = 0.95  # the alarm clears below this share of max_state_bytes
 # Commands that add to the state, refused while the space alarm is on.
 GROWING = frozenset({
     ("kv", "put"), ("queues", "create"), ("queues", "enqueue"), ("locks", "open"),
-    ("locks", "acquire"),
+    ("locks", "acquire"), ("elections", "campaign"), ("elections", "proclaim"),
 })
 
 
@@ -140,6 +140,10 @@ class QuotaService:
                         and len(locks.waits) >= lim["max_waiters"]):
                     raise quota_error("max_waiters", lim["max_waiters"], len(locks.waits),
                                       "waiting lock requests")
+        else:  # a service that counts its own (services/elections.py)
+            hook = getattr(svcs.get(service), "admit", None)
+            if hook is not None:
+                hook(op, args, lim)
 
     # -- leader-driven -------------------------------------------------------------------
 

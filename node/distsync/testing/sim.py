@@ -72,6 +72,7 @@ from .simloop import START, VirtualLoop
 from .simnet import NetFaults, SimNetwork, SimTransport
 from .simproc import ConnectionLost, Process
 from .simwatch import SimWatchers
+from .wl_election import ElectionSim
 
 QUEUE = "jobs"
 QUEUE_MAX_DELIVERIES = 4
@@ -278,6 +279,7 @@ class Simulation:
         self.q_enqueued: set[str] = set()
         self.q_ack_unknown: set[str] = set()
         self.q_acked: dict[str, float] = {}  # message id -> when the client learnt of its ack
+        self.elections = ElectionSim(self)  # election clients and checks (wl_election.py)
         # (call, answered, id, receipt, count) of every message a dequeue returned
         self.q_deliveries: list[tuple[float, float, str, str, int]] = []
         self.membership = faults and self.rng.random() < 0.5
@@ -471,6 +473,8 @@ class Simulation:
             problem = self.ephemeral.on_apply(nid, reg, index, data, result, service)
             if problem is not None:
                 self.fail(problem)
+        if service in ("locks", "elections"):
+            self.elections.check_apply(nid, reg, index)
         digest = hashlib.blake2b(data, digest_size=8).digest()
         rec = _Applied(digest, repr(result))
         prior = self.applied.setdefault(index, rec)
@@ -1019,6 +1023,8 @@ class Simulation:
             tasks += [self.loop.create_task(self._producer(f"p{i}", end)) for i in range(2)]
             tasks += [self.loop.create_task(self._consumer(f"q{i}", end))
                       for i in range(self.rng.choice((1, 2)))]
+        tasks += [self.loop.create_task(self.elections.client(f"e{i}", end))
+                  for i in range(self.elections.clients)]
         if self.cache is not None:
             tasks += [self.loop.create_task(self.cache.worker(f"w{i}", end))
                       for i in range(self.rng.choice((2, 3, 4)))]
@@ -1073,6 +1079,8 @@ class Simulation:
         self.check_grants()
         for problem in self.watch.problems()[:1]:
             self.fail(f"watch: {problem}")
+        for problem in self.elections.problems()[:1]:
+            self.fail(problem)
             return
         if self.cache is not None:
             if not await self.cache.final():
@@ -1095,6 +1103,7 @@ class Simulation:
         c = self.net.counts
         c["process.crash"] = self.stats.crashes
         c["workload.lock_grants"] = len(self.grants)
+        c["workload.election_leaders"] = len(self.elections.elected)
         c["workload.queue_deliveries"] = len(self.q_deliveries)
         c["workload.kv_ops"] = len(self.history)
         if self.cache is not None:
