@@ -27,10 +27,12 @@ from .api.app import create_app, serve
 from .cache import CacheConfig, CacheService, NodeView, make_backend
 from .cache.transport import HttpPeers
 from .config import NodeConfig
+from .coord_metrics import BarrierCollector, SemaphoreCollector
 from .metrics import LockCollector, NodeMetrics, QuotaCollector, RequestIdCollector
 from .node import Node
 from .realparts import real_parts
 from .seams import Clock, NodeParts
+from .services.barriers import BarrierService
 from .services.base import StateMachine
 from .services.kv import KVStore
 from .services.kv_history import KVHistory
@@ -39,6 +41,7 @@ from .services.queue_metrics import QueueMetrics
 from .services.queues import QueueService
 from .services.quotas import DEFAULT_LIMITS
 from .services.registry import Registry
+from .services.semaphores import SemaphoreService
 from .watch import WatchHub
 
 log = logging.getLogger("distsync")
@@ -55,7 +58,14 @@ def node_services(clock: Clock, metrics: NodeMetrics,
     metrics.registry.register(LockCollector(locks))
     history = KVHistory() if cfg is None else KVHistory(cfg.watch_history_events,
                                                         cfg.watch_history_bytes)
-    return [KVStore(history), queues, locks]
+    # Semaphores and barriers bind to the lock sessions (and semaphores to its wait-for
+    # graph), in this order on every node.
+    sems, barriers = SemaphoreService(), BarrierService()
+    sems.bind(locks)
+    barriers.bind(locks)
+    metrics.registry.register(SemaphoreCollector(sems))
+    metrics.registry.register(BarrierCollector(barriers))
+    return [KVStore(history), queues, locks, sems, barriers]
 
 
 def assemble_node(

@@ -7,6 +7,6 @@ describes exactly what is mounted) both read this list, and neither imports the 
 
 from __future__ import annotations
 
-from . import cache, cluster, kv, locks, overview, queues, ui, watch
+from . import barriers, cache, cluster, kv, locks, overview, queues, semaphores, ui, watch
 
-ROUTE_MODULES = [cluster, kv, watch, queues, locks, cache, overview, ui]
+ROUTE_MODULES = [cluster, kv, watch, queues, locks, semaphores, barriers, cache, overview, ui]
