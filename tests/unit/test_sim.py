@@ -111,6 +111,9 @@ FEATURES = (
     "admin.add", "admin.remove", "admin.transfer", "raft.install_snapshot",
     "workload.kv_ops", "workload.lock_grants", "workload.queue_deliveries",
     "workload.cache_acked_puts", "workload.cache_gets", "cache.messages",
+    # semaphores and barriers (wl_semaphore.py)
+    "workload.semaphore.grants", "workload.barrier.released",
+    "workload.double_barrier.enters", "workload.double_barrier.leaves",
     # the HTTP API (simhttp.py): answers, followers forwarding, 503s while no leader is known
     "http.answered", "http.forwarded", "http.503.no_leader",
 )

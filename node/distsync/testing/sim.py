@@ -67,6 +67,7 @@ from .simhttp import SimHttp
 from .simloop import START, VirtualLoop
 from .simnet import NetFaults, SimNetwork, SimTransport
 from .simproc import ConnectionLost, Process
+from .wl_semaphore import CoordClients
 
 QUEUE = "jobs"
 QUEUE_MAX_DELIVERIES = 4
@@ -292,6 +293,9 @@ class Simulation:
         self.damage_rng = random.Random(f"{seed}/disk-damage")
         self.disk_damage = faults and self.damage_rng.random() < 0.7
         self._admin_busy = False
+        # Semaphore and barrier clients (wl_semaphore.py), in some runs; their own random
+        # stream, so that the runs without them keep the schedule they had.
+        self.coord = CoordClients(self, random.Random(f"{seed}/coord"))
         self.violation: str | None = None
         self._op_ids = 0
         self._world = contextvars.Context()  # for callbacks that belong to no node
@@ -443,6 +447,7 @@ class Simulation:
                   result: Any, service: str | None, fresh_rid: str | None) -> None:
         if service == "locks":
             self._check_locks(nid, reg, index)
+        self.coord.on_apply(nid, reg, index, result, service)
         digest = hashlib.blake2b(data, digest_size=8).digest()
         rec = _Applied(digest, repr(result))
         prior = self.applied.setdefault(index, rec)
@@ -994,6 +999,7 @@ class Simulation:
         if self.cache is not None:
             tasks += [self.loop.create_task(self.cache.worker(f"w{i}", end))
                       for i in range(self.rng.choice((2, 3, 4)))]
+        tasks += [self.loop.create_task(t) for t in self.coord.tasks(end)]
         if self.faults:
             tasks.append(self.loop.create_task(self._nemesis(end)))
         await asyncio.gather(*tasks)
@@ -1037,6 +1043,9 @@ class Simulation:
         self.check_raft()
         self.check_disks()
         self.check_grants()
+        if self.coord.problems():
+            self.fail("coordination: " + "; ".join(self.coord.problems()))
+            return
         if self.cache is not None:
             if not await self.cache.final():
                 self.fail("liveness: a cache read after healing was not served")
@@ -1057,6 +1066,7 @@ class Simulation:
         c["workload.lock_grants"] = len(self.grants)
         c["workload.queue_deliveries"] = len(self.q_deliveries)
         c["workload.kv_ops"] = len(self.history)
+        c.update({f"workload.{k}": v for k, v in self.coord.counts.items()})
         if self.cache is not None:
             c["workload.cache_acked_puts"] = self.cache.acked_puts
             c["workload.cache_gets"] = self.cache.gets
