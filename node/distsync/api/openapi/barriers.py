@@ -39,7 +39,7 @@ _LEAVE = obj(["barrier", "left", "done"], barrier=STR, left=BOOL, done=BOOL,
 _LIST = [query_param("prefix", STR), query_param("after", STR, "Page after this name"),
          limit_param(1000, 100), CONSISTENCY]
 _READ_ERRORS = errors(400, 503)
-_WRITE_ERRORS = errors(404, 409, 503)
+_WRITE_ERRORS = errors(400, 404, 409, 503)
 
 OPENAPI = {
     "/v1/barriers": {"get": {

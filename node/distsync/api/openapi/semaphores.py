@@ -40,7 +40,7 @@ OPENAPI_SCHEMAS = {
 }
 
 _READ_ERRORS = errors(400, 503)
-_WRITE_ERRORS = errors(404, 409, 503)
+_WRITE_ERRORS = errors(400, 404, 409, 503)
 
 OPENAPI = {
     "/v1/semaphores": {"get": {
