@@ -69,7 +69,7 @@ def _cases(s: Seed) -> list[tuple[str, str, str, Any, int, str]]:
          "session_not_found"),
         ("conflicting N", "POST", acq, {"session": o, "permits": 3}, 409, "permits_conflict"),
         ("count above N", "POST", acq, {"session": o, "permits": 2, "count": 3}, 400,
-         "invalid_body"),
+         "invalid_request"),
         ("zero permits", "POST", acq, {"session": o, "permits": 0}, 400, "invalid_request"),
         ("negative count", "POST", acq, {"session": o, "permits": 2, "count": -1}, 400,
          "invalid_request"),

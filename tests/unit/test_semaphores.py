@@ -321,3 +321,14 @@ def test_random_sequences_match_the_model(steps: list[tuple[str, dict[str, Any]]
         assert {x.wait_id for s in w.sems.sems.values() for x in s.queue} == set(w.sems.waits)
     r = w.restored()
     assert r.snapshot() == w.snapshot()
+
+
+def test_the_space_alarm_refuses_new_permits_and_barriers_but_not_releases() -> None:
+    w = World()
+    a = w.open()
+    w.acquire(a, "pool", 2)
+    w.reg.quota.alarm = True
+    assert w.acquire(a, "other", 2)["status"] == 507
+    assert w.do("barriers", "set", barrier="b")["status"] == 507
+    assert w.do("barriers", "enter", session=a, barrier="d", n=2)["status"] == 507
+    assert w.release(a, "pool")["released"]

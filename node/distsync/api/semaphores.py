@@ -127,7 +127,7 @@ async def acquire(request: web.Request) -> web.StreamResponse:
     name = _name(request)
     body = await parse_body(request, SemaphoreAcquire)
     if body.count > body.permits:
-        raise ApiError(400, "invalid_body", f"count ({body.count}) must be at most permits "
+        raise ApiError(400, "invalid_request", f"count ({body.count}) must be at most permits "
                                             f"({body.permits})")
     node = request.app["node"]
     t0 = node.clock.monotonic()

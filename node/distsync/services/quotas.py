@@ -42,7 +42,8 @@ CLEAR_RATIO = 0.95  # the alarm clears below this share of max_state_bytes
 # Commands that add to the state, refused while the space alarm is on.
 GROWING = frozenset({
     ("kv", "put"), ("queues", "create"), ("queues", "enqueue"), ("locks", "open"),
-    ("locks", "acquire"),
+    ("locks", "acquire"), ("semaphores", "acquire"), ("barriers", "set"),
+    ("barriers", "enter"),
 })
 
 
