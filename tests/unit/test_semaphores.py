@@ -332,3 +332,17 @@ def test_the_space_alarm_refuses_new_permits_and_barriers_but_not_releases() -> 
     assert w.do("barriers", "set", barrier="b")["status"] == 507
     assert w.do("barriers", "enter", session=a, barrier="d", n=2)["status"] == 507
     assert w.release(a, "pool")["released"]
+
+
+def test_semaphores_count_against_max_locks_and_max_waiters() -> None:
+    w = World()
+    a, b = w.open(), w.open()
+    w.reg.quota.limits = {**w.reg.quota.limits, "max_locks": 1, "max_waiters": 1}
+    assert w.acquire(a, "one", 1)["granted"]
+    r = w.acquire(a, "two", 1)
+    assert r["error"] == "quota_exceeded" and r["limit"] == "max_locks"
+    assert w.acquire(b, "one", 1, wait_ms=1000)["waiting"]
+    c = w.open()
+    r = w.acquire(c, "one", 1, wait_ms=1000)
+    assert r["error"] == "quota_exceeded" and r["limit"] == "max_waiters"
+    assert w.acquire(c, "one", 1)["error"] == "timeout"  # a try-acquire is no waiter

@@ -141,6 +141,17 @@ class QuotaService:
                         and len(locks.waits) >= lim["max_waiters"]):
                     raise quota_error("max_waiters", lim["max_waiters"], len(locks.waits),
                                       "waiting lock requests")
+        elif service == "semaphores":  # semaphores count as locks (max_locks, max_waiters)
+            sems = svcs.get("semaphores")
+            if sems is None or args.get("semaphore") in sems.sems:
+                if sems is not None and args.get("wait_ms") and \
+                        len(sems.waits) >= lim["max_waiters"]:
+                    raise quota_error("max_waiters", lim["max_waiters"], len(sems.waits),
+                                      "waiting semaphore requests")
+                return
+            if len(sems.sems) >= lim["max_locks"]:
+                raise quota_error("max_locks", lim["max_locks"], len(sems.sems),
+                                  "semaphores held or waited for")
 
     # -- leader-driven -------------------------------------------------------------------
 
