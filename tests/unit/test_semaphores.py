@@ -217,8 +217,8 @@ def _shape(w: World) -> dict[str, Any]:
 
 @st.composite
 def step(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
-    kind = draw(st.sampled_from(["acquire"] * 8 + ["release"] * 3 +
-                                ["timeout", "end", "open", "snapshot"]))
+    kind = draw(st.sampled_from(["acquire"] * 8 + ["release"] * 3 + ["lock"] * 3 +
+                                ["unlock", "timeout", "end", "open", "snapshot"]))
     return kind, {
         "s": draw(st.integers(0, SESSIONS - 1)), "name": draw(st.sampled_from(NAMES)),
         "n": draw(st.sampled_from([1, 2, 3, 3, 3])), "count": draw(st.integers(1, 3)),
@@ -244,7 +244,14 @@ def test_random_sequences_match_the_model(steps: list[tuple[str, dict[str, Any]]
             sids[a["s"]] = w.open()
             continue
         alive = w.locks.session_open(sid)
-        if kind == "acquire":
+        if kind == "lock":  # lock waits share the wait-for graph with semaphore waits
+            r = w.do("locks", "acquire", session=sid, lock=name, wait_ms=a["wait"],
+                     deadline_ms=a["deadline"])
+            if r.get("error") == "deadlock":
+                assert r["cycle"][0] == sid
+        elif kind == "unlock":
+            w.do("locks", "release", session=sid, lock=name)
+        elif kind == "acquire":
             r = w.acquire(sid, name, a["n"], min(a["count"], a["n"]), a["wait"], a["deadline"])
             s = m.sems.get(name)
             count = min(a["count"], a["n"])
