@@ -7,10 +7,13 @@
   waiter in this process is granted within TTL plus a margin, with a larger token.
 * A double barrier of 3 real processes: nobody is let in before the last one arrived, and
   nobody is let out before the last one left (wall clock of one machine).
+* The leader SIGKILLed while a permit is held, one waits, and a round is half entered: the
+  new leader hands the permit on (larger token) and lets the round fill.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -18,9 +21,9 @@ import sys
 import textwrap
 import time
 
-from cluster_helpers import diag
+from cluster_helpers import agreed_leader, diag, ready
 
-from distsync.client import BlockingClient
+from distsync.client import BlockingClient, Client
 from distsync.local import LocalCluster
 
 
@@ -156,3 +159,32 @@ def test_double_barrier_of_three_processes(shared_cluster: LocalCluster) -> None
     assert max(at["leave"]) <= min(at["out"]), at
     # and the fast ones really waited for the slow one
     assert min(at["in"]) - min(at["arrive"]) > 1.0, at
+
+
+async def test_permits_and_a_round_survive_a_leader_kill() -> None:
+    """Holders, waiters and a half-entered double barrier live in the replicated state: the
+    leader is SIGKILLed, and the new one hands the permit on with a larger token and lets
+    the round fill, as if nothing happened."""
+    with LocalCluster(3) as lc:
+        ready(lc)
+        async with Client(lc.addrs, timeout=30) as c:
+            sem = c.semaphore("fo-pool", permits=1)
+            held = await sem.acquire()
+            waiter = asyncio.ensure_future(sem.acquire(timeout=40))
+            first = asyncio.ensure_future(c.double_barrier("fo-db", n=2).enter(timeout=40))
+            await asyncio.sleep(1.0)
+            assert not waiter.done() and not first.done()
+            old = agreed_leader(lc)
+            lc.kill(old)
+            info = await sem.info()
+            assert [h["token"] for h in info["holders"]] == [held.token], info
+            assert len(info["waiters"]) == 1, info
+            await held.release()
+            got = await waiter
+            assert got.token > held.token
+            second = c.double_barrier("fo-db", n=2)
+            await second.enter(timeout=40)
+            r1 = await first
+            assert r1["round"] == second.round
+            await got.release()
+            assert agreed_leader(lc, among=[n for n in lc.nodes if n != old]) != old
