@@ -78,3 +78,18 @@ def test_client_side_checks_report_early_answers() -> None:
     assert sum("barrier B" in p for p in problems) == 1, problems
     assert any("enter of round 20 released at 4.9" in p for p in problems), problems
     assert any("leave of round 20" in p for p in problems), problems
+
+
+def test_planted_early_barrier_release_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A barrier whose generation reads differently each time: a waiter's poll sees it
+    "change" and returns while the barrier is still up."""
+    calls = iter(range(1, 1 << 30))
+    orig = BarrierService.generation
+
+    def drifting(self: BarrierService, name: str) -> int | None:
+        g = orig(self, name)
+        return None if g is None else g * 1000 + next(calls) % 2
+
+    monkeypatch.setattr(BarrierService, "generation", drifting)
+    msg = first_failure("the planted barrier-wait bug")
+    assert "barrier B: a wait on generation" in msg, msg[:600]
