@@ -176,6 +176,11 @@ async def test_permits_across_clients_fifo_and_tokens(shared_cluster: LocalClust
             assert bp.count == 2 and bp.token > p4.token
             assert bc.semaphore("api-pool", permits=2).try_acquire() is None
         assert bc.semaphore("api-pool", permits=2).info()["holders"] == []
+        with bc.session(ttl=30) as s:  # permits of two semaphores on one session of yours
+            with bc.semaphore("api-pool", permits=2, session=s).acquire() as a, \
+                    bc.semaphore("api-pool-2", permits=1, session=s).acquire() as b:
+                assert a.session_id == b.session_id == s.id
+            assert s.alive  # released, not closed
 
 
 async def test_lock_and_semaphore_deadlock_is_refused(shared_cluster: LocalCluster) -> None:

@@ -265,7 +265,7 @@ class BlockingBarrier:
         return self._b.name
 
     def set(self, session: Any = None) -> dict[str, Any]:
-        s = getattr(session, "_s", session)  # a BlockingSession wraps its Session
+        s = getattr(session, "session", session)  # a BlockingSession wraps its Session
         return self._bc._run(self._b.set(s))
 
     def remove(self) -> bool:

@@ -534,18 +534,22 @@ class BlockingClient:
                                                     on_lost=on_lost))
 
     def semaphore(self, name: str, permits: int, *, count: int = 1, ttl: float = 10.0,
-                  wait: float | None = None) -> BlockingSemaphore:
+                  wait: float | None = None,
+                  session: BlockingSession | None = None) -> BlockingSemaphore:
         """`with c.semaphore("pool", permits=3).acquire() as permit:` (blocking)."""
-        return BlockingSemaphore(self, self._client.semaphore(name, permits, count=count,
-                                                              ttl=ttl, wait=wait))
+        return BlockingSemaphore(self, self._client.semaphore(
+            name, permits, count=count, ttl=ttl, wait=wait,
+            session=None if session is None else session.session))
 
     def barrier(self, name: str) -> BlockingBarrier:
         """`c.barrier(name).wait()` blocking; `with c.barrier(name):` raises it for a block."""
         return BlockingBarrier(self, self._client.barrier(name))
 
-    def double_barrier(self, name: str, n: int, *, ttl: float = 10.0) -> BlockingDoubleBarrier:
+    def double_barrier(self, name: str, n: int, *, ttl: float = 10.0,
+                       session: BlockingSession | None = None) -> BlockingDoubleBarrier:
         """`with c.double_barrier(name, n=3):` enters, and leaves on exit (blocking)."""
-        return BlockingDoubleBarrier(self, self._client.double_barrier(name, n, ttl=ttl))
+        return BlockingDoubleBarrier(self, self._client.double_barrier(
+            name, n, ttl=ttl, session=None if session is None else session.session))
 
     def close(self) -> None:
         if self._loop.is_running():
