@@ -27,10 +27,12 @@ from .api.app import create_app, serve
 from .cache import CacheConfig, CacheService, NodeView, make_backend
 from .cache.transport import HttpPeers
 from .config import NodeConfig
+from .coord_metrics import BarrierCollector, SemaphoreCollector
 from .metrics import LockCollector, NodeMetrics, QuotaCollector, RequestIdCollector
 from .node import Node
 from .realparts import real_parts
 from .seams import Clock, NodeParts
+from .services.barriers import BarrierService
 from .services.base import StateMachine
 from .services.election_metrics import ElectionCollector
 from .services.elections import ElectionService
@@ -41,6 +43,7 @@ from .services.queue_metrics import QueueMetrics
 from .services.queues import QueueService
 from .services.quotas import DEFAULT_LIMITS
 from .services.registry import Registry
+from .services.semaphores import SemaphoreService
 from .watch import WatchHub
 
 log = logging.getLogger("distsync")
@@ -59,12 +62,18 @@ def node_services(clock: Clock, metrics: NodeMetrics,
                                                         cfg.watch_history_bytes)
     elections = ElectionService(locks)
     metrics.registry.register(ElectionCollector(elections))
+    sems, barriers = SemaphoreService(), BarrierService()
+    metrics.registry.register(SemaphoreCollector(sems))
+    metrics.registry.register(BarrierCollector(barriers))
     kv = KVStore(history)
     # Services that bind state to lock sessions hear of each session's end in the apply of
-    # its close or expiry, in this order: ephemeral keys first, then elections.
+    # its close or expiry, in this order on every node: ephemeral keys, elections,
+    # semaphores (which also join the locks' wait-for graph), barriers.
     kv.bind_sessions(locks)
     locks.on_session_end(elections.session_ended)
-    return [kv, queues, locks, elections]
+    sems.bind(locks)
+    barriers.bind(locks)
+    return [kv, queues, locks, elections, sems, barriers]
 
 
 def assemble_node(

@@ -87,6 +87,9 @@ def _clamp(case: Any) -> None:
         t = query.get("timeout_ms")
         if not isinstance(t, int) or isinstance(t, bool) or t > 100 or t < 1:
             query["timeout_ms"] = 100
+    if isinstance(query, dict) and isinstance(query.get("wait_ms"), int) and \
+            query["wait_ms"] > 100:  # a barrier's wait, a double barrier's poll
+        query["wait_ms"] = 100
     if isinstance(case.body, dict):
         for k in ("wait_ms", "poll_ms"):
             if isinstance(case.body.get(k), int) and case.body[k] > 100:

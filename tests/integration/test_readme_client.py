@@ -53,7 +53,8 @@ def test_readme_has_the_client_blocks() -> None:
     assert len(runnable) >= 6, [b[0] for b in BLOCKS]
     text = "".join(code for _, code, _ in runnable)
     for form in ("async with c.lock(", "msg.process()", "with msg.process():",
-                 "codec=\"json\"", "get_or_set", "acquire(timeout=5)", "lock.extend()"):
+                 "codec=\"json\"", "get_or_set", "acquire(timeout=5)", "lock.extend()",
+                 "c.semaphore(", "c.double_barrier(", ".wait(timeout="):
         assert form in text, form
 
 

@@ -117,6 +117,9 @@ FEATURES = (
     "workload.ephemeral_close_deletes", "workload.ephemeral_expire_deletes",
     "workload.ephemeral_refused_puts", "workload.ephemeral_unbinding_puts",
     "workload.ephemeral_listings",
+    # semaphores and barriers (wl_semaphore.py)
+    "workload.semaphore.grants", "workload.barrier.released",
+    "workload.double_barrier.enters", "workload.double_barrier.leaves",
     # the HTTP API (simhttp.py): answers, followers forwarding, 503s while no leader is known
     "http.answered", "http.forwarded", "http.503.no_leader",
     # watchers (simwatch.py): events streamed, resumes, linearizable starts, a 410 for a

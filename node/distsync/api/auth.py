@@ -83,6 +83,7 @@ RULES: tuple[Rule, ...] = (
     *_rules(
         MUTATIONS, Role.WRITE,
         "/v1/kv", "/v1/locks", "/v1/sessions", "/v1/queues", "/v1/cache", "/v1/elections",
+        "/v1/semaphores", "/v1/barriers", "/v1/double-barriers",
     ),
     *_rules(READS, Role.READ, "/v1"),
 )

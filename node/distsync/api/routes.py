@@ -7,6 +7,19 @@ describes exactly what is mounted) both read this list, and neither imports the 
 
 from __future__ import annotations
 
-from . import cache, cluster, elections, kv, locks, overview, queues, ui, watch
+from . import (
+    barriers,
+    cache,
+    cluster,
+    elections,
+    kv,
+    locks,
+    overview,
+    queues,
+    semaphores,
+    ui,
+    watch,
+)
 
-ROUTE_MODULES = [cluster, kv, watch, queues, locks, elections, cache, overview, ui]
+ROUTE_MODULES = [cluster, kv, watch, queues, locks, elections, semaphores, barriers, cache,
+                 overview, ui]

@@ -26,6 +26,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from .barriers import Barrier, BlockingBarrier, BlockingDoubleBarrier, DoubleBarrier
 from .blocking import blocking_attr
 from .cache import BlockingCache, CacheClient
 from .elections import BlockingElection, Election
@@ -47,6 +48,7 @@ from .locks import (
     session_ref,
 )
 from .queues import BlockingQueue, Queue
+from .semaphores import BlockingSemaphore, Semaphore
 from .watch import watch
 
 T = TypeVar("T")
@@ -485,6 +487,24 @@ class Client:
         return Lock(self, name, mode, ttl=ttl, wait=wait, reentrant=reentrant,
                     on_lost=on_lost)
 
+    # -- semaphores and barriers (see distsync.client.semaphores, .barriers) -------------
+
+    def semaphore(self, name: str, permits: int, *, count: int = 1, ttl: float = 10.0,
+                  wait: float | None = None, session: Session | None = None) -> Semaphore:
+        """A counting semaphore of `permits`: `async with c.semaphore("pool", permits=3)
+        .acquire() as permit:` (uses `permit.token`); each acquire takes `count`."""
+        return Semaphore(self, name, permits, count=count, ttl=ttl, wait=wait, session=session)
+
+    def barrier(self, name: str) -> Barrier:
+        """A barrier: `set()` / `remove()` (or `async with` for both), `await wait()`."""
+        return Barrier(self, name)
+
+    def double_barrier(self, name: str, n: int, *, ttl: float = 10.0,
+                       session: Session | None = None) -> DoubleBarrier:
+        """One participant of a double barrier for `n`: `async with c.double_barrier(name,
+        n=3):` enters (until n entered) and leaves on exit (until all left)."""
+        return DoubleBarrier(self, name, n, ttl=ttl, session=session)
+
     async def lock_session(self, ttl: float = 10.0) -> Session:
         """The client's shared session for leases of `ttl` seconds: opened on first use, kept
         alive in the background, replaced by a new one once lost, closed by `close()`."""
@@ -629,6 +649,24 @@ class BlockingClient:
 
         return BlockingLock(self, self._client.lock(name, mode, ttl, wait, reentrant=reentrant,
                                                     on_lost=on_lost))
+
+    def semaphore(self, name: str, permits: int, *, count: int = 1, ttl: float = 10.0,
+                  wait: float | None = None,
+                  session: BlockingSession | None = None) -> BlockingSemaphore:
+        """`with c.semaphore("pool", permits=3).acquire() as permit:` (blocking)."""
+        return BlockingSemaphore(self, self._client.semaphore(
+            name, permits, count=count, ttl=ttl, wait=wait,
+            session=None if session is None else session.session))
+
+    def barrier(self, name: str) -> BlockingBarrier:
+        """`c.barrier(name).wait()` blocking; `with c.barrier(name):` raises it for a block."""
+        return BlockingBarrier(self, self._client.barrier(name))
+
+    def double_barrier(self, name: str, n: int, *, ttl: float = 10.0,
+                       session: BlockingSession | None = None) -> BlockingDoubleBarrier:
+        """`with c.double_barrier(name, n=3):` enters, and leaves on exit (blocking)."""
+        return BlockingDoubleBarrier(self, self._client.double_barrier(
+            name, n, ttl=ttl, session=None if session is None else session.session))
 
     def close(self) -> None:
         if self._loop.is_running():

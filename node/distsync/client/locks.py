@@ -602,6 +602,11 @@ class BlockingSession:
         return self._s.id
 
     @property
+    def session(self) -> Session:
+        """The asyncio Session this wraps (to put semaphore permits on it)."""
+        return self._s
+
+    @property
     def alive(self) -> bool:
         return self._s.alive
 

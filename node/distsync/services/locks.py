@@ -106,6 +106,9 @@ class LockService:
         # cleanup lands at the same log index on every node. Wired by server.py, in a fixed
         # order; not state (the bound state lives, and is snapshotted, in each service).
         self._session_end: list[Callable[[str, int, str], None]] = []
+        # Other resources whose waits join the wait-for graph (semaphores.py): each has
+        # `wait_edges(session)`; locks_graph.py follows them. Wired by server.py, not state.
+        self.wait_sources: list[Any] = []
 
     # -- commands ------------------------------------------------------------------------
 

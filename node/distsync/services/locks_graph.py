@@ -16,6 +16,9 @@ edges per waiter instead of O(queue length):
   shared waiters directly ahead (they are granted together and released independently);
   at the head of the queue, every other holder.
 
+Other resources join the same graph through the lock service's `wait_sources` (a semaphore
+waiter waits for the holders of its semaphore, semaphores.py): `_edges` follows them too.
+
 Detection is incremental: before a session starts to wait, a depth-first search from the
 sessions it would wait for looks for the requester. The search touches only what is
 reachable from there (O(reachable edges)), never the whole graph.
@@ -153,21 +156,30 @@ def find_cycle(
         if b != requester and b not in parent:
             parent[b] = (requester, lock)
             stack.append(b)
-    sessions, locks = svc.sessions, svc.locks
     while stack:
         s = stack.pop()
-        sess = sessions.get(s)
-        if sess is None or not sess.waits:
-            continue
+        for b, lname in _edges(svc, s):
+            if b == requester:
+                parent[b] = (s, lname)
+                return _unwind(parent, requester)
+            if b not in parent:
+                parent[b] = (s, lname)
+                stack.append(b)
+    return None
+
+
+def _edges(svc: LockState, s: str) -> Iterator[tuple[str, str]]:
+    """(blocker, resource) for every session `s` waits for: its lock waits, then its waits
+    in each of the service's `wait_sources` (semaphores.py: other resources that sessions
+    hold and wait for, so that one graph covers them all)."""
+    sess = svc.sessions.get(s)
+    if sess is not None and sess.waits:
+        locks = svc.locks
         for lname, w in sess.waits.items():
             for b in locks[lname].blockers(s, w.mode, w.seq):
-                if b == requester:
-                    parent[b] = (s, lname)
-                    return _unwind(parent, requester)
-                if b not in parent:
-                    parent[b] = (s, lname)
-                    stack.append(b)
-    return None
+                yield b, lname
+    for src in getattr(svc, "wait_sources", ()):
+        yield from src.wait_edges(s)
 
 
 def _unwind(parent: dict[str, tuple[str, str]], requester: str) -> tuple[list[str], list[str]]:
@@ -195,15 +207,10 @@ def all_cycles(svc: LockState, limit: int = 100) -> list[dict[str, list[str]]]:
     out: list[dict[str, list[str]]] = []
 
     def edges(s: str) -> Iterator[tuple[str, str]]:
-        sess = svc.sessions.get(s)
-        if sess is None:
-            return
-        for lname, w in sess.waits.items():
-            for b in svc.locks[lname].blockers(s, w.mode, w.seq):
-                yield b, lname
+        return _edges(svc, s)
 
     for root in svc.sessions:
-        if color.get(root, WHITE) != WHITE or not svc.sessions[root].waits:
+        if color.get(root, WHITE) != WHITE:
             continue
         color[root] = GREY
         path: list[tuple[str, str]] = []  # (session, lock it waits on to the next)

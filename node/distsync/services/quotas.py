@@ -43,6 +43,7 @@ CLEAR_RATIO = 0.95  # the alarm clears below this share of max_state_bytes
 GROWING = frozenset({
     ("kv", "put"), ("queues", "create"), ("queues", "enqueue"), ("locks", "open"),
     ("locks", "acquire"), ("elections", "campaign"), ("elections", "proclaim"),
+    ("semaphores", "acquire"), ("barriers", "set"), ("barriers", "enter"),
 })
 
 
@@ -140,6 +141,17 @@ class QuotaService:
                         and len(locks.waits) >= lim["max_waiters"]):
                     raise quota_error("max_waiters", lim["max_waiters"], len(locks.waits),
                                       "waiting lock requests")
+        elif service == "semaphores":  # semaphores count as locks (max_locks, max_waiters)
+            sems = svcs.get("semaphores")
+            if sems is None or args.get("semaphore") in sems.sems:
+                if sems is not None and args.get("wait_ms") and \
+                        len(sems.waits) >= lim["max_waiters"]:
+                    raise quota_error("max_waiters", lim["max_waiters"], len(sems.waits),
+                                      "waiting semaphore requests")
+                return
+            if len(sems.sems) >= lim["max_locks"]:
+                raise quota_error("max_locks", lim["max_locks"], len(sems.sems),
+                                  "semaphores held or waited for")
         else:  # a service that counts its own (services/elections.py)
             hook = getattr(svcs.get(service), "admit", None)
             if hook is not None:

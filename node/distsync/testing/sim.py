@@ -73,6 +73,7 @@ from .simnet import NetFaults, SimNetwork, SimTransport
 from .simproc import ConnectionLost, Process
 from .simwatch import SimWatchers
 from .wl_election import ElectionSim
+from .wl_semaphore import CoordClients
 
 QUEUE = "jobs"
 QUEUE_MAX_DELIVERIES = 4
@@ -299,6 +300,9 @@ class Simulation:
         self.damage_rng = random.Random(f"{seed}/disk-damage")
         self.disk_damage = faults and self.damage_rng.random() < 0.7
         self._admin_busy = False
+        # Semaphore and barrier clients (wl_semaphore.py), in some runs; their own random
+        # stream, so that the runs without them keep the schedule they had.
+        self.coord = CoordClients(self, random.Random(f"{seed}/coord"))
         self.violation: str | None = None
         self._op_ids = 0
         self._world = contextvars.Context()  # for callbacks that belong to no node
@@ -475,6 +479,7 @@ class Simulation:
                 self.fail(problem)
         if service in ("locks", "elections"):
             self.elections.check_apply(nid, reg, index)
+        self.coord.on_apply(nid, reg, index, result, service)
         digest = hashlib.blake2b(data, digest_size=8).digest()
         rec = _Applied(digest, repr(result))
         prior = self.applied.setdefault(index, rec)
@@ -1031,6 +1036,7 @@ class Simulation:
         if self.ephemeral is not None:
             tasks += [self.loop.create_task(self.ephemeral.client(f"e{i}", end))
                       for i in range(self.ephemeral_clients)]
+        tasks += [self.loop.create_task(t) for t in self.coord.tasks(end)]
         if self.faults:
             tasks.append(self.loop.create_task(self._nemesis(end)))
         watchers = self.watch.tasks(self.loop)  # they go on until every node caught up
@@ -1081,6 +1087,8 @@ class Simulation:
             self.fail(f"watch: {problem}")
         for problem in self.elections.problems()[:1]:
             self.fail(problem)
+        if self.coord.problems():
+            self.fail("coordination: " + "; ".join(self.coord.problems()))
             return
         if self.cache is not None:
             if not await self.cache.final():
@@ -1106,6 +1114,7 @@ class Simulation:
         c["workload.election_leaders"] = len(self.elections.elected)
         c["workload.queue_deliveries"] = len(self.q_deliveries)
         c["workload.kv_ops"] = len(self.history)
+        c.update({f"workload.{k}": v for k, v in self.coord.counts.items()})
         if self.cache is not None:
             c["workload.cache_acked_puts"] = self.cache.acked_puts
             c["workload.cache_gets"] = self.cache.gets

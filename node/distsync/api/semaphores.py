@@ -1,0 +1,180 @@
+"""HTTP routes of counting semaphores (services/semaphores.py): acquire (try, or long-poll
+wait), release, inspect and list. The same pattern as api/locks.py, whose helpers this
+reuses: propose through the log, long-poll a queued wait with `node.wait_until`, answer
+`{"granted": false, "waiting": true, "wait_id": ...}` when the poll window ends, and let
+the client continue at `GET /v1/semaphores/{name}/waits/{wait_id}`.
+
+Permits are bound to lock sessions (`POST /v1/sessions`): when the session ends its permits
+are released."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import Field
+
+from ..raft.core import NotLeader
+from ..services.semaphores import MAX_PERMITS, MAX_WAIT_MS, SemaphoreService
+from .errors import ApiError
+from .forward import leader_only
+from .idempotency import propose
+from .jsonio import json_response
+from .locks import (
+    GRACE_S,
+    LOCK_RE,
+    LONG_POLL_S,
+    SESSION_RE,
+    _barrier,
+    _limit,
+    _read_route,
+    _result,
+    _session_gone,
+)
+from .schemas import _Strict, parse_body
+
+routes = web.RouteTableDef()
+
+NAME_RULE = "semaphore names are 1-256 characters of A-Z a-z 0-9 . _ - : @"
+
+
+class SemaphoreAcquire(_Strict):
+    session: str = Field(pattern=SESSION_RE)
+    permits: int = Field(ge=1, le=MAX_PERMITS, description="N: the semaphore's permit count "
+                         "(every holder and waiter must give the same)")
+    count: int = Field(default=1, ge=1, le=MAX_PERMITS, description="Permits to take (<= N)")
+    wait_ms: int = Field(default=0, ge=0, le=MAX_WAIT_MS)
+
+
+class SemaphoreRelease(_Strict):
+    session: str = Field(pattern=SESSION_RE)
+
+
+def _svc(request: web.Request) -> SemaphoreService:
+    return request.app["node"].service("semaphores")
+
+
+def _name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    if not LOCK_RE.fullmatch(name):
+        raise ApiError(400, "invalid_semaphore_name", NAME_RULE)
+    return name
+
+
+def _wait_answer(state: dict[str, Any] | None, wait_id: int) -> dict[str, Any]:
+    if state is None:
+        return {"error": "not_found", "status": 404, "wait_id": wait_id,
+                "message": f"no wait {wait_id} (never queued, or finished long ago)"}
+    if state.get("waiting"):
+        return state
+    st, name, sid = state["state"], state["semaphore"], state["session"]
+    if st == "granted":
+        return {"granted": True, "semaphore": name, "session": sid, "count": state["count"],
+                "token": state["token"], "reentrant": False, "wait_id": wait_id}
+    if st == "timeout":
+        return {"error": "timeout", "status": 409, "semaphore": name, "wait_id": wait_id,
+                "message": f"semaphore {name!r} was not granted within wait_ms"}
+    if st == "cancelled":
+        return {"error": "cancelled", "status": 409, "semaphore": name, "wait_id": wait_id,
+                "message": "the wait was cancelled by a release from its session"}
+    return _session_gone(sid, st.removeprefix("session_"))
+
+
+async def _poll(request: web.Request, wait_id: int, deadline_ms: int,
+                started: float) -> dict[str, Any]:
+    node, svc = request.app["node"], _svc(request)
+    left_s = (deadline_ms - node.clock.wall_ms()) / 1000 + GRACE_S
+    window = max(0.5, min(LONG_POLL_S - (node.clock.monotonic() - started), left_s))
+
+    def resolved() -> bool:
+        st = svc.wait_state(wait_id)
+        return not node.is_leader() or st is None or not st.get("waiting")
+
+    await node.wait_until(resolved, window)
+    if not node.is_leader():
+        raise NotLeader(node.leader_id)
+    state = svc.wait_state(wait_id)
+    if state is None:
+        await node.read_barrier()
+        state = svc.wait_state(wait_id)
+    return _wait_answer(state, wait_id)
+
+
+async def _list(request: web.Request) -> web.StreamResponse:
+    q = request.query
+    limit = _limit(request)
+    await _barrier(request)
+    sems, nxt = _svc(request).list(q.get("prefix", ""), q.get("after", ""), limit)
+    return json_response({"semaphores": sems, "next": nxt})
+
+
+async def _get(request: web.Request) -> web.StreamResponse:
+    name = _name(request)
+    await _barrier(request)
+    return json_response(_svc(request).info(name))
+
+
+routes.get("/v1/semaphores")(_read_route(_list))
+routes.get("/v1/semaphores/{name}")(_read_route(_get))
+
+
+@routes.post("/v1/semaphores/{name}/acquire")
+@leader_only
+async def acquire(request: web.Request) -> web.StreamResponse:
+    """Take `count` of the semaphore's `permits` for a session: at once (try-acquire with
+    `wait_ms` 0), or queue FIFO and long-poll. 409 `permits_conflict` if N differs from the
+    current holders', `deadlock` if waiting would close a wait-for cycle, `timeout`."""
+    name = _name(request)
+    body = await parse_body(request, SemaphoreAcquire)
+    if body.count > body.permits:
+        raise ApiError(400, "invalid_request", f"count ({body.count}) must be at most permits "
+                                            f"({body.permits})")
+    node = request.app["node"]
+    t0 = node.clock.monotonic()
+    args = {"session": body.session, "semaphore": name, "permits": body.permits,
+            "count": body.count, "wait_ms": body.wait_ms,
+            "deadline_ms": node.clock.wall_ms() + body.wait_ms}
+    res = await propose(request, "semaphores", "acquire", args)
+    if isinstance(res, dict) and res.get("waiting"):
+        res = await _poll(request, res["wait_id"], res["deadline_ms"], t0)
+    return _result(res)
+
+
+@routes.get("/v1/semaphores/{name}/waits/{wait_id}")
+@leader_only
+async def wait_status(request: web.Request) -> web.StreamResponse:
+    """Continue the long poll of an acquire that answered `waiting`."""
+    name = _name(request)
+    try:
+        wait_id = int(request.match_info["wait_id"])
+    except ValueError:
+        raise ApiError(400, "invalid_request", "wait id must be an integer") from None
+    state = _svc(request).wait_state(wait_id)
+    if state is not None and state["semaphore"] != name:
+        state = None
+    deadline = state["deadline_ms"] if state is not None and state.get("waiting") else 0
+    res = await _poll(request, wait_id, deadline, request.app["node"].clock.monotonic())
+    if res.get("semaphore", name) != name:
+        res = _wait_answer(None, wait_id)
+    return _result(res)
+
+
+@routes.post("/v1/semaphores/{name}/release")
+@leader_only
+async def release(request: web.Request) -> web.StreamResponse:
+    """Give the session's permits back, or cancel its wait. 409 `not_held` if neither."""
+    name = _name(request)
+    body = await parse_body(request, SemaphoreRelease)
+    res = await propose(request, "semaphores", "release",
+                        {"session": body.session, "semaphore": name})
+    return _result(res)
+
+
+async def _name_with_slash(request: web.Request) -> web.StreamResponse:
+    raise ApiError(400, "invalid_semaphore_name", NAME_RULE + " (no '/')",
+                   name=request.match_info.get("name", ""))
+
+
+routes.post("/v1/semaphores/{name:.+}/acquire")(_name_with_slash)
+routes.post("/v1/semaphores/{name:.+}/release")(_name_with_slash)
+routes.get("/v1/semaphores/{name:.+}")(_name_with_slash)
