@@ -1034,7 +1034,7 @@ class Simulation:
             tasks += [self.loop.create_task(self.cache.worker(f"w{i}", end))
                       for i in range(self.rng.choice((2, 3, 4)))]
         if self.ephemeral is not None:
-            tasks += [self.loop.create_task(self.ephemeral.client(f"e{i}", end))
+            tasks += [self.loop.create_task(self.ephemeral.client(f"x{i}", end))
                       for i in range(self.ephemeral_clients)]
         tasks += [self.loop.create_task(t) for t in self.coord.tasks(end)]
         if self.faults:
