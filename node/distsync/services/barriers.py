@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .base import CommandError
+from .base import bad_arg as _bad
+from .base import str_arg as _str
 
 MAX_PARTICIPANTS = 10_000
 
@@ -61,15 +63,6 @@ class Sessions(Protocol):
     def session_open(self, sid: str) -> bool: ...
 
 
-def _bad(message: str) -> CommandError:
-    return CommandError("invalid_command", message, 400)
-
-
-def _str(args: dict[str, Any], key: str) -> str:
-    v = args.get(key)
-    if not isinstance(v, str) or not v:
-        raise _bad(f"{key} must be a non-empty string")
-    return v
 
 
 class BarrierService:

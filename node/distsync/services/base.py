@@ -29,6 +29,28 @@ class CommandError(Exception):
         }
 
 
+MAX_INT = (1 << 63) - 1
+
+
+def bad_arg(message: str) -> CommandError:
+    """A command whose arguments are malformed: the same 400 on every node, nothing changed."""
+    return CommandError("invalid_command", message, 400)
+
+
+def str_arg(args: dict[str, Any], key: str) -> str:
+    v = args.get(key)
+    if not isinstance(v, str) or not v:
+        raise bad_arg(f"{key} must be a non-empty string")
+    return v
+
+
+def int_arg(args: dict[str, Any], key: str, lo: int = 0, hi: int = MAX_INT) -> int:
+    v = args.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise bad_arg(f"{key} must be an integer in [{lo}, {hi}]")
+    return v
+
+
 def mismatch(first_op: str) -> dict[str, Any]:
     """The answer to a request id reused for a different request."""
     return {

@@ -36,12 +36,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .base import CommandError
+from .base import MAX_INT, CommandError
+from .base import bad_arg as _bad
+from .base import str_arg as _str
 
 OUTCOME_LIMIT = 65_536  # finished candidacies remembered for long polls, oldest first
 CHANGES_KEPT = 256  # recent leader changes per election, for observers (volatile)
 CHANGES_NAMES = 10_000  # elections whose recent changes are kept, oldest forgotten first
-_MAX_INT = (1 << 63) - 1
+_MAX_INT = MAX_INT
 
 
 @dataclass
@@ -69,15 +71,6 @@ class Election:
         return self.queue
 
 
-def _bad(message: str) -> CommandError:
-    return CommandError("invalid_command", message, 400)
-
-
-def _str(args: dict[str, Any], key: str) -> str:
-    v = args.get(key)
-    if not isinstance(v, str) or not v:
-        raise _bad(f"{key} must be a non-empty string")
-    return v
 
 
 def _token(args: dict[str, Any], required: bool) -> int | None:

@@ -36,7 +36,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import CommandError
+from .base import MAX_INT, CommandError
+from .base import bad_arg as _bad
+from .base import int_arg as _int
+from .base import str_arg as _str
 from .locks_graph import EXCLUSIVE, SHARED, Hold, Lock, Waiter, all_cycles, find_cycle
 from .locks_lease import RETRY_MS, LeaseTracker, NotReady
 
@@ -45,7 +48,7 @@ MIN_TTL_MS, MAX_TTL_MS = 1_000, 3_600_000
 MAX_WAIT_MS = 3_600_000
 OUTCOME_LIMIT = 65_536  # finished waits remembered for long polls, oldest dropped first
 RECENT_DEADLOCKS = 16  # refused acquires remembered for GET /v1/locks/deadlocks
-_MAX_INT = (1 << 63) - 1
+_MAX_INT = MAX_INT
 
 __all__ = ["EXCLUSIVE", "SHARED", "LockService", "NotReady"]
 
@@ -61,22 +64,7 @@ class Session:
     waits: dict[str, Waiter] = field(default_factory=dict)  # lock name -> its waiter
 
 
-def _bad(message: str) -> CommandError:
-    return CommandError("invalid_command", message, 400)
 
-
-def _str(args: dict[str, Any], key: str) -> str:
-    v = args.get(key)
-    if not isinstance(v, str) or not v:
-        raise _bad(f"{key} must be a non-empty string")
-    return v
-
-
-def _int(args: dict[str, Any], key: str, lo: int = 0, hi: int = _MAX_INT) -> int:
-    v = args.get(key)
-    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-        raise _bad(f"{key} must be an integer in [{lo}, {hi}]")
-    return v
 
 
 class LockService:

@@ -49,7 +49,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .base import CommandError
+from .base import MAX_INT, CommandError
+from .base import bad_arg as _bad
+from .base import int_arg as _int
+from .base import str_arg as _str
 from .locks_graph import find_cycle
 from .locks_lease import RETRY_MS
 
@@ -57,7 +60,7 @@ MAX_PERMITS = 1_000_000
 MAX_WAIT_MS = 3_600_000
 OUTCOME_LIMIT = 65_536
 GRAPH_PREFIX = "semaphore/"  # how a semaphore is named in a wait-for cycle (no lock has '/')
-_MAX_INT = (1 << 63) - 1
+_MAX_INT = MAX_INT
 
 
 @dataclass(slots=True)
@@ -106,22 +109,7 @@ class Sessions(Protocol):
     def session_open(self, sid: str) -> bool: ...
 
 
-def _bad(message: str) -> CommandError:
-    return CommandError("invalid_command", message, 400)
 
-
-def _str(args: dict[str, Any], key: str) -> str:
-    v = args.get(key)
-    if not isinstance(v, str) or not v:
-        raise _bad(f"{key} must be a non-empty string")
-    return v
-
-
-def _int(args: dict[str, Any], key: str, lo: int = 0, hi: int = _MAX_INT) -> int:
-    v = args.get(key)
-    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-        raise _bad(f"{key} must be an integer in [{lo}, {hi}]")
-    return v
 
 
 class SemaphoreService:
