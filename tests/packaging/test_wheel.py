@@ -11,7 +11,9 @@ the undeclared `orjson` that killed every node of a fresh install.
    `distsync-operator --help` works.
 
 Everything runs outside the checkout (cwd is a temp dir), so nothing can be imported from
-the source tree by accident. pip's wheel cache is reused; no site or user packages are.
+the source tree by accident. No site or user packages are reused. Under `.ci/run` the
+dependencies come from its wheelhouse (`DISTSYNC_WHEELHOUSE`, built by `pip wheel` from the
+same pyproject.toml), without the index; elsewhere from the package index.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTHON", "VIRTUAL_ENV", "PIP_REQUIRE"))}
     env.update(PYTHONNOUSERSITE="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    if os.environ.get("DISTSYNC_WHEELHOUSE"):
+        env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=os.environ["DISTSYNC_WHEELHOUSE"],
+                   PIP_NO_COMPILE="1")
     return env
 
 

@@ -1,9 +1,9 @@
-"""The CI seeds of the whole-cluster simulation, run in one background process from the
-start of the test session, so that they use the second core while the integration tests
-(mostly waiting on real processes and timeouts) run on the first. `test_seeds[<n>]` then
-takes seed n's outcome from it: the same `run_seed`, the same checks, the same seed (a run
+"""The CI seeds of the whole-cluster simulation, run in two background processes (each half
+of the seeds) from the start of the test session, so that they use whatever CPU the
+integration tests (mostly waiting on real processes and timeouts) leave idle on both
+cores. `test_seeds[<n>]` then takes seed n's outcome from it: the same `run_seed`, the same checks, the same seed (a run
 does not depend on the process it runs in: test_a_seed_replays_in_another_process). The
-process runs at a lower priority (nice 10) so the real clusters' processes come first.
+processes run at a lower priority (nice 10) so the real clusters' processes come first.
 
 Off with `SIM_BACKGROUND=0` (then each test runs its seed itself, as before)."""
 
@@ -22,6 +22,7 @@ _REPO = Path(__file__).resolve().parents[2]
 
 class BackgroundSeeds:
     def __init__(self, seeds: range) -> None:
+        self.seeds = seeds
         self.results: dict[int, dict[str, Any]] = {}
         self.done = False
         self._cond = threading.Condition()
@@ -64,19 +65,24 @@ class BackgroundSeeds:
         self.proc.wait()
 
 
-_RUN: BackgroundSeeds | None = None
+_RUNS: list[BackgroundSeeds] = []
 
 
-def start(seeds: range) -> None:
-    global _RUN
-    if _RUN is None and os.environ.get("SIM_BACKGROUND", "1") != "0":
-        _RUN = BackgroundSeeds(seeds)
+def start(seeds: range, processes: int = 2) -> None:
+    if _RUNS or os.environ.get("SIM_BACKGROUND", "1") == "0":
+        return
+    step = -(-len(seeds) // processes)
+    for lo in range(seeds.start, seeds.stop, step):
+        _RUNS.append(BackgroundSeeds(range(lo, min(lo + step, seeds.stop))))
 
 
 def result(seed: int) -> dict[str, Any] | None:
-    return _RUN.result(seed) if _RUN is not None else None
+    for run in _RUNS:
+        if seed in run.seeds:
+            return run.result(seed)
+    return None
 
 
 def stop() -> None:
-    if _RUN is not None:
-        _RUN.stop()
+    for run in _RUNS:
+        run.stop()

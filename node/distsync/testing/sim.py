@@ -228,7 +228,7 @@ class _ClientConn:
 
 
 class Simulation:
-    def __init__(self, seed: int, *, duration: float = 8.0, nodes: int | None = None,
+    def __init__(self, seed: int, *, duration: float = 5.0, nodes: int | None = None,
                  faults: bool = True) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
@@ -1194,7 +1194,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m distsync.testing.sim",
                                 description="Run whole-cluster simulations by seed.")
     p.add_argument("--seeds", default="0:100", help="a:b (half-open range) or one seed")
-    p.add_argument("--duration", type=float, default=8.0, help="virtual seconds of workload")
+    p.add_argument("--duration", type=float, default=5.0, help="virtual seconds of workload")
     p.add_argument("--jsonl", action="store_true",
                    help="one JSON line per seed (seed, ok, faults, error) for a test runner")
     a = p.parse_args(argv)
