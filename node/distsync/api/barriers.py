@@ -26,7 +26,8 @@ from .errors import ApiError
 from .forward import leader_only
 from .idempotency import propose
 from .jsonio import json_response
-from .locks import LOCK_RE, LONG_POLL_S, SESSION_RE, _barrier, _limit, _read_route, _result
+from .locks import LOCK_RE, SESSION_RE, _barrier, _limit, _read_route, _result
+from .longpoll import LONG_POLL_S
 from .schemas import _Strict, parse_body
 
 routes = web.RouteTableDef()

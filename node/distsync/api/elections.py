@@ -23,13 +23,13 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field
 
-from ..raft.core import NotLeader
 from ..services.elections import ElectionService
 from .errors import ApiError
 from .forward import leader_only
 from .idempotency import propose
 from .jsonio import dumps, json_response
-from .locks import LOCK_RE, LONG_POLL_S, SESSION_RE, _barrier, _limit, _read_route, _result
+from .locks import LOCK_RE, SESSION_RE, _barrier, _limit, _read_route, _result
+from .longpoll import LONG_POLL_S, await_resolved, path_int
 from .schemas import _Strict, check_value_size, parse_body
 
 routes = web.RouteTableDef()
@@ -103,19 +103,7 @@ async def _poll(request: web.Request, cid: int, started: float,
     node, svc = request.app["node"], _svc(request)
     poll_s = min(poll_s, LONG_POLL_S)
     window = max(min(poll_s, 0.5), poll_s - (node.clock.monotonic() - started))
-
-    def resolved() -> bool:
-        st = svc.candidacy(cid)
-        return not node.is_leader() or st is None or not st.get("waiting")
-
-    await node.wait_until(resolved, window)
-    if not node.is_leader():
-        raise NotLeader(node.leader_id)  # leader_only forwards, same Request-Id
-    state = svc.candidacy(cid)
-    if state is None:  # a brand-new leader may not have applied the campaign yet
-        await node.read_barrier()
-        state = svc.candidacy(cid)
-    return _candidacy_answer(state, cid)
+    return _candidacy_answer(await await_resolved(node, lambda: svc.candidacy(cid), window), cid)
 
 
 # -- reads ---------------------------------------------------------------------------------
@@ -166,10 +154,7 @@ async def campaign(request: web.Request) -> web.StreamResponse:
 async def candidacy(request: web.Request) -> web.StreamResponse:
     """Continue a campaign's long poll."""
     name = _name(request)
-    try:
-        cid = int(request.match_info["candidate"])
-    except ValueError:
-        raise ApiError(400, "invalid_request", "candidate must be an integer") from None
+    cid = path_int(request, "candidate", "candidate")
     res = await _poll(request, cid, request.app["node"].clock.monotonic())
     if res.get("election", name) != name:
         res = _candidacy_answer(None, cid)

@@ -27,6 +27,7 @@ from .errors import ApiError
 from .forward import leader_only
 from .idempotency import propose, raw_request_id
 from .jsonio import json_response
+from .longpoll import await_resolved, continue_wait, window_until
 from .peer_trust import client_addr
 from .schemas import SESSION_RE, _Strict, parse_body
 
@@ -34,8 +35,6 @@ routes = web.RouteTableDef()
 
 LOCK_RE = re.compile(r"^[A-Za-z0-9._\-:@]{1,256}$")
 RESERVED = {"deadlocks"}
-LONG_POLL_S = 4.0  # under the client's default per-attempt timeout (6 s) and forwarding's
-GRACE_S = 2.0  # keep polling this long past a wait's deadline for the leader's timeout
 DEFAULT_TTL_MS = 10_000
 
 
@@ -131,24 +130,9 @@ def _wait_answer(state: dict[str, Any] | None, wait_id: int) -> dict[str, Any]:
 
 async def _poll(request: web.Request, wait_id: int, deadline_ms: int,
                 started: float) -> dict[str, Any]:
-    """Long-poll a wait until it is resolved or the poll window ends. The window counts from
-    `started` (the node's monotonic clock at the request's start), so that the whole request
-    stays within LONG_POLL_S however long the proposal took."""
     node, svc = request.app["node"], _svc(request)
-    left_s = (deadline_ms - node.clock.wall_ms()) / 1000 + GRACE_S
-    window = max(0.5, min(LONG_POLL_S - (node.clock.monotonic() - started), left_s))
-
-    def resolved() -> bool:
-        st = svc.wait_state(wait_id)
-        return not node.is_leader() or st is None or not st.get("waiting")
-
-    await node.wait_until(resolved, window)
-    if not node.is_leader():
-        raise NotLeader(node.leader_id)  # leader_only forwards, same Request-Id
-    state = svc.wait_state(wait_id)
-    if state is None:  # a brand-new leader may not have applied the acquire yet
-        await node.read_barrier()
-        state = svc.wait_state(wait_id)
+    state = await await_resolved(node, lambda: svc.wait_state(wait_id),
+                                 window_until(node, deadline_ms, started))
     return _wait_answer(state, wait_id)
 
 
@@ -307,19 +291,8 @@ async def acquire(request: web.Request) -> web.StreamResponse:
 @leader_only
 async def wait_status(request: web.Request) -> web.StreamResponse:
     """Continue a long poll that an acquire answered with `waiting`."""
-    name = _lock_name(request)
-    try:
-        wait_id = int(request.match_info["wait_id"])
-    except ValueError:
-        raise ApiError(400, "invalid_request", "wait id must be an integer") from None
-    state = _svc(request).wait_state(wait_id)
-    if state is not None and state["lock"] != name:
-        state = None
-    deadline = state["deadline_ms"] if state is not None and state.get("waiting") else 0
-    res = await _poll(request, wait_id, deadline, request.app["node"].clock.monotonic())
-    if res.get("lock", name) != name:
-        res = _wait_answer(None, wait_id)
-    return _result(res)
+    return _result(await continue_wait(request, _svc(request), "lock", _lock_name(request),
+                                       _wait_answer))
 
 
 @routes.post("/v1/locks/{name}/release")

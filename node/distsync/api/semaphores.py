@@ -14,23 +14,13 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field
 
-from ..raft.core import NotLeader
 from ..services.semaphores import MAX_PERMITS, MAX_WAIT_MS, SemaphoreService
 from .errors import ApiError
 from .forward import leader_only
 from .idempotency import propose
 from .jsonio import json_response
-from .locks import (
-    GRACE_S,
-    LOCK_RE,
-    LONG_POLL_S,
-    SESSION_RE,
-    _barrier,
-    _limit,
-    _read_route,
-    _result,
-    _session_gone,
-)
+from .locks import LOCK_RE, SESSION_RE, _barrier, _limit, _read_route, _result, _session_gone
+from .longpoll import await_resolved, continue_wait, window_until
 from .schemas import _Strict, parse_body
 
 routes = web.RouteTableDef()
@@ -83,20 +73,8 @@ def _wait_answer(state: dict[str, Any] | None, wait_id: int) -> dict[str, Any]:
 async def _poll(request: web.Request, wait_id: int, deadline_ms: int,
                 started: float) -> dict[str, Any]:
     node, svc = request.app["node"], _svc(request)
-    left_s = (deadline_ms - node.clock.wall_ms()) / 1000 + GRACE_S
-    window = max(0.5, min(LONG_POLL_S - (node.clock.monotonic() - started), left_s))
-
-    def resolved() -> bool:
-        st = svc.wait_state(wait_id)
-        return not node.is_leader() or st is None or not st.get("waiting")
-
-    await node.wait_until(resolved, window)
-    if not node.is_leader():
-        raise NotLeader(node.leader_id)
-    state = svc.wait_state(wait_id)
-    if state is None:
-        await node.read_barrier()
-        state = svc.wait_state(wait_id)
+    state = await await_resolved(node, lambda: svc.wait_state(wait_id),
+                                 window_until(node, deadline_ms, started))
     return _wait_answer(state, wait_id)
 
 
@@ -144,19 +122,8 @@ async def acquire(request: web.Request) -> web.StreamResponse:
 @leader_only
 async def wait_status(request: web.Request) -> web.StreamResponse:
     """Continue the long poll of an acquire that answered `waiting`."""
-    name = _name(request)
-    try:
-        wait_id = int(request.match_info["wait_id"])
-    except ValueError:
-        raise ApiError(400, "invalid_request", "wait id must be an integer") from None
-    state = _svc(request).wait_state(wait_id)
-    if state is not None and state["semaphore"] != name:
-        state = None
-    deadline = state["deadline_ms"] if state is not None and state.get("waiting") else 0
-    res = await _poll(request, wait_id, deadline, request.app["node"].clock.monotonic())
-    if res.get("semaphore", name) != name:
-        res = _wait_answer(None, wait_id)
-    return _result(res)
+    return _result(await continue_wait(request, _svc(request), "semaphore", _name(request),
+                                       _wait_answer))
 
 
 @routes.post("/v1/semaphores/{name}/release")
