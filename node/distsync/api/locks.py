@@ -27,7 +27,7 @@ from .errors import ApiError
 from .forward import leader_only
 from .idempotency import propose, raw_request_id
 from .jsonio import json_response
-from .longpoll import await_resolved, continue_wait, window_until
+from .longpoll import await_resolved, continue_wait, session_gone, wait_answer, window_until
 from .peer_trust import client_addr
 from .schemas import SESSION_RE, _Strict, parse_body
 
@@ -101,31 +101,10 @@ async def _barrier(request: web.Request) -> None:
         await node.read_barrier()
 
 
-def _session_gone(sid: str, reason: str) -> dict[str, Any]:
-    return {"error": "session_not_found", "status": 404, "session": sid, "reason": reason,
-            "message": f"session {sid!r} is gone ({reason})"}
-
-
 def _wait_answer(state: dict[str, Any] | None, wait_id: int) -> dict[str, Any]:
     """The HTTP answer for a wait's state (see LockService.wait_state)."""
-    if state is None:
-        return {"error": "not_found", "status": 404, "wait_id": wait_id,
-                "message": f"no wait {wait_id} (never queued, or finished long ago)"}
-    if state.get("waiting"):
-        return state
-    st, lock, sid = state["state"], state["lock"], state["session"]
-    if st == "granted":
-        return {"granted": True, "lock": lock, "session": sid, "mode": state["mode"],
-                "token": state["token"], "reentrant": False,
-                "upgraded": state.get("upgraded", False),
-                "wait_id": wait_id}
-    if st == "timeout":
-        return {"error": "timeout", "status": 409, "lock": lock, "wait_id": wait_id,
-                "message": f"lock {lock!r} was not granted within wait_ms"}
-    if st == "cancelled":
-        return {"error": "cancelled", "status": 409, "lock": lock, "wait_id": wait_id,
-                "message": "the wait was cancelled by a release from its session"}
-    return _session_gone(sid, st.removeprefix("session_"))
+    return wait_answer(state, wait_id, "lock", lambda st: {
+        "mode": st["mode"], "upgraded": st.get("upgraded", False)})
 
 
 async def _poll(request: web.Request, wait_id: int, deadline_ms: int,
@@ -201,7 +180,7 @@ async def get_session(request: web.Request) -> web.StreamResponse:
     svc = _svc(request)
     info = svc.session_info(sid)
     if info is None:
-        return _result(_session_gone(sid, "expired, closed or never opened"))
+        return _result(session_gone(sid, "expired, closed or never opened"))
     left = svc.lease.remaining_ms(sid) if svc.lease.term == node.term else None
     info["lease_remaining_ms"] = None if left is None else int(left)
     return json_response(info)

@@ -48,6 +48,34 @@ async def await_resolved(node: Any, state_of: Callable[[], State], window: float
     return state
 
 
+def wait_answer(state: State, wait_id: int, field: str,
+                granted: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    """The HTTP answer for a queued wait's state (`wait_state` of the lock or semaphore
+    service, whose states name their object in `field`); `granted` adds what a grant of
+    that kind says beyond the object, session and token."""
+    if state is None:
+        return {"error": "not_found", "status": 404, "wait_id": wait_id,
+                "message": f"no wait {wait_id} (never queued, or finished long ago)"}
+    if state.get("waiting"):
+        return state
+    st, name, sid = state["state"], state[field], state["session"]
+    if st == "granted":
+        return {"granted": True, field: name, "session": sid, **granted(state),
+                "token": state["token"], "reentrant": False, "wait_id": wait_id}
+    if st == "timeout":
+        return {"error": "timeout", "status": 409, field: name, "wait_id": wait_id,
+                "message": f"{field} {name!r} was not granted within wait_ms"}
+    if st == "cancelled":
+        return {"error": "cancelled", "status": 409, field: name, "wait_id": wait_id,
+                "message": "the wait was cancelled by a release from its session"}
+    return session_gone(sid, st.removeprefix("session_"))
+
+
+def session_gone(sid: str, reason: str) -> dict[str, Any]:
+    return {"error": "session_not_found", "status": 404, "session": sid, "reason": reason,
+            "message": f"session {sid!r} is gone ({reason})"}
+
+
 def path_int(request: web.Request, key: str, what: str) -> int:
     try:
         return int(request.match_info[key])

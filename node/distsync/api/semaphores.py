@@ -19,8 +19,8 @@ from .errors import ApiError
 from .forward import leader_only
 from .idempotency import propose
 from .jsonio import json_response
-from .locks import LOCK_RE, SESSION_RE, _barrier, _limit, _read_route, _result, _session_gone
-from .longpoll import await_resolved, continue_wait, window_until
+from .locks import LOCK_RE, SESSION_RE, _barrier, _limit, _read_route, _result
+from .longpoll import await_resolved, continue_wait, wait_answer, window_until
 from .schemas import _Strict, parse_body
 
 routes = web.RouteTableDef()
@@ -52,22 +52,7 @@ def _name(request: web.Request) -> str:
 
 
 def _wait_answer(state: dict[str, Any] | None, wait_id: int) -> dict[str, Any]:
-    if state is None:
-        return {"error": "not_found", "status": 404, "wait_id": wait_id,
-                "message": f"no wait {wait_id} (never queued, or finished long ago)"}
-    if state.get("waiting"):
-        return state
-    st, name, sid = state["state"], state["semaphore"], state["session"]
-    if st == "granted":
-        return {"granted": True, "semaphore": name, "session": sid, "count": state["count"],
-                "token": state["token"], "reentrant": False, "wait_id": wait_id}
-    if st == "timeout":
-        return {"error": "timeout", "status": 409, "semaphore": name, "wait_id": wait_id,
-                "message": f"semaphore {name!r} was not granted within wait_ms"}
-    if st == "cancelled":
-        return {"error": "cancelled", "status": 409, "semaphore": name, "wait_id": wait_id,
-                "message": "the wait was cancelled by a release from its session"}
-    return _session_gone(sid, st.removeprefix("session_"))
+    return wait_answer(state, wait_id, "semaphore", lambda st: {"count": st["count"]})
 
 
 async def _poll(request: web.Request, wait_id: int, deadline_ms: int,

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .base import CommandError
+from .base import CommandError, dispatch, no_session
 from .base import bad_arg as _bad
 from .base import str_arg as _str
 
@@ -84,19 +84,11 @@ class BarrierService:
         locks.on_session_end(self.session_ended)
 
     def apply(self, op: str, args: dict[str, Any], index: int) -> Any:
-        fn = _OPS.get(op)
-        if fn is None:
-            raise CommandError("bad_op", f"unknown barriers op {op!r}", 400)
-        if not isinstance(args, dict):
-            raise _bad("arguments must be a map")
-        return fn(self, args, index)
+        return dispatch(self, _OPS, "barriers", op, args, index)
 
     def _session(self, sid: str) -> str:
         if self.sessions is None or not self.sessions.session_open(sid):
-            raise CommandError(
-                "session_not_found",
-                f"session {sid!r} does not exist (expired, closed or never opened)", 404,
-                session=sid)
+            raise no_session(sid)
         return sid
 
     # -- barrier -------------------------------------------------------------------------

@@ -51,6 +51,25 @@ def int_arg(args: dict[str, Any], key: str, lo: int = 0, hi: int = MAX_INT) -> i
     return v
 
 
+def dispatch(svc: Any, ops: dict[str, Any], kind: str, op: str, args: Any,
+             index: int) -> Any:
+    """Run `ops[op](svc, args, index)`: an unknown op or arguments that are not a map are
+    refused (400) before anything changes."""
+    fn = ops.get(op)
+    if fn is None:
+        raise CommandError("bad_op", f"unknown {kind} op {op!r}", 400)
+    if not isinstance(args, dict):
+        raise bad_arg("arguments must be a map")
+    return fn(svc, args, index)
+
+
+def no_session(sid: str) -> CommandError:
+    """The 404 for a command naming a lock session that is not open."""
+    return CommandError("session_not_found",
+                        f"session {sid!r} does not exist (expired, closed or never opened)",
+                        404, session=sid)
+
+
 def mismatch(first_op: str) -> dict[str, Any]:
     """The answer to a request id reused for a different request."""
     return {

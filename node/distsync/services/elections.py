@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .base import MAX_INT, CommandError
+from .base import MAX_INT, CommandError, dispatch, no_session
 from .base import bad_arg as _bad
 from .base import str_arg as _str
 
@@ -106,12 +106,7 @@ class ElectionService:
     # -- commands ------------------------------------------------------------------------
 
     def apply(self, op: str, args: dict[str, Any], index: int) -> Any:
-        fn = _OPS.get(op)
-        if fn is None:
-            raise CommandError("bad_op", f"unknown elections op {op!r}", 400)
-        if not isinstance(args, dict):
-            raise _bad("arguments must be a map")
-        return fn(self, args, index)
+        return dispatch(self, _OPS, "elections", op, args, index)
 
     def _campaign(self, args: dict[str, Any], index: int) -> dict[str, Any]:
         name = _str(args, "election")
@@ -120,11 +115,7 @@ class ElectionService:
             raise _bad("value is required")
         value = args["value"]
         if self.locks is not None and not self.locks.session_open(sid):
-            raise CommandError(
-                "session_not_found",
-                f"session {sid!r} does not exist (expired, closed or never opened)", 404,
-                session=sid,
-            )
+            raise no_session(sid)
         el = self.elections.get(name)
         if el is not None:
             if el.leader is not None and el.leader.session == sid:

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import MAX_INT, CommandError
+from .base import MAX_INT, CommandError, dispatch, no_session
 from .base import bad_arg as _bad
 from .base import int_arg as _int
 from .base import str_arg as _str
@@ -101,12 +101,7 @@ class LockService:
     # -- commands ------------------------------------------------------------------------
 
     def apply(self, op: str, args: dict[str, Any], index: int) -> Any:
-        fn = _OPS.get(op)
-        if fn is None:
-            raise CommandError("bad_op", f"unknown locks op {op!r}", 400)
-        if not isinstance(args, dict):
-            raise _bad("arguments must be a map")
-        return fn(self, args, index)
+        return dispatch(self, _OPS, "locks", op, args, index)
 
     def _open(self, args: dict[str, Any], index: int) -> dict[str, Any]:
         ttl = _int(args, "ttl_ms", MIN_TTL_MS, MAX_TTL_MS)
@@ -276,11 +271,7 @@ class LockService:
     def _session(self, sid: str) -> Session:
         sess = self.sessions.get(sid)
         if sess is None:
-            raise CommandError(
-                "session_not_found",
-                f"session {sid!r} does not exist (expired, closed or never opened)", 404,
-                session=sid,
-            )
+            raise no_session(sid)
         return sess
 
     @staticmethod

@@ -153,3 +153,15 @@ def limit_param(maximum: int, default: int) -> dict[str, Any]:
     """The `limit` query parameter of a listing: 1 to `maximum` entries, `default` if absent."""
     return query_param("limit", {"type": "integer", "minimum": 1, "maximum": maximum,
                                  "default": default})
+
+
+def wait_continuation(tag: str, name: dict[str, Any], grant: str,
+                      write_errors: dict[str, Any]) -> dict[str, Any]:
+    """`GET .../{name}/waits/{wait_id}` (api/longpoll.py) for a service whose acquire
+    answers `grant` (a schema name) or `waiting`."""
+    return {"get": {
+        "summary": "Continue the long poll of an acquire that answered `waiting`",
+        "tags": [tag],
+        "parameters": [name, path_param("wait_id", "^[0-9]{1,18}$")],
+        "responses": {"200": ok(ref(grant)), **errors(400), **write_errors},
+    }}

@@ -20,6 +20,7 @@ from .common import (
     path_param,
     query_param,
     ref,
+    wait_continuation,
 )
 
 _MODE = {"type": "string", "enum": ["exclusive", "shared"]}
@@ -133,12 +134,7 @@ OPENAPI = {
         "requestBody": body(LockAcquire),
         "responses": {"200": ok(ref("Grant")), **_WRITE_ERRORS},
     }},
-    "/v1/locks/{name}/waits/{wait_id}": {"get": {
-        "summary": "Continue the long poll of an acquire that answered `waiting`",
-        "tags": ["locks"],
-        "parameters": [LOCK, path_param("wait_id", "^[0-9]{1,18}$")],
-        "responses": {"200": ok(ref("Grant")), **errors(400), **_WRITE_ERRORS},
-    }},
+    "/v1/locks/{name}/waits/{wait_id}": wait_continuation("locks", LOCK, "Grant", _WRITE_ERRORS),
     "/v1/locks/{name}/release": {"post": {
         "summary": "Release the session's hold or cancel its wait (409 `not_held` if neither)",
         "tags": ["locks"],

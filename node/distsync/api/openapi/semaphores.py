@@ -21,6 +21,7 @@ from .common import (
     path_param,
     query_param,
     ref,
+    wait_continuation,
 )
 
 NAME = path_param("name", LOCK_RE.pattern, "1-256 characters of A-Z a-z 0-9 . _ - : @")
@@ -66,12 +67,7 @@ OPENAPI = {
         "requestBody": body(SemaphoreAcquire),
         "responses": {"200": ok(ref("SemaphoreGrant")), **_WRITE_ERRORS},
     }},
-    "/v1/semaphores/{name}/waits/{wait_id}": {"get": {
-        "summary": "Continue the long poll of an acquire that answered `waiting`",
-        "tags": ["semaphores"],
-        "parameters": [NAME, path_param("wait_id", "^[0-9]{1,18}$")],
-        "responses": {"200": ok(ref("SemaphoreGrant")), **errors(400), **_WRITE_ERRORS},
-    }},
+    "/v1/semaphores/{name}/waits/{wait_id}": wait_continuation("semaphores", NAME, "SemaphoreGrant", _WRITE_ERRORS),
     "/v1/semaphores/{name}/release": {"post": {
         "summary": "Give back the session's permits, or cancel its wait (409 `not_held`)",
         "tags": ["semaphores"],
