@@ -27,13 +27,13 @@ from .api.app import create_app, serve
 from .cache import CacheConfig, CacheService, NodeView, make_backend
 from .cache.transport import HttpPeers
 from .config import NodeConfig
-from .coord_metrics import BarrierCollector, SemaphoreCollector
 from .metrics import LockCollector, NodeMetrics, QuotaCollector, RequestIdCollector
 from .node import Node
 from .realparts import real_parts
 from .seams import Clock, NodeParts
 from .services.barriers import BarrierService
 from .services.base import StateMachine
+from .services.coord_metrics import BarrierCollector, SemaphoreCollector
 from .services.election_metrics import ElectionCollector
 from .services.elections import ElectionService
 from .services.kv import KVStore

@@ -9,8 +9,8 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .services.barriers import BarrierService
-from .services.semaphores import SemaphoreService
+from .barriers import BarrierService
+from .semaphores import SemaphoreService
 
 
 class SemaphoreCollector:
