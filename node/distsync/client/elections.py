@@ -27,23 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import aiohttp
-
-from .errors import DistSyncError, InvalidArgument, Unavailable, error_from_answer
+from .errors import DistSyncError, InvalidArgument
 from .locks import LOCK_NAME_RE, Session, SessionLost, check_seconds
+from .ndjson import follow
 
 if TYPE_CHECKING:
     from .core import BlockingClient, Client
 
-RETRY_PAUSE_S = (0.02, 0.05, 0.1, 0.2, 0.5)  # between observe attempts after a failure
 _BACKGROUND: set[asyncio.Future[Any]] = set()  # withdrawals of cancelled campaigns
 
 
@@ -302,69 +298,28 @@ class Election:
 
 async def _observe(election: Election, after: int | None, progress_ms: int,
                    progress: bool) -> AsyncGenerator[dict[str, Any], None]:
-    client = election.client
-    nodes = list(client.seeds)
-    at = 0
-    failing_since: float | None = None
-    failures = 0
-    read_timeout = max(3 * progress_ms / 1000, 2.0)
-    while True:
-        target = nodes[at % len(nodes)]
-        params = {"progress_ms": str(progress_ms)}
+    def params() -> dict[str, str]:
+        p = {"progress_ms": str(progress_ms)}
         if after is not None:
-            params["after_revision"] = str(after)
-        try:
-            async with client._sess().get(
-                f"{client.scheme}://{target}{election.path}/observe", params=params,
-                headers=client._auth_headers(),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=client.connect_timeout,
-                                              sock_read=read_timeout),
-            ) as r:
-                client.answered_once = True
-                if r.status != 200:
-                    try:
-                        body = await r.json(content_type=None)
-                    except ValueError:
-                        body = {}
-                    err = error_from_answer(r.status, body if isinstance(body, dict) else {})
-                    if not isinstance(err, Unavailable):
-                        raise err
-                    raise _NextNode(str(err))
-                async for raw in r.content:
-                    if not raw.strip():
-                        continue
-                    ev = json.loads(raw)
-                    rev = ev.get("revision")
-                    failing_since, failures = None, 0
-                    if ev.get("type") == "leader":
-                        if after is not None and rev is not None and rev <= after:
-                            continue  # already seen
-                        if rev is not None:
-                            after = rev
-                        yield ev
-                    elif ev.get("type") == "progress":
-                        if rev is not None and (after is None or rev > after):
-                            after = rev
-                        if progress:
-                            yield ev
-            at += 1
-        except DistSyncError:
-            raise
-        except (_NextNode, aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
-            now = time.monotonic()
-            failing_since = failing_since or now
-            if now - failing_since > client.timeout:
-                raise Unavailable(503, "unreachable",
-                                  f"no node served the observer for {client.timeout} s: "
-                                  f"{e!r}") from None
-            at += 1
-            # Pace the retries (nothing is awaited but time).
-            await asyncio.sleep(RETRY_PAUSE_S[min(failures, len(RETRY_PAUSE_S) - 1)])
-            failures += 1
+            p["after_revision"] = str(after)
+        return p
 
-
-class _NextNode(Exception):
-    pass
+    async with contextlib.aclosing(follow(
+            election.client, f"{election.path}/observe", params, what="observer",
+            read_timeout=max(3 * progress_ms / 1000, 2.0))) as events:
+        async for ev in events:
+            rev = ev.get("revision")
+            if ev.get("type") == "leader":
+                if after is not None and rev is not None and rev <= after:
+                    continue  # already seen
+                if rev is not None:
+                    after = rev
+                yield ev
+            elif ev.get("type") == "progress":
+                if rev is not None and (after is None or rev > after):
+                    after = rev
+                if progress:
+                    yield ev
 
 
 # -- blocking forms ------------------------------------------------------------------------

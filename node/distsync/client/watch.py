@@ -10,17 +10,12 @@ later event, or a progress line at or past that revision, is the revision known 
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
-import aiohttp
-
-from .errors import Compacted, DistSyncError, InvalidArgument, Unavailable, error_from_answer
-
-RETRY_PAUSE_S = (0.02, 0.05, 0.1, 0.2, 0.5)  # between attempts after a failure, growing
+from .errors import Compacted, DistSyncError, InvalidArgument, Unavailable
+from .ndjson import follow
 
 
 async def watch(
@@ -41,8 +36,6 @@ async def watch(
     # those of the keys in `seen` (the revision may hold more).
     next_rev = start_revision
     seen: set[str] = set()
-    failing_since: float | None = None
-    failures = 0
     # A stream is quiet at most progress_ms: past three intervals the node is gone.
     read_timeout = max(3 * progress_ms / 1000, 2.0)
     # The client's `client_id` goes with the watch too: a node counts a client's watchers
@@ -50,72 +43,36 @@ async def watch(
     headers = client._auth_headers()
     if client.client_id:
         headers["Client-Id"] = client.client_id
-    while True:
-        target = nodes[at % len(nodes)]
-        params = {"progress_ms": str(progress_ms)}
-        params["key" if key is not None else "prefix"] = key if key is not None else prefix
+
+    def params() -> dict[str, str]:
+        p = {"progress_ms": str(progress_ms)}
+        p["key" if key is not None else "prefix"] = key if key is not None else prefix
         if next_rev is not None:
-            params["start_revision"] = str(next_rev)
+            p["start_revision"] = str(next_rev)
         elif linearizable:
-            params["linearizable"] = "true"
-        try:
-            async with client._sess().get(
-                f"{client.scheme}://{target}/v1/watch", params=params,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=client.connect_timeout,
-                                              sock_read=read_timeout),
-            ) as r:
-                client.answered_once = True
-                if r.status != 200:
-                    try:
-                        body = await r.json(content_type=None)
-                    except ValueError:
-                        body = {}
-                    err = error_from_answer(r.status, body if isinstance(body, dict) else {})
-                    if isinstance(err, Compacted) or not (
-                            isinstance(err, Unavailable) or r.status == 429):
-                        raise err
-                    raise _NextNode(err)
-                async for raw in r.content:
-                    if not raw.strip():
-                        continue
-                    ev = json.loads(raw)
-                    kind = ev.get("type")
-                    if kind in ("put", "delete"):
-                        rev = ev["revision"]
-                        if next_rev is not None and (
-                                rev < next_rev or (rev == next_rev and ev["key"] in seen)):
-                            continue  # already yielded, before a resume
-                        if next_rev is None or rev > next_rev:
-                            next_rev, seen = rev, set()
-                        seen.add(ev["key"])
-                        failing_since, failures = None, 0
-                        yield ev
-                    elif kind == "progress":
-                        if next_rev is None or ev["revision"] + 1 > next_rev:
-                            next_rev, seen = ev["revision"] + 1, set()
-                        failing_since, failures = None, 0
-                        if progress:
-                            yield ev
-                    elif kind == "canceled":
-                        break  # resume: from the next revision, perhaps elsewhere
-            at += 1  # the stream ended: resume, on the next node
-        except DistSyncError:
-            raise
-        except (_NextNode, aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
-            now = time.monotonic()
-            failing_since = failing_since or now
-            if now - failing_since > client.timeout:
-                raise Unavailable(503, "unreachable",
-                                  f"no node served the watch for {client.timeout} s: "
-                                  f"{e!r}") from None
-            at += 1
-            # Pace the retries (not a synchronisation: nothing is awaited but time).
-            await asyncio.sleep(RETRY_PAUSE_S[min(failures, len(RETRY_PAUSE_S) - 1)])
-            failures += 1
+            p["linearizable"] = "true"
+        return p
 
+    def retry(err: DistSyncError, status: int) -> bool:
+        return not isinstance(err, Compacted) and (isinstance(err, Unavailable)
+                                                   or status == 429)
 
-class _NextNode(Exception):
-    def __init__(self, cause: DistSyncError):
-        super().__init__(str(cause))
-        self.cause = cause
+    async with aclosing(follow(client, "/v1/watch", params, what="watch",
+                               read_timeout=read_timeout, headers=headers, nodes=nodes,
+                               at=at, retry=retry)) as events:
+        async for ev in events:
+            kind = ev.get("type")
+            if kind in ("put", "delete"):
+                rev = ev["revision"]
+                if next_rev is not None and (
+                        rev < next_rev or (rev == next_rev and ev["key"] in seen)):
+                    continue  # already yielded, before a resume
+                if next_rev is None or rev > next_rev:
+                    next_rev, seen = rev, set()
+                seen.add(ev["key"])
+                yield ev
+            elif kind == "progress":
+                if next_rev is None or ev["revision"] + 1 > next_rev:
+                    next_rev, seen = ev["revision"] + 1, set()
+                if progress:
+                    yield ev
