@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-PEERS = {"etcd": "benchmarks.systems.etcd", "pysyncobj": "benchmarks.systems.pysyncobj"}
+PEERS = {"etcd": "benchmarks.systems.etcd", "pysyncobj": "benchmarks.systems.pysyncobj",
+         "floor": "benchmarks.systems.floor"}
 SETUP = HERE / "setup_peers.py"
 
 

@@ -59,7 +59,7 @@ from benchmarks.systems.distsync import Distsync  # noqa: E402
 from benchmarks.systems.redis import Redis  # noqa: E402
 
 SECTIONS = ("put", "get", "lock", "queue", "cache", "resources", "failover", "scaling")
-ALL_SYSTEMS = ("distsync", "etcd", "pysyncobj", "redis")
+ALL_SYSTEMS = ("distsync", "etcd", "pysyncobj", "floor", "redis")
 QUEUE_PARTITIONS = 16
 
 QUEUE_NOTE = (
@@ -444,7 +444,7 @@ async def run(b: Bench) -> None:
     async with aiohttp.ClientSession(connector=conn,
                                      timeout=aiohttp.ClientTimeout(total=10)) as session:
         b.session = session
-        kv = [n for n in ("distsync", "etcd", "pysyncobj") if b.wanted(n)]
+        kv = [n for n in ("distsync", "etcd", "pysyncobj", "floor") if b.wanted(n)]
         notes = {
             "put": "distsync and etcd acknowledge after an fsync on a majority; PySyncObj "
                    "writes its journal without fsync (see Systems), tuned with "
