@@ -374,3 +374,22 @@ async def test_spoofed_source_is_not_delivered(cluster: Any) -> None:
     await wait_until(lambda: b.transport.stats()["inbound"]["a"]["misrouted"] == 1,
                      what="spoof counted")
     assert b.received[0].src == "a"
+
+
+async def test_idle_writer_sends_from_the_caller_in_order(cluster: Any) -> None:
+    """With the writer task idle on an open stream, send() puts the frame on the socket
+    itself, before it returns (one event-loop pass less on every message's way out). Large
+    frames may leave data buffered, which sends the next ones through the task; order holds
+    across both paths."""
+    a, b = await cluster("a"), await cluster("b")
+    a.transport.send([msg("a", "b", 0)])
+    await wait_until(lambda: b.from_("a") == [0], what="first delivery")
+    await wait_until(lambda: a.transport._peers["b"].idle_ws is not None, what="writer idle")
+    frames = a.peer("b")["frames"]
+    a.transport.send([msg("a", "b", 1)])
+    assert a.peer("b")["frames"] == frames + 1  # written before send() returned
+    big = b"x" * 200_000
+    for i in range(2, 40):
+        a.transport.send([msg("a", "b", i, big if i % 3 == 0 else b"")])
+    await wait_until(lambda: len(b.from_("a")) == 40, what="all delivered")
+    assert b.from_("a") == list(range(40))
