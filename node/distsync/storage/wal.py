@@ -47,7 +47,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..raft.types import Entry, HardState, PersistedState, Snapshot, StorageFault
@@ -300,7 +300,7 @@ class Storage:
         hs = HardState(h.term, h.vote, h.commit, h.recovering)
         if fault is not None and fault.kind in ("lost_snapshot", "empty_after_use"):
             entries, terms, locs, crcs, tail = [], [], [], [], None
-            h = replace(h, snap_index=0, snap_term=0, snap_crc=0, snap_file=None)
+            h = h._replace(snap_index=0, snap_term=0, snap_crc=0, snap_file=None)
             snap = None
         if fault is not None and fault.first_bad_index:
             keep = max(0, fault.first_bad_index - 1 - h.snap_index)
@@ -332,11 +332,11 @@ class Storage:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
         h = rd.head
-        self._st = replace(h, cluster=cluster or h.cluster, node=node or h.node)
+        self._st = h._replace(cluster=cluster or h.cluster, node=node or h.node)
         if rd.state.fault is not None:
             # Until repaired, keep what the node had made durable: a second restart must
             # see the same fault, not a smaller log taken as the truth.
-            self._st = replace(self._st, durable=max(self._st.durable,
+            self._st = self._st._replace(durable=max(self._st.durable,
                                                      rd.state.fault.durable_index))
         self._terms, self._locs, self._crcs = rd.terms, rd.locs, rd.crcs
         self._durable = self._st.durable
@@ -375,7 +375,7 @@ class Storage:
 
     def _slot(self, seg: _Seg) -> tuple[bytes, int]:
         seg.slot_seq += 1
-        h = replace(self._st, seq=seg.slot_seq, first_index=seg.first_index,
+        h = self._st._replace(seq=seg.slot_seq, first_index=seg.first_index,
                     prev_crc=seg.prev_crc, prev_seg=seg.prev_seg, next_seg=seg.next_seg)
         return mark.encode(h), SLOT_OFFSETS[seg.slot_seq % 2]
 
@@ -404,7 +404,7 @@ class Storage:
             seg = _Seg(seq, path, fd, size, first_index, prev_crc, prev_seg)
             self._zero_ahead(seg, DATA_START + min_bytes)
             if first_index == self._st.snap_index + 1:
-                self._st = replace(self._st, base_seg=seq, base_off=DATA_START,
+                self._st = self._st._replace(base_seg=seq, base_off=DATA_START,
                                    base_crc=prev_crc)
             self._write_head(seg, sync=False)
             os.fsync(fd)
@@ -515,7 +515,7 @@ class Storage:
             reset = self._term_at(m.index) != m.term
             self._install_snapshot(m.index, m.term, name, crc, reset)
         if hs is not None:
-            self._st = replace(self._st, term=hs.term, vote=hs.vote, commit=hs.commit,
+            self._st = self._st._replace(term=hs.term, vote=hs.vote, commit=hs.commit,
                                recovering=hs.recovering)
         entries = [e for e in entries if e.index > self._st.snap_index]
         if entries:
@@ -539,14 +539,14 @@ class Storage:
             self._terms, self._locs, self._crcs = [], [], []
             self._cur, self._tail = None, None
             self._durable = index
-            self._st = replace(self._st, snap_index=index, snap_term=term, snap_crc=crc,
+            self._st = self._st._replace(snap_index=index, snap_term=term, snap_crc=crc,
                                snap_file=name, base_seg=-1, base_off=0, base_crc=0,
                                durable=index, end=index)
             return
         k = index - self._st.snap_index  # entries to drop
         base = self._base_after(k)
         self._terms, self._locs, self._crcs = self._terms[k:], self._locs[k:], self._crcs[k:]
-        self._st = replace(self._st, snap_index=index, snap_term=term, snap_crc=crc,
+        self._st = self._st._replace(snap_index=index, snap_term=term, snap_crc=crc,
                            snap_file=name, **base)
 
     def _base_after(self, k: int) -> dict[str, int]:
@@ -580,7 +580,7 @@ class Storage:
                 # Lower the mark first, durably: a crash after the tail is rewritten must
                 # not look like a lost tail.
                 self._durable = first - 1
-                self._st = replace(self._st, durable=first - 1, end=first - 1)
+                self._st = self._st._replace(durable=first - 1, end=first - 1)
                 if cur is not None and seq == cur.seq:
                     self._write_head(cur)
             self._terms, self._locs, self._crcs = (self._terms[:k], self._locs[:k],
@@ -601,7 +601,7 @@ class Storage:
         buf, offs, crcs = records.encode(entries, seed)
         rec_len = len(buf)
         end = first + len(entries) - 1
-        self._st = replace(self._st, durable=self._durable, end=end)
+        self._st = self._st._replace(durable=self._durable, end=end)
         if tail + rec_len + records.HEADER_SIZE <= cur.size:
             buf += records.END_MARK
         if cur.zeroed < tail:
@@ -666,7 +666,7 @@ class Storage:
                     continue
                 if self._durable <= self._st.durable:
                     continue
-                self._st = replace(self._st, durable=self._durable)
+                self._st = self._st._replace(durable=self._durable)
                 try:
                     self._write_head(cur, sync=False)
                 except OSError as exc:
@@ -687,7 +687,7 @@ class Storage:
         with self._lock:
             self._usable()
             if self._cur is not None and self._durable > self._st.durable:
-                self._st = replace(self._st, durable=self._durable)
+                self._st = self._st._replace(durable=self._durable)
                 try:
                     self._write_head(self._cur)
                 except OSError as exc:
