@@ -39,8 +39,13 @@ async def body_middleware(request: web.Request, handler: Any) -> web.StreamRespo
             f"Content-Length {declared} exceeds the limit of {limit} bytes", limit=limit))
     timeout = node.cfg.body_timeout_s
     try:
-        async with asyncio.timeout(timeout):
+        if request.content.is_eof():
+            # The whole body came with the headers (the usual small request): nothing to
+            # wait for, so no deadline timer to arm and cancel.
             await request.read()
+        else:
+            async with asyncio.timeout(timeout):
+                await request.read()
     except TimeoutError:
         REFUSALS.log(logging.INFO, "body from %s did not arrive within %s s", request.remote,
                      timeout)

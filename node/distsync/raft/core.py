@@ -291,17 +291,16 @@ class Raft:
             or self.log.pending_snapshot
             or self.log.stable < self.log.last_index()
             or self.log.committed > self.log.applied
-            or self._soft() != self._prev_soft
-            or self._hard() != self._prev_hard
+            or self._soft_changed()
+            or self._hard_changed()
         )
 
     def ready(self) -> Ready:
         rd = Ready()
-        ss, hs = self._soft(), self._hard()
-        if ss != self._prev_soft:
-            rd.soft_state = ss
-        if hs != self._prev_hard:
-            rd.hard_state = hs
+        if self._soft_changed():
+            rd.soft_state = self._soft()
+        if self._hard_changed():
+            rd.hard_state = self._hard()
         rd.snapshot = self.log.pending_snapshot
         rd.entries = self.log.unstable_entries()
         rd.committed = self.log.next_committed()
@@ -935,6 +934,18 @@ class Raft:
 
     def _soft(self) -> SoftState:
         return SoftState(self.leader, self.role, self.term)
+
+    # The driver asks whether there is a Ready several times per pass of its loop: these
+    # compare in place rather than build a SoftState and a HardState to compare each time.
+    def _soft_changed(self) -> bool:
+        p = self._prev_soft
+        return p.term != self.term or p.leader != self.leader or p.role != self.role
+
+    def _hard_changed(self) -> bool:
+        p = self._prev_hard
+        rec = self.recovery
+        return (p.commit != self.log.committed or p.term != self.term or p.vote != self.vote
+                or p.recovering != (rec.kind if rec is not None else ""))
 
     def _hard(self) -> HardState:
         return HardState(self.term, self.vote, self.log.committed,
