@@ -16,13 +16,15 @@ remembers both; the same id with another fingerprint is refused with 422
 `request_id_mismatch`, nothing applied. A follower forwards `Request-Id`, `Client-Id` and
 `Authorization` unchanged, so the leader computes the same scope and fingerprint.
 
-A request without `Request-Id` gets one made here (`auto-<uuid>`), so that a node that loses
+A request without `Request-Id` gets one made here (`auto-<uuid>-<n>`: a random id per
+process and a counter, unique without a uuid4 per request), so that a node that loses
 leadership mid-request can forward it without risk of applying it twice.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import uuid
@@ -38,6 +40,8 @@ CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=\-]{1,128}$")
 _SEP = "\x1f"  # in neither a scope nor an id (ids are printable, Client-Id has no controls)
 _ANON = "-"
 ANON_SCOPE = f"{_ANON}/{_ANON}"  # no bearer token, no Client-Id
+_AUTO_PREFIX = f"auto-{uuid.uuid4().hex[:16]}-"  # 64 random bits per process
+_auto_seq = itertools.count(1)
 
 
 def raw_request_id(request: web.Request) -> str:
@@ -46,7 +50,7 @@ def raw_request_id(request: web.Request) -> str:
         rid = request.headers.get("Request-Id") or request.headers.get("X-Request-Id")
         if rid is not None and not (0 < len(rid) <= 128 and rid.isprintable()):
             raise ApiError(400, "invalid_request_id", "Request-Id must be 1-128 printable chars")
-        request["rid"] = rid or f"auto-{uuid.uuid4()}"
+        request["rid"] = rid or f"{_AUTO_PREFIX}{next(_auto_seq)}"
     return request["rid"]
 
 
@@ -99,7 +103,7 @@ async def fingerprint(request: web.Request) -> bytes:
     """16 bytes of SHA-256 over method, path, sorted query and canonical body."""
     if "fingerprint" not in request:
         h = hashlib.sha256()
-        query = sorted(request.query.items())
+        query = sorted(request.query.items()) if request.query_string else []
         h.update(f"{request.method}\0{request.path}\0{query!r}\0".encode(
             "utf-8", "surrogateescape"))
         h.update(canonical_body(await request.read()))

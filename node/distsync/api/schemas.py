@@ -8,6 +8,7 @@ import math
 import re
 from typing import Any
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -134,17 +135,9 @@ async def parse_body(request: web.Request, model: type[BaseModel], optional: boo
         if optional:
             return model()
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
-    try:
-        obj = json.loads(
-            raw, parse_int=_parse_int, parse_float=_parse_float,
-            parse_constant=_reject_constant,
-        )
-    except _OutOfRange as e:
-        raise ApiError(400, "invalid_request", f"body cannot be stored: {e}") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ApiError(400, "invalid_json", f"body is not valid JSON: {e}") from None
-    except RecursionError:
-        obj = _DEEP
+    obj = _fast_loads(raw)
+    if obj is _SLOW:
+        obj = _strict_loads(raw)
     if obj is _DEEP or _too_deep(raw, obj):
         raise ApiError(400, "invalid_json",
                        f"body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels")
@@ -166,3 +159,35 @@ async def parse_body(request: web.Request, model: type[BaseModel], optional: boo
             400, "invalid_request", "request body failed validation", details=details
         ) from None
     return parsed
+
+
+_SLOW = object()
+# A run of 19 digits may be an integer outside 64 bits, which orjson turns into a float
+# without a word; such bodies (rare) take the strict parser, which refuses them.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
+def _fast_loads(raw: bytes) -> Any:
+    """orjson where it agrees with the strict parser below (it refuses NaN, infinities,
+    lone surrogates and a BOM the same way): about 5x faster on a typical small body.
+    Anything it refuses goes to the strict parser, whose errors are the API's."""
+    if _LONG_DIGITS.search(raw):
+        return _SLOW
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _SLOW
+
+
+def _strict_loads(raw: bytes) -> Any:
+    try:
+        return json.loads(
+            raw, parse_int=_parse_int, parse_float=_parse_float,
+            parse_constant=_reject_constant,
+        )
+    except _OutOfRange as e:
+        raise ApiError(400, "invalid_request", f"body cannot be stored: {e}") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, "invalid_json", f"body is not valid JSON: {e}") from None
+    except RecursionError:
+        return _DEEP
