@@ -757,6 +757,7 @@ class Node:
         # what to apply: they are held back briefly, and usually made redundant by the next
         # append (see NoticeHold).
         early, notices, late = [], [], []
+        early_out = True  # whether this cycle's appends are on the wire already
         for m in rd.messages:
             if m.type == MsgType.APPEND and not m.entries:
                 notices.append(m)
@@ -770,7 +771,7 @@ class Node:
                 if m.type == MsgType.HEARTBEAT:
                     self._hb_sent[m.dst] = now
             self._notices.sent(early)
-            self.transport.send(early)
+            early_out = self.transport.send(early)
         # Committed entries are already durable on a majority (a leader counts itself only
         # after its own fsync), so when clients wait for them, apply them and answer now
         # rather than after this cycle's fsync, which belongs to other, newer entries. With
@@ -804,9 +805,10 @@ class Node:
                 # (two thread switches, each as slow as the fsync itself on a busy machine);
                 # large batches keep overlapping their fsync with the next requests. The
                 # loop is blocked during it, so first let the peer senders put this cycle's
-                # appends on the wire (followers then write in parallel with us) and the
-                # requests answered above write their responses.
-                if early or (apply_first and rd.committed):
+                # appends on the wire, unless send() wrote them itself (followers then write
+                # in parallel with us), and the requests answered above write their
+                # responses.
+                if not early_out or (apply_first and rd.committed):
                     await asyncio.sleep(0)
                 self.storage.save(hs, rd.entries, rd.snapshot)
             else:
@@ -816,10 +818,9 @@ class Node:
                 self._synced_term_vote = (hs.term, hs.vote, hs.recovering)
             if rd.entries:
                 self.metrics.batch_entries.observe(len(rd.entries))
-        if late:
-            self.transport.send(late)
+        late_out = self.transport.send(late) if late else True
         if not apply_first and rd.committed:
-            if late:
+            if not late_out:
                 await asyncio.sleep(0)  # the acknowledgements leave before the apply
             conf_waiters = self._apply(rd)
             self._wake_watchers()

@@ -47,7 +47,9 @@ class PeerTransport(Protocol):
 
     async def close(self) -> None: ...
 
-    def send(self, msgs: list[Message]) -> None: ...
+    def send(self, msgs: list[Message]) -> bool | None:
+        """Queue `msgs`; True when all of them were written to their sockets before
+        returning (the caller then need not yield to writer tasks for them to leave)."""
 
     def learned_address(self, peer_id: str) -> str | None: ...
 

@@ -249,15 +249,18 @@ class Transport:
 
     # ------------------------------------------------------------------ sending
 
-    def send(self, msgs: list[Message]) -> None:
-        """Queue messages for their ``dst`` peers and return immediately.
+    def send(self, msgs: list[Message]) -> bool:
+        """Queue messages for their ``dst`` peers and return immediately: True when every
+        one was written to its socket already (see ``_write_now``), False when some wait
+        for their writer task.
 
         Per-peer order is preserved. If a peer's outbox overflows, its oldest messages are
         dropped (counted in ``stats()``): Raft retransmits, so freshness beats completeness.
         Messages for peers that ``resolve`` does not know are dropped.
         """
         if self._closed or not msgs:
-            return
+            return True
+        now = True
         groups: dict[str, list[Message]] = {}
         for m in msgs:
             groups.setdefault(m.dst, []).append(m)
@@ -274,6 +277,8 @@ class Transport:
             self._trim(peer)
             if peer.idle_ws is None or not self._write_now(peer, peer.idle_ws):
                 peer.wake.set()
+                now = False
+        return now
 
     def _write_now(self, peer: _Peer, ws: aiohttp.ClientWebSocketResponse) -> bool:
         """Write the outbox to the socket now, from the caller, when the writer task is
