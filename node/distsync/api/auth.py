@@ -156,8 +156,14 @@ def _unauthorized(message: str, error: str | None) -> web.Response:
     return resp
 
 
+# True when neither client tokens nor peer authentication are configured (set by install).
+AUTH_OFF = web.AppKey("auth_off", bool)
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    if request.app.get(AUTH_OFF):
+        return await handler(request)  # nothing to check: every route is open
     need = required_role(request.method, request.path)
     if need == Role.PEER:
         peer_auth = request.app["node"].peer_auth
@@ -197,6 +203,7 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
 def install(app: web.Application, cfg: Any) -> None:
     """Turn client auth on for ``app`` if ``cfg`` names any token; say so either way."""
     auth = TokenAuth.from_config(cfg)
+    app[AUTH_OFF] = auth is None and app["node"].peer_auth is None
     if auth is None:
         log.warning(
             "CLIENT AUTHENTICATION IS OFF: no API token configured (DISTSYNC_READ_TOKEN, "
