@@ -8,6 +8,7 @@ each option), which is how the Kubernetes pods configure themselves.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -197,7 +198,18 @@ def node(node_id: str | None, listen: str, advertise: str, peers: str, data_dir:
         watch_buffer_events=watch_buffer_events,
         **security.node_config_kwargs(secure),
     )
+    # A node process is a long-running server with a growing heap of long-lived state.
+    gc.set_threshold(*GC_THRESHOLDS)
     run_loop(_run_node(cfg), event_loop)
+
+
+# The collector's default (a young collection every 700 container allocations) took 6-10 %
+# of a node's CPU under load (PUT c=64: 0.66 s of the leader's 8.5 s, 0.27 s of a
+# follower's 2.7 s) and its full collections paused the loop about 40 ms each. A young
+# collection every 10,000 allocations cut that to 0.11 s and 0.08 s, and p99 from 43 to
+# 27 ms. Full collections keep their own pacing (only after the heap has grown by a
+# quarter), so a large heap is not scanned more often.
+GC_THRESHOLDS = (10_000, 20, 10)
 
 
 def run_loop(main: Any, event_loop: str = "auto") -> Any:
