@@ -797,7 +797,12 @@ class Node:
             hs = None
         if notices:
             self._notices.hold(notices, self.clock.monotonic())
-        if hs is not None or rd.entries or rd.snapshot is not None:
+        saving = hs is not None or rd.entries or rd.snapshot is not None
+        if apply_first and rd.committed and not saving:
+            # Nothing to persist (an acknowledgement moved the commit): let the handlers
+            # answered above write their responses before this cycle's bookkeeping.
+            await asyncio.sleep(0)
+        if saving:
             t0 = time.perf_counter()
             if (self._io.inline and rd.snapshot is None
                     and (len(rd.entries) <= INLINE_SAVE_ENTRIES or not self._waiters)):
