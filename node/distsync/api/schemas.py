@@ -169,7 +169,8 @@ _LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 def _fast_loads(raw: bytes) -> Any:
     """orjson where it agrees with the strict parser below (it refuses NaN, infinities,
-    lone surrogates and a BOM the same way): about 5x faster on a typical small body.
+    lone surrogates and a BOM the same way): 2.4-3.8x faster on a small body (1.2 vs 2.9 us
+    for a 100-character PUT value, with the 19-digit scan).
     Anything it refuses goes to the strict parser, whose errors are the API's."""
     if _LONG_DIGITS.search(raw):
         return _SLOW
