@@ -102,6 +102,18 @@ class _Peer:
     last_error: str | None = None
     connected_since: float | None = None
 
+    def wrote(self, frame: bytes, n: int) -> None:
+        """Count one frame of `n` messages as sent."""
+        self.sent += n
+        self.frames += 1
+        self.bytes += len(frame)
+
+    def lost(self, frames: list[tuple[bytes, int]], e: Exception) -> None:
+        """Count `frames` as dropped by a failed write (the first may or may not have
+        arrived; Raft retries either way)."""
+        self.dropped += sum(n for _, n in frames)
+        self.last_error = f"{type(e).__name__}: {e}"
+
 
 @dataclass(slots=True)
 class _Inbound:
@@ -300,13 +312,10 @@ class Transport:
                 try:
                     write(frame, aiohttp.WSMsgType.BINARY, 0)
                 except Exception as e:
-                    peer.dropped += sum(m for _, m in frames[k:])
-                    peer.last_error = f"{type(e).__name__}: {e}"
+                    peer.lost(frames[k:], e)
                     peer.wake.set()  # the task notices the broken socket
                     return True
-                peer.sent += n
-                peer.frames += 1
-                peer.bytes += len(frame)
+                peer.wrote(frame, n)
         return True
 
     def set_peers(self, peer_ids: Iterable[str]) -> None:
@@ -458,13 +467,9 @@ class Transport:
                     try:
                         await ws.send_bytes(frame)
                     except Exception as e:
-                        # This frame may or may not have arrived; Raft retries either way.
-                        peer.dropped += sum(m for _, m in frames[k:])
-                        peer.last_error = f"{type(e).__name__}: {e}"
+                        peer.lost(frames[k:], e)
                         return
-                    peer.sent += n
-                    peer.frames += 1
-                    peer.bytes += len(frame)
+                    peer.wrote(frame, n)
         finally:
             reader.cancel()
             # asyncio.wait, not `await reader`: it neither raises the reader's outcome nor
