@@ -14,6 +14,7 @@ import collections
 import json
 import math
 import os
+import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -315,6 +316,47 @@ def comparison_rows(results: list[Result], unit: str = "ops/s", ours: str = "dis
                 row.append(_fmt_ratio(extra_ratio.get(c, ("", None))[1])
                            if r.system == ours else "-")
             rows.append(row)
+    return rows
+
+
+def rounds_rows(rounds: list[list[Result]], unit: str = "ops/s", ours: str = "distsync",
+                ) -> list[list[str]]:
+    """The same phases repeated in `rounds` (each round runs every system at every
+    concurrency, interleaved): per (concurrency, peer), the ratio distsync/peer of each
+    round and their median. On a shared VM one phase's ratio swings with the host (this
+    machine: PUT c=1 from 0.6x to 1.0x between back-to-back runs), so a single round is
+    one draw; the median of rounds measured side by side is the number to quote."""
+    head = ["c", "system", "rounds", f"median {unit}", "median p50 ms",
+            f"{ours}/this {unit} per round", f"median {ours}/this {unit}",
+            f"{ours}/this p50 per round", f"median {ours}/this p50"]
+    rows = [head]
+    cells: dict[tuple[int, str], list[Result | None]] = {}
+    order: list[tuple[int, str]] = []
+    for i, rnd in enumerate(rounds):
+        for r in rnd:
+            key = (r.concurrency, r.system)
+            if key not in cells:
+                cells[key] = [None] * len(rounds)
+                order.append(key)
+            cells[key][i] = r if r.error is None else None
+    for c, system in sorted(order, key=lambda k: (k[0], k[1] != ours, order.index(k))):
+        mine = cells.get((c, ours), [None] * len(rounds))
+        theirs = cells[(c, system)]
+        ok = [r for r in theirs if r is not None]
+        row = [str(c), system, str(len(ok)),
+               _num(statistics.median(r.per_s for r in ok)) if ok else "-",
+               _num(statistics.median(r.p50_ms for r in ok), 2) if ok else "-"]
+        if system == ours:
+            row += ["-"] * 4
+        else:
+            for field_ in ("per_s", "p50_ms"):
+                per = [ratio(getattr(m, field_), getattr(t, field_))
+                       if m is not None and t is not None else None
+                       for m, t in zip(mine, theirs, strict=True)]
+                got = [p for p in per if p is not None]
+                row += [" / ".join(_fmt_ratio(p) for p in per),
+                        _fmt_ratio(statistics.median(got)) if got else "-"]
+        rows.append(row)
     return rows
 
 

@@ -89,6 +89,10 @@ def render_md(b: Any) -> str:
         if sec["note"]:
             lines += [sec["note"], ""]
         lines.append(render(sec["table"], markdown=True))
+        if sec.get("rounds_table"):
+            lines += ["", f"{len(sec['rounds'])} rounds of the phases above, interleaved in "
+                      "one run (the table above is round 1); each round's ratio and their "
+                      "median:", "", render(sec["rounds_table"], markdown=True)]
         notes = [f"- {r.system} c={r.concurrency}: {n}" for r in sec["results"] for n in r.notes]
         errors = {r.system: r.error for r in sec["results"] if r.error}  # once per system
         notes += [f"- {name}: {err}" for name, err in errors.items()]

@@ -44,6 +44,7 @@ from benchmarks.harness import (  # noqa: E402
     machine_summary,
     ratio,
     render,
+    rounds_rows,
     rss_of,
 )
 from benchmarks.peers import PEERS, make_peer, setup_peers  # noqa: E402
@@ -201,13 +202,26 @@ def add_section(b: Bench, key: str, results: list[Result], note: str = "",
 
 
 async def kv_section(b: Bench, workload: str, names: list[str], note: str) -> None:
-    """Interleaved per concurrency, so load from other tenants hits every system alike."""
-    results = []
-    for c in b.args.concurrency:
-        for n in names:
-            b.say(f"  {workload} c={c} {n} ...")
-            results.append(await measure(b, n, workload, c, keep_cdf=workload == "put"))
-    add_section(b, workload, results, note)
+    """Interleaved per concurrency, so load from other tenants hits every system alike.
+    With --rounds N the whole interleaving runs N times: the main table is round 1 (no
+    choosing), and a second table gives every round's ratio and their median."""
+    rounds: list[list[Result]] = []
+    for i in range(b.args.rounds):
+        results = []
+        for c in b.args.concurrency:
+            for n in names:
+                tag = f" (round {i + 1}/{b.args.rounds})" if b.args.rounds > 1 else ""
+                b.say(f"  {workload} c={c} {n}{tag} ...")
+                results.append(await measure(b, n, workload, c,
+                                             keep_cdf=workload == "put" and i == 0))
+        rounds.append(results)
+    add_section(b, workload, rounds[0], note)
+    if len(rounds) > 1:
+        sec = b.report["workloads"][workload]
+        sec["rounds"] = rounds
+        sec["rounds_table"] = rounds_rows(rounds, sec["unit"])
+        b.say(f"-- {workload}: {len(rounds)} rounds, interleaved\n"
+              + render(sec["rounds_table"]))
 
 
 async def queue_section(b: Bench) -> None:
@@ -481,6 +495,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"comma-separated systems: {','.join(ALL_SYSTEMS)}")
     p.add_argument("--nodes", type=int, default=3, help="cluster size of the main run")
     p.add_argument("--concurrency", default="1,16,64")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the put/get/lock phases this many times, interleaved, and "
+                        "report each round's ratio and their median (default 1)")
     p.add_argument("--duration", type=float, help="measured seconds per phase (10; quick 1)")
     p.add_argument("--warmup", type=float, help="unmeasured seconds first (2; quick 0.4)")
     p.add_argument("--failover-reps", type=int, help="kills per system (5; quick 3)")
@@ -496,6 +513,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if bad:
             p.error(f"unknown: {', '.join(sorted(bad))}")
     a.concurrency = [int(x) for x in a.concurrency.split(",")]
+    if a.rounds < 1:
+        p.error("--rounds must be at least 1")
     a.scaling_nodes = [int(x) for x in a.scaling_nodes.split(",")]
     a.duration = a.duration if a.duration is not None else (1.0 if a.quick else 10.0)
     a.warmup = a.warmup if a.warmup is not None else (0.4 if a.quick else 2.0)

@@ -87,6 +87,24 @@ def test_comparison_table_extra_ratio_column() -> None:
     assert rows[1][-1] == "1.50x" and rows[2][-1] == "-"
 
 
+def test_rounds_table_gives_every_round_and_the_median() -> None:
+    rounds = [
+        [_res("distsync", 1, 100.0, 2.0), _res("etcd", 1, 200.0, 1.0)],
+        [_res("distsync", 1, 300.0, 1.0), _res("etcd", 1, 300.0, 1.0)],
+        [_res("distsync", 1, 150.0, 1.5), Result.failed("etcd", "put", 1, "crashed")],
+    ]
+    head, *body = harness.rounds_rows(rounds)
+    by = {r[1]: dict(zip(head, r, strict=True)) for r in body}
+    assert [r[1] for r in body] == ["distsync", "etcd"]  # ours first
+    assert by["distsync"]["rounds"] == "3" and by["distsync"]["median ops/s"] == "150.0"
+    assert by["etcd"]["rounds"] == "2"  # the failed round is not a number
+    assert by["etcd"]["distsync/this ops/s per round"] == "0.50x / 1.00x / -"
+    assert by["etcd"]["median distsync/this ops/s"] == "0.75x"
+    assert by["etcd"]["distsync/this p50 per round"] == "2.00x / 1.00x / -"
+    assert by["etcd"]["median distsync/this p50"] == "1.50x"
+    assert by["distsync"]["median distsync/this ops/s"] == "-"
+
+
 def test_write_json_turns_nan_into_null(tmp_path: Path) -> None:
     path = tmp_path / "out" / "r.json"
     harness.write_json(path, {"results": [Result.failed("etcd", "get", 16, "x")],
@@ -136,12 +154,12 @@ def test_plots_from_a_report(tmp_path: Path) -> None:
 
 
 def test_run_py_end_to_end_on_a_real_cluster(tmp_path: Path) -> None:
-    """`run.py` as a user runs it: starts a 3-node cluster, one short PUT phase, writes
-    run.json and run.md, stops every node."""
+    """`run.py` as a user runs it: starts a 3-node cluster, a short PUT phase in two
+    rounds, writes run.json and run.md, stops every node."""
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--only", "put,resources",
          "--systems", "distsync", "--duration", "1", "--warmup", "0.2", "--concurrency", "1",
-         "--no-setup", "--out", str(tmp_path)],
+         "--rounds", "2", "--no-setup", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -155,5 +173,9 @@ def test_run_py_end_to_end_on_a_real_cluster(tmp_path: Path) -> None:
     assert r["error"] is None and r["requests"] > 0 and r["per_s"] > 0
     assert r["p50_ms"] > 0 and r["cdf"]
     assert len(put["table"]) == 2
-    assert "## Replicated PUT" in (tmp_path / "run.md").read_text()
+    assert [len(rnd) for rnd in put["rounds"]] == [1, 1]  # --rounds 2: both kept
+    assert put["rounds"][1][0]["requests"] > 0
+    assert put["rounds_table"][1][:3] == ["1", "distsync", "2"]
+    md = (tmp_path / "run.md").read_text()
+    assert "## Replicated PUT" in md and "2 rounds of the phases above" in md
     assert "Replicated PUT" in proc.stdout
