@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Two distsync builds side by side, in short phases taken in turn:
+`python benchmarks/ab.py --b-env DISTSYNC_X=1` or `--a-tree ../old --b-tree .`.
+
+Why this and not two runs of run.py: this machine's latency at low concurrency moves by
+30-60 % from one minute to the next (the host's disk and vCPU wake-ups), so two runs a few
+minutes apart compare two moods of the host, not two builds. Two clusters kept up at once
+and measured in alternating phases of a few seconds (A B, B A, A B, ...) see the same host;
+the median over the rounds is then steady to about 2 % at c=1 (p50 spread within a round:
+1.46-1.57 ms), enough to see a 5 % change. Not a test; see benchmarks/README.md, "A/B".
+
+A build is the working tree's code plus `--a-env`/`--b-env` (variables for its node
+processes), or another checkout's `node/` directory (`--a-tree`, `--b-tree`: a git worktree
+of the commit to compare), put first on the nodes' PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [p for p in (str(HERE), str(HERE.parent)) if p not in sys.path]
+
+from benchmarks.harness import closed_loop, render  # noqa: E402
+from benchmarks.systems.distsync import Distsync  # noqa: E402
+
+WORKLOADS = ("put", "get", "lock")
+
+
+def _env_pairs(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--a-env/--b-env take NAME=VALUE, not {item!r}")
+        out[key] = value
+    return out
+
+
+def build_env(env: dict[str, str], tree: Path | None) -> dict[str, str]:
+    """The variables one build's node processes start with (on top of this process's)."""
+    out = dict(env)
+    if tree is not None:
+        node_dir = tree / "node"
+        if not (node_dir / "distsync" / "node.py").is_file():
+            raise SystemExit(f"{tree} is not a distsync checkout (no node/distsync/node.py)")
+        rest = os.environ.get("PYTHONPATH")
+        out["PYTHONPATH"] = str(node_dir.resolve()) + (os.pathsep + rest if rest else "")
+    return out
+
+
+async def start(env: dict[str, str], nodes: int) -> Distsync:
+    """A cluster whose processes see `env`: LocalCluster copies os.environ at spawn."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        d = Distsync(nodes)
+        await d.start()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return d
+
+
+async def run(a: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
+    builds = {"A": build_env(_env_pairs(a.a_env), a.a_tree),
+              "B": build_env(_env_pairs(a.b_env), a.b_tree)}
+    clusters: dict[str, Distsync] = {}
+    phases: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
+    try:
+        for tag, env in builds.items():
+            clusters[tag] = await start(env, a.nodes)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+            for d in clusters.values():
+                await d.prepare(a.workload, s, a.concurrency)
+            for r in range(a.rounds):
+                for tag in ("A", "B") if r % 2 == 0 else ("B", "A"):  # neither always first
+                    phases[tag].append(await phase(clusters[tag], s, a, f"{tag}{r}"))
+    finally:
+        for d in clusters.values():
+            await d.stop()
+    return phases
+
+
+async def phase(d: Distsync, s: aiohttp.ClientSession, a: argparse.Namespace,
+                label: str) -> dict[str, float]:
+    op = d.op(a.workload)
+
+    async def step(w: int, i: int) -> None:
+        await op(s, w, f"ab/{label}/{w}/{i}/{time.time_ns()}")
+
+    r = await closed_loop(step, a.concurrency, a.phase, a.warmup, d.pids())
+    if r.errors:
+        raise SystemExit(f"phase {label}: {r.errors} errors {r.error_types}")
+    return {"per_s": r.per_s, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
+            "cpu_us": r.cpu.get("servers_total", 0.0) * 1e4 / r.per_s if r.per_s else 0.0}
+
+
+def table(phases: dict[str, list[dict[str, float]]], unit: str) -> list[list[str]]:
+    """Per build: the medians over its phases, and every phase's p50; then B/A."""
+    med = {t: {k: statistics.median(p[k] for p in ps) for k in ps[0]}
+           for t, ps in phases.items()}
+    rows = [["build", f"median {unit}", "median p50 ms", "median p99 ms",
+             "server CPU us/op", "p50 of each phase, ms"]]
+    for t, ps in phases.items():
+        m = med[t]
+        rows.append([t, f"{m['per_s']:,.1f}", f"{m['p50_ms']:.3f}", f"{m['p99_ms']:.2f}",
+                     f"{m['cpu_us']:.0f}", " ".join(f"{p['p50_ms']:.2f}" for p in ps)])
+    rows.append(["B/A", f"{med['B']['per_s'] / med['A']['per_s']:.3f}x",
+                 f"{med['B']['p50_ms'] / med['A']['p50_ms']:.3f}x",
+                 f"{med['B']['p99_ms'] / med['A']['p99_ms']:.3f}x",
+                 f"{med['B']['cpu_us'] / med['A']['cpu_us']:.3f}x", ""])
+    return rows
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--a-env", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--b-env", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--a-tree", type=Path, help="a distsync checkout whose node/ A runs")
+    p.add_argument("--b-tree", type=Path, help="a distsync checkout whose node/ B runs")
+    p.add_argument("--workload", choices=WORKLOADS, default="put")
+    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=8, help="phases per build (8)")
+    p.add_argument("--phase", type=float, default=3.0, help="measured seconds per phase (3)")
+    p.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds first (0.5)")
+    p.add_argument("--nodes", type=int, default=3)
+    a = p.parse_args(argv)
+    if a.rounds < 1 or a.phase <= 0:
+        p.error("--rounds must be at least 1 and --phase positive")
+    if not (a.a_env or a.b_env or a.a_tree or a.b_tree):
+        p.error("A and B are the same build: give --a-env/--b-env or --a-tree/--b-tree")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    phases = asyncio.run(run(a))
+    unit = "pairs/s" if a.workload == "lock" else "ops/s"
+    print(f"{a.workload} c={a.concurrency}, {a.rounds} phases of {a.phase:g} s per build, "
+          f"in turn\nA: {' '.join(a.a_env) or '-'} {a.a_tree or ''}\n"
+          f"B: {' '.join(a.b_env) or '-'} {a.b_tree or ''}")
+    print(render(table(phases, unit)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,62 @@
+"""benchmarks/ab.py, the interleaved A/B of two builds: what each build's node processes
+run, and one real run end to end. Shapes only: no timing is asserted."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # benchmarks/ is not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import ab  # noqa: E402
+
+
+def test_build_env_puts_the_tree_first_on_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = ab.build_env({"X": "1"}, ROOT)
+    assert env["X"] == "1"
+    assert env["PYTHONPATH"].split(os.pathsep) == [str((ROOT / "node").resolve()), "/elsewhere"]
+    assert ab.build_env({}, None) == {}
+
+
+def test_build_env_refuses_a_directory_that_is_not_a_checkout(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="not a distsync checkout"):
+        ab.build_env({}, tmp_path)
+
+
+def test_same_build_twice_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        ab.parse_args(["--rounds", "2"])
+
+
+def test_ab_runs_each_build_from_its_own_tree(tmp_path: Path) -> None:
+    """B runs a copy of the package that leaves a mark when its node processes import it;
+    A runs the working tree, which does not."""
+    tree = tmp_path / "b"
+    shutil.copytree(ROOT / "node" / "distsync", tree / "node" / "distsync",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with (tree / "node" / "distsync" / "__init__.py").open("a") as f:
+        f.write("\nimport os as _os\n_m = _os.environ.get('AB_TEST_MARKS')\n"
+                "if _m and 'node' in __import__('sys').argv:\n"
+                "    open(_os.path.join(_m, str(_os.getpid())), 'w').close()\n")
+    env = {**os.environ, "AB_TEST_MARKS": str(marks)}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "ab.py"), "--b-tree", str(tree),
+         "--rounds", "2", "--phase", "0.5", "--warmup", "0.1"],
+        capture_output=True, text=True, timeout=180, env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()
+            if line.split() and line.split()[0] in ("A", "B", "B/A")}
+    assert set(rows) == {"A", "B", "B/A"}
+    assert len(rows["A"]) == 5 + 2 and len(rows["B"]) == 5 + 2  # two phases' p50 each
+    assert len(list(marks.iterdir())) == 3  # B's three nodes, and only those
