@@ -658,8 +658,8 @@ class Node:
 
     def _intake(self, tick: bool | None) -> None:
         """The first half of one pass of the loop: hand the core what was queued since the
-        last pass (messages, operations, proposals, reads), tick, and start the leader's
-        timers. `tick`: None ticks when a tick is due by the
+        last pass (messages, operations, proposals, reads), send the commit notices now due,
+        tick, and start the leader's timers. `tick`: None ticks when a tick is due by the
         clock (the loop); True or False ticks or not (deterministic stepping, below)."""
         inbox, self._inbox = self._inbox, []
         for m in inbox:
@@ -670,6 +670,9 @@ class Node:
         self._flush_proposals()
         self._flush_reads()
         now = self.clock.monotonic()
+        due = self._notices.take_due(now, self.core.term if self.is_leader() else None)
+        if due:
+            self.transport.send(due)
         if (now >= self._next_tick) if tick is None else tick:
             self.core.tick()
             self._next_tick = now + self._tick_s
@@ -680,19 +683,9 @@ class Node:
 
     async def _output(self, loop: asyncio.AbstractEventLoop) -> None:
         """The second half: every Ready cycle the core has (persist, send, apply, advance),
-        then the commit notices now due, then a snapshot if one is due.
-
-        The notices go last because a notice that fell due while the leader was busy (a
-        slow fsync, a burst of requests) is usually made moot by this pass's appends, which
-        carry the same commit index. Sent before them, under load, nearly every batch cost
-        each follower an extra frame and an acknowledgement back (PUT c=64)."""
+        then a snapshot if one is due."""
         while self.core.has_ready():
             await self._handle_ready(self.core.ready(), loop)
-        if self._notices.held:
-            due = self._notices.take_due(self.clock.monotonic(),
-                                         self.core.term if self.is_leader() else None)
-            if due:
-                self.transport.send(due)
         self._maybe_snapshot(loop)
 
     # -- deterministic stepping ------------------------------------------------------------
@@ -713,8 +706,8 @@ class Node:
         self._intake(False)
 
     def tick(self) -> None:
-        """One tick of the core, without the Ready cycle that follows it (held notices the
-        caller's clock has made due go out with that cycle, in `process`)."""
+        """One tick of the core (the caller moves the clock, if it wants held notices due),
+        without the Ready cycle that follows it."""
         self._intake(True)
 
     def notices_due(self) -> float | None:

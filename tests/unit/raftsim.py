@@ -531,7 +531,7 @@ class Cluster:
 
     def tick(self, *node_ids: str, n: int = 1) -> None:
         """Tick each node `n` times; a tick's worth of time passes on its clock first (held
-        commit notices then go out with the node's next `process`)."""
+        commit notices go out then)."""
         targets = node_ids or tuple(x.id for x in self.alive())
         for _ in range(n):
             for i in targets:
