@@ -12,6 +12,7 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
+from raftsim import Cluster
 
 from distsync.api.app import serve
 from distsync.node import Node, NodeConfig, NoticeHold
@@ -138,8 +139,6 @@ async def test_a_committed_membership_change_is_in_the_persisted_commit_index(tm
 def test_a_due_notice_with_nothing_to_supersede_it_goes_out_on_the_next_pass() -> None:
     """The step-by-step driver: once the leader's clock passes a held notice's due time,
     its next pass sends it to every follower, with the commit index it was held for."""
-    from raftsim import Cluster
-
     c = Cluster(["n1", "n2", "n3"], seed=1)
     c.stabilize()
     c.elect("n1")
