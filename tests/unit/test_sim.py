@@ -30,13 +30,7 @@ from distsync.services.registry import Registry
 from distsync.testing.sim import SimFailure, Simulation, run_seed
 from distsync.testing.simloop import Deadlock, VirtualLoop
 
-
-def _seed_range() -> range:
-    lo, _, hi = os.environ.get("SIM_SEEDS", "0:500").partition(":")
-    return range(int(lo), int(hi)) if hi else range(int(lo), int(lo) + 1)
-
-
-CI_SEEDS = _seed_range()
+CI_SEEDS = sim_background.ci_seeds()
 # A killed process's tasks that never ran are collected later, by design (simproc.py).
 pytestmark = pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
 # Each seed's fault counts, kept from test_seeds so the coverage tests below need not run
