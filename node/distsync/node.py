@@ -210,6 +210,7 @@ class Node:
         self.transport = parts.transport(self)
         self._inbox: list[Message] = []
         self._ops: list[Callable[[], None]] = []
+        self._op_futs: list[asyncio.Future] = []  # the callers of _ops, failed by stop()
         self._wake = _Wake()
         self._task: asyncio.Task | None = None
         self._waiters: dict[int, _Waiter] = {}
@@ -268,7 +269,19 @@ class Node:
                 await self._task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
-        self._fail_all(Unavailable("node shutting down"))
+        # Everything still queued for the loop is answered now: the loop that would have
+        # taken it in, or swept its deadline, is gone, and the HTTP server's graceful
+        # shutdown (after this) would wait out its 60 s timeout on every such handler.
+        gone = Unavailable("node shutting down")
+        queued = [f for _, f, _ in self._props] + self._read_q + self._op_futs
+        queued += [f for _, _, f in self._deadlines]
+        self._props, self._read_q, self._ops, self._op_futs = [], [], [], []
+        self._deadlines.clear()
+        for fut in queued:
+            if not fut.done():
+                fut.set_exception(gone)
+        self._fail_all(gone)
+        self._wake_watchers()  # long polls see _closing now, not after their next timeout
         await self.transport.close()
         if self._snap_task is not None:
             await asyncio.wait([self._snap_task])
@@ -408,6 +421,7 @@ class Node:
         that arrive while the loop is busy go into the log together, as one batch.
         `request_id` (scoped) and `fingerprint` make a retry apply at most once (Registry);
         the command carries this leader's clock only for the id table's metrics."""
+        self._check_open()
         data = encode_command(
             service, op, args, request_id, fingerprint,
             self.clock.wall_ms() if request_id is not None or bind is not None else None,
@@ -422,6 +436,7 @@ class Node:
         """Wait until local state reflects every write committed before this call
         (ReadIndex); after it, local reads are linearizable. Reads that arrive together
         share one ReadIndex round (one heartbeat broadcast)."""
+        self._check_open()
         fut = asyncio.get_running_loop().create_future()
         self._read_q.append(fut)
         self._wake.set()
@@ -521,9 +536,12 @@ class Node:
 
     async def wait_until(self, pred: Callable[[], bool], timeout: float) -> bool:
         """Re-check `pred` after every Ready cycle (applies, heartbeats) until it holds or
-        `timeout` passes; returns its last value. For long polls such as a lock wait."""
+        `timeout` passes; returns its last value. For long polls such as a lock wait.
+        Raises Unavailable once the node is stopping: its state will not change again, and
+        the client should ask another node rather than wait out its timeout here."""
         deadline = self.clock.monotonic() + timeout
         while not pred():
+            self._check_open()
             left = deadline - self.clock.monotonic()
             if left <= 0:
                 return pred()
@@ -612,7 +630,14 @@ class Node:
                 if not f.done():
                     f.set_exception(e)
 
+    def _check_open(self) -> None:
+        """Refuse work once stop() has begun: no loop would ever take it in."""
+        if self._closing:
+            raise Unavailable("node shutting down")
+
     def _call(self, op: Callable[[], None], fut: asyncio.Future) -> None:
+        self._check_open()
+
         def guarded() -> None:
             try:
                 op()
@@ -621,6 +646,7 @@ class Node:
                     fut.set_exception(e)
 
         self._ops.append(guarded)
+        self._op_futs.append(fut)
         self._wake.set()
 
     def _on_message(self, m: Message) -> None:
@@ -664,7 +690,7 @@ class Node:
         inbox, self._inbox = self._inbox, []
         for m in inbox:
             self.core.step(m)
-        ops, self._ops = self._ops, []
+        ops, self._ops, self._op_futs = self._ops, [], []
         for op in ops:
             op()
         self._flush_proposals()
