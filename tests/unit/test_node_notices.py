@@ -88,10 +88,10 @@ async def three_nodes(tmp_path) -> AsyncIterator[list[Node]]:
             raise AssertionError("no leader elected")
         yield nodes
     finally:
-        # Every node stops first. A node still running keeps its stream to one whose server
-        # is being cleaned up, or redials it, and a stream that reached the server after its
-        # shutdown hook closed the inbound ones keeps aiohttp's cleanup waiting out its 60 s
-        # timeout (twice, on a loaded machine, a test here took 61 s instead of 1 s).
+        # Every node stops first, then the servers go (as `distsync node` does). A test here
+        # once took 61 s now and then under load: a request handler waited on a ReadIndex
+        # round queued for a stopped node's loop, and aiohttp's cleanup waited out its 60 s
+        # for it. Node.stop() now fails such work at once (tests/unit/test_node_stop.py).
         for nd in nodes:
             if nd._task is not None:
                 await nd.stop()
