@@ -54,6 +54,7 @@ async def _demo(lc: LocalCluster, writes: int) -> int:
         )
         click.echo(f"new leader {new_leader}; {len(more)} writes acknowledged across the "
                    f"failover ({time.perf_counter() - t_kill:.2f}s)")
+        click.echo(f"restarting {leader} from its data directory ...")
         lc.start_node(leader)
         await asyncio.to_thread(lc.wait_ready, 30.0)
         want = {k for k in keys + more}
