@@ -98,7 +98,7 @@ def pytest_configure_node(node) -> None:  # noqa: ANN001 - xdist's WorkerControl
 def pytest_xdist_node_collection_finished(node, ids: list[str]) -> None:  # noqa: ANN001
     import sim_background
 
-    if any(i.startswith("tests/unit/test_sim.py::test_seeds[") for i in ids):
+    if any(i.startswith(sim_background.SEEDS_TEST) for i in ids):
         sim_background.start(sim_background.ci_seeds())
 
 

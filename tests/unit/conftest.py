@@ -26,6 +26,6 @@ def pytest_collection_modifyitems(session, config, items) -> None:  # noqa: ANN0
     given = getattr(config, "workerinput", {}).get("distsync_sim_dir")
     if given:
         sim_background.use_directory(given)
-    elif any(it.nodeid.startswith("tests/unit/test_sim.py::test_seeds[") for it in items):
+    elif any(it.nodeid.startswith(sim_background.SEEDS_TEST) for it in items):
         sim_background.start(sim_background.ci_seeds())
 

@@ -32,7 +32,8 @@ from typing import Any
 _REPO = Path(__file__).resolve().parents[2]
 # The tests that read the seeds' outcomes: they run last (unit/conftest.py), and under
 # xdist each is a unit of work of its own (tests/conftest.py).
-TAKES_BACKGROUND_SEEDS = ("tests/unit/test_sim.py::test_seeds[",
+SEEDS_TEST = "tests/unit/test_sim.py::test_seeds["  # collected: the seeds run in the background
+TAKES_BACKGROUND_SEEDS = (SEEDS_TEST,
                            "tests/unit/test_sim.py::test_every_fault_happens_in_the_ci_seeds[",
                            "tests/unit/test_sim.py::test_faults_are_spread_over_the_ci_seeds")
 # How often a reader looks again at a file that does not have its seed yet.
