@@ -24,6 +24,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from .api.app import create_app, serve
+from .api.appkeys import WATCH
 from .cache import CacheConfig, CacheService, NodeView, make_backend
 from .cache.transport import HttpPeers
 from .config import NodeConfig
@@ -141,7 +142,7 @@ async def run_node(cfg: NodeConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    hub = runner.app["watch"]
+    hub = runner.app[WATCH]
     if hub is not None:
         hub.shutdown()  # watch streams end first: their handlers would hold up the cleanup
     await node.stop()

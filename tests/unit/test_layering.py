@@ -26,7 +26,7 @@ _BUILDERS = {"make_backend", "HttpPeers", "NodeView", "Registry", "KVStore"}
 
 
 def _is_handle_source(expr: ast.expr) -> bool:
-    """`request.app["node"]`, `app["cache"]`, `node.service("locks")`, `_svc(request)`."""
+    """`request.app[NODE]`, `app[CACHE]`, `node.service("locks")`, `_svc(request)`."""
     if isinstance(expr, ast.Subscript):
         base = expr.value
         return (isinstance(base, ast.Name) and base.id == "app") or (
@@ -102,17 +102,17 @@ def test_the_checker_sees_each_kind_of_shortcut() -> None:
     bad = '''
 import os
 def setup(app):
-    node = app["node"]
+    node = app[NODE]
     svc = node.service("locks")
     svc.term_source = lambda: node.core.term
     url = os.environ.get("X") or getattr(node, "cache_url", None)
-    app["cache"] = CacheService(NodeView(node), make_backend(url))
+    app[CACHE] = CacheService(NodeView(node), make_backend(url))
 async def handler(request):
     s = _svc(request)
     s.obs = None
-    auth = getattr(request.app["node"], "peer_auth", None)
+    auth = getattr(request.app[NODE], "peer_auth", None)
     await s._call("n2", "state", {})
-    return request.app["node"].core.leader
+    return request.app[NODE].core.leader
 '''
     found = violations(bad, "bad.py")
     kinds = sorted((int(v.split(":")[1]), v.split(": ")[1]) for v in found)
@@ -126,7 +126,7 @@ async def handler(request):
     ], found
     good = '''
 def handler(request):
-    node = request.app["node"]
+    node = request.app[NODE]
     resp = make_response(node.leader_id, node.term, node.conf.members())
     resp.content_type = "x"
     return resp

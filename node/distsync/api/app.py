@@ -14,6 +14,7 @@ from aiohttp import web
 from ..cache import CacheService
 from ..node import Node
 from ..watch import WatchHub
+from .appkeys import CACHE, FORWARD_SESSION, NODE, STARTED, WATCH
 from .auth import auth_middleware
 from .auth import install as install_auth
 from .body import body_middleware
@@ -34,7 +35,7 @@ async def metrics_middleware(request: web.Request, handler):  # type: ignore[no-
     children = request.app[_COUNTERS]
     child = children.get((name, resp.status))
     if child is None:
-        child = request.app["node"].metrics.http_requests.labels(name, str(resp.status))
+        child = request.app[NODE].metrics.http_requests.labels(name, str(resp.status))
         children[(name, resp.status)] = child
     child.inc()
     return resp
@@ -52,9 +53,9 @@ def create_app(node: Node, cache: CacheService,
                      peer_trust_middleware],
         client_max_size=node.cfg.max_body_bytes,
     )
-    app["node"] = node
-    app["cache"] = cache
-    app["watch"] = watches
+    app[NODE] = node
+    app[CACHE] = cache
+    app[WATCH] = watches
     app[_COUNTERS] = {}
     app[MEMBER_IPS] = {}
     install_auth(app, node.cfg)
@@ -66,13 +67,13 @@ def create_app(node: Node, cache: CacheService,
     node.transport.add_routes(app)
 
     async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
-        app["forward_session"] = aiohttp.ClientSession(
+        app[FORWARD_SESSION] = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=node.cfg.request_timeout + 1),
             connector=aiohttp.TCPConnector(use_dns_cache=False, ssl=node.ssl_client or True),
         )
-        app["started"] = time.monotonic()
+        app[STARTED] = time.monotonic()
         yield
-        await app["forward_session"].close()
+        await app[FORWARD_SESSION].close()
 
     app.cleanup_ctx.append(session_ctx)
     return app

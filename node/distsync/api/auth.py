@@ -39,6 +39,7 @@ from typing import Any
 from aiohttp import web
 
 from ..transport import STREAM_PATH
+from .appkeys import NODE
 from .errors import json_error
 
 log = logging.getLogger("distsync.api.auth")
@@ -166,7 +167,7 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
         return await handler(request)  # nothing to check: every route is open
     need = required_role(request.method, request.path)
     if need == Role.PEER:
-        peer_auth = request.app["node"].peer_auth
+        peer_auth = request.app[NODE].peer_auth
         if request.path == STREAM_PATH or peer_auth is None:
             return await handler(request)  # the transport checks the stream itself
         if not await peer_auth.verify_http(request):
@@ -203,7 +204,7 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
 def install(app: web.Application, cfg: Any) -> None:
     """Turn client auth on for ``app`` if ``cfg`` names any token; say so either way."""
     auth = TokenAuth.from_config(cfg)
-    app[AUTH_OFF] = auth is None and app["node"].peer_auth is None
+    app[AUTH_OFF] = auth is None and app[NODE].peer_auth is None
     if auth is None:
         log.warning(
             "CLIENT AUTHENTICATION IS OFF: no API token configured (DISTSYNC_READ_TOKEN, "

@@ -22,6 +22,7 @@ from pydantic import Field
 
 from ..raft.core import NotLeader
 from ..services.barriers import MAX_PARTICIPANTS, BarrierService
+from .appkeys import NODE
 from .errors import ApiError
 from .forward import leader_only
 from .idempotency import propose
@@ -56,7 +57,7 @@ class DoubleLeave(_Strict):
 
 
 def _svc(request: web.Request) -> BarrierService:
-    return request.app["node"].service("barriers")
+    return request.app[NODE].service("barriers")
 
 
 def _name(request: web.Request) -> str:
@@ -80,7 +81,7 @@ def _int_query(request: web.Request, key: str, default: int | None, hi: int) -> 
 
 
 async def _wait_for(request: web.Request, pred: Any, wait_ms: int) -> None:
-    node = request.app["node"]
+    node = request.app[NODE]
     await node.wait_until(lambda: not node.is_leader() or pred(),
                           min(LONG_POLL_S, wait_ms / 1000))
     if not node.is_leader():
@@ -116,7 +117,7 @@ async def wait(request: web.Request) -> web.StreamResponse:
     gen = _int_query(request, "generation", None, (1 << 63) - 1)
     wait_ms = _int_query(request, "wait_ms", int(LONG_POLL_S * 1000), MAX_WAIT_MS)
     assert wait_ms is not None
-    node, svc = request.app["node"], _svc(request)
+    node, svc = request.app[NODE], _svc(request)
     await node.read_barrier()
     if gen is None:
         gen = svc.generation(name)
@@ -215,7 +216,7 @@ async def enter_status(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "invalid_query", "session must be a session id")
     wait_ms = _int_query(request, "wait_ms", int(LONG_POLL_S * 1000), MAX_WAIT_MS)
     assert wait_ms is not None
-    await request.app["node"].read_barrier()
+    await request.app[NODE].read_barrier()
     return _result(await _poll_enter(request, name, sid, wait_ms))
 
 
@@ -244,7 +245,7 @@ async def leave_status(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "invalid_query", "round is required (from the leave's answer)")
     wait_ms = _int_query(request, "wait_ms", int(LONG_POLL_S * 1000), MAX_WAIT_MS)
     assert wait_ms is not None
-    node, svc = request.app["node"], _svc(request)
+    node, svc = request.app[NODE], _svc(request)
     await node.read_barrier()
     await _wait_for(request, lambda: svc.leave_state(name, r)["done"], wait_ms)
     return json_response(svc.leave_state(name, r))

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from ..transport import STREAM_PATH
+from .appkeys import NODE
 from .errors import json_error
 from .http_server import REFUSALS
 
@@ -30,7 +31,7 @@ def _closing(resp: web.Response) -> web.Response:
 async def body_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     if request.path == STREAM_PATH or not request.body_exists:
         return await handler(request)
-    node = request.app["node"]
+    node = request.app[NODE]
     limit = node.cfg.max_body_bytes
     declared = request.content_length
     if declared is not None and declared > limit:

@@ -15,6 +15,7 @@ from ..cache import BackendUnavailable, CacheService, Contention, HomeUnavailabl
 from ..cache.fill import MAX_LEASE_MS as MAX_FILL_LEASE_MS
 from ..cache.protocol import OPS, PeerUnreachable, decode, encode
 from ..cache.transport import dispatch_safe
+from .appkeys import CACHE
 from .errors import ApiError
 from .jsonio import json_response
 from .schemas import _Strict, parse_body
@@ -26,7 +27,7 @@ MAX_TTL_S = 30 * 24 * 3600
 
 
 def _svc(request: web.Request) -> CacheService:
-    return request.app["cache"]
+    return request.app[CACHE]
 
 
 def _key(request: web.Request) -> str:
@@ -189,9 +190,9 @@ async def internal(request: web.Request) -> web.StreamResponse:
 
 
 async def cache_ctx(app: web.Application):  # type: ignore[no-untyped-def]
-    """Startup/cleanup of the node's CacheService (app["cache"], built by the composition
+    """Startup/cleanup of the node's CacheService (app[CACHE], built by the composition
     root, server.py): it runs while the app serves."""
-    svc: CacheService = app["cache"]
+    svc: CacheService = app[CACHE]
     svc.start()
     yield
     await svc.close()

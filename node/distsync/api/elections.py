@@ -24,6 +24,7 @@ from aiohttp import web
 from pydantic import Field
 
 from ..services.elections import ElectionService
+from .appkeys import NODE
 from .errors import ApiError
 from .forward import leader_only
 from .idempotency import propose
@@ -58,7 +59,7 @@ class Resign(_Strict):
 
 
 def _svc(request: web.Request) -> ElectionService:
-    return request.app["node"].service("elections")
+    return request.app[NODE].service("elections")
 
 
 def _name(request: web.Request) -> str:
@@ -71,7 +72,7 @@ def _name(request: web.Request) -> str:
 
 
 def _value(request: web.Request, value: Any) -> None:
-    check_value_size(value, request.app["node"].cfg.max_value_bytes)
+    check_value_size(value, request.app[NODE].cfg.max_value_bytes)
 
 
 def _candidacy_answer(state: dict[str, Any] | None, cid: int) -> dict[str, Any]:
@@ -100,7 +101,7 @@ async def _poll(request: web.Request, cid: int, started: float,
                 poll_s: float = LONG_POLL_S) -> dict[str, Any]:
     """Long-poll a candidacy until it is elected or ends, within `poll_s` (at most
     LONG_POLL_S) of `started`."""
-    node, svc = request.app["node"], _svc(request)
+    node, svc = request.app[NODE], _svc(request)
     poll_s = min(poll_s, LONG_POLL_S)
     window = max(min(poll_s, 0.5), poll_s - (node.clock.monotonic() - started))
     return _candidacy_answer(await await_resolved(node, lambda: svc.candidacy(cid), window), cid)
@@ -140,7 +141,7 @@ async def campaign(request: web.Request) -> web.StreamResponse:
     name = _name(request)
     body = await parse_body(request, Campaign)
     _value(request, body.value)
-    node = request.app["node"]
+    node = request.app[NODE]
     t0 = node.clock.monotonic()
     res = await propose(request, "elections", "campaign",
                         {"election": name, "session": body.session, "value": body.value})
@@ -155,7 +156,7 @@ async def candidacy(request: web.Request) -> web.StreamResponse:
     """Continue a campaign's long poll."""
     name = _name(request)
     cid = path_int(request, "candidate", "candidate")
-    res = await _poll(request, cid, request.app["node"].clock.monotonic())
+    res = await _poll(request, cid, request.app[NODE].clock.monotonic())
     if res.get("election", name) != name:
         res = _candidacy_answer(None, cid)
     return _result(res)
@@ -219,7 +220,7 @@ async def observe(request: web.Request) -> web.StreamResponse:
     after = _int_query(request, "after_revision", 0, MAX_TOKEN, None)
     progress_s = (_int_query(request, "progress_ms", 10, 3_600_000, 5000) or 5000) / 1000
     timeout_ms = _int_query(request, "timeout_ms", 1, 86_400_000, None)
-    node, svc = request.app["node"], _svc(request)
+    node, svc = request.app[NODE], _svc(request)
     loop = asyncio.get_running_loop()
     end = None if timeout_ms is None else loop.time() + timeout_ms / 1000
     resp = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -12,6 +12,7 @@ from aiohttp import web
 from ..node import Unavailable
 from ..raft.conf import ConfChangeError
 from ..raft.core import NotLeader, ProposalDropped
+from .appkeys import NODE
 from .jsonio import json_response
 
 log = logging.getLogger("distsync.api")
@@ -55,11 +56,11 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         elif e.status == 405:
             message = f"{request.method} is not allowed on {request.path}"
         elif e.status == 413:
-            limit = request.app["node"].cfg.max_body_bytes
+            limit = request.app[NODE].cfg.max_body_bytes
             message = f"request body exceeds the limit of {limit} bytes"
         return json_error(e.status, code, message)
     except NotLeader as e:
-        node = request.app["node"]
+        node = request.app[NODE]
         return json_error(
             503, "not_leader", str(e), leader=e.leader, leader_addr=node.addr_of(e.leader)
         )

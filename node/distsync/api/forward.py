@@ -15,6 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from ..raft.core import NotLeader
+from .appkeys import FORWARD_SESSION, NODE
 from .errors import ApiError
 from .idempotency import CLIENT_ID_HEADER, raw_request_id
 from .peer_trust import CLIENT_HEADER, FORWARDED_HEADER, client_addr, forwarded_by
@@ -29,7 +30,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def forward(request: web.Request, timeout: float | None = None) -> web.StreamResponse:
     """Relay the request to the leader and its answer back. `timeout`: the whole exchange
     (default: the forwarding session's, request_timeout + 1 s); a long poll passes more."""
-    node = request.app["node"]
+    node = request.app[NODE]
     leader = node.leader_id
     if forwarded_by(request):
         raise ApiError(
@@ -47,7 +48,7 @@ async def forward(request: web.Request, timeout: float | None = None) -> web.Str
     headers[CLIENT_HEADER] = client_addr(request)
     if node.peer_auth is not None:
         headers.update(node.peer_auth.request_headers(leader))
-    session: aiohttp.ClientSession = request.app["forward_session"]
+    session: aiohttp.ClientSession = request.app[FORWARD_SESSION]
     url = f"{'https' if node.ssl_client else 'http'}://{addr}{request.path_qs}"
     kw = {} if timeout is None else {"timeout": aiohttp.ClientTimeout(total=timeout)}
     try:
@@ -74,7 +75,7 @@ def leader_only(handler: Handler) -> Handler:
     """Run `handler` on the leader; anywhere else, forward the request to the leader."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        if not request.app["node"].is_leader():
+        if not request.app[NODE].is_leader():
             return await forward(request)
         try:
             return await handler(request)

@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .appkeys import NODE
 from .errors import ApiError
 
 CLIENT_ID_HEADER = "Client-Id"
@@ -113,7 +114,7 @@ async def fingerprint(request: web.Request) -> bytes:
 
 async def propose(request: web.Request, service: str, op: str, args: dict[str, Any]) -> Any:
     """Propose one command under the request's scoped id and fingerprint."""
-    node = request.app["node"]
+    node = request.app[NODE]
     return await node.propose(service, op, args, request_id(request),
                               fingerprint=await fingerprint(request))
 
@@ -123,4 +124,4 @@ def known(request: web.Request) -> bool:
     result (or 422 mismatch) the log will answer, so no precondition check may refuse it."""
     if not client_supplied(request):
         return False
-    return request_id(request) in request.app["node"].registry.dedupe
+    return request_id(request) in request.app[NODE].registry.dedupe

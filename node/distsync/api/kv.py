@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .appkeys import NODE
 from .errors import ApiError
 from .forward import leader_only
 from .idempotency import propose
@@ -39,7 +40,7 @@ def _result(res: Any) -> web.Response:
 async def put(request: web.Request) -> web.StreamResponse:
     key = check_key(request.match_info["key"])
     body = await parse_body(request, KVPut)
-    limit = request.app["node"].cfg.max_value_bytes
+    limit = request.app[NODE].cfg.max_value_bytes
     size = check_value_size(body.value, limit)
     check_value_size(body.expect_value, limit, "expect_value")
     # `sz`: the value's size, for the space quota's weighing (services/kv.py).
@@ -71,7 +72,7 @@ async def delete(request: web.Request) -> web.StreamResponse:
 
 async def _read(request: web.Request) -> web.StreamResponse:
     key = check_key(request.match_info["key"])
-    node = request.app["node"]
+    node = request.app[NODE]
     if _consistency(request) == "linearizable":
         await node.read_barrier()
     got = node.kv.get(key)
@@ -111,7 +112,7 @@ async def _list(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "invalid_query", "limit must be an integer") from None
     if not 1 <= limit <= 10_000:
         raise ApiError(400, "invalid_query", "limit must be between 1 and 10000")
-    node = request.app["node"]
+    node = request.app[NODE]
     if _consistency(request) == "linearizable":
         await node.read_barrier()
     # No await from here on: the page and its revision are one state of the applied log.

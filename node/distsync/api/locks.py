@@ -23,6 +23,7 @@ from pydantic import Field
 from ..raft.core import NotLeader
 from ..services.base import CommandError
 from ..services.locks import MAX_TTL_MS, MAX_WAIT_MS, MIN_TTL_MS, LockService, NotReady
+from .appkeys import NODE
 from .errors import ApiError
 from .forward import leader_only
 from .idempotency import propose, raw_request_id
@@ -58,7 +59,7 @@ class LockRelease(_Strict):
 
 
 def _svc(request: web.Request) -> LockService:
-    return request.app["node"].service("locks")
+    return request.app[NODE].service("locks")
 
 
 def _result(res: Any) -> web.Response:
@@ -95,7 +96,7 @@ def _consistency(request: web.Request) -> str:
 
 async def _barrier(request: web.Request) -> None:
     if _consistency(request) == "linearizable":
-        node = request.app["node"]
+        node = request.app[NODE]
         if not node.is_leader():
             raise NotLeader(node.leader_id)
         await node.read_barrier()
@@ -109,7 +110,7 @@ def _wait_answer(state: dict[str, Any] | None, wait_id: int) -> dict[str, Any]:
 
 async def _poll(request: web.Request, wait_id: int, deadline_ms: int,
                 started: float) -> dict[str, Any]:
-    node, svc = request.app["node"], _svc(request)
+    node, svc = request.app[NODE], _svc(request)
     state = await await_resolved(node, lambda: svc.wait_state(wait_id),
                                  window_until(node, deadline_ms, started))
     return _wait_answer(state, wait_id)
@@ -117,7 +118,7 @@ async def _poll(request: web.Request, wait_id: int, deadline_ms: int,
 
 def _observe_acquire(request: web.Request, res: Any, t0: float) -> None:
     if isinstance(res, dict) and res.get("granted"):
-        node = request.app["node"]
+        node = request.app[NODE]
         node.metrics.locks_acquire_latency.observe(node.clock.monotonic() - t0)
 
 
@@ -142,7 +143,7 @@ async def keepalive(request: web.Request) -> web.StreamResponse:
     after a ReadIndex round, so a deposed leader cannot renew anything."""
     sid = _session_id(request)
     raw_request_id(request)  # validated for uniformity; a keepalive is idempotent anyway
-    node = request.app["node"]
+    node = request.app[NODE]
     await node.read_barrier()
     if not node.is_leader():
         raise NotLeader(node.leader_id)
@@ -160,7 +161,7 @@ async def list_sessions(request: web.Request) -> web.StreamResponse:
     """Open sessions with their locks and the leader's view of each lease (what an operator
     checks first when a lock is stuck: is its holder still keeping its session alive?)."""
     after, limit = request.query.get("after", ""), _limit(request)
-    node = request.app["node"]
+    node = request.app[NODE]
     await node.read_barrier()
     svc = _svc(request)
     sessions, nxt = svc.list_sessions(after, limit)
@@ -175,7 +176,7 @@ async def list_sessions(request: web.Request) -> web.StreamResponse:
 @leader_only
 async def get_session(request: web.Request) -> web.StreamResponse:
     sid = _session_id(request)
-    node = request.app["node"]
+    node = request.app[NODE]
     await node.read_barrier()
     svc = _svc(request)
     info = svc.session_info(sid)
@@ -253,7 +254,7 @@ routes.get("/v1/locks/{name}")(_read_route(_get_lock))
 async def acquire(request: web.Request) -> web.StreamResponse:
     name = _lock_name(request)
     body = await parse_body(request, LockAcquire)
-    node = request.app["node"]
+    node = request.app[NODE]
     t0 = node.clock.monotonic()
     args = {
         "session": body.session, "lock": name, "mode": body.mode, "wait_ms": body.wait_ms,

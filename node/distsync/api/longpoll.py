@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from ..raft.core import NotLeader
+from .appkeys import NODE
 from .errors import ApiError
 
 LONG_POLL_S = 4.0  # under the client's default per-attempt timeout (6 s) and forwarding's
@@ -92,7 +93,7 @@ async def continue_wait(request: web.Request, svc: Any, field: str, name: str,
     if state is not None and state[field] != name:
         state = None
     deadline = state["deadline_ms"] if state is not None and state.get("waiting") else 0
-    node = request.app["node"]
+    node = request.app[NODE]
     res = answer(await await_resolved(node, lambda: svc.wait_state(wait_id),
                                       window_until(node, deadline, node.clock.monotonic())),
                  wait_id)

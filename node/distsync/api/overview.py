@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from .appkeys import FORWARD_SESSION, NODE
 from .auth import TOKEN_AUTH
 from .jsonio import json_response
 
@@ -49,10 +50,10 @@ async def _get(session: aiohttp.ClientSession, url: str, headers: dict[str, str]
 
 
 async def _one(request: web.Request, member: dict[str, Any]) -> dict[str, Any]:
-    node = request.app["node"]
+    node = request.app[NODE]
     scheme = "https" if node.ssl_client else "http"
     headers = {h: request.headers[h] for h in ("Authorization",) if h in request.headers}
-    session: aiohttp.ClientSession = request.app["forward_session"]
+    session: aiohttp.ClientSession = request.app[FORWARD_SESSION]
     base = f"{scheme}://{member['addr']}"
     out: dict[str, Any] = {"id": member["id"], "addr": member["addr"],
                            "voter": member["voter"]}
@@ -74,7 +75,7 @@ async def _one(request: web.Request, member: dict[str, Any]) -> dict[str, Any]:
 @routes.get("/v1/cluster/nodes")
 async def nodes(request: web.Request) -> web.StreamResponse:
     """Each member's own view, asked in parallel; this node's membership decides who."""
-    st = request.app["node"].status()
+    st = request.app[NODE].status()
     got = await asyncio.gather(*(_one(request, m) for m in st["members"]))
     return json_response({"via": st["id"], "leader": st["leader"], "term": st["term"],
                           "now_ms": int(time.time() * 1000), "nodes": list(got)})

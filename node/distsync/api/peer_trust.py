@@ -29,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .appkeys import NODE
 from .http_server import REFUSALS
 
 FORWARDED_HEADER = "X-Distsync-Forwarded-By"
@@ -62,7 +63,7 @@ async def peer_trust_middleware(request: web.Request, handler: Any) -> web.Strea
 
 
 async def _from_peer(request: web.Request) -> bool:
-    node = request.app["node"]
+    node = request.app[NODE]
     if node.peer_auth is not None:
         return bool(await node.peer_auth.verify_http(request))
     remote = request.remote

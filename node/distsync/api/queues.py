@@ -26,6 +26,7 @@ from ..services.queue_model import (
     OPTION_LIMITS,
 )
 from . import idempotency
+from .appkeys import NODE
 from .errors import ApiError
 from .forward import forward, leader_only
 from .idempotency import fingerprint, raw_request_id, request_id
@@ -139,7 +140,7 @@ class NackBody(_Receipts):
 def now_ms(request: web.Request) -> int:
     """The leader's wall clock, read through the node's Clock (seams.py) like every other
     time the node proposes, so that a simulated node's commands carry its simulated time."""
-    return request.app["node"].clock.wall_ms()
+    return request.app[NODE].clock.wall_ms()
 
 
 def check_queue(name: str) -> str:
@@ -165,7 +166,7 @@ def _result(res: Any) -> web.Response:
 
 
 def _svc(request: web.Request) -> Any:
-    return request.app["node"].service("queues")
+    return request.app[NODE].service("queues")
 
 
 async def _propose(request: web.Request, op: str, args: dict[str, Any]) -> Any:
@@ -183,7 +184,7 @@ async def _refuse(request: web.Request, check: Callable[[], ApiError | None]) ->
     took effect gets that ack's answer, not 404 `unknown_receipt`) or with 422 mismatch."""
     if check() is None:
         return
-    node = request.app["node"]
+    node = request.app[NODE]
     await node.read_barrier()
     if idempotency.known(request):
         return
@@ -264,7 +265,7 @@ def _reader(handler: Any) -> Any:
     """Linearizable by default (ReadIndex on the leader); `?consistency=stale` answers from
     this node's state at once."""
     async def linearizable(request: web.Request) -> web.StreamResponse:
-        await request.app["node"].read_barrier()
+        await request.app[NODE].read_barrier()
         return await handler(request)
 
     on_leader = leader_only(linearizable)
@@ -362,7 +363,7 @@ async def dequeue(request: web.Request) -> web.StreamResponse:
     for one to arrive. A retry with the same Request-Id returns the same messages."""
     name = check_queue(request.match_info["q"])
     body = await parse_body(request, DequeueBody)
-    node = request.app["node"]
+    node = request.app[NODE]
     if not node.is_leader():
         return await _forward(request, body.wait_ms)
     try:
@@ -372,7 +373,7 @@ async def dequeue(request: web.Request) -> web.StreamResponse:
 
 
 async def _dequeue_here(request: web.Request, name: str, body: DequeueBody) -> web.Response:
-    node = request.app["node"]
+    node = request.app[NODE]
     svc = _svc(request)
     cid, rid, fp = body.consumer, request_id(request), await fingerprint(request)
     deadline = node.clock.monotonic() + body.wait_ms / 1000
@@ -468,5 +469,5 @@ async def leave(request: web.Request) -> web.StreamResponse:
 async def _forward(request: web.Request, wait_ms: int) -> web.StreamResponse:
     """forward.forward with a timeout that covers the long poll."""
     raw_request_id(request)  # the retry on the leader must carry the same id
-    node = request.app["node"]
+    node = request.app[NODE]
     return await forward(request, timeout=wait_ms / 1000 + node.cfg.request_timeout + 1)

@@ -15,6 +15,7 @@ from aiohttp import web
 from pydantic import Field
 
 from ..services.semaphores import MAX_PERMITS, MAX_WAIT_MS, SemaphoreService
+from .appkeys import NODE
 from .errors import ApiError
 from .forward import leader_only
 from .idempotency import propose
@@ -41,7 +42,7 @@ class SemaphoreRelease(_Strict):
 
 
 def _svc(request: web.Request) -> SemaphoreService:
-    return request.app["node"].service("semaphores")
+    return request.app[NODE].service("semaphores")
 
 
 def _name(request: web.Request) -> str:
@@ -57,7 +58,7 @@ def _wait_answer(state: dict[str, Any] | None, wait_id: int) -> dict[str, Any]:
 
 async def _poll(request: web.Request, wait_id: int, deadline_ms: int,
                 started: float) -> dict[str, Any]:
-    node, svc = request.app["node"], _svc(request)
+    node, svc = request.app[NODE], _svc(request)
     state = await await_resolved(node, lambda: svc.wait_state(wait_id),
                                  window_until(node, deadline_ms, started))
     return _wait_answer(state, wait_id)
@@ -92,7 +93,7 @@ async def acquire(request: web.Request) -> web.StreamResponse:
     if body.count > body.permits:
         raise ApiError(400, "invalid_request", f"count ({body.count}) must be at most permits "
                                             f"({body.permits})")
-    node = request.app["node"]
+    node = request.app[NODE]
     t0 = node.clock.monotonic()
     args = {"session": body.session, "semaphore": name, "permits": body.permits,
             "count": body.count, "wait_ms": body.wait_ms,

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from ..services.kv_history import Compacted
 from ..watch import Watcher, WatchLimit
+from .appkeys import FORWARD_SESSION, NODE, WATCH
 from .errors import ApiError
 from .idempotency import ANON_SCOPE, scope_of
 from .jsonio import dumps, json_response
@@ -66,7 +67,7 @@ async def _read_barrier(request: web.Request) -> None:
     """A ReadIndex: on the leader itself; on a follower, asked of the leader (it confirms its
     leadership with a quorum and answers its applied index), then applied here (etcd's
     follower ReadIndex)."""
-    node = request.app["node"]
+    node = request.app[NODE]
     if node.is_leader():
         await node.read_barrier()
         return
@@ -75,7 +76,7 @@ async def _read_barrier(request: web.Request) -> None:
     if addr is None:
         raise ApiError(503, "no_leader", "no leader is known right now; retry shortly")
     headers = node.peer_auth.request_headers(leader) if node.peer_auth is not None else {}
-    session = request.app["forward_session"]
+    session = request.app[FORWARD_SESSION]
     url = f"{'https' if node.ssl_client else 'http'}://{addr}{READ_INDEX_PATH}"
     try:
         async with session.get(url, headers=headers) as r:
@@ -95,7 +96,7 @@ async def _read_barrier(request: web.Request) -> None:
 @routes.get(READ_INDEX_PATH)
 async def read_index(request: web.Request) -> web.StreamResponse:
     """A follower's linearizable watch start: the leader's applied index after a ReadIndex."""
-    node = request.app["node"]
+    node = request.app[NODE]
     if not node.is_leader():
         raise ApiError(503, "not_leader", "this node is not the leader")
     await node.read_barrier()
@@ -121,12 +122,12 @@ async def watch(request: web.Request) -> web.StreamResponse:
     progress lines while nothing matches; 410 `compacted` before any stream starts."""
     p = _params(request)
     client = watch_client(request)  # (a malformed Client-Id is a 400 before anything)
-    hub = request.app["watch"]
+    hub = request.app[WATCH]
     if hub is None:
         raise ApiError(503, "watch_unavailable", "this node serves no watches")
     if hub.closing:
         raise ApiError(503, "unavailable", "this node is stopping; watch through another node")
-    node = request.app["node"]
+    node = request.app[NODE]
     if p["linearizable"]:
         await _read_barrier(request)  # everything committed before now is applied here
 

@@ -47,6 +47,7 @@ import msgpack
 from aiohttp import web
 
 from ..api.app import create_app
+from ..api.appkeys import FORWARD_SESSION
 from ..api.forward import LEADER_HEADER
 from ..cache.backend import MemoryBackend
 from ..cache.service import CacheService
@@ -406,7 +407,7 @@ class Simulation:
         # The API app as server.py mounts it, minus its startup (which opens a real
         # ClientSession to forward with, and starts the cache service built above).
         app = proc.run(create_app, node, sn.cache, build_watches(node))
-        app["forward_session"] = self.http.session(nid, self.peers[nid].rsplit(":", 1)[0],
+        app[FORWARD_SESSION] = self.http.session(nid, self.peers[nid].rsplit(":", 1)[0],
                                                    cfg.request_timeout + 1)
         sn.app = app
         self.trace(f"{nid}: started (incarnation {sn.incarnation}, disk last index "

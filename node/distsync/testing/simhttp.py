@@ -12,7 +12,7 @@ what aiohttp's server calls for each parsed request), inside the serving node's 
 (simproc.py), so a crash or a pause reaches the handler wherever it waits.
 
 A follower's handler forwards leader-only requests with the session it finds in
-`app["forward_session"]` (api/forward.py). `InProcessSession` stands in for that aiohttp
+`app[FORWARD_SESSION]` (api/forward.py). `InProcessSession` stands in for that aiohttp
 `ClientSession`: the hop goes over the simulated network (its delays; a drop costs a TCP
 retransmission, a cut link a timeout, a dead leader a broken connection) to the leader's
 application, the same path a client's request takes.
