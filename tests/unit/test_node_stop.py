@@ -11,11 +11,11 @@ cache's lease confirmation, a ReadIndex round, started while its node stopped.""
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
 from distsync.api.app import serve
+from distsync.local import free_ports
 from distsync.node import NodeConfig, Unavailable
 from distsync.server import build_server
 
@@ -23,23 +23,12 @@ from distsync.server import build_server
 HANG_S = 20.0
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def _single_node(tmp_path):  # noqa: ANN202
-    addr = f"127.0.0.1:{_port()}"
+    addr = f"127.0.0.1:{free_ports(1)[0]}"
     nd, app = build_server(NodeConfig(node_id="n1", listen=addr, peers={"n1": addr},
                                       data_dir=str(tmp_path / "n1")))
     runner = await serve(nd, app)
-    for _ in range(400):
-        if nd.is_leader():
-            break
-        await asyncio.sleep(0.025)
-    else:
-        raise AssertionError("the single node never became leader")
+    assert await nd.wait_until(nd.is_leader, HANG_S), "the single node never became leader"
     await nd.propose("kv", "put", {"key": "a", "value": 1}, "rid-a", HANG_S)
     return nd, runner
 
