@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
-# tests/unit holds sim_background.py, which the xdist controller drives (below).
+# tests/unit on sys.path: its helpers import by name (`raftsim`, `sim_background`, which
+# the xdist controller drives below) under any import mode.
 _UNIT = str(Path(__file__).resolve().parent / "unit")
 if _UNIT not in sys.path:
     sys.path.insert(0, _UNIT)
+
+import sim_background  # noqa: E402 - from _UNIT
 
 # Test modules import this as `needs_tools` (see tests/integration/conftest.py for why not
 # `conftest`).
@@ -57,8 +60,6 @@ _ONE_UNIT_PACKAGES = ("tests/envtest/",)
 
 def work_unit(nodeid: str) -> str:
     """The unit of work a test belongs to: tests of one unit run on one worker, in order."""
-    import sim_background
-
     if nodeid.startswith(sim_background.TAKES_BACKGROUND_SEEDS):
         return nodeid
     for pkg in _ONE_UNIT_PACKAGES:
@@ -89,20 +90,14 @@ def pytest_xdist_make_scheduler(config, log):  # noqa: ANN001, ANN201 - xdist's 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node) -> None:  # noqa: ANN001 - xdist's WorkerController
-    import sim_background
-
     node.workerinput["distsync_sim_dir"] = str(sim_background.directory())
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_node_collection_finished(node, ids: list[str]) -> None:  # noqa: ANN001
-    import sim_background
-
     if any(i.startswith(sim_background.SEEDS_TEST) for i in ids):
         sim_background.start(sim_background.ci_seeds())
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:  # noqa: ANN001
-    import sim_background
-
     sim_background.stop()

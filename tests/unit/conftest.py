@@ -1,16 +1,10 @@
-"""Makes the paper tests' step harness (tests/unit/raftsim.py) importable as `raftsim` under any pytest
-import mode."""
+"""Orders the tests that read the simulation's background seeds last, and starts the seeds.
+(tests/conftest.py puts this directory on sys.path, so that the paper tests' step harness
+imports as `raftsim` and this module's helper as `sim_background` under any import mode.)"""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-import sim_background  # noqa: E402 - from _HERE
+import sim_background
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:  # noqa: ANN001

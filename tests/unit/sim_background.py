@@ -54,7 +54,6 @@ class BackgroundSeeds:
     """One process running `seeds`, its lines going to `<dir>/seeds-<lo>-<hi>.jsonl`."""
 
     def __init__(self, seeds: range, directory: Path) -> None:
-        self.seeds = seeds
         stem = directory / f"seeds-{seeds.start}-{seeds.stop}"
         self.out, self.done = stem.with_suffix(".jsonl"), stem.with_suffix(".done")
         cmd = [sys.executable, "-m", "distsync.testing.sim", "--jsonl",
@@ -87,7 +86,6 @@ class Reader:
         self.done = out.with_suffix(".done")
         self.results: dict[int, dict[str, Any]] = {}
         self._pos = 0
-        self._lock = threading.Lock()
 
     def _read_more(self) -> None:
         with open(self.out, "rb") as f:
@@ -105,14 +103,13 @@ class Reader:
     def result(self, seed: int) -> dict[str, Any] | None:
         """Seed's outcome, waiting for it; None if the process ended without it (it died or
         was stopped: the caller runs the seed itself)."""
-        with self._lock:
-            while seed not in self.results:
-                ended = self.done.exists()  # looked at before the last read, so none is lost
-                self._read_more()
-                if seed in self.results or ended:
-                    break
-                time.sleep(_POLL_S)
-            return self.results.get(seed)
+        while seed not in self.results:
+            ended = self.done.exists()  # looked at before the last read, so none is lost
+            self._read_more()
+            if seed in self.results or ended:
+                break
+            time.sleep(_POLL_S)
+        return self.results.get(seed)
 
 
 _DIR: Path | None = None
