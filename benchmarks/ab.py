@@ -11,7 +11,8 @@ the medians show a 5 % change. Not a test; see benchmarks/README.md, "A/B".
 
 A build is the working tree's code plus `--a-env`/`--b-env` (variables for its node
 processes), or another checkout's `node/` directory (`--a-tree`, `--b-tree`: a git worktree
-of the commit to compare), put first on the nodes' PYTHONPATH.
+of the commit to compare), put first on the nodes' PYTHONPATH, run on this interpreter or on
+`--a-python`/`--b-python` (one that imports distsync; see interp.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [p for p in (str(HERE), str(HERE.parent)) if p not in sys.path]
 
 from benchmarks.harness import closed_loop, render  # noqa: E402
+from benchmarks.interp import describe_python  # noqa: E402
 from benchmarks.systems.distsync import Distsync  # noqa: E402
 
 WORKLOADS = ("put", "get", "lock")
@@ -57,12 +59,13 @@ def build_env(env: dict[str, str], tree: Path | None) -> dict[str, str]:
     return out
 
 
-async def start(env: dict[str, str], nodes: int) -> Distsync:
-    """A cluster whose processes see `env`: LocalCluster copies os.environ at spawn."""
+async def start(env: dict[str, str], nodes: int, python: Path | None = None) -> Distsync:
+    """A cluster whose processes see `env` (LocalCluster copies os.environ at spawn) and
+    run on `python`."""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        d = Distsync(nodes)
+        d = Distsync(nodes, python=python)
         await d.start()
     finally:
         for k, v in saved.items():
@@ -80,7 +83,7 @@ async def run(a: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
     phases: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
     try:
         for tag, env in builds.items():
-            clusters[tag] = await start(env, a.nodes)
+            clusters[tag] = await start(env, a.nodes, getattr(a, f"{tag.lower()}_python"))
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
             for d in clusters.values():
                 await d.prepare(a.workload, s, a.concurrency)
@@ -130,6 +133,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--b-env", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--a-tree", type=Path, help="a distsync checkout whose node/ A runs")
     p.add_argument("--b-tree", type=Path, help="a distsync checkout whose node/ B runs")
+    p.add_argument("--a-python", type=Path, metavar="PATH",
+                   help="the interpreter A's nodes run on (default: this one)")
+    p.add_argument("--b-python", type=Path, metavar="PATH",
+                   help="the interpreter B's nodes run on (default: this one)")
     p.add_argument("--workload", choices=WORKLOADS, default="put")
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--rounds", type=int, default=8, help="phases per build (8)")
@@ -139,8 +146,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if a.rounds < 1 or a.phase <= 0:
         p.error("--rounds must be at least 1 and --phase positive")
-    if not (a.a_env or a.b_env or a.a_tree or a.b_tree):
-        p.error("A and B are the same build: give --a-env/--b-env or --a-tree/--b-tree")
+    if not (a.a_env or a.b_env or a.a_tree or a.b_tree or a.a_python or a.b_python):
+        p.error("A and B are the same build: give --a-env/--b-env, --a-tree/--b-tree or "
+                "--a-python/--b-python")
+    for side in ("a", "b"):
+        py = getattr(a, f"{side}_python")
+        if py is not None:
+            describe_python(py)  # refuses, with the reason, one that cannot run a node
     return a
 
 
@@ -149,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     phases = asyncio.run(run(a))
     unit = "pairs/s" if a.workload == "lock" else "ops/s"
     print(f"{a.workload} c={a.concurrency}, {a.rounds} phases of {a.phase:g} s per build, "
-          f"in turn\nA: {' '.join(a.a_env) or '-'} {a.a_tree or ''}\n"
-          f"B: {' '.join(a.b_env) or '-'} {a.b_tree or ''}")
+          f"in turn\nA: {' '.join(a.a_env) or '-'} {a.a_tree or ''} {a.a_python or ''}\n"
+          f"B: {' '.join(a.b_env) or '-'} {a.b_tree or ''} {a.b_python or ''}")
     print(render(table(phases, unit)))
     return 0
 

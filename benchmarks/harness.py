@@ -46,6 +46,8 @@ from raft_bench import (  # noqa: E402
     probe_fsync,
 )
 
+from benchmarks.interp import python_summary  # noqa: E402
+
 # A step of the closed loop: (worker, i) -> units of work done (messages), None meaning 1.
 Step = Callable[[int, int], Awaitable[int | None]]
 
@@ -258,7 +260,10 @@ def describe_machine(data_dir: Path) -> dict[str, Any]:
 
 
 def machine_summary(m: dict[str, Any]) -> str:
-    return machine_text(m) + f"\nLoad:     {m.get('loadavg_at_start')} (1/5/15 min) at start"
+    text = machine_text(m) + f"\nLoad:     {m.get('loadavg_at_start')} (1/5/15 min) at start"
+    if m.get("node_python"):
+        text += f"\nNodes on: {python_summary(m['node_python'], Path(__file__).resolve().parents[1])}"
+    return text
 
 
 # ------------------------------------------------------------------------------- tables

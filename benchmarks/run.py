@@ -47,6 +47,7 @@ from benchmarks.harness import (  # noqa: E402
     rounds_rows,
     rss_of,
 )
+from benchmarks.interp import describe_python  # noqa: E402
 from benchmarks.peers import PEERS, make_peer, setup_peers  # noqa: E402
 from benchmarks.report import (  # noqa: E402
     FAILOVER_NOTE,
@@ -140,7 +141,8 @@ async def start_all(b: Bench) -> None:
     if b.wanted("distsync"):
         redis = b.systems.get("redis")
         url = redis.url if redis is not None and "redis" not in b.down else None
-        await start_system(b, "distsync", Distsync(a.nodes, b.work / "distsync", url))
+        await start_system(b, "distsync", Distsync(a.nodes, b.work / "distsync", url,
+                                                   python=a.node_python))
     for n in peers:
         if n not in b.down:
             try:
@@ -427,7 +429,7 @@ async def scaling_section(b: Bench) -> None:
     for n in b.args.scaling_nodes:
         if n == b.args.nodes and results:
             continue
-        ds = Distsync(n, b.work / f"distsync-{n}")
+        ds = Distsync(n, b.work / f"distsync-{n}", python=b.args.node_python)
         b.systems[f"distsync-{n}"] = ds
         try:
             b.say(f"  scaling: starting {n} nodes ...")
@@ -452,6 +454,8 @@ async def scaling_section(b: Bench) -> None:
 async def run(b: Bench) -> None:
     a = b.args
     b.report["machine"] = describe_machine(b.work)
+    if b.wanted("distsync"):
+        b.report["machine"]["node_python"] = describe_python(a.node_python or sys.executable)
     b.say(machine_summary(b.report["machine"]))
     await start_all(b)
     conn = aiohttp.TCPConnector(limit=0)
@@ -502,6 +506,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, help="unmeasured seconds first (2; quick 0.4)")
     p.add_argument("--failover-reps", type=int, help="kills per system (5; quick 3)")
     p.add_argument("--scaling-nodes", default="3,5,7")
+    p.add_argument("--node-python", type=Path, metavar="PATH",
+                   help="the interpreter distsync's nodes run on (default: this one); it "
+                        "must import distsync (benchmarks/README.md, 'The interpreter')")
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--no-write", action="store_true", help="print only; write no files")
     p.add_argument("--no-setup", action="store_true",

@@ -49,7 +49,8 @@ class Distsync(WorkloadTable):
     NO_WORKLOAD = "distsync has no {workload!r} workload here"
 
     def __init__(self, nodes: int = 3, data_dir: Path | None = None,
-                 redis_url: str | None = None, extra_args: list[str] | None = None):
+                 redis_url: str | None = None, extra_args: list[str] | None = None,
+                 python: str | Path | None = None):
         self.nodes = nodes
         self.durability = ("fsync on a majority: one fdatasync of the segmented log per batch on every node, "
                            "acknowledged once fsynced on leader + 1 follower and applied")
@@ -58,7 +59,7 @@ class Distsync(WorkloadTable):
         extra += extra_args or []
         # A long cache lease, so a hit stays a hit for the whole phase (as in cache_bench).
         self.lc = LocalCluster(nodes, data_dir=data_dir or self._tmp, extra_args=extra,
-                               env={"DISTSYNC_CACHE_LEASE_MS": "60000"})
+                               env={"DISTSYNC_CACHE_LEASE_MS": "60000"}, python=python)
         self.base = ""  # leader URL, set by prepare()
         self.read_keys: list[str] = []
         self.sessions: dict[int, str] = {}

@@ -105,14 +105,19 @@ class LocalCluster:
     """`extra_args` and `env` go to every node, `node_env[id]` to one (e.g. its own TLS
     certificate). With security on, the harness itself needs credentials for the status and
     readiness calls it makes: `token` (sent as a bearer token; read role suffices) and `ca`
-    (a CA file: talk HTTPS and verify the nodes against it)."""
+    (a CA file: talk HTTPS and verify the nodes against it). `python`: the interpreter the
+    nodes run on (default: this one); it must be able to import distsync. Why: how fast a
+    node is depends on how its CPython was built (benchmarks/README.md, "The interpreter"),
+    and a benchmark should be able to run the nodes on the kind of build that ships."""
 
     def __init__(
         self, n: int = 3, base_port: int = 0, data_dir: str | os.PathLike | None = None,
         extra_args: list[str] | None = None, tick_ms: int = 50,
         env: dict[str, str] | None = None, node_env: dict[str, dict[str, str]] | None = None,
         token: str | None = None, ca: str | os.PathLike | None = None,
+        python: str | os.PathLike | None = None,
     ):
+        self.python = str(python) if python else sys.executable
         self._tmp = None if data_dir else tempfile.mkdtemp(prefix="distsync-")
         self.keep_data = False  # set on failure: the logs stay for the user to read
         self.data_dir = Path(data_dir or self._tmp or ".")
@@ -161,7 +166,7 @@ class LocalCluster:
         # the user stands cannot shadow the installed package (a namespace package import).
         cmd = [
             *self._command_prefix(node_id),
-            sys.executable, "-P", "-m", "distsync.cli", "node", "--id", nd.node_id,
+            self.python, "-P", "-m", "distsync.cli", "node", "--id", nd.node_id,
             "--listen", nd.addr, "--peers", peers, "--data-dir", str(nd.data_dir),
             "--tick-ms", str(self.tick_ms), *self.extra_args,
         ]
