@@ -70,10 +70,14 @@ def setup_peers(b: Any, names: list[str], needs_redis: bool) -> None:
             b.down[n] = f"{why} (setup_peers.py exited {proc.returncode})"
 
 
-def make_peer(name: str, nodes: int, work: Path) -> Any:
+def make_peer(name: str, nodes: int, work: Path, python: str | None = None) -> Any:
+    """`python`: the interpreter of distsync's nodes, for a peer that runs Python of ours
+    (the relay floor) and takes one."""
     cls = _peer_class(importlib.import_module(PEERS[name]), name)
     params = inspect.signature(cls).parameters
     kw: dict[str, Any] = {}
+    if "python" in params and python:
+        kw["python"] = python
     if "nodes" in params:
         kw["nodes"] = nodes
     if "data_dir" in params:

@@ -146,7 +146,8 @@ async def start_all(b: Bench) -> None:
     for n in peers:
         if n not in b.down:
             try:
-                peer = make_peer(n, a.nodes, b.work)
+                peer = make_peer(n, a.nodes, b.work,
+                                 str(a.node_python) if a.node_python else None)
             except Exception as e:  # noqa: BLE001
                 b.down[n] = f"adapter failed: {describe(e)}"
                 continue

@@ -65,3 +65,13 @@ def test_local_cluster_runs_its_nodes_on_the_interpreter_it_is_given(tmp_path: P
         pid = lc.nodes["n1"].proc.pid
         assert marks.read_text().split() == [str(pid)]  # exec kept the pid
     assert LocalCluster(1, data_dir=tmp_path / "d2").python == sys.executable
+
+
+def test_the_floor_runs_on_the_nodes_interpreter_and_other_peers_ignore_it(
+        tmp_path: Path) -> None:
+    from benchmarks.peers import make_peer
+
+    assert make_peer("floor", 3, tmp_path, "/opt/py/bin/python").python == "/opt/py/bin/python"
+    assert make_peer("floor", 3, tmp_path).python == sys.executable
+    etcd = make_peer("etcd", 3, tmp_path, "/opt/py/bin/python")  # a Go binary: not its concern
+    assert not hasattr(etcd, "python")

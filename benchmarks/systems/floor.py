@@ -44,12 +44,19 @@ class Floor(ProcessPeer):
     UNSUPPORTED = {"get": "the floor keeps no state to read"}
     NO_WORKLOAD = "the floor has no workload {workload!r}"
 
+    def __init__(self, nodes: int = 3, data_dir: str | None = None,
+                 python: str | None = None) -> None:
+        """`python`: the interpreter the floor's processes run on; run.py gives it the one
+        distsync's nodes run on, so that the floor stays the floor of that stack."""
+        super().__init__(nodes, data_dir)
+        self.python = python or sys.executable
+
     def _argv(self, node: str, procs: ProcessSet) -> list[str]:
         index = int(node.rsplit("-", 1)[1])
         followers = [u.removeprefix("http://") for n, u in self._client_url.items()
                      if not n.endswith("-0")]
         return [
-            sys.executable, str(NODE_SCRIPT), "--index", str(index),
+            self.python, str(NODE_SCRIPT), "--index", str(index),
             "--http-port", self._client_url[node].rsplit(":", 1)[1],
             "--peers", ",".join(followers) if index == 0 else "",
             "--data-dir", str(procs.data_dir(node)),
