@@ -3,8 +3,8 @@
 Why it matters: the same code runs measurably faster or slower depending on how its CPython
 was built. On this project's machine, pyenv's 3.11 (configured `--enable-shared` without
 `--enable-optimizations`: the interpreter is a shared libpython, every call inside it goes
-through the PLT, and it has no profile-guided optimisation) costs about 12 % more server CPU
-per PUT at c=64 than Debian's /usr/bin/python3.11 (libpython linked into the executable,
+through the PLT, and it has no profile-guided optimisation) costs about a fifth more server
+CPU per PUT at c=64 than Debian's /usr/bin/python3.11 (libpython linked into the executable,
 built the way Debian builds it) on the same code (benchmarks/README.md, "The interpreter").
 The image the Dockerfile builds runs on `python:3.11-slim`, whose CPython is configured
 `--enable-optimizations --with-lto`. So a result says which kind it measured, and
