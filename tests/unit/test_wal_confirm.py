@@ -67,5 +67,8 @@ def test_a_busy_store_wakes_its_confirmer_at_most_once_per_quiet_period(
             time.sleep(CONFIRM_AFTER_S / 10)  # the pace of the stream of saves
         woke = s._wakes - before
         periods = (time.monotonic() - t0) / CONFIRM_AFTER_S
-        assert woke <= periods + 2, f"{woke} wake-ups in {periods:.0f} quiet periods"
+        # About one per period; the slack is for a loaded machine, where a late save lets
+        # the thread confirm and then wake again for the next save. Polling twice per
+        # period, as the thread used to, would be 2 * periods.
+        assert woke <= 1.5 * periods, f"{woke} wake-ups in {periods:.0f} quiet periods"
         wait_confirmed(s, i - 1)
