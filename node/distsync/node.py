@@ -209,8 +209,8 @@ class Node:
         self._note_recovery()
         self.transport = parts.transport(self)
         self._inbox: list[Message] = []
-        self._ops: list[Callable[[], None]] = []
-        self._op_futs: list[asyncio.Future] = []  # the callers of _ops, failed by stop()
+        # Operations for the loop to run, each with its caller's future (stop() fails those).
+        self._ops: list[tuple[Callable[[], None], asyncio.Future]] = []
         self._wake = _Wake()
         self._task: asyncio.Task | None = None
         self._waiters: dict[int, _Waiter] = {}
@@ -273,9 +273,9 @@ class Node:
         # taken it in, or swept its deadline, is gone, and the HTTP server's graceful
         # shutdown (after this) would wait out its 60 s timeout on every such handler.
         gone = Unavailable("node shutting down")
-        queued = [f for _, f, _ in self._props] + self._read_q + self._op_futs
+        queued = [f for _, f, _ in self._props] + self._read_q + [f for _, f in self._ops]
         queued += [f for _, _, f in self._deadlines]
-        self._props, self._read_q, self._ops, self._op_futs = [], [], [], []
+        self._props, self._read_q, self._ops = [], [], []
         self._deadlines.clear()
         for fut in queued:
             if not fut.done():
@@ -645,8 +645,7 @@ class Node:
                 if not fut.done():
                     fut.set_exception(e)
 
-        self._ops.append(guarded)
-        self._op_futs.append(fut)
+        self._ops.append((guarded, fut))
         self._wake.set()
 
     def _on_message(self, m: Message) -> None:
@@ -690,8 +689,8 @@ class Node:
         inbox, self._inbox = self._inbox, []
         for m in inbox:
             self.core.step(m)
-        ops, self._ops, self._op_futs = self._ops, [], []
-        for op in ops:
+        ops, self._ops = self._ops, []
+        for op, _ in ops:
             op()
         self._flush_proposals()
         self._flush_reads()
