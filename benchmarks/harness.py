@@ -262,7 +262,7 @@ def describe_machine(data_dir: Path) -> dict[str, Any]:
 def machine_summary(m: dict[str, Any]) -> str:
     text = machine_text(m) + f"\nLoad:     {m.get('loadavg_at_start')} (1/5/15 min) at start"
     if m.get("node_python"):
-        text += f"\nNodes on: {python_summary(m['node_python'], Path(__file__).resolve().parents[1])}"
+        text += f"\nNodes on: {python_summary(m['node_python'], BENCH_DIR.parent)}"
     return text
 
 

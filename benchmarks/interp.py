@@ -23,12 +23,12 @@ _PROBE = r"""
 import json, platform, sys, sysconfig
 with open("/proc/self/maps") as f:
     shared = "libpython" in f.read()
+configure = sysconfig.get_config_var("CONFIG_ARGS") or ""
 out = {"executable": sys.executable, "version": platform.python_version(),
        "implementation": platform.python_implementation(),
        "libpython_shared": shared,
-       "configure_optimizations": "--enable-optimizations" in (
-           sysconfig.get_config_var("CONFIG_ARGS") or ""),
-       "configure_lto": "--with-lto" in (sysconfig.get_config_var("CONFIG_ARGS") or "")}
+       "configure_optimizations": "--enable-optimizations" in configure,
+       "configure_lto": "--with-lto" in configure}
 try:
     import distsync
     out["distsync"] = str(distsync.__path__[0])
