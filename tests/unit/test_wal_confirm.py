@@ -11,15 +11,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from distsync.raft.types import Entry, HardState
+from test_wal_faults import SEG, ents  # tests/unit is on sys.path (tests/conftest.py)
+
+from distsync.raft.types import HardState
 from distsync.storage import Storage
 from distsync.storage.wal import CONFIRM_AFTER_S
-
-SEG = 64 << 10
-
-
-def ents(first: int, last: int, term: int = 1) -> list[Entry]:
-    return [Entry(i, term, data=b"x" * 100) for i in range(first, last + 1)]
 
 
 def switches(s: Storage) -> int:
