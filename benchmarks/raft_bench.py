@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import platform
@@ -123,6 +124,22 @@ def probe_fsync(directory: Path, n: int = 200, size: int = 4096) -> dict[str, fl
     }
 
 
+def idle_polling(sys_root: Path = Path("/sys")) -> dict[str, Any]:
+    """How this machine's idle CPUs wait: the cpuidle driver, and on a KVM guest whether it
+    polls before halting (`guest_halt_poll_ns`, 0 = halts at once). A request at c=1 wakes
+    an idle vCPU several times; on this project's 2-vCPU VM one run with polling on was
+    23-36 % faster at PUT c=1 for every system and the next one was not (benchmarks/
+    README.md, "Wake-ups on a VM"), so a result says which way it was measured."""
+    out: dict[str, Any] = {}
+    driver = sys_root / "devices/system/cpu/cpuidle/current_driver"
+    poll = sys_root / "module/haltpoll/parameters/guest_halt_poll_ns"
+    with contextlib.suppress(OSError, ValueError):
+        out["cpuidle_driver"] = driver.read_text().strip()
+    with contextlib.suppress(OSError, ValueError):
+        out["guest_halt_poll_ns"] = int(poll.read_text().strip())
+    return out
+
+
 def machine_info(data_dir: Path) -> dict[str, Any]:
     try:
         affinity = len(os.sched_getaffinity(0))
@@ -137,6 +154,7 @@ def machine_info(data_dir: Path) -> dict[str, Any]:
         "platform": platform.platform(),
         "data_dir": str(data_dir),
         "filesystem": _mount_of(data_dir),
+        "idle": idle_polling(),
         "fsync_note": (
             "real fsync: each node appends every Raft Ready batch to its segmented log with one "
             "fdatasync; nothing is acknowledged before a majority "
@@ -611,8 +629,22 @@ def machine_text(m: dict[str, Any]) -> str:
             f"fsync:    raw probe (append {fp['bytes']} B + fsync, n={fp['n']}): "
             f"p50 {fp['p50_ms']:.2f} ms, p99 {fp['p99_ms']:.2f} ms"
         )
+    idle = idle_text(m.get("idle") or {})
+    if idle:
+        lines.append(f"Idle:     {idle}")
     lines.append(f"Note:     {m['fsync_note']}")
     return "\n".join(lines)
+
+
+def idle_text(idle: dict[str, Any]) -> str:
+    parts = []
+    if idle.get("cpuidle_driver"):
+        parts.append(f"cpuidle {idle['cpuidle_driver']}")
+    ns = idle.get("guest_halt_poll_ns")
+    if ns is not None:
+        parts.append(f"guest halt polling {'off' if ns == 0 else 'on'} "
+                     f"(guest_halt_poll_ns={ns})")
+    return ", ".join(parts)
 
 
 def profile_text(prof: dict[str, Any], n_self: int = 10, n_incl: int = 15) -> str:

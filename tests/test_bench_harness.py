@@ -179,3 +179,28 @@ def test_run_py_end_to_end_on_a_real_cluster(tmp_path: Path) -> None:
     md = (tmp_path / "run.md").read_text()
     assert "## Replicated PUT" in md and "2 rounds of the phases above" in md
     assert "Replicated PUT" in proc.stdout
+
+
+def test_the_machine_header_says_how_idle_cpus_wait(tmp_path: Path) -> None:
+    """A KVM guest's halt polling moves every system's c=1 numbers, so the header states it;
+    a machine without the knobs gets no line rather than a guess."""
+    from benchmarks.raft_bench import idle_polling, idle_text, machine_info, machine_text
+
+    (tmp_path / "devices/system/cpu/cpuidle").mkdir(parents=True)
+    (tmp_path / "devices/system/cpu/cpuidle/current_driver").write_text("haltpoll\n")
+    (tmp_path / "module/haltpoll/parameters").mkdir(parents=True)
+    knob = tmp_path / "module/haltpoll/parameters/guest_halt_poll_ns"
+    knob.write_text("0\n")
+    assert idle_polling(tmp_path) == {"cpuidle_driver": "haltpoll", "guest_halt_poll_ns": 0}
+    assert idle_text(idle_polling(tmp_path)) == (
+        "cpuidle haltpoll, guest halt polling off (guest_halt_poll_ns=0)")
+    knob.write_text("200000\n")
+    assert "guest halt polling on (guest_halt_poll_ns=200000)" in idle_text(idle_polling(tmp_path))
+    assert idle_polling(tmp_path / "no-sysfs") == {}
+    assert idle_text({}) == ""
+
+    m = machine_info(tmp_path)  # this machine's own /sys
+    header = machine_text(m)
+    assert ("Idle:" in header) == bool(idle_text(m["idle"]))
+    if m["idle"]:
+        assert idle_text(m["idle"]) in header
