@@ -99,3 +99,24 @@ async def test_adapter_contract(make: Callable[..., Any], has_get: bool, tmp_pat
         await system.stop()
     assert pids and all(_gone(p) for p in pids)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.timeout(60)
+async def test_a_distsync_start_that_fails_leaves_no_process_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ab.py (and any script) calls start() before its try/finally: nodes that never
+    acknowledge a write must not outlive the exception. Here they are real processes that
+    never serve (an "interpreter" that sleeps)."""
+    from benchmarks.systems import distsync as dsmod
+
+    never_serves = tmp_path / "never-serves"
+    never_serves.write_text("#!/bin/sh\nexec sleep 600\n")
+    never_serves.chmod(0o755)
+    monkeypatch.setattr(dsmod, "READY_TIMEOUT_S", 1.0)
+    d = dsmod.Distsync(3, python=never_serves)
+    with pytest.raises(RuntimeError, match="no acknowledged write"):
+        await d.start()
+    pids = [nd.proc.pid for nd in d.lc.nodes.values() if nd.proc is not None]
+    assert len(pids) == 3
+    assert [p for p in pids if not _gone(p)] == []
+    await d.stop()  # run.py stops a system that failed to start too: still fine

@@ -70,21 +70,29 @@ class Distsync(WorkloadTable):
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> float:
+        """Start the nodes and return the seconds until the first acknowledged write. A
+        start that fails stops what it started: callers such as ab.py start a cluster
+        before the try/finally that would stop it."""
         t0 = time.perf_counter()
-        self.lc.start()
-        deadline = t0 + READY_TIMEOUT_S
-        async with aiohttp.ClientSession() as s:
-            while True:
-                try:
-                    await self.write_once(s, f"bench/{self._run}/ready")
-                    break
-                except Exception as e:  # noqa: BLE001 - not up yet
-                    if time.perf_counter() > deadline:
-                        raise RuntimeError(f"no acknowledged write in {READY_TIMEOUT_S:.0f} s "
-                                           f"({e!r}); {self._log_tail()}") from None
-                    await asyncio.sleep(0.05)
-        ready = time.perf_counter() - t0
-        await asyncio.to_thread(self.lc.wait_ready, READY_TIMEOUT_S)
+        try:
+            self.lc.start()
+            deadline = t0 + READY_TIMEOUT_S
+            async with aiohttp.ClientSession() as s:
+                while True:
+                    try:
+                        await self.write_once(s, f"bench/{self._run}/ready")
+                        break
+                    except Exception as e:  # noqa: BLE001 - not up yet
+                        if time.perf_counter() > deadline:
+                            raise RuntimeError(
+                                f"no acknowledged write in {READY_TIMEOUT_S:.0f} s ({e!r}); "
+                                f"{self._log_tail()}") from None
+                        await asyncio.sleep(0.05)
+            ready = time.perf_counter() - t0
+            await asyncio.to_thread(self.lc.wait_ready, READY_TIMEOUT_S)
+        except BaseException:
+            await asyncio.to_thread(self.lc.stop)
+            raise
         return ready
 
     def _log_tail(self) -> str:
