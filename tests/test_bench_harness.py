@@ -182,8 +182,8 @@ def test_run_py_end_to_end_on_a_real_cluster(tmp_path: Path) -> None:
 
 
 def test_the_machine_header_says_how_idle_cpus_wait(tmp_path: Path) -> None:
-    """A KVM guest's halt polling moves every system's c=1 numbers, so the header states it;
-    a machine without the knobs gets no line rather than a guess."""
+    """A KVM guest's halt polling can move every system's c=1 numbers, so the header states
+    it; a machine without the knobs gets no line rather than a guess."""
     from benchmarks.raft_bench import idle_polling, idle_text, machine_info, machine_text
 
     (tmp_path / "devices/system/cpu/cpuidle").mkdir(parents=True)

@@ -1,8 +1,9 @@
 """The peer adapters of the side-by-side benchmark (benchmarks/systems: etcd, PySyncObj) on
 real processes: one put, one get where the peer has a linearizable read, one lock cycle, a
 SIGKILLed leader followed by an acknowledged write, a restart, and a stop that leaves no
-process or data behind. Numbers are the benchmark's job; these only check the adapters keep
-the contract the harness relies on.
+process or data behind; and distsync's own adapter, whose failed start leaves no process.
+Numbers are the benchmark's job; these only check the adapters keep the contract the
+harness relies on.
 """
 
 from __future__ import annotations
