@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import statistics
 import sys
@@ -127,6 +128,52 @@ def table(phases: dict[str, list[dict[str, float]]], unit: str) -> list[list[str
     return rows
 
 
+def paired(a: list[float], b: list[float], coverage: float = 0.95) -> dict[str, float]:
+    """B/A round by round, and how sure that is. The two phases of a round ran back to back,
+    so each round's ratio compares the builds under the same mood of the host; the medians
+    of the table compare phases that ran minutes apart. The interval is the distribution-free
+    one for a median (order statistics of the ratios, coverage from the binomial): no
+    assumption about how this host's noise is shaped, and no random resampling."""
+    r = sorted(bi / ai for ai, bi in zip(a, b, strict=True) if ai > 0)
+    n = len(r)
+    if n == 0:
+        return {"n": 0}
+    def below(k: int) -> float:  # P(Binomial(n, 1/2) < k): the median is under r[k - 1]
+        return sum(math.comb(n, j) for j in range(k)) / 2**n
+
+    # The k-th smallest and k-th largest ratio bound the median with probability
+    # 1 - 2 * below(k): the narrowest such pair that still covers `coverage` (with few
+    # rounds, the widest pair, whatever it covers; the coverage is reported).
+    k = 1
+    while k + 1 <= (n + 1) // 2 and below(k + 1) <= (1 - coverage) / 2:
+        k += 1
+    return {"n": n, "median": statistics.median(r), "lo": r[k - 1], "hi": r[n - k],
+            "coverage": 1 - 2 * below(k)}
+
+
+def verdict(p: dict[str, float]) -> str:
+    if not p.get("n"):
+        return "no rounds"
+    if p["lo"] > 1:
+        return "B higher"
+    if p["hi"] < 1:
+        return "B lower"
+    return "no difference shown"
+
+
+def paired_lines(phases: dict[str, list[dict[str, float]]], unit: str) -> list[str]:
+    lines = ["Round by round, B/A (each round's two phases ran back to back): median "
+             "[interval for it]"]
+    for key, name in (("per_s", unit), ("p50_ms", "p50"), ("p99_ms", "p99"),
+                      ("cpu_us", "CPU/op")):
+        p = paired([x[key] for x in phases["A"]], [x[key] for x in phases["B"]])
+        if not p.get("n"):
+            continue
+        lines.append(f"  {name:8} {p['median']:.3f}x [{p['lo']:.3f}x .. {p['hi']:.3f}x] "
+                     f"({p['coverage'] * 100:.0f} % coverage, {p['n']} rounds): {verdict(p)}")
+    return lines
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--a-env", action="append", default=[], metavar="NAME=VALUE")
@@ -164,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
           f"in turn\nA: {' '.join(a.a_env) or '-'} {a.a_tree or ''} {a.a_python or ''}\n"
           f"B: {' '.join(a.b_env) or '-'} {a.b_tree or ''} {a.b_python or ''}")
     print(render(table(phases, unit)))
+    print("\n".join(paired_lines(phases, unit)))
     return 0
 
 
