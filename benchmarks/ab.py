@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import statistics
 import sys
@@ -31,7 +30,8 @@ import aiohttp
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [p for p in (str(HERE), str(HERE.parent)) if p not in sys.path]
 
-from benchmarks.harness import closed_loop, render  # noqa: E402
+from benchmarks.harness import closed_loop, median_interval, render  # noqa: E402
+from benchmarks.harness import verdict as harness_verdict  # noqa: E402
 from benchmarks.interp import describe_python  # noqa: E402
 from benchmarks.systems.distsync import Distsync  # noqa: E402
 
@@ -131,34 +131,12 @@ def table(phases: dict[str, list[dict[str, float]]], unit: str) -> list[list[str
 def paired(a: list[float], b: list[float], coverage: float = 0.95) -> dict[str, float]:
     """B/A round by round, and how sure that is. The two phases of a round ran back to back,
     so each round's ratio compares the builds under the same mood of the host; the medians
-    of the table compare phases that ran minutes apart. The interval is the distribution-free
-    one for a median (order statistics of the ratios, coverage from the binomial): no
-    assumption about how this host's noise is shaped, and no random resampling."""
-    r = sorted(bi / ai for ai, bi in zip(a, b, strict=True) if ai > 0)
-    n = len(r)
-    if n == 0:
-        return {"n": 0}
-    def below(k: int) -> float:  # P(Binomial(n, 1/2) < k): the median is under r[k - 1]
-        return sum(math.comb(n, j) for j in range(k)) / 2**n
-
-    # The k-th smallest and k-th largest ratio bound the median with probability
-    # 1 - 2 * below(k): the narrowest such pair that still covers `coverage` (with few
-    # rounds, the widest pair, whatever it covers; the coverage is reported).
-    k = 1
-    while k + 1 <= (n + 1) // 2 and below(k + 1) <= (1 - coverage) / 2:
-        k += 1
-    return {"n": n, "median": statistics.median(r), "lo": r[k - 1], "hi": r[n - k],
-            "coverage": 1 - 2 * below(k)}
+    of the table compare phases that ran minutes apart (harness.median_interval)."""
+    return median_interval([bi / ai for ai, bi in zip(a, b, strict=True) if ai > 0], coverage)
 
 
 def verdict(p: dict[str, float]) -> str:
-    if not p.get("n"):
-        return "no rounds"
-    if p["lo"] > 1:
-        return "B higher"
-    if p["hi"] < 1:
-        return "B lower"
-    return "no difference shown"
+    return harness_verdict(p, "B higher", "B lower")
 
 
 def paired_lines(phases: dict[str, list[dict[str, float]]], unit: str) -> list[str]:

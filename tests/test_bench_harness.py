@@ -103,6 +103,28 @@ def test_rounds_table_gives_every_round_and_the_median() -> None:
     assert by["etcd"]["distsync/this p50 per round"] == "2.00x / 1.00x / -"
     assert by["etcd"]["median distsync/this p50"] == "1.50x"
     assert by["distsync"]["median distsync/this ops/s"] == "-"
+    # two rounds with a number: their range, which bounds the median half the time
+    assert by["etcd"]["interval of the median ops/s ratio"] == "0.50x .. 1.00x (50 %)"
+    assert by["etcd"]["interval of the median p50 ratio"] == "1.00x .. 2.00x (50 %)"
+    assert by["distsync"]["interval of the median ops/s ratio"] == "-"
+
+
+def test_median_interval_bounds_the_median_with_the_stated_coverage() -> None:
+    # eight values: only the extremes bound the median at 95 % (they cover 1 - 2/256)
+    iv = harness.median_interval([1.05, 0.95, 1.01, 0.98, 1.04, 1.02, 0.99, 1.03])
+    assert iv["n"] == 8 and iv["median"] == pytest.approx(1.015)
+    assert (iv["lo"], iv["hi"]) == (0.95, 1.05)
+    assert iv["coverage"] == pytest.approx(1 - 2 / 256)
+    assert harness.verdict(iv, "up", "down") == "no difference shown"
+    # twelve: the 3rd smallest and 3rd largest (1 - 2 * 79/4096 = 96.1 %)
+    twelve = [0.90 + i / 100 for i in range(12)]
+    iv = harness.median_interval(twelve)
+    assert (iv["lo"], iv["hi"]) == (pytest.approx(0.92), pytest.approx(0.99))
+    assert iv["coverage"] == pytest.approx(1 - 2 * 79 / 4096)
+    assert harness.verdict(iv, "up", "down") == "down"
+    assert harness.verdict(harness.median_interval([2 - x for x in twelve]), "up", "down") == "up"
+    assert harness.median_interval([]) == {"n": 0}
+    assert harness.verdict({"n": 0}, "up", "down") == "no rounds"
 
 
 def test_write_json_turns_nan_into_null(tmp_path: Path) -> None:
