@@ -5,9 +5,11 @@
 Why this and not two runs of run.py: this machine's latency at low concurrency moves by
 30-60 % from one minute to the next (the host's disk and vCPU wake-ups), so two runs a few
 minutes apart compare two moods of the host, not two builds. Two clusters kept up at once
-and measured in alternating phases of a few seconds (A B, B A, A B, ...) see the same host:
-a build's phases then agree to a few per cent (PUT c=1 p50 1.46-1.57 ms over 8 phases), and
-the medians show a 5 % change. Not a test; see benchmarks/README.md, "A/B".
+and measured in alternating phases of a few seconds (A B, B A, A B, ...) see the same host,
+and each round's two phases ran back to back: the report gives B/A round by round with the
+interval for its median, which says whether a difference is shown (on a noisy host two A/A
+runs at PUT c=1 had medians 8 % apart, inside that interval). Not a test; see
+benchmarks/README.md, "A/B".
 
 A build is the working tree's code plus `--a-env`/`--b-env` (variables for its node
 processes), or another checkout's `node/` directory (`--a-tree`, `--b-tree`: a git worktree
