@@ -49,6 +49,19 @@ def test_f2_operator_may_set_block_owner_deletion(envtest: Envtest, kubelet: Sta
     assert out.returncode == 0, out.stderr
 
 
+def hook_log(envtest: Envtest, kubelet: StandInKubelet, namespace: str) -> str:
+    """The delete-cluster hook's Job, pods, events and log, for a failed uninstall."""
+    parts = [envtest.kubectl("-n", namespace, "get", "jobs,pods", "-o", "wide",
+                             check=False).stdout,
+             envtest.kubectl("-n", namespace, "get", "events", "--sort-by=.lastTimestamp",
+                             check=False).stdout[-3000:]]
+    pods = envtest.kubectl("-n", namespace, "get", "pods", "-o", "name", check=False).stdout
+    for pod in pods.split():
+        if "delete-cluster" in pod:
+            parts.append(f"--- {pod} ---\n" + kubelet.log_of(namespace, pod.split("/", 1)[1]))
+    return "\n".join(parts)
+
+
 def test_f4_uninstall_with_the_chart_cluster_deletes_it(envtest: Envtest,
                                                         kubelet: StandInKubelet,
                                                         namespace: str, chart):
@@ -59,7 +72,10 @@ def test_f4_uninstall_with_the_chart_cluster_deletes_it(envtest: Envtest,
     show = diag(envtest, kubelet, namespace, "demo")
     wait_for("the operator to handle the cluster", lambda: status(
         envtest, namespace, "demo").get("phase"), 60, show)
-    envtest.helm("uninstall", rel, "-n", namespace, "--wait", "--timeout", "60s")
+    out = envtest.helm("uninstall", rel, "-n", namespace, "--wait", "--timeout", "60s",
+                       check=False)
+    assert out.returncode == 0, (out.stderr[-2000:] + "\n" + show() + "\n--- hook pod ---\n"
+                                 + hook_log(envtest, kubelet, namespace))
     wait_for("the DistSyncCluster gone", lambda: get(
         envtest, namespace, "distsynccluster", "demo") is None, 60, show)
 
