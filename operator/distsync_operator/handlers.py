@@ -59,6 +59,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING
     settings.peering.standalone = True  # one operator replica (Deployment strategy Recreate)
     settings.watching.server_timeout = 300
+    # A deleted DistSyncCluster is released (its finalizer removed) only once `poll` has
+    # stopped; a deletion that meets a poll mid-run is re-checked after this many seconds,
+    # 60 by default: `helm uninstall` then waited a minute more (its pre-delete hook, F4).
+    settings.background.cancellation_polling = 1.0
     if "kube" not in memo:  # tests put a fake Kubernetes API here
         memo["kube"] = RestKubeApi.from_environment()
     if "nodes" not in memo:
