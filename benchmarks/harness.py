@@ -286,17 +286,30 @@ def _fmt_ratio(r: float | None) -> str:
     return "-" if r is None else f"{r:.2f}x"
 
 
+def server_cpu_us(r: Result) -> float | None:
+    """The servers' CPU per unit of the row (operation, pair, message), in microseconds:
+    their CPU over the measured window (% of one core) divided by the units per second."""
+    total = r.cpu.get("servers_total")
+    if total is None or not r.per_s or math.isnan(r.per_s):
+        return None
+    return total * 1e4 / r.per_s
+
+
 def comparison_rows(results: list[Result], unit: str = "ops/s", ours: str = "distsync",
                     extra_ratio: dict[int, tuple[str, float | None]] | None = None,
                     ) -> list[list[str]]:
     """One row per (concurrency, system): throughput, p50/p99/p99.9/max, errors, the CPU
-    that processes outside the benchmark used meanwhile (high: a pessimistic row), and the
-    ratios distsync/this system measured in the same run (throughput; p50, where below 1
-    means distsync is faster). A phase that could not run shows its error in place of the
+    that processes outside the benchmark used meanwhile (high: a pessimistic row), the
+    servers' CPU per unit (server_cpu_us), and the ratios distsync/this system measured in
+    the same run (throughput; p50, where below 1 means distsync is faster). Why the CPU
+    column: at c=1 distsync and etcd spent about the same CPU per write while etcd answered
+    sooner (stop 33), so a gap is made of where the CPU sits, not how much there is; the
+    table should show which. A phase that could not run shows its error in place of the
     numbers. `extra_ratio[c] = (label, value)` appends one more comparison column (e.g. the
     cache hit GET against etcd's linearizable GET)."""
+    per = unit.removesuffix("/s").removesuffix("s")
     head = ["c", "system", unit, "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors",
-            "other CPU %", f"{ours}/this {unit}", f"{ours}/this p50"]
+            "other CPU %", f"server CPU us/{per}", f"{ours}/this {unit}", f"{ours}/this p50"]
     if extra_ratio:
         head.append(next(iter(extra_ratio.values()))[0])
     rows = [head]
@@ -307,13 +320,13 @@ def comparison_rows(results: list[Result], unit: str = "ops/s", ours: str = "dis
         mine = next((r for r in by_c[c] if r.system == ours and r.error is None), None)
         for r in by_c[c]:
             if r.error is not None:
-                row = [str(c), r.system, f"ERROR: {r.error[:48]}", *["-"] * 8]
+                row = [str(c), r.system, f"ERROR: {r.error[:48]}", *["-"] * 9]
             else:
                 errs = str(r.errors)
                 is_ours = r.system == ours
                 row = [str(c), r.system, _num(r.per_s), _num(r.p50_ms, 2), _num(r.p99_ms, 2),
                        _num(r.p999_ms, 2), _num(r.max_ms, 2), errs,
-                       _num(r.cpu.get("other"), 0),
+                       _num(r.cpu.get("other"), 0), _num(server_cpu_us(r), 0),
                        "-" if is_ours or mine is None else _fmt_ratio(ratio(mine.per_s, r.per_s)),
                        "-" if is_ours or mine is None else _fmt_ratio(ratio(mine.p50_ms,
                                                                              r.p50_ms))]

@@ -78,6 +78,26 @@ def test_comparison_table_ratios_and_errors() -> None:
     assert "ERROR: did not start" in harness.render(rows)
 
 
+def test_comparison_table_gives_server_cpu_per_operation() -> None:
+    """The servers' CPU per operation, beside the ratios: the same CPU per write can come
+    with very different latencies (how much of it is on a write's path), and a table that
+    shows both says which one a gap is made of."""
+    ours, theirs = _res("distsync", 1, 500.0, 2.0), _res("etcd", 1, 650.0, 1.5)
+    ours.cpu = {"servers_total": 88.0, "other": 3.0}  # % of one core over the window
+    theirs.cpu = {"servers_total": 113.1, "other": 1.0}
+    pairs = _res("distsync", 1, 250.0, 4.0)
+    pairs.cpu = {"servers_total": 90.0}
+    head, *body = harness.comparison_rows([ours, theirs])
+    by = {r[1]: dict(zip(head, r, strict=True)) for r in body}
+    assert by["distsync"]["server CPU us/op"] == "1,760"  # 0.88 s of CPU per s / 500 ops
+    assert by["etcd"]["server CPU us/op"] == "1,740"
+    head, *body = harness.comparison_rows([pairs], unit="pairs/s")
+    assert dict(zip(head, body[0], strict=True))["server CPU us/pair"] == "3,600"
+    # no CPU reading (a phase measured without one): a dash, not a zero
+    head, *body = harness.comparison_rows([_res("distsync", 1, 500.0, 2.0)])
+    assert dict(zip(head, body[0], strict=True))["server CPU us/op"] == "-"
+
+
 def test_comparison_table_extra_ratio_column() -> None:
     rows = harness.comparison_rows(
         [_res("distsync", 1, 100.0, 5.0), _res("redis", 1, 400.0, 1.0)],
