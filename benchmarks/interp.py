@@ -29,6 +29,13 @@ out = {"executable": sys.executable, "version": platform.python_version(),
        "libpython_shared": shared,
        "configure_optimizations": "--enable-optimizations" in configure,
        "configure_lto": "--with-lto" in configure}
+# Debian builds its python3.x with PGO and LTO, and keeps the flags out of sysconfig (its
+# changelog: "Enable LTO/PGO builds on some architectures", "Don't propagate lto flags to
+# the _sysconfigdata module"): CONFIG_ARGS alone would call it an unoptimised build.
+import os
+ver = "%d.%d" % sys.version_info[:2]
+out["debian_package"] = sys.base_prefix == "/usr" and os.path.exists(
+    f"/usr/share/doc/python{ver}/changelog.Debian.gz")
 try:
     import distsync
     out["distsync"] = str(distsync.__path__[0])
@@ -66,7 +73,10 @@ def python_summary(info: dict[str, Any], checkout: Path | None = None) -> str:
     conf = [flag for flag, on in (("--enable-optimizations", info["configure_optimizations"]),
                                   ("--with-lto", info["configure_lto"])) if on]
     line = (f"{info['path']} ({info['implementation']} {info['version']}, {lib}, configure "
-            f"{' '.join(conf) if conf else 'without --enable-optimizations or --with-lto'})")
+            f"{' '.join(conf) if conf else 'without --enable-optimizations or --with-lto'}")
+    if info.get("debian_package"):
+        line += "; Debian's package, built with PGO and LTO outside configure"
+    line += ")"
     if checkout is not None:
         want = (checkout / "node" / "distsync").resolve()
         if Path(info["distsync"]).resolve() != want:

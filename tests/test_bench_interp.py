@@ -38,6 +38,24 @@ def test_describe_python_tells_what_this_interpreter_is() -> None:
     assert "WARNING: it imports distsync from" in python_summary(info, ROOT / "elsewhere")
 
 
+def test_a_debian_packaged_interpreter_is_named_as_such() -> None:
+    """Debian builds its python3.x with PGO and LTO but keeps those flags out of sysconfig
+    (its changelog), so "configure without --enable-optimizations" alone misleads; the
+    header says which kind of build it is."""
+    info = {"path": "/usr/bin/python3.11", "implementation": "CPython", "version": "3.11.2",
+            "libpython_shared": False, "configure_optimizations": False,
+            "configure_lto": False, "distsync": str(ROOT / "node" / "distsync"),
+            "debian_package": True}
+    line = python_summary(info, ROOT)
+    assert "Debian's package, built with PGO and LTO outside configure" in line
+    assert "Debian" not in python_summary({**info, "debian_package": False}, ROOT)
+    # this interpreter (a venv or pyenv build, not Debian's): the probe says so
+    assert describe_python(sys.executable)["debian_package"] is (
+        sys.base_prefix == "/usr" and Path(
+            f"/usr/share/doc/python{sys.version_info[0]}.{sys.version_info[1]}"
+            "/changelog.Debian.gz").exists())
+
+
 def test_an_interpreter_without_distsync_is_refused_with_the_reason(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PYTHONPATH", raising=False)
