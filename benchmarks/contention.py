@@ -28,6 +28,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -53,11 +54,13 @@ def paused_follower(pids: dict[str, int], leader: str) -> str:
     return followers[-1]
 
 
-async def measure(name: str, a: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
+async def measure(name: str, a: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    """Every phase of one system: per mode, its rate, p50, servers' CPU per unit, and the
+    paused follower's CPU (0 in every "one" phase, if the pause held)."""
     d = SYSTEMS[name](a.nodes)
-    out: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
-    await d.start()
+    out: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
     try:
+        await d.start()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
             await d.prepare(a.workload, s, a.concurrency)
             leader = await d.leader()
@@ -93,7 +96,7 @@ async def measure(name: str, a: argparse.Namespace) -> dict[str, list[dict[str, 
     return out
 
 
-def rows(results: dict[str, dict[str, list[dict[str, float]]]], unit: str) -> list[list[str]]:
+def rows(results: dict[str, dict[str, list[dict[str, Any]]]], unit: str) -> list[list[str]]:
     head = ["system", f"{unit}, both", f"{unit}, one paused", "p50 ms, both",
             "p50 ms, one paused", f"one/both {unit}, median [interval]",
             "one/both p50, median [interval]", "server CPU us/op, both / one"]
