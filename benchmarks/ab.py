@@ -26,18 +26,21 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [p for p in (str(HERE), str(HERE.parent)) if p not in sys.path]
 
-from benchmarks.harness import closed_loop, median_interval, render  # noqa: E402
+from benchmarks.harness import closed_loop, median_interval, render, server_cpu_us  # noqa: E402
 from benchmarks.harness import verdict as harness_verdict  # noqa: E402
 from benchmarks.interp import describe_python  # noqa: E402
+from benchmarks.systems.base import System  # noqa: E402
 from benchmarks.systems.distsync import Distsync  # noqa: E402
 
 WORKLOADS = ("put", "get", "lock")
+MEASURES = ("per_s", "p50_ms", "p99_ms", "cpu_us")  # a phase's numbers the table compares
 
 
 def _env_pairs(items: list[str]) -> dict[str, str]:
@@ -99,8 +102,10 @@ async def run(a: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
     return phases
 
 
-async def phase(d: Distsync, s: aiohttp.ClientSession, a: argparse.Namespace,
-                label: str) -> dict[str, float]:
+async def phase(d: System, s: aiohttp.ClientSession, a: argparse.Namespace,
+                label: str) -> dict[str, Any]:
+    """One measured phase of `a.workload` on `d` (errors end the run): MEASURES, and each
+    server's CPU (% of one core) as `cpu_by_server`."""
     op = d.op(a.workload)
 
     async def step(w: int, i: int) -> None:
@@ -110,12 +115,12 @@ async def phase(d: Distsync, s: aiohttp.ClientSession, a: argparse.Namespace,
     if r.errors:
         raise SystemExit(f"phase {label}: {r.errors} errors {r.error_types}")
     return {"per_s": r.per_s, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
-            "cpu_us": r.cpu.get("servers_total", 0.0) * 1e4 / r.per_s if r.per_s else 0.0}
+            "cpu_us": server_cpu_us(r) or 0.0, "cpu_by_server": r.cpu.get("servers", {})}
 
 
-def table(phases: dict[str, list[dict[str, float]]], unit: str) -> list[list[str]]:
+def table(phases: dict[str, list[dict[str, Any]]], unit: str) -> list[list[str]]:
     """Per build: the medians over its phases, and every phase's p50; then B/A."""
-    med = {t: {k: statistics.median(p[k] for p in ps) for k in ps[0]}
+    med = {t: {k: statistics.median(p[k] for p in ps) for k in MEASURES}
            for t, ps in phases.items()}
     rows = [["build", f"median {unit}", "median p50 ms", "median p99 ms",
              "server CPU us/op", "p50 of each phase, ms"]]

@@ -26,7 +26,6 @@ import os
 import signal
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,8 @@ import aiohttp
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [p for p in (str(HERE), str(HERE.parent)) if p not in sys.path]
 
-from benchmarks.ab import paired  # noqa: E402
-from benchmarks.harness import closed_loop, render  # noqa: E402
+from benchmarks.ab import paired, phase  # noqa: E402
+from benchmarks.harness import render  # noqa: E402
 from benchmarks.harness import verdict as harness_verdict  # noqa: E402
 from benchmarks.systems.distsync import Distsync  # noqa: E402
 from benchmarks.systems.etcd import Etcd  # noqa: E402
@@ -66,30 +65,21 @@ async def measure(name: str, a: argparse.Namespace) -> dict[str, list[dict[str, 
             leader = await d.leader()
             pids = d.pids()
             victim = paused_follower(pids, leader)
-            op = d.op(a.workload)
             for r in range(a.rounds):
                 for mode in MODES if r % 2 == 0 else MODES[::-1]:
                     label = f"{name}/{mode}{r}"
-
-                    async def step(w: int, i: int, label: str = label) -> None:
-                        await op(s, w, f"cont/{label}/{w}/{i}/{time.time_ns()}")
-
                     if mode == "one":
                         os.kill(pids[victim], signal.SIGSTOP)
                     try:
-                        res = await closed_loop(step, a.concurrency, a.phase, a.warmup, pids)
+                        res = await phase(d, s, a, label)  # errors end the run there
                     finally:
                         if mode == "one":
                             os.kill(pids[victim], signal.SIGCONT)
-                    if res.errors:
-                        raise SystemExit(f"{label}: {res.errors} errors {res.error_types}")
                     now = await d.leader()
                     if now != leader:
                         raise SystemExit(f"{label}: the leader moved from {leader} to {now}")
-                    cpu = res.cpu.get("servers_total", 0.0)
-                    out[mode].append({"per_s": res.per_s, "p50_ms": res.p50_ms,
-                                      "cpu_us": cpu * 1e4 / res.per_s if res.per_s else 0.0,
-                                      "paused_cpu": res.cpu.get("servers", {}).get(victim)})
+                    res["paused_cpu"] = res["cpu_by_server"].get(victim)
+                    out[mode].append(res)
             print(f"  {name}: leader {leader}, paused follower {victim}", flush=True)
     finally:
         await d.stop()
