@@ -358,10 +358,18 @@ def median_interval(values: list[float], coverage: float = 0.95) -> dict[str, fl
             "coverage": 1 - 2 * below(k)}
 
 
+# The least coverage at which an interval may say "higher" or "lower": five rounds (93.75 %).
+# With fewer, the interval is the rounds' range and misses the median too often (one round
+# covers it 0 % of the time, four 87.5 %) for its side of 1.0 to mean anything.
+MIN_VERDICT_COVERAGE = 0.9
+
+
 def verdict(iv: dict[str, float], above: str, below_: str) -> str:
-    """What an interval of ratios shows against 1.0."""
+    """What an interval of ratios shows against 1.0, if it covers the median often enough."""
     if not iv.get("n"):
         return "no rounds"
+    if iv["coverage"] < MIN_VERDICT_COVERAGE:
+        return f"too few rounds ({iv['coverage'] * 100:.0f} % coverage)"
     if iv["lo"] > 1:
         return above
     if iv["hi"] < 1:

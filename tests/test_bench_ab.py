@@ -69,17 +69,19 @@ def test_paired_ratios_are_b_over_a_round_by_round() -> None:
     p = ab.paired([100.0, 200.0, 100.0], [110.0, 180.0, 130.0])
     assert p["n"] == 3 and p["median"] == pytest.approx(1.1)
     assert (p["lo"], p["hi"], p["coverage"]) == (pytest.approx(0.9), pytest.approx(1.3), 0.75)
-    assert ab.verdict(p) == "no difference shown"
+    assert ab.verdict(p) == "too few rounds (75 % coverage)"  # 1 - 2/8 of the time
+    assert ab.verdict(ab.paired([100.0] * 5, [90.0, 110.0, 120.0, 95.0, 105.0])) == (
+        "no difference shown")
     assert ab.verdict(ab.paired([1.0] * 8, [1.1] * 8)) == "B higher"
     assert ab.verdict(ab.paired([1.0] * 8, [0.9] * 8)) == "B lower"
 
 
 def test_the_report_gives_every_measure_round_by_round() -> None:
     phases = {t: [{"per_s": 100.0 * f, "p50_ms": 2.0 / f, "p99_ms": 5.0, "cpu_us": 900.0}
-                  for f in fs] for t, fs in (("A", (1.0, 1.0, 1.0)), ("B", (1.1, 1.2, 1.3)))}
+                  for f in fs] for t, fs in (("A", (1.0,) * 5), ("B", (1.1, 1.15, 1.2, 1.25, 1.3)))}
     lines = ab.paired_lines(phases, "ops/s")
     assert lines[0].startswith("Round by round, B/A")
     assert [line.split()[0] for line in lines[1:]] == ["ops/s", "p50", "p99", "CPU/op"]
-    assert lines[1].endswith("(75 % coverage, 3 rounds): B higher")
+    assert lines[1].endswith("(94 % coverage, 5 rounds): B higher")
     assert "1.200x [1.100x .. 1.300x]" in lines[1]
     assert lines[3].endswith(": no difference shown")  # p99 equal in every round

@@ -26,13 +26,13 @@ def test_the_paused_member_is_a_follower_and_the_same_on_a_rerun() -> None:
 
 
 def test_the_report_gives_the_paired_ratio_and_its_interval() -> None:
-    ph = {"both": [{"per_s": 100.0, "p50_ms": 2.0, "cpu_us": 1500.0}] * 3,
+    ph = {"both": [{"per_s": 100.0, "p50_ms": 2.0, "cpu_us": 1500.0}] * 5,
           "one": [{"per_s": f, "p50_ms": 200.0 / f, "cpu_us": 1200.0}
-                  for f in (120.0, 125.0, 130.0)]}
+                  for f in (120.0, 122.0, 125.0, 128.0, 130.0)]}
     head, row = contention.rows({"distsync": ph}, "ops/s")
     cells = dict(zip(head, row, strict=True))
     assert cells["ops/s, both"] == "100.0" and cells["ops/s, one paused"] == "125.0"
-    assert cells["one/both ops/s, median [interval]"] == "1.25x [1.20x .. 1.30x, 75 %]: higher"
+    assert cells["one/both ops/s, median [interval]"] == "1.25x [1.20x .. 1.30x, 94 %]: higher"
     assert cells["one/both p50, median [interval]"].endswith(": lower")
     assert cells["server CPU us/op, both / one"] == "1,500 / 1,200"
 

@@ -147,6 +147,20 @@ def test_median_interval_bounds_the_median_with_the_stated_coverage() -> None:
     assert harness.verdict({"n": 0}, "up", "down") == "no rounds"
 
 
+def test_verdict_needs_an_interval_that_covers_the_median_often_enough() -> None:
+    # One round's "interval" is that round alone: it covers the median 0 % of the time, so
+    # however far from 1.0 it lies it shows nothing; four rounds cover 87.5 %, five 93.75 %.
+    one = harness.median_interval([0.5])
+    assert one["coverage"] == 0
+    assert harness.verdict(one, "up", "down") == "too few rounds (0 % coverage)"
+    four = harness.median_interval([0.5, 0.6, 0.7, 0.8])
+    assert harness.verdict(four, "up", "down") == "too few rounds (88 % coverage)"
+    five = harness.median_interval([0.5, 0.6, 0.7, 0.8, 0.9])
+    assert five["coverage"] == pytest.approx(1 - 2 / 32)
+    assert harness.verdict(five, "up", "down") == "down"
+    assert harness.verdict(harness.median_interval([1.5] * 5), "up", "down") == "up"
+
+
 def test_write_json_turns_nan_into_null(tmp_path: Path) -> None:
     path = tmp_path / "out" / "r.json"
     harness.write_json(path, {"results": [Result.failed("etcd", "get", 16, "x")],
