@@ -84,6 +84,7 @@ class _PlainErrors(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         from .client import DistSyncError
+        from .storage import StorageError
 
         try:
             return super().invoke(ctx)
@@ -101,6 +102,12 @@ class _PlainErrors(click.Group):
         except (OSError, TimeoutError) as e:
             logging.getLogger("distsync.cli").debug("command failed", exc_info=True)
             click.echo(f"error: {type(e).__name__}: {e}", err=True)
+            ctx.exit(EXIT_FAILED)
+        except StorageError as e:
+            # A data directory the node must not use (another node's, locked by another
+            # process, unreadable as a store): what to fix, not where in the code.
+            logging.getLogger("distsync.cli").debug("storage refused", exc_info=True)
+            click.echo(f"error: storage: {e}", err=True)
             ctx.exit(EXIT_FAILED)
 
 

@@ -20,7 +20,14 @@ from distsync.raft.types import (
     Snapshot,
     SnapshotMeta,
 )
-from distsync.storage import SqliteStorage, Storage, StorageError, StorageLockedError, snapfiles
+from distsync.storage import (
+    SqliteStorage,
+    Storage,
+    StorageError,
+    StorageIdentityError,
+    StorageLockedError,
+    snapfiles,
+)
 
 
 def ents(first: int, last: int, term: int = 1) -> list[Entry]:
@@ -273,6 +280,24 @@ def test_reopen_sees_everything(tmp_path: Path) -> None:
     assert after.snapshot.meta.index == 40
     assert after.entries == ents(41, 89, term=1) + ents(90, 130, term=2)
     s.close()
+
+
+def test_a_directory_naming_another_node_or_cluster_is_refused_untouched(tmp_path: Path) -> None:
+    s = Storage(tmp_path, cluster="prod", node="n2")
+    s.save(HardState(1, "n2", 0), ents(1, 5))
+    s.close()
+    (tmp_path / "x.tmp").write_bytes(b"a crash's leftover: deleted by an open that adopts")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != "LOCK"}
+    for cluster, node, says in (("prod", "n3", "node 'n2'"), ("test", "n2", "cluster 'prod'"),
+                                ("test", "n3", "node 'n2' of cluster 'prod'")):
+        with pytest.raises(StorageIdentityError, match=says):
+            Storage(tmp_path, cluster=cluster, node=node)
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != "LOCK"} == before
+    # the directory's lock was let go each time, and names unknown on one side pass
+    for cluster, node in (("prod", "n2"), ("", ""), ("prod", "")):
+        s = Storage(tmp_path, cluster=cluster, node=node)
+        assert indexes(s.load()) == [1, 2, 3, 4, 5]
+        s.close()
 
 
 def test_load_is_contiguous_after_snapshot(tmp_path: Path) -> None:

@@ -5,7 +5,13 @@ wal.py for the format and faults.py for what a node learns at start about its ow
 for benchmarks/storage_bench.py."""
 
 from .sqlite_store import Storage as SqliteStorage
-from .wal import Storage, StorageCorruptError, StorageError, StorageLockedError
+from .wal import (
+    Storage,
+    StorageCorruptError,
+    StorageError,
+    StorageIdentityError,
+    StorageLockedError,
+)
 
 __all__ = ["SqliteStorage", "Storage", "StorageCorruptError", "StorageError",
-           "StorageLockedError"]
+           "StorageIdentityError", "StorageLockedError"]

@@ -19,6 +19,11 @@ class StorageLockedError(StorageError):
     """Another process (or another open Storage) owns this data directory."""
 
 
+class StorageIdentityError(StorageError):
+    """The directory holds another node's or another cluster's data (its heads say whose):
+    taking that log as this node's own would vote and lead on entries it never had."""
+
+
 class StorageCorruptError(StorageError):
     """What is on disk cannot be read as a store at all (or violates an invariant the store
     itself keeps): returning a shortened log instead would silently lose acknowledged

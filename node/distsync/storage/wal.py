@@ -55,6 +55,7 @@ from . import mark, records, snapfiles
 from .common import (
     StorageCorruptError,
     StorageError,
+    StorageIdentityError,
     StorageLockedError,
     acquire_dir_lock,
     release_dir_lock,
@@ -122,6 +123,26 @@ class _Read:
     stale: list[Path]  # files a crash left behind (deleted on open when the disk is healthy)
 
 
+def _check_identity(data_dir: Path, head: Head, cluster: str, node: str) -> None:
+    """Refuse a directory whose heads name another node or cluster (an operator's copy of
+    another member's volume, a volume from another cluster), before anything on it is
+    changed. Names that are not known on either side (a head lost to a fault, a store
+    opened without names) are not compared."""
+    held, this = [], []
+    if node and head.node and head.node != node:
+        held.append(f"node {head.node!r}")
+        this.append(f"node {node!r}")
+    if cluster and head.cluster and head.cluster != cluster:
+        held.append(f"cluster {head.cluster!r}")
+        this.append(f"cluster {cluster!r}")
+    if held:
+        raise StorageIdentityError(
+            f"{data_dir} holds the data of {' of '.join(held)}, and this is "
+            f"{' of '.join(this)}: refusing to start on it (nothing on it was changed). "
+            f"Start this node on its own data directory, or on an empty one to rejoin "
+            f"(README, \"Replacing a disk\")")
+
+
 class Storage:
     """The node's durable Raft state in a data directory (see the module docstring).
 
@@ -149,6 +170,7 @@ class Storage:
         self._lock_fd = acquire_dir_lock(self._dir)
         try:
             rd = self._read(adopt=True)
+            _check_identity(self._dir, rd.head, cluster, node)
         except BaseException:
             os.close(self._lock_fd)
             raise
