@@ -194,3 +194,49 @@ def test_two_of_three_replaced_disks_stay_unavailable_and_say_why() -> None:
         for n in wiped:
             st = lc.status(n)
             assert st is not None and st["storage_fault"]["kind"] == "empty_data_dir", st
+
+
+def test_a_lost_hard_state_with_a_wiped_peer_is_not_taken_for_a_new_cluster() -> None:
+    """Stop 34's adversarial run: the two members that held the writes come back, one with
+    every segment head lost (its records still on disk) and one on an empty disk, next to a
+    third that never got past the founding entries. The first was started as an empty
+    data directory (its fault's kind replaced by empty_data_dir), asked its peers, heard
+    "new" from both, and a second leader of term 2 served without the 20 writes. A store
+    that reports a fault held data: two of three are damaged and no leader is elected."""
+    with LocalCluster(3, tick_ms=TICK_MS, extra_args=["--election-ticks", "100"]) as lc:
+        def discovered(n: str) -> bool:
+            return "a new cluster" in lc.nodes[n].log_path.read_text(errors="replace")
+
+        wait_until(lc, lambda: all(discovered(n) for n in lc.nodes), 30,
+                   "the three to find the cluster new", interval=0.005)
+        lc.kill("n3")  # before the first election (2 s away at the soonest)
+        from distsync.storage import Storage
+        st3 = Storage(lc.nodes["n3"].data_dir, confirm=False)
+        try:
+            held = st3.load()
+        finally:
+            st3.close()
+        assert held.hard_state.term <= 1 and held.entries[-1].index == 3, held.hard_state
+        leader = lc.leader(timeout=30, among=["n1", "n2"])
+        other = "n2" if leader == "n1" else "n1"
+        with BlockingClient([lc.nodes[leader].addr, lc.nodes[other].addr], timeout=30) as c:
+            for i in range(20):
+                c.put(f"held/{i}", i)
+        lc.kill(leader, signal.SIGTERM)
+        lc.kill(other, signal.SIGTERM)
+        diskfaults.apply("lost_hard_state", lc.nodes[leader].data_dir)
+        diskfaults.apply("empty_dir", lc.nodes[other].data_dir)
+        lc.extra_args = ["--election-ticks", "10"]  # many election timeouts in the window
+        for n in lc.nodes:
+            lc.start_node(n)
+
+        def fault(n: str) -> str | None:
+            f = (lc.status(n) or {}).get("storage_fault")
+            return f["kind"] if f else None
+
+        wait_until(lc, lambda: fault(leader) and fault(other), 15, "both to report a fault")
+        assert fault(leader) == "lost_hard_state", diag(lc, "the fault's kind was replaced")
+        _no_leader_for(lc, 3.0)
+        why = wait_until(lc, lambda: (lc.status("n3") or {}).get("no_leader_reason"), 15,
+                         "n3 to say why there is no leader")
+        assert "storage fault" in why, why

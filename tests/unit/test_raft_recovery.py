@@ -216,6 +216,39 @@ def test_a_founding_member_with_a_replaced_disk_rejoins_without_voting() -> None
     assert other
 
 
+def test_a_lost_hard_state_with_no_log_left_is_not_taken_for_a_new_disk() -> None:
+    """Stop 34's adversarial run, on real processes: a member whose store reported
+    lost_hard_state with nothing readable left (every segment head gone: an empty log and
+    hard state) was bootstrapped as an empty data directory, and the fault's kind was
+    replaced by empty_data_dir. It then asked its peers whether the cluster was new; with
+    the other writer's disk replaced and the third member never past the founding entries,
+    both said yes, and a second leader of term 2 was elected without any acknowledged
+    write. A known fault is evidence the member held data: it stays a damaged member,
+    answers no probe as new, and the cluster stays unavailable."""
+    c = Cluster(ids(3), seed=6, config=Config(), discover=True, record=True)
+    c.run(3)  # probes go out every tick; the first election is 10 ticks away at least
+    assert c.leaders_now() == [] and all(c.raft(n).recovery is None for n in ids(3))  # a new cluster, all three agree
+    c.crash("n3")  # before any election: it holds the founding entries only
+    c.elect("n1")
+    for k in range(5):
+        c.propose("n1", b"w%d" % k)
+    c.stabilize()
+    assert payloads(c, "n2") == [b"w%d" % k for k in range(5)]
+    c.crash("n1")
+    c.nodes["n1"].disk = Disk()
+    c.nodes["n1"].disk.fault = StorageFault("lost_hard_state", 0, 0, "no segment head survives")
+    c.wipe("n2", rebootstrap=True)  # a replaced disk
+    c.restart("n1")
+    c.restart("n3")
+    r1 = c.raft("n1")
+    assert r1.recovery is not None and r1.recovery.kind == "lost_hard_state", r1.recovery
+    assert not r1.recovery.discovering
+    c.run(300)
+    assert c.leaders_now() == [], "a leader was elected without the acknowledged writes"
+    assert c.raft("n1").recovery.kind == "lost_hard_state"  # type: ignore[union-attr]
+    assert c.raft("n2").recovery is not None  # told by n1 that the cluster is not new
+
+
 def test_a_single_node_cluster_needs_no_discovery() -> None:
     c = Cluster(ids(1), seed=5, config=Config(), discover=True)
     assert c.raft("n1").recovery is None

@@ -170,11 +170,16 @@ class Raft:
         for e in ents:
             self.conf = confmod.apply(self.conf, confmod.ConfChange.decode(e.data))
             self.conf_index = e.index
-        if discover and len(founding) > 1:
+        if discover and len(founding) > 1 and self.recovery is None:
             # An empty data directory is a new cluster or a replaced disk: the node cannot
             # tell which on its own, and a replaced member that voted as if new could vote
             # twice in a term or elect a leader without committed entries. It stays
-            # non-voting until its peers answer (see _probe / _on_probe_resp).
+            # non-voting until its peers answer (see _probe / _on_probe_resp). Not a store
+            # that reported a fault with nothing readable left (every segment head lost):
+            # files outlived what indexed them, so this member held data and the cluster is
+            # not new whatever its peers say; it stays damaged until a leader repairs it
+            # (asking, it took a wiped peer and one that never got past the founding
+            # entries for a new cluster, and a second leader was elected in term 2).
             self.recovery = Recovery(
                 "empty_data_dir", "empty data directory: asking the founding members "
                 "whether the cluster is new or this is a replaced disk", discovering=True,
