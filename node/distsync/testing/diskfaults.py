@@ -88,7 +88,8 @@ def _db_page(d: Path, which: str) -> tuple[int, int]:
 
 
 def cut_tail(d: Path, records: int = 3) -> str:
-    """The last `records` fsynced saves are gone (a truncated file, a restored backup)."""
+    """The last `records` fsynced saves are gone (a truncated file; not a restored backup,
+    whose heads are as old as its records: README, "What is not detected")."""
     if _db_only(d):
         off, page = _db_page(d, "last")
         _truncate(d / DB, off)

@@ -137,7 +137,8 @@ class DiskImage:
 # -- damage to a stopped node's disk (the nemesis's; each returns False if it cannot apply) --
 
 def cut_tail(im: DiskImage, n: int) -> bool:
-    """The last `n` fsynced records are gone (a truncated file, a restored backup)."""
+    """The last `n` fsynced records are gone (a truncated file; not a restored backup,
+    whose heads are as old as its records: README, "What is not detected")."""
     if len(im.entries) < 1:
         return False
     del im.entries[-min(n, len(im.entries)):]
