@@ -35,6 +35,7 @@ from cluster_helpers import diag, ready, wait_until
 
 from distsync.client import BlockingClient
 from distsync.local import LocalCluster, format_status
+from distsync.storage import Storage
 from distsync.testing import diskfaults
 
 TICK_MS = 20
@@ -210,7 +211,6 @@ def test_a_lost_hard_state_with_a_wiped_peer_is_not_taken_for_a_new_cluster() ->
         wait_until(lc, lambda: all(discovered(n) for n in lc.nodes), 30,
                    "the three to find the cluster new", interval=0.005)
         lc.kill("n3")  # before the first election (2 s away at the soonest)
-        from distsync.storage import Storage
         st3 = Storage(lc.nodes["n3"].data_dir, confirm=False)
         try:
             held = st3.load()

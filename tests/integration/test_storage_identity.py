@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import signal
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 from cluster_helpers import diag, ready, wait_caught_up
 
 from distsync.client import BlockingClient
@@ -37,23 +36,23 @@ def start_and_wait_exit(lc: LocalCluster, node_id: str) -> tuple[int, str]:
     try:
         code = nd.proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        raise AssertionError(diag(lc, f"{node_id} started on a directory that is not its own")) from None
+        raise AssertionError(
+            diag(lc, f"{node_id} started on a directory that is not its own")) from None
     finally:
         nd.stopped = True
     return code, nd.log_path.read_bytes()[before:].decode(errors="replace")
 
 
 def test_another_members_directory_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
-    with LocalCluster(3, data_dir=tmp_path) as lc:
+    with LocalCluster(3, data_dir=tmp_path) as lc, BlockingClient(lc.addrs) as c:
         leader = ready(lc)
-        c = BlockingClient(lc.addrs)
         for i in range(10):
             c.put(f"k/{i}", i)
         donor = next(n for n in lc.nodes if n != leader)
         victim = next(n for n in lc.nodes if n not in (leader, donor))
         wait_caught_up(lc, donor, leader)
         lc.kill(victim)
-        lc.kill(donor, sig=15)  # a clean copy of the donor's directory
+        lc.kill(donor, signal.SIGTERM)  # a clean copy of the donor's directory
         shutil.rmtree(lc.nodes[victim].data_dir)
         shutil.copytree(lc.nodes[donor].data_dir, lc.nodes[victim].data_dir)
         lc.start_node(donor)
@@ -67,7 +66,6 @@ def test_another_members_directory_is_refused_and_left_as_it_was(tmp_path: Path)
         assert digest(lc.nodes[victim].data_dir) == before  # nothing rewritten
         ready(lc)  # the leader and the donor serve on
         c.put("after", 1)
-        c.close()
 
 
 def test_a_directory_of_another_cluster_is_refused(tmp_path: Path) -> None:
@@ -94,7 +92,3 @@ def test_a_directory_of_another_cluster_is_refused(tmp_path: Path) -> None:
         assert "holds the data of cluster 'staging'" in out and "'distsync'" in out, out
         assert "Traceback" not in out, out
         assert digest(lc.nodes[victim].data_dir) == before
-
-
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-v"]))
