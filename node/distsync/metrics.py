@@ -33,7 +33,7 @@ _RTT_BUCKETS = (
 
 
 STORAGE_FAULT_KINDS = ("lost_tail", "corrupt_entry", "lost_snapshot", "lost_hard_state",
-                       "empty_after_use", "empty_data_dir")
+                       "empty_after_use", "empty_data_dir", "rolled_back")
 
 
 class NodeMetrics:

@@ -648,6 +648,22 @@ class Node:
         self._ops.append((guarded, fut))
         self._wake.set()
 
+    def rolled_back(self, peer: str, detail: str) -> None:
+        """`peer` refused this node's stream: the data directory is older than a start of
+        this node that the peer saw (starts.py). Recover as from a damaged disk, in the Raft
+        loop's next pass; the transport dials again, then as recovering."""
+        if self.core.recovery is not None or self._closing:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(_ignore_result)
+
+        def op() -> None:
+            self.core.enter_recovery("rolled_back", f"{peer} refused this node: {detail}")
+            self._note_recovery()
+            fut.set_result(None)
+
+        self._call(op, fut)
+
     def _on_message(self, m: Message) -> None:
         if m.type == MsgType.HEARTBEAT_RESP:
             sent = self._hb_sent.pop(m.src, None)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .seams import NodeParts
 from .security.peer_auth import from_config as peer_auth_from_config
 from .security.tls import contexts as tls_contexts
+from .starts import PeerStarts
 from .storage import Storage
 from .transport import Transport
 
@@ -70,15 +71,26 @@ def real_parts(cfg: NodeConfig, registry: CollectorRegistry | None = None) -> No
     ssl_server, ssl_client = tls_contexts(cfg)
     peer_auth = peer_auth_from_config(cfg, registry)
 
+    storage = Storage(cfg.data_dir, cluster=cfg.cluster, node=cfg.node_id)
+
     def transport(node: Node) -> Transport:
-        return Transport(
+        # This node's start, durable before it dials anyone (starts.py: how its peers
+        # catch a data directory restored in place from an older copy of itself).
+        starts = PeerStarts(node.id, storage, lambda: node.storage_fault() is not None,
+                            node.rolled_back)
+        t = Transport(
             node.id, node._resolve, node._on_message, cluster=cfg.cluster,
             on_peer_state=node._on_peer_state, advertise=cfg.address, ssl=ssl_client,
-            authenticator=peer_auth,
+            authenticator=peer_auth, starts=starts,
         )
+        # Dial every member at once rather than at the first message: a follower sends
+        # nothing to the other followers, and each of them must see this start while it
+        # can (a copy restored later is caught only by a peer that saw what came after).
+        t.set_peers(node.conf.voters | node.conf.learners)
+        return t
 
     return NodeParts(
-        storage=Storage(cfg.data_dir, cluster=cfg.cluster, node=cfg.node_id),
+        storage=storage,
         transport=transport,
         clock=RealClock(),
         rng=random.Random(os.urandom(8)),

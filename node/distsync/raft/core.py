@@ -796,6 +796,17 @@ class Raft:
                 "empty_data_dir", "empty data directory: waiting for a leader to repair it"
             )
 
+    def enter_recovery(self, kind: str, detail: str) -> None:
+        """A fault found after start (a peer saw that this node's directory is older than
+        a start of its own, starts.py): from now on it acts as a node whose store reported
+        the fault at start. What it lost is not known, so it takes everything again from
+        the repair on."""
+        if self.recovery is not None:
+            return
+        self.recovery = Recovery(kind, detail)
+        if self.role != Role.FOLLOWER:
+            self._become_follower(self.term, None)
+
     def _refuses_votes(self) -> bool:
         return self.recovery is not None
 

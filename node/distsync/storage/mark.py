@@ -59,6 +59,13 @@ class Head(NamedTuple):
     base_crc: int = 0
     # HardState.recovering: a repair under way (raft/recovery.py), kept across restarts.
     recovering: str = ""
+    # This directory's latest start and the one before it (starts.py): boot number, id,
+    # previous id. Heads written before start chains existed decode with the defaults.
+    boot: int = 0
+    boot_id: bytes = b""
+    boot_prev: bytes = b""
+    # The latest start of each peer this node has seen: {peer id: [boot, id]}.
+    peer_starts: dict[str, list] | None = None
 
     def bump(self, **changes: object) -> Head:
         return self._replace(seq=self.seq + 1, **changes)  # type: ignore[arg-type]

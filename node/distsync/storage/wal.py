@@ -49,8 +49,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..raft.types import Entry, HardState, PersistedState, Snapshot, StorageFault
+from ..starts import Start, new_start
 from . import mark, records, snapfiles
 from .common import (
     StorageCorruptError,
@@ -78,6 +80,9 @@ ZERO_AHEAD = 1 << 20
 # next save does it for free; a shorter delay costs an extra fdatasync per request at low
 # concurrency (measured: it slowed PUT at c=1), and the window is already one batch.
 CONFIRM_AFTER_S = 0.02
+# Peers whose latest start a head remembers (starts.py): far more than a cluster's members,
+# few enough that a head stays within its 4 KiB slot with names of 63 characters.
+MAX_PEER_STARTS = 24
 
 
 
@@ -748,6 +753,50 @@ class Storage:
         with self._lock:
             self._usable()
             return self._st.snap_index + 1
+
+    # -- start chains (starts.py) ------------------------------------------------------
+
+    def begin_start(self) -> Start:
+        """This directory's next start, durable before it is returned: a peer that has seen
+        it must never find the directory without it after a mere crash."""
+        with self._lock:
+            self._usable()
+            h = self._st
+            nxt = new_start(Start(h.boot, h.boot_id, h.boot_prev) if h.boot else None)
+            self._write_fields(boot=nxt.boot, boot_id=nxt.id, boot_prev=nxt.prev)
+        return nxt
+
+    def peer_start(self, peer: str) -> tuple[int, bytes] | None:
+        """The latest start of `peer` this node has seen, as (boot, id), or None."""
+        with self._lock:
+            v = (self._st.peer_starts or {}).get(peer)
+        return (int(v[0]), bytes(v[1])) if v else None
+
+    def note_peer_start(self, peer: str, start: Start) -> bool:
+        """Remember `peer`'s start, durably (a head write and its fdatasync: a peer starts
+        rarely), unless it is the one remembered already. Returns whether it was new."""
+        with self._lock:
+            self._usable()
+            known = dict(self._st.peer_starts or {})
+            if known.get(peer) == [start.boot, start.id]:
+                return False
+            if peer not in known and len(known) >= MAX_PEER_STARTS:
+                return False  # a head has 4 KiB; far more peers than a cluster has members
+            known[peer] = [start.boot, start.id]
+            try:
+                mark.encode(self._st._replace(peer_starts=known))
+            except ValueError:
+                return False  # names too long to fit: a check missed, never a failed save
+            self._write_fields(peer_starts=known)
+            return True
+
+    def _write_fields(self, **fields: Any) -> None:
+        """Change head fields and write the head now, with its fdatasync (under the lock)."""
+        self._st = self._st._replace(**fields)
+        try:
+            self._save_locked(None, [], None)
+        except OSError as exc:
+            raise self._fail(exc, "writing a segment head") from exc
 
     def identity(self) -> tuple[str, str]:
         """(cluster, node) recorded in the heads: whose data this directory holds."""

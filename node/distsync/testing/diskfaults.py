@@ -89,7 +89,7 @@ def _db_page(d: Path, which: str) -> tuple[int, int]:
 
 def cut_tail(d: Path, records: int = 3) -> str:
     """The last `records` fsynced saves are gone (a truncated file; not a restored backup,
-    whose heads are as old as its records: README, "What is not detected")."""
+    whose heads are as old as its records: that is caught by start chains, starts.py)."""
     if _db_only(d):
         off, page = _db_page(d, "last")
         _truncate(d / DB, off)

@@ -138,7 +138,7 @@ class DiskImage:
 
 def cut_tail(im: DiskImage, n: int) -> bool:
     """The last `n` fsynced records are gone (a truncated file; not a restored backup,
-    whose heads are as old as its records: README, "What is not detected")."""
+    whose heads are as old as its records: that is caught by start chains, starts.py)."""
     if len(im.entries) < 1:
         return False
     del im.entries[-min(n, len(im.entries)):]

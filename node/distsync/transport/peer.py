@@ -41,6 +41,7 @@ __all__ = [
     "ADDR_HEADER",
     "CLUSTER_HEADER",
     "NODE_HEADER",
+    "START_HEADER",
     "STREAM_PATH",
     "TARGET_HEADER",
     "Authenticator",
@@ -61,6 +62,10 @@ TARGET_HEADER = "X-Distsync-Target"
 # not answer a leader that is not a founding member: its replies would be dropped as
 # unroutable and it would never catch up. See ``learned_address``.
 ADDR_HEADER = "X-Distsync-Addr"
+# Start chains (starts.py): the dialling node's start, and a refusal's kind and reason.
+START_HEADER = "X-Distsync-Start"
+REFUSED_HEADER = "X-Distsync-Refused"
+REFUSED_DETAIL_HEADER = "X-Distsync-Refused-Detail"
 
 
 class Authenticator(Protocol):
@@ -73,6 +78,18 @@ class Authenticator(Protocol):
     def client_headers(self, peer_id: str) -> Mapping[str, str]: ...
 
     async def verify(self, request: web.Request) -> bool: ...
+
+
+class StartChecks(Protocol):
+    """Seam for start chains (starts.PeerStarts): what a node announces when it dials, the
+    check of a peer that dials it (None to take it, else why not: answered with 409), and
+    what to do when a peer refuses it so."""
+
+    def header(self) -> str: ...
+
+    def check(self, peer: str, value: str | None) -> str | None: ...
+
+    def refused(self, peer: str, detail: str) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -177,6 +194,7 @@ class Transport:
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
         advertise: str | None = None,
+        starts: StartChecks | None = None,
     ) -> None:
         """``resolve(peer_id)`` returns the peer's current ``host:port`` (or None if it is not a
         member any more); it is called on every send batch and every connect so membership and
@@ -200,6 +218,7 @@ class Transport:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._advertise = advertise
+        self._starts = starts
         self._learned: dict[str, str] = {}  # peer id -> address it advertised when dialling
 
         self._peers: dict[str, _Peer] = {}
@@ -409,6 +428,8 @@ class Transport:
             headers[ADDR_HEADER] = self._advertise
         if self._auth is not None:
             headers.update(self._auth.client_headers(peer.id))
+        if self._starts is not None:
+            headers[START_HEADER] = self._starts.header()
         if peer.connects or peer.connect_failures:
             peer.reconnects += 1
         try:
@@ -425,6 +446,10 @@ class Transport:
             raise
         except Exception as e:  # refused, DNS failure, timeout, 403, ...
             peer.connect_failures += 1
+            if (isinstance(e, aiohttp.WSServerHandshakeError) and e.status == 409
+                    and e.headers is not None and self._starts is not None
+                    and e.headers.get(REFUSED_HEADER) == "rolled_back"):
+                self._starts.refused(peer.id, e.headers.get(REFUSED_DETAIL_HEADER, ""))
             err = f"{type(e).__name__}: {e}"
             if err != peer.last_error:
                 lvl = logging.WARNING if isinstance(e, aiohttp.WSServerHandshakeError) else (
@@ -577,6 +602,16 @@ class Transport:
         if self._auth is not None and not await self._auth.verify(request):
             self._rejected += 1
             raise web.HTTPForbidden(text="authentication failed")
+        if self._starts is not None:
+            why = self._starts.check(node, request.headers.get(START_HEADER))
+            if why is not None:
+                self._rejected += 1
+                log.warning("%s: refused stream from %s: %s", self.self_id, node, why)
+                # A response, not an HTTPException: the API's error middleware rewrites
+                # those in its own shape, without the headers the dialling node reads.
+                return web.json_response(
+                    {"error": "rolled_back", "message": why}, status=409,
+                    headers={REFUSED_HEADER: "rolled_back", REFUSED_DETAIL_HEADER: why})
 
         advertised = request.headers.get(ADDR_HEADER)
         if advertised:

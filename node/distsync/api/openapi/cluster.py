@@ -46,7 +46,7 @@ OPENAPI_SCHEMAS = {
         ["kind", "detail", "since", "repaired_up_to"],
         kind={"type": "string", "enum": ["lost_tail", "corrupt_entry", "lost_snapshot",
                                          "lost_hard_state", "empty_after_use",
-                                         "empty_data_dir"]},
+                                         "empty_data_dir", "rolled_back"]},
         detail=STR, since={"type": "string", "format": "date-time"},
         durable_index=INT, repaired_up_to=INT, repair_point=nullable(INT), discovering=BOOL,
     ),

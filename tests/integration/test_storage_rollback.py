@@ -1,0 +1,80 @@
+"""A member whose data directory was restored in place from an older copy of itself.
+
+Found by an adversarial run (stop 34): such a directory is consistent, only older, so the
+store finds nothing wrong with it. With the member that holds the later writes down and the
+third member behind, the restored member voted, the two elected a leader without those
+writes, and every one of them was lost.
+
+What tells it apart is outside the directory: its peers remember every start of every member
+(node/distsync/starts.py). A member's start carries the id of the start before it; a copy
+from before a start the peers saw cannot continue that chain, so they refuse its stream,
+tell it why, and it recovers like a damaged disk (no vote until a leader repairs it).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from cluster_helpers import diag, ready, wait_caught_up, wait_until
+
+from distsync.client import BlockingClient
+from distsync.local import LocalCluster
+
+TICK_MS = 20
+
+
+def _no_leader_for(lc: LocalCluster, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for nid, st in lc.statuses().items():
+            assert st is None or st["role"] != "leader", diag(
+                lc, f"{nid} became leader without the writes the restored member had")
+        time.sleep(0.05)
+
+
+def test_a_member_restored_from_its_own_backup_is_caught_and_repaired(tmp_path: Path) -> None:
+    with LocalCluster(3, tick_ms=TICK_MS, data_dir=tmp_path / "c") as lc:
+        leader = ready(lc)
+        victim, third = sorted(n for n in lc.nodes if n != leader)
+        with BlockingClient(lc.addrs, timeout=30) as c:
+            for i in range(10):
+                c.put(f"one/{i}", i)
+        wait_caught_up(lc, victim, leader)
+        # The backup: taken while the member is stopped, as an operator would.
+        lc.kill(victim, signal.SIGTERM)
+        backup = tmp_path / "backup"
+        shutil.copytree(lc.nodes[victim].data_dir, backup)
+        lc.start_node(victim)
+        ready(lc)
+        wait_caught_up(lc, victim, leader)
+        wait_until(lc, lambda: f"{victim} is on its start 2" in lc.nodes[third].log_path
+                   .read_text(errors="replace"), 15, f"{third} to see {victim}'s new start")
+        # Later writes that only the leader and the victim hold.
+        lc.kill(third)
+        with BlockingClient([lc.nodes[leader].addr], timeout=30) as c:
+            for i in range(10):
+                c.put(f"two/{i}", i)
+        lc.kill(victim, signal.SIGTERM)
+        shutil.rmtree(lc.nodes[victim].data_dir)
+        shutil.copytree(backup, lc.nodes[victim].data_dir)  # restored in place
+        lc.kill(leader)
+        lc.start_node(third)
+        lc.start_node(victim)
+
+        def fault() -> str | None:
+            f = (lc.status(victim) or {}).get("storage_fault")
+            return f["kind"] if f else None
+
+        wait_until(lc, fault, 15, f"{victim} to learn that it was rolled back")
+        assert fault() == "rolled_back", diag(lc, f"{victim}: {fault()}")
+        _no_leader_for(lc, 2.0)
+        lc.start_node(leader)
+        ready(lc)
+        wait_until(lc, lambda: fault() is None, 30, f"{victim} to be repaired")
+        with BlockingClient(lc.addrs, timeout=30) as c:
+            for i in range(10):
+                assert c.get(f"one/{i}")["value"] == i
+                assert c.get(f"two/{i}")["value"] == i, diag(lc, f"two/{i} lost")

@@ -1,0 +1,96 @@
+"""Start chains (node/distsync/starts.py): each start of a member continues the one before
+it, its peers remember the latest, and a data directory restored from an older copy of
+itself cannot continue what they saw. Stored in real segment heads (storage/wal.py)."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import msgpack
+
+from distsync.raft.types import Entry, HardState
+from distsync.starts import PeerStarts, Start, judge, new_start, parse
+from distsync.storage import Storage, mark
+
+
+def test_a_start_continues_the_one_before_it() -> None:
+    first = new_start(None)
+    assert first.boot == 1 and first.prev == b"" and len(first.id) == 8
+    second = new_start(first)
+    assert (second.boot, second.prev) == (2, first.id) and second.id != first.id
+
+
+def test_the_header_round_trips_and_malformed_ones_are_refused() -> None:
+    s = new_start(new_start(None))
+    assert parse(s.header(True)) == (s, True)
+    assert parse(s.header(False)) == (s, False)
+    for bad in ("", "1.2.3", "x.00.00.0", "0.0011223344556677..0", "1.00.00.2",
+                "1.0011223344556677.00.0", "1.zz11223344556677..0"):
+        assert parse(bad) is None, bad
+
+
+def test_what_a_peer_takes_and_what_it_refuses() -> None:
+    a = new_start(None)
+    b = new_start(a)
+    c = new_start(b)
+    assert judge(None, a) is None  # never seen: nothing to check against
+    assert judge((a.boot, a.id), b) is None  # the next start
+    assert judge((b.boot, b.id), b) is None  # the same start dialling again
+    assert judge((a.boot, a.id), c) is None  # starts it missed: it cannot check them
+    # from a copy taken before start b: the next start repeats b's number under another id
+    fork = new_start(a)
+    assert "does not follow start 2" in (judge((b.boot, b.id), fork) or "")
+    assert judge((c.boot, c.id), fork) is not None  # older than what it saw
+    assert judge((b.boot, b.id), Start(3, b"\1" * 8, b"\2" * 8)) is not None  # wrong prev
+
+
+def test_starts_are_durable_and_a_restored_copy_is_caught(tmp_path: Path) -> None:
+    me, peer = tmp_path / "me", tmp_path / "peer"
+    s = Storage(me, cluster="c", node="n1")
+    s.save(HardState(1, "n1", 0), [Entry(1, 1, data=b"x")])
+    first = s.begin_start()
+    s.close()
+    shutil.copytree(me, tmp_path / "backup")  # a copy after the first start
+    s = Storage(me, cluster="c", node="n1")
+    second = s.begin_start()
+    assert (second.boot, second.prev) == (first.boot + 1, first.id)
+    s.close()
+
+    p = Storage(peer, cluster="c", node="n2")
+    told: list[tuple[str, str]] = []
+    chain = PeerStarts("n2", p, lambda: False, lambda peer, why: told.append((peer, why)))
+    assert chain.check("n1", second.header(False)) is None
+    p.close()
+    p = Storage(peer, cluster="c", node="n2")  # what it saw survives its own restart
+    assert p.peer_start("n1") == (second.boot, second.id)
+    assert p.begin_start().boot == chain.start.boot + 1
+
+    shutil.rmtree(me)
+    shutil.copytree(tmp_path / "backup", me)  # restored in place
+    s = Storage(me, cluster="c", node="n1")
+    again = s.begin_start()
+    s.close()
+    chain = PeerStarts("n2", p, lambda: False, lambda peer, why: None)
+    assert "older than that start" in (chain.check("n1", again.header(False)) or "")
+    assert p.peer_start("n1") == (second.boot, second.id)  # a refused start is not taken
+    # once it says it is recovering it is taken, and its new chain is the one to follow
+    assert chain.check("n1", again.header(True)) is None
+    assert p.peer_start("n1") == (again.boot, again.id)
+    assert chain.check("n1", None) is None  # a peer from before start chains
+    assert chain.check("n1", "junk") == "malformed X-Distsync-Start header"
+    p.close()
+
+
+def test_a_head_from_before_start_chains_reads_as_never_started() -> None:
+    old = mark.Head(term=3, vote="n2", cluster="c", node="n1")
+    # the same head as a node without start chains wrote it: the version and the fields up
+    # to `recovering`, the last one it knew
+    known = 1 + mark.Head._fields.index("recovering") + 1
+    fields = msgpack.unpackb(mark.encode(old)[8:], raw=False)[:known]
+    raw = msgpack.packb(fields, use_bin_type=True)
+    h = mark.decode(struct.pack("<II", zlib.crc32(raw), len(raw)) + raw)
+    assert h is not None and (h.term, h.vote, h.node) == (3, "n2", "n1")
+    assert (h.boot, h.boot_id, h.peer_starts) == (0, b"", None)
