@@ -4,11 +4,11 @@ from an older copy of itself is told from one that merely missed some writes.
 Why: such a copy is consistent, only older, so the store finds nothing wrong with it (README,
 "Storage faults"). Voting on it, the member can help elect a leader without writes it had
 acknowledged (stop 34's adversarial run lost them all). What gives it away is outside the
-directory: every start of a node gets a number, a random id and the id of the start before
-it, written to its directory before it talks to anyone; every peer keeps, on its own disk,
-the latest start it has seen of every member. A copy taken before a start a peer has seen
-cannot continue that chain: started from the copy, the member's next start repeats a number
-the peer knows under another id, or names a previous start the peer never saw.
+directory: every start of a node gets a number and a random id, kept with the ids of the
+starts before it and written to its directory before it talks to anyone; every peer keeps, on
+its own disk, the latest start it has seen of every member. A copy taken before a start a
+peer has seen cannot continue that chain: started from the copy (once or many times), the
+member's chain holds another id at that start's number, or is behind it.
 
 The peer then refuses the member's stream and says why (HTTP 409 `rolled_back`); the member
 recovers like a damaged disk (raft/recovery.py: no vote, no campaign, its acknowledgements
@@ -17,7 +17,8 @@ taking the new chain as the one to follow.
 
 What it cannot see: a copy from before starts that no live peer saw (the peers that saw them
 were down or lost their own disks since), which looks like a member that restarted while
-they were away.
+they were away; a peer away for more than HISTORY of a member's starts, which cannot check
+the chain and takes it; a copy from before start chains existed.
 """
 
 from __future__ import annotations
@@ -34,54 +35,68 @@ log = logging.getLogger("distsync.starts")
 
 HEADER = "X-Distsync-Start"
 ID_BYTES = 8
+# How many of its latest starts' ids a node keeps and announces: a peer that saw one of
+# them can tell whether the chain continues it (a peer away for more starts than this
+# cannot, and takes it).
+HISTORY = 16
 
 
 @dataclass(frozen=True, slots=True)
 class Start:
-    boot: int  # 1 for a node's first start on its directory, +1 each start after
-    id: bytes  # random, this start's own
-    prev: bytes  # the id of the start before it on this directory (b"": none)
+    boot: int  # 1 for the first start of a chain on this directory, +1 each start after
+    ids: tuple[bytes, ...]  # random ids of this start and the ones before it, newest first
+
+    @property
+    def id(self) -> bytes:
+        return self.ids[0]
 
     def header(self, recovering: bool) -> str:
-        return f"{self.boot}.{self.id.hex()}.{self.prev.hex()}.{int(recovering)}"
+        return f"{self.boot}.{int(recovering)}." + ".".join(i.hex() for i in self.ids)
 
 
 def new_start(last: Start | None) -> Start:
-    """The start after `last` (None: a directory never started with start chains)."""
+    """The start after `last` (None: a directory with no chain yet: new, emptied, or with
+    its heads lost)."""
+    fresh = os.urandom(ID_BYTES)
     if last is None:
-        return Start(1, os.urandom(ID_BYTES), b"")
-    return Start(last.boot + 1, os.urandom(ID_BYTES), last.id)
+        return Start(1, (fresh,))
+    return Start(last.boot + 1, (fresh, *last.ids[: HISTORY - 1]))
 
 
 def parse(value: str) -> tuple[Start, bool] | None:
     """(the start, whether the node says it is recovering), or None if malformed."""
     parts = value.split(".")
-    if len(parts) != 4 or parts[3] not in ("0", "1"):
+    if len(parts) < 3 or parts[1] not in ("0", "1"):
         return None
     try:
         boot = int(parts[0])
-        sid, prev = bytes.fromhex(parts[1]), bytes.fromhex(parts[2])
+        ids = tuple(bytes.fromhex(p) for p in parts[2:])
     except ValueError:
         return None
-    if boot < 1 or len(sid) != ID_BYTES or len(prev) not in (0, ID_BYTES):
+    if boot < 1 or len(ids) > min(boot, HISTORY) or any(len(i) != ID_BYTES for i in ids):
         return None
-    return Start(boot, sid, prev), parts[3] == "1"
+    return Start(boot, ids), parts[1] == "1"
 
 
 def judge(seen: tuple[int, bytes] | None, start: Start) -> str | None:
     """None if `start` may follow `seen` (the latest start of this member a peer knows of,
     as (boot, id)); otherwise why it cannot: the member's directory is older than a start
-    the peer saw."""
-    if seen is None:
+    the peer saw.
+
+    A chain that begins at this start (boot 1) is taken: its directory had none, so it was
+    new, emptied or lost its heads, and each of those starts as recovering until a leader
+    repairs it; a copy restored from after any start has a chain of its own to continue.
+    (A copy from before start chains existed starts at 1 too: not caught.)"""
+    if seen is None or start.boot == 1:
         return None
     boot, sid = seen
-    if start.boot > boot + 1:
-        return None  # starts the peer did not see: it cannot check them
-    if start.boot == boot + 1 and start.prev == sid:
-        return None
-    if start.boot == boot and start.id == sid:
-        return None  # the same start, dialling again
-    return (f"start {start.boot} does not follow start {boot} (id {sid.hex()}) that this "
+    if start.boot < boot:
+        return (f"start {start.boot} is older than start {boot} that this peer saw: the data "
+                f"directory is older than that start (restored from a copy?)")
+    back = start.boot - boot
+    if back >= len(start.ids) or start.ids[back] == sid:
+        return None  # continues it, or more starts since than its history shows
+    return (f"start {start.boot} does not continue start {boot} (id {sid.hex()}) that this "
             f"peer saw: the data directory is older than that start (restored from a copy?)")
 
 

@@ -12,23 +12,28 @@ from pathlib import Path
 import msgpack
 
 from distsync.raft.types import Entry, HardState
-from distsync.starts import PeerStarts, Start, judge, new_start, parse
+from distsync.starts import HISTORY, PeerStarts, judge, new_start, parse
 from distsync.storage import Storage, mark
 
 
 def test_a_start_continues_the_one_before_it() -> None:
     first = new_start(None)
-    assert first.boot == 1 and first.prev == b"" and len(first.id) == 8
+    assert first.boot == 1 and len(first.ids) == 1 and len(first.id) == 8
     second = new_start(first)
-    assert (second.boot, second.prev) == (2, first.id) and second.id != first.id
+    assert (second.boot, second.ids[1:]) == (2, first.ids) and second.id != first.id
+    s = second
+    for _ in range(40):
+        s = new_start(s)
+    assert s.boot == 42 and len(s.ids) == HISTORY  # the latest HISTORY starts' ids
 
 
 def test_the_header_round_trips_and_malformed_ones_are_refused() -> None:
     s = new_start(new_start(None))
     assert parse(s.header(True)) == (s, True)
     assert parse(s.header(False)) == (s, False)
-    for bad in ("", "1.2.3", "x.00.00.0", "0.0011223344556677..0", "1.00.00.2",
-                "1.0011223344556677.00.0", "1.zz11223344556677..0"):
+    ok = "0011223344556677"
+    for bad in ("", "1.0", f"x.0.{ok}", f"0.0.{ok}", f"1.2.{ok}", f"1.0.{ok}.{ok}",
+                f"2.0.{ok}.zz", f"1.0.{ok[:-2]}", f"{HISTORY + 5}.0." + ".".join([ok] * 17)):
         assert parse(bad) is None, bad
 
 
@@ -36,15 +41,26 @@ def test_what_a_peer_takes_and_what_it_refuses() -> None:
     a = new_start(None)
     b = new_start(a)
     c = new_start(b)
-    assert judge(None, a) is None  # never seen: nothing to check against
+    assert judge(None, b) is None  # never seen: nothing to check against
     assert judge((a.boot, a.id), b) is None  # the next start
     assert judge((b.boot, b.id), b) is None  # the same start dialling again
-    assert judge((a.boot, a.id), c) is None  # starts it missed: it cannot check them
+    assert judge((a.boot, a.id), c) is None  # starts it missed, still in the history
     # from a copy taken before start b: the next start repeats b's number under another id
     fork = new_start(a)
-    assert "does not follow start 2" in (judge((b.boot, b.id), fork) or "")
-    assert judge((c.boot, c.id), fork) is not None  # older than what it saw
-    assert judge((b.boot, b.id), Start(3, b"\1" * 8, b"\2" * 8)) is not None  # wrong prev
+    assert "does not continue start 2" in (judge((b.boot, b.id), fork) or "")
+    assert "older than start 3" in (judge((c.boot, c.id), fork) or "")
+    # started from the copy twice more where the peer could not see it: still not b's chain
+    burnt = new_start(new_start(fork))
+    assert burnt.boot == 4 and "does not continue start 2" in (judge((b.boot, b.id), burnt)
+                                                             or "")
+    # more starts since than the history holds: it cannot check, and takes it
+    far = b
+    for _ in range(HISTORY):
+        far = new_start(far)
+    assert judge((a.boot, a.id), far) is None
+    # a chain that begins now (an emptied directory, repaired; a member removed and added
+    # again under its name) is not held against the chain of the directory it replaced
+    assert judge((c.boot, c.id), new_start(None)) is None
 
 
 def test_starts_are_durable_and_a_restored_copy_is_caught(tmp_path: Path) -> None:
@@ -56,12 +72,11 @@ def test_starts_are_durable_and_a_restored_copy_is_caught(tmp_path: Path) -> Non
     shutil.copytree(me, tmp_path / "backup")  # a copy after the first start
     s = Storage(me, cluster="c", node="n1")
     second = s.begin_start()
-    assert (second.boot, second.prev) == (first.boot + 1, first.id)
+    assert (second.boot, second.ids[1:]) == (first.boot + 1, first.ids)
     s.close()
 
     p = Storage(peer, cluster="c", node="n2")
-    told: list[tuple[str, str]] = []
-    chain = PeerStarts("n2", p, lambda: False, lambda peer, why: told.append((peer, why)))
+    chain = PeerStarts("n2", p, lambda: False, lambda peer, why: None)
     assert chain.check("n1", second.header(False)) is None
     p.close()
     p = Storage(peer, cluster="c", node="n2")  # what it saw survives its own restart
@@ -93,4 +108,4 @@ def test_a_head_from_before_start_chains_reads_as_never_started() -> None:
     raw = msgpack.packb(fields, use_bin_type=True)
     h = mark.decode(struct.pack("<II", zlib.crc32(raw), len(raw)) + raw)
     assert h is not None and (h.term, h.vote, h.node) == (3, "n2", "n1")
-    assert (h.boot, h.boot_id, h.peer_starts) == (0, b"", None)
+    assert (h.boot, h.boot_ids, h.peer_starts) == (0, None, None)

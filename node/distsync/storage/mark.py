@@ -59,11 +59,10 @@ class Head(NamedTuple):
     base_crc: int = 0
     # HardState.recovering: a repair under way (raft/recovery.py), kept across restarts.
     recovering: str = ""
-    # This directory's latest start and the one before it (starts.py): boot number, id,
-    # previous id. Heads written before start chains existed decode with the defaults.
+    # This directory's latest start (starts.py): its number, and the ids of it and of the
+    # starts before it, newest first. Heads written before start chains decode as none.
     boot: int = 0
-    boot_id: bytes = b""
-    boot_prev: bytes = b""
+    boot_ids: list[bytes] | None = None
     # The latest start of each peer this node has seen: {peer id: [boot, id]}.
     peer_starts: dict[str, list] | None = None
 

@@ -762,8 +762,9 @@ class Storage:
         with self._lock:
             self._usable()
             h = self._st
-            nxt = new_start(Start(h.boot, h.boot_id, h.boot_prev) if h.boot else None)
-            self._write_fields(boot=nxt.boot, boot_id=nxt.id, boot_prev=nxt.prev)
+            nxt = new_start(Start(h.boot, tuple(h.boot_ids)) if h.boot and h.boot_ids
+                            else None)
+            self._write_fields(boot=nxt.boot, boot_ids=list(nxt.ids))
         return nxt
 
     def peer_start(self, peer: str) -> tuple[int, bytes] | None:
