@@ -82,6 +82,17 @@ def healthz(lc: LocalCluster, node_id: str, timeout: float = 1.0) -> bool:
     return code == 200
 
 
+def no_leader_for(lc: LocalCluster, seconds: float, why: str) -> None:
+    """No live node becomes leader for `seconds` (many election timeouts at short ticks):
+    what a cluster that must stay unavailable rather than lose writes shows. `why`: what a
+    leader would mean, for the failure message."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for nid, st in lc.statuses().items():
+            assert st is None or st["role"] != "leader", diag(lc, f"{nid} became leader: {why}")
+        time.sleep(0.05)
+
+
 def wait_caught_up(lc: LocalCluster, node_id: str, leader_id: str, timeout: float = 30.0) -> int:
     """Wait until `node_id` has applied everything the leader had committed when this was
     called (read once, up front); returns that commit index."""

@@ -26,12 +26,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from cluster_helpers import diag, ready, wait_until
+from cluster_helpers import diag, no_leader_for, ready, wait_until
 
 from distsync.client import BlockingClient
 from distsync.local import LocalCluster, format_status
@@ -86,13 +85,7 @@ def http_text(url: str) -> tuple[int, str]:
 
 
 def _no_leader_for(lc: LocalCluster, seconds: float) -> None:
-    """No live node becomes leader for `seconds` (many election timeouts at this tick)."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        for nid, st in lc.statuses().items():
-            assert st is None or st["role"] != "leader", diag(
-                lc, f"{nid} became leader while the damaged node should refuse its vote")
-        time.sleep(0.05)
+    no_leader_for(lc, seconds, "the damaged node should refuse its vote")
 
 
 def _scenario(lc: LocalCluster, kind: str, victim_role: str, leader_down: bool,

@@ -15,24 +15,14 @@ from __future__ import annotations
 
 import shutil
 import signal
-import time
 from pathlib import Path
 
-from cluster_helpers import diag, ready, wait_caught_up, wait_until
+from cluster_helpers import diag, no_leader_for, ready, wait_caught_up, wait_until
 
 from distsync.client import BlockingClient
 from distsync.local import LocalCluster
 
 TICK_MS = 20
-
-
-def _no_leader_for(lc: LocalCluster, seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        for nid, st in lc.statuses().items():
-            assert st is None or st["role"] != "leader", diag(
-                lc, f"{nid} became leader without the writes the restored member had")
-        time.sleep(0.05)
 
 
 def test_a_member_restored_from_its_own_backup_is_caught_and_repaired(tmp_path: Path) -> None:
@@ -70,7 +60,7 @@ def test_a_member_restored_from_its_own_backup_is_caught_and_repaired(tmp_path: 
 
         wait_until(lc, fault, 15, f"{victim} to learn that it was rolled back")
         assert fault() == "rolled_back", diag(lc, f"{victim}: {fault()}")
-        _no_leader_for(lc, 2.0)
+        no_leader_for(lc, 2.0, "elected without the writes the restored member had")
         lc.start_node(leader)
         ready(lc)
         wait_until(lc, lambda: fault() is None, 30, f"{victim} to be repaired")
