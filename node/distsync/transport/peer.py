@@ -36,6 +36,7 @@ from aiohttp import web
 
 from ..raft.codec import decode_messages, encode_messages
 from ..raft.types import Message
+from ..starts import HEADER as START_HEADER
 
 __all__ = [
     "ADDR_HEADER",
@@ -62,8 +63,8 @@ TARGET_HEADER = "X-Distsync-Target"
 # not answer a leader that is not a founding member: its replies would be dropped as
 # unroutable and it would never catch up. See ``learned_address``.
 ADDR_HEADER = "X-Distsync-Addr"
-# Start chains (starts.py): the dialling node's start, and a refusal's kind and reason.
-START_HEADER = "X-Distsync-Start"
+# Start chains (starts.py, which names the dialling node's start header): a refusal's
+# kind and reason.
 REFUSED_HEADER = "X-Distsync-Refused"
 REFUSED_DETAIL_HEADER = "X-Distsync-Refused-Detail"
 
