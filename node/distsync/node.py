@@ -664,6 +664,13 @@ class Node:
 
         self._call(op, fut)
 
+    def peer_replaced(self, peer: str) -> None:
+        """`peer` runs on a data directory that replaced one in use (starts.py), seen as it
+        dials: told to the core at once, not in the loop's next pass, because the core takes
+        the messages queued before the operations and the peer's first message may be the
+        probe this answers."""
+        self.core.note_replaced(peer)
+
     def _on_message(self, m: Message) -> None:
         if m.type == MsgType.HEARTBEAT_RESP:
             sent = self._hb_sent.pop(m.src, None)

@@ -15,6 +15,13 @@ recovers like a damaged disk (raft/recovery.py: no vote, no campaign, its acknow
 do not count, until a leader repairs it) and dials again as recovering, which peers accept,
 taking the new chain as the one to follow.
 
+The same record tells a founding member's empty data directory, which cannot say whether the
+cluster is new or its disk was replaced (raft/core.py asks the founding members), from a new
+one: a peer that saw a start of it before its chain began again knows that the directory
+behind that start was in use, and says "not new" (stop 34's adversarial run: two members
+that held every write came back empty next to a third that never saw a write, and the
+three founded a new cluster without them).
+
 What it cannot see: a copy from before starts that no live peer saw (the peers that saw them
 were down or lost their own disks since), which looks like a member that restarted while
 they were away; a peer away for more than HISTORY of a member's starts, which cannot check
@@ -27,9 +34,9 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-__all__ = ["HEADER", "PeerStarts", "Start", "judge", "new_start", "parse"]
+__all__ = ["HEADER", "PeerStarts", "Seen", "Start", "breaks", "judge", "new_start", "parse"]
 
 log = logging.getLogger("distsync.starts")
 
@@ -78,18 +85,26 @@ def parse(value: str) -> tuple[Start, bool] | None:
     return Start(boot, ids), parts[1] == "1"
 
 
-def judge(seen: tuple[int, bytes] | None, start: Start) -> str | None:
-    """None if `start` may follow `seen` (the latest start of this member a peer knows of,
-    as (boot, id)); otherwise why it cannot: the member's directory is older than a start
-    the peer saw.
+class Seen(NamedTuple):
+    """The latest start of a member that a peer has seen."""
 
-    A chain that begins at this start (boot 1) is taken: its directory had none, so it was
-    new, emptied or lost its heads, and each of those starts as recovering until a leader
-    repairs it; a copy restored from after any start has a chain of its own to continue.
-    (A copy from before start chains existed starts at 1 too: not caught.)"""
-    if seen is None or start.boot == 1:
+    boot: int
+    id: bytes
+    # Its chain began after another one of this member that the peer had seen: the data
+    # directory behind it replaced (or emptied) one that was in use, which is never a new
+    # cluster's (PeerStarts.check; raft/core.py answers the member's probes so).
+    replaced: bool = False
+
+
+def breaks(seen: tuple[int, bytes] | None, start: Start) -> str | None:
+    """None if `start` continues `seen` (the latest start of this member a peer knows of,
+    as (boot, id)), or cannot be checked against it; otherwise why not."""
+    if seen is None:
         return None
-    boot, sid = seen
+    boot, sid = seen[0], seen[1]
+    if start.boot == 1 and (boot, sid) != (1, start.id):
+        return (f"a new chain of starts, where this peer saw start {boot} (id {sid.hex()}): "
+                f"the data directory was emptied or replaced since")
     if start.boot < boot:
         return (f"start {start.boot} is older than start {boot} that this peer saw: the data "
                 f"directory is older than that start (restored from a copy?)")
@@ -100,14 +115,27 @@ def judge(seen: tuple[int, bytes] | None, start: Start) -> str | None:
             f"peer saw: the data directory is older than that start (restored from a copy?)")
 
 
+def judge(seen: tuple[int, bytes] | None, start: Start) -> str | None:
+    """None if a peer that saw `seen` may take `start`'s stream; otherwise why not: the
+    member's directory is older than a start the peer saw.
+
+    A chain that begins at this start (boot 1) is taken: its directory had none, so it was
+    new, emptied or lost its heads, and each of those starts as recovering until a leader
+    repairs it or, founding a cluster, until its peers say the cluster is new (which one
+    that saw another chain of it never says); a copy restored from after any start has a
+    chain of its own to continue. (A copy from before start chains existed starts at 1 too:
+    not caught.)"""
+    return None if start.boot == 1 else breaks(seen, start)
+
+
 class StartStore(Protocol):
     """Where a node keeps its own starts and its peers' (storage/wal.py, in its heads)."""
 
     def begin_start(self) -> Start: ...
 
-    def peer_start(self, peer: str) -> tuple[int, bytes] | None: ...
+    def peer_start(self, peer: str) -> Seen | None: ...
 
-    def note_peer_start(self, peer: str, start: Start) -> bool: ...
+    def note_peer_start(self, peer: str, start: Start, replaced: bool = False) -> bool: ...
 
 
 class PeerStarts:
@@ -116,11 +144,13 @@ class PeerStarts:
     a peer refuses it. Construction is this node's start: it is made durable first."""
 
     def __init__(self, node_id: str, store: StartStore, recovering: Callable[[], bool],
-                 on_rolled_back: Callable[[str, str], None]) -> None:
+                 on_rolled_back: Callable[[str, str], None],
+                 on_replaced: Callable[[str], None] | None = None) -> None:
         self._id = node_id
         self._store = store
         self._recovering = recovering
         self._on_rolled_back = on_rolled_back
+        self._on_replaced = on_replaced
         self.start = store.begin_start()
 
     def header(self) -> str:
@@ -130,18 +160,35 @@ class PeerStarts:
     def check(self, peer: str, value: str | None) -> str | None:
         """None to take `peer`'s stream (its start remembered, durably, first); otherwise
         why not. A peer that says it is recovering is taken whatever its chain: it counts
-        for nothing until repaired, and its new chain is the one to follow from now on."""
+        for nothing until repaired, and its new chain is the one to follow from now on.
+
+        A chain taken that does not continue the one seen (a new chain on an emptied or
+        replaced directory, or a recovering copy's) is remembered as replacing a directory
+        that was in use, and so are the starts that continue it: `on_replaced` is told
+        before the stream carries anything, so that the member's first question (is the
+        cluster new?) already gets the answer no."""
         if value is None:
             return None  # a peer from before start chains: nothing to check it against
         got = parse(value)
         if got is None:
             return f"malformed {HEADER} header"
         start, recovering = got
-        why = None if recovering else judge(self._store.peer_start(peer), start)
-        if why is None and self._store.note_peer_start(peer, start):
-            log.info("%s: %s is on its start %d%s", self._id, peer, start.boot,
-                     " (recovering)" if recovering else "")
-        return why
+        seen = self._store.peer_start(peer)
+        why = None if recovering else judge(seen, start)
+        if why is not None:
+            return why
+        broken = breaks(seen, start)
+        replaced = broken is not None or (seen is not None and seen.replaced)
+        if self._store.note_peer_start(peer, start, replaced):
+            if broken is not None:
+                log.warning("%s: %s is on start %d of %s: %s", self._id, peer, start.boot,
+                            "a new chain" if start.boot == 1 else "another chain", broken)
+            else:
+                log.info("%s: %s is on its start %d%s", self._id, peer, start.boot,
+                         " (recovering)" if recovering else "")
+        if replaced and self._on_replaced is not None:
+            self._on_replaced(peer)
+        return None
 
     def refused(self, peer: str, detail: str) -> None:
         self._on_rolled_back(peer, detail)

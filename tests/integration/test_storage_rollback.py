@@ -13,6 +13,7 @@ tell it why, and it recovers like a damaged disk (no vote until a leader repairs
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 from pathlib import Path
@@ -68,3 +69,51 @@ def test_a_member_restored_from_its_own_backup_is_caught_and_repaired(tmp_path: 
             for i in range(10):
                 assert c.get(f"one/{i}")["value"] == i
                 assert c.get(f"two/{i}")["value"] == i, diag(lc, f"two/{i} lost")
+
+
+def test_two_lost_directories_beside_a_member_that_saw_no_write_stay_unavailable(
+        tmp_path: Path) -> None:
+    """Stop 34's adversarial run, its extra probe: the two members that held the writes
+    come back with nothing, one with its files cut to 0 bytes and one on an empty disk, next
+    to a third that never got past the founding entries. Each empty member asked its peers
+    whether the cluster was new; the other empty one and the third both said "only the
+    founding entries", and a new cluster was founded without the 20 writes.
+
+    The third had seen a start of each of them: an empty directory that cannot continue a
+    start a peer saw is not a new one (starts.py). It answers so, both wait for a leader to
+    repair them, and with two of three damaged none is elected."""
+    with LocalCluster(3, tick_ms=TICK_MS, data_dir=tmp_path / "c",
+                      extra_args=["--election-ticks", "100"]) as lc:
+        def logged(n: str, text: str) -> bool:
+            return text in lc.nodes[n].log_path.read_text(errors="replace")
+
+        wait_until(lc, lambda: all(logged(n, "a new cluster") for n in lc.nodes)
+                   and logged("n3", "n1 is on its start 1")
+                   and logged("n3", "n2 is on its start 1"), 30,
+                   "the three to find the cluster new, n3 to see the others' starts",
+                   interval=0.005)
+        lc.kill("n3")  # before the first election (2 s away at the soonest)
+        leader = lc.leader(timeout=30, among=["n1", "n2"])
+        with BlockingClient([lc.nodes["n1"].addr, lc.nodes["n2"].addr], timeout=30) as c:
+            for i in range(20):
+                c.put(f"held/{i}", i)
+        lc.kill("n1", signal.SIGTERM)
+        lc.kill("n2", signal.SIGTERM)
+        for f in lc.nodes["n1"].data_dir.rglob("*"):
+            if f.is_file():
+                os.truncate(f, 0)  # what the helper did to the one segment
+        shutil.rmtree(lc.nodes["n2"].data_dir)
+        lc.nodes["n2"].data_dir.mkdir()
+        lc.extra_args = ["--election-ticks", "10"]  # many election timeouts in the window
+        for n in lc.nodes:
+            lc.start_node(n)
+
+        def fault(n: str) -> dict | None:
+            return (lc.status(n) or {}).get("storage_fault")
+
+        wait_until(lc, lambda: all(
+            (f := fault(n)) is not None and not f["discovering"] for n in ("n1", "n2")), 15,
+            "n1 and n2 to learn that their empty directories replaced used ones")
+        for n in ("n1", "n2"):
+            assert "n3" in fault(n)["detail"], diag(lc, f"{n}: {fault(n)}")
+        no_leader_for(lc, 3.0, f"a new cluster founded without the writes {leader} held")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from raftsim import Cluster, Disk
+import pytest
+from raftsim import Cluster, Disk, InvariantViolation
 
 from distsync.raft.core import Config
 from distsync.raft.types import EntryType, HardState, Message, MsgType, Role, StorageFault
@@ -247,6 +248,49 @@ def test_a_lost_hard_state_with_no_log_left_is_not_taken_for_a_new_disk() -> Non
     assert c.leaders_now() == [], "a leader was elected without the acknowledged writes"
     assert c.raft("n1").recovery.kind == "lost_hard_state"  # type: ignore[union-attr]
     assert c.raft("n2").recovery is not None  # told by n1 that the cluster is not new
+
+
+def _two_writers_back_on_empty_disks(seed: int, told: bool) -> Cluster:
+    """Both members that hold the writes come back on empty disks (bootstrapping again, so
+    asking whether the cluster is new) beside a third that never got past the founding
+    entries. `told`: the third knows, from their start chains (starts.py, in the transport,
+    which this simulation has not: played here by hand), that both directories replaced
+    ones in use."""
+    c = Cluster(ids(3), seed=seed, config=Config(), discover=True, record=True)
+    c.run(3)
+    assert c.leaders_now() == [] and all(c.raft(n).recovery is None for n in ids(3))
+    c.crash("n3")  # before any election: it holds the founding entries only
+    c.elect("n1")
+    for k in range(5):
+        c.propose("n1", b"w%d" % k)
+    c.stabilize()
+    assert payloads(c, "n2") == [b"w%d" % k for k in range(5)]
+    c.wipe("n1", rebootstrap=True)
+    c.wipe("n2", rebootstrap=True)
+    c.restart("n3")
+    if told:
+        c.raft("n3").note_replaced("n1")
+        c.raft("n3").note_replaced("n2")
+    return c
+
+
+def test_empty_disks_that_replaced_used_ones_are_not_taken_for_a_new_cluster() -> None:
+    """Stop 34's adversarial run, its extra probe (on real processes in
+    tests/integration/test_storage_rollback.py): each empty member heard "only the
+    founding entries" from the other and from the third, and a new cluster was founded
+    without the writes. The third, knowing both directories replaced used ones, says "not
+    new": both wait for a repair, and no leader is elected."""
+    blind = _two_writers_back_on_empty_disks(seed=8, told=False)
+    with pytest.raises(InvariantViolation, match="both lead term 2"):
+        blind.run(300)  # the hazard itself: a second leader of term 2, without the writes
+
+    c = _two_writers_back_on_empty_disks(seed=8, told=True)
+    c.run(300)
+    assert c.leaders_now() == [], "a new cluster was founded without the writes"
+    for n in ("n1", "n2"):
+        r = c.raft(n)
+        assert r.recovery is not None and not r.recovery.discovering, r.recovery
+        assert "n3 saw an earlier start" in r.recovery.detail, r.recovery.detail
 
 
 def test_a_single_node_cluster_needs_no_discovery() -> None:

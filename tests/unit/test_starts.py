@@ -12,7 +12,7 @@ from pathlib import Path
 import msgpack
 
 from distsync.raft.types import Entry, HardState
-from distsync.starts import HISTORY, PeerStarts, judge, new_start, parse
+from distsync.starts import HISTORY, PeerStarts, Seen, breaks, judge, new_start, parse
 from distsync.storage import Storage, mark
 
 
@@ -61,6 +61,12 @@ def test_what_a_peer_takes_and_what_it_refuses() -> None:
     # a chain that begins now (an emptied directory, repaired; a member removed and added
     # again under its name) is not held against the chain of the directory it replaced
     assert judge((c.boot, c.id), new_start(None)) is None
+    # ... though it is not the chain the peer saw: the directory behind it replaced one in
+    # use, which PeerStarts remembers (below)
+    assert "a new chain of starts" in (breaks((c.boot, c.id), new_start(None)) or "")
+    assert "a new chain of starts" in (breaks((a.boot, a.id), new_start(None)) or "")
+    assert breaks((a.boot, a.id), a) is None and breaks(None, a) is None
+    assert breaks((a.boot, a.id), c) is None and breaks((b.boot, b.id), fork) is not None
 
 
 def test_starts_are_durable_and_a_restored_copy_is_caught(tmp_path: Path) -> None:
@@ -80,7 +86,7 @@ def test_starts_are_durable_and_a_restored_copy_is_caught(tmp_path: Path) -> Non
     assert chain.check("n1", second.header(False)) is None
     p.close()
     p = Storage(peer, cluster="c", node="n2")  # what it saw survives its own restart
-    assert p.peer_start("n1") == (second.boot, second.id)
+    assert p.peer_start("n1") == Seen(second.boot, second.id)
     assert p.begin_start().boot == chain.start.boot + 1
 
     shutil.rmtree(me)
@@ -90,10 +96,11 @@ def test_starts_are_durable_and_a_restored_copy_is_caught(tmp_path: Path) -> Non
     s.close()
     chain = PeerStarts("n2", p, lambda: False, lambda peer, why: None)
     assert "older than that start" in (chain.check("n1", again.header(False)) or "")
-    assert p.peer_start("n1") == (second.boot, second.id)  # a refused start is not taken
+    assert p.peer_start("n1") == Seen(second.boot, second.id)  # a refused start is not taken
     # once it says it is recovering it is taken, and its new chain is the one to follow
     assert chain.check("n1", again.header(True)) is None
-    assert p.peer_start("n1") == (again.boot, again.id)
+    # (remembered as a chain that replaced the directory it saw: see the test below)
+    assert p.peer_start("n1") == Seen(again.boot, again.id, replaced=True)
     assert chain.check("n1", None) is None  # a peer from before start chains
     assert chain.check("n1", "junk") == "malformed X-Distsync-Start header"
     p.close()
@@ -109,3 +116,31 @@ def test_a_head_from_before_start_chains_reads_as_never_started() -> None:
     h = mark.decode(struct.pack("<II", zlib.crc32(raw), len(raw)) + raw)
     assert h is not None and (h.term, h.vote, h.node) == (3, "n2", "n1")
     assert (h.boot, h.boot_ids, h.peer_starts) == (0, None, None)
+
+
+def test_a_chain_that_replaced_a_used_directory_is_remembered_as_such(tmp_path: Path) -> None:
+    """A founding member's empty directory cannot tell a new cluster from a replaced disk; a
+    peer that saw a start of it on another chain can (raft/core.py then answers its probes
+    "not new"). That knowledge outlives the peer's restarts and the member's later starts on
+    the new chain, for as long as the peer remembers that chain."""
+    told: list[str] = []
+    p = Storage(tmp_path / "peer", cluster="c", node="n2")
+    chain = PeerStarts("n2", p, lambda: False, lambda peer, why: None, told.append)
+    first = new_start(None)
+    assert chain.check("n1", first.header(True)) is None  # a new cluster: all are asking
+    second = new_start(first)
+    assert chain.check("n1", second.header(False)) is None  # a restart
+    assert told == [] and p.peer_start("n1") == Seen(2, second.id)
+    emptied = new_start(None)
+    assert chain.check("n1", emptied.header(True)) is None  # taken, as recovering
+    assert told == ["n1"]
+    assert p.peer_start("n1") == Seen(1, emptied.id, replaced=True)
+    p.close()
+    p = Storage(tmp_path / "peer", cluster="c", node="n2")  # the peer restarts
+    chain = PeerStarts("n2", p, lambda: False, lambda peer, why: None, told.append)
+    later = new_start(emptied)  # the member restarted, still asking
+    assert chain.check("n1", later.header(True)) is None
+    assert told == ["n1", "n1"] and p.peer_start("n1") == Seen(2, later.id, replaced=True)
+    # a member first seen on any chain is not known to have replaced anything
+    assert chain.check("n3", new_start(None).header(True)) is None and told == ["n1", "n1"]
+    p.close()

@@ -38,6 +38,8 @@ from .types import (
 )
 
 TRANSFER_CTX = b"transfer"
+# On a rejected PROBE_RESP: the asker's data directory replaced one in use (note_replaced).
+REPLACED_CTX = b"replaced"
 
 
 class NotLeader(Exception):
@@ -135,6 +137,8 @@ class Raft:
         self.pending_conf_index = 0
         self.reads: deque[_ReadRequest] = deque()
         self.pending_reads: list[bytes] = []
+        # Members known to run on a data directory that replaced one in use (note_replaced).
+        self.replaced: set[str] = set()
         self._prev_soft = SoftState(None, Role.FOLLOWER, self.term)
         self._prev_hard = HardState(self.term, self.vote, self.log.committed)
         self._reset(self.term)
@@ -341,10 +345,13 @@ class Raft:
 
     def step(self, m: Message) -> None:
         if m.type == MsgType.PROBE:
-            # Answered in any role and term, without touching ours: it only asks what we hold.
+            # Answered in any role and term, without touching ours: it only asks what we hold
+            # (and, if we know that its directory replaced one in use, says so instead).
+            replaced = m.src in self.replaced
             self._send(Message(MsgType.PROBE_RESP, self.id, m.src, self.term,
                                index=self.log.last_index(), log_term=self.log.last_term(),
-                               reject=not self._fresh_log()))
+                               reject=replaced or not self._fresh_log(),
+                               context=REPLACED_CTX if replaced else b""))
             return
         if m.type == MsgType.PROBE_RESP:
             self._on_probe_resp(m)
@@ -807,6 +814,13 @@ class Raft:
         if self.role != Role.FOLLOWER:
             self._become_follower(self.term, None)
 
+    def note_replaced(self, peer: str) -> None:
+        """`peer`'s data directory replaced one that was in use: a peer saw a start of it
+        that its chain does not continue (starts.py). Its probes get "not new" from us,
+        whatever our log holds: two members that held every write, back on empty disks
+        beside a third that never saw one, must not found a new cluster."""
+        self.replaced.add(peer)
+
     def _refuses_votes(self) -> bool:
         return self.recovery is not None
 
@@ -848,10 +862,11 @@ class Raft:
             return
         if m.reject:
             r.discovering = False
-            r.detail = (
-                f"replaced disk: {m.src} holds a cluster's log (term {m.term}, last index "
-                f"{m.index}); this node rejoins without voting until a leader repairs it"
-            )
+            why = (f"{m.src} saw an earlier start of this node on a data directory in use"
+                   if m.context == REPLACED_CTX else
+                   f"{m.src} holds a cluster's log (term {m.term}, last index {m.index})")
+            r.detail = (f"replaced disk: {why}; this node rejoins without voting until a "
+                        f"leader repairs it")
             return
         r.fresh.add(m.src)
         r.seen_term = max(r.seen_term, m.term)

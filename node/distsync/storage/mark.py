@@ -63,7 +63,8 @@ class Head(NamedTuple):
     # starts before it, newest first. Heads written before start chains decode as none.
     boot: int = 0
     boot_ids: list[bytes] | None = None
-    # The latest start of each peer this node has seen: {peer id: [boot, id]}.
+    # The latest start of each peer this node has seen: {peer id: [boot, id]}, or
+    # [boot, id, 1] for a chain that replaced one it saw (starts.Seen).
     peer_starts: dict[str, list] | None = None
 
     def bump(self, **changes: object) -> Head:

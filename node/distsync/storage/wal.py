@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from ..raft.types import Entry, HardState, PersistedState, Snapshot, StorageFault
-from ..starts import Start, new_start
+from ..starts import Seen, Start, new_start
 from . import mark, records, snapfiles
 from .common import (
     StorageCorruptError,
@@ -767,23 +767,26 @@ class Storage:
             self._write_fields(boot=nxt.boot, boot_ids=list(nxt.ids))
         return nxt
 
-    def peer_start(self, peer: str) -> tuple[int, bytes] | None:
-        """The latest start of `peer` this node has seen, as (boot, id), or None."""
+    def peer_start(self, peer: str) -> Seen | None:
+        """The latest start of `peer` this node has seen, or None."""
         with self._lock:
             v = (self._st.peer_starts or {}).get(peer)
-        return (int(v[0]), bytes(v[1])) if v else None
+        # [boot, id] or, since start chains tell replaced directories, [boot, id, replaced]
+        return Seen(int(v[0]), bytes(v[1]), len(v) > 2 and bool(v[2])) if v else None
 
-    def note_peer_start(self, peer: str, start: Start) -> bool:
+    def note_peer_start(self, peer: str, start: Start, replaced: bool = False) -> bool:
         """Remember `peer`'s start, durably (a head write and its fdatasync: a peer starts
-        rarely), unless it is the one remembered already. Returns whether it was new."""
+        rarely), unless it is the one remembered already. Returns whether it was new.
+        `replaced`: its chain replaced one this node saw (starts.Seen)."""
         with self._lock:
             self._usable()
             known = dict(self._st.peer_starts or {})
-            if known.get(peer) == [start.boot, start.id]:
+            rec = [start.boot, start.id, 1] if replaced else [start.boot, start.id]
+            if known.get(peer) == rec:
                 return False
             if peer not in known and len(known) >= MAX_PEER_STARTS:
                 return False  # a head has 4 KiB; far more peers than a cluster has members
-            known[peer] = [start.boot, start.id]
+            known[peer] = rec
             try:
                 mark.encode(self._st._replace(peer_starts=known))
             except ValueError:
