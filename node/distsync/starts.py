@@ -151,6 +151,7 @@ class PeerStarts:
         self._recovering = recovering
         self._on_rolled_back = on_rolled_back
         self._on_replaced = on_replaced
+        self._doubted: set[tuple[str, str]] = set()  # refusals not believed, warned of once
         self.start = store.begin_start()
 
     def header(self) -> str:
@@ -190,5 +191,22 @@ class PeerStarts:
             self._on_replaced(peer)
         return None
 
-    def refused(self, peer: str, detail: str) -> None:
+    def refused(self, peer: str, detail: str, their_start: str | None = None) -> None:
+        """`peer` refused this node's stream, saying that this directory is older than a
+        start of it the peer saw. Believed (this node then recovers) unless the peer's own
+        start, sent with the refusal, does not continue the one of it this node saw: then
+        one of the two directories is not what the other knew (another cluster's with the
+        same names, or restored), this node cannot tell which, and a refusal must not let
+        one foreign member put healthy ones into recovery, one after another, until none
+        can lead (stop 35). The two then refuse each other; the member that is out of place
+        stays shut out, and the others keep their votes."""
+        got = parse(their_start) if their_start is not None else None
+        if got is not None:
+            why = breaks(self._store.peer_start(peer), got[0])
+            if why is not None:
+                lvl = logging.DEBUG if (peer, why) in self._doubted else logging.WARNING
+                self._doubted.add((peer, why))
+                log.log(lvl, "%s: %s refused this node (%s), but is not the member this node "
+                        "knew: %s; not believed", self._id, peer, detail, why)
+                return
         self._on_rolled_back(peer, detail)

@@ -14,13 +14,16 @@ tell it why, and it recovers like a damaged disk (no vote until a leader repairs
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
+import socket
 from pathlib import Path
 
+import pytest
 from cluster_helpers import diag, no_leader_for, ready, wait_caught_up, wait_until
 
-from distsync.client import BlockingClient
+from distsync.client import BlockingClient, NotFound
 from distsync.local import LocalCluster
 
 TICK_MS = 20
@@ -114,6 +117,88 @@ def test_two_lost_directories_beside_a_member_that_saw_no_write_stay_unavailable
         wait_until(lc, lambda: all(
             (f := fault(n)) is not None and not f["discovering"] for n in ("n1", "n2")), 15,
             "n1 and n2 to learn that their empty directories replaced used ones")
-        for n in ("n1", "n2"):
-            assert "n3" in fault(n)["detail"], diag(lc, f"{n}: {fault(n)}")
+        # The first to stop asking was told by n3 (the two empty ones vouch for each other
+        # while both ask); the other may then hear it from either.
+        told = [n for n in ("n1", "n2") if "n3 saw an earlier start" in fault(n)["detail"]]
+        assert told, diag(lc, f"neither was told by n3: {fault('n1')}, {fault('n2')}")
         no_leader_for(lc, 3.0, f"a new cluster founded without the writes {leader} held")
+
+
+def test_a_directory_from_a_same_named_cluster_is_shut_out_and_cannot_shut_others_out(
+        tmp_path: Path) -> None:
+    """A member's directory replaced by the same member's from another cluster with the
+    same cluster and member names (a directory records only names, so the identity check at
+    start passes it). Its chain of starts is not the one its peers saw, so they refuse it.
+    But it holds the other cluster's record of their starts too, and refused them in turn:
+    before, the first refusal was believed, and the healthy third member (and then the
+    returning leader) went into recovery on the word of the foreign one, leaving no member
+    that could lead. A refusal is now believed only from a peer whose own start continues
+    the one this node saw of it."""
+    base = _free_port_run(3)  # both clusters at the same addresses, as under one DNS name
+    with LocalCluster(3, base, tick_ms=TICK_MS, data_dir=tmp_path / "other") as other:
+        ready(other)
+        with BlockingClient(other.addrs, timeout=30) as c:
+            for i in range(10):
+                c.put(f"foreign/{i}", i)
+        for n in other.nodes:
+            wait_caught_up(other, n, other.leader())
+        for n in list(other.nodes):
+            other.kill(n, signal.SIGTERM)
+    with LocalCluster(3, base, tick_ms=TICK_MS, data_dir=tmp_path / "c") as lc:
+        leader = ready(lc)
+        victim, third = sorted(n for n in lc.nodes if n != leader)
+        wait_until(lc, lambda: f"{victim} is on its start 1" in lc.nodes[third].log_path
+                   .read_text(errors="replace"), 15, f"{third} to see {victim}'s start")
+        lc.kill(third)
+        with BlockingClient([lc.nodes[leader].addr], timeout=30) as c:
+            for i in range(10):
+                c.put(f"held/{i}", i)
+        lc.kill(victim, signal.SIGTERM)
+        shutil.rmtree(lc.nodes[victim].data_dir)
+        shutil.copytree(tmp_path / "other" / victim, lc.nodes[victim].data_dir)
+        lc.kill(leader)
+        lc.start_node(third)
+        lc.start_node(victim)
+
+        def logged(n: str, text: str) -> bool:
+            return text in lc.nodes[n].log_path.read_text(errors="replace")
+
+        wait_until(lc, lambda: all(
+            logged(a, f"refused stream from {b}") and logged(b, f"{a} refused this node")
+            for a, b in ((victim, third), (third, victim))), 15,
+            f"{victim} and {third} to refuse each other, and neither to believe the other")
+        no_leader_for(lc, 2.0, f"elected with {victim}'s foreign log")
+        st = lc.status(third)
+        assert st is not None and st["storage_fault"] is None, diag(
+            lc, f"{third} believed the foreign member: {st and st['storage_fault']}")
+        lc.start_node(leader)
+        assert lc.leader(timeout=30, among=[leader, third]) in (leader, third)
+        with BlockingClient([lc.nodes[leader].addr, lc.nodes[third].addr], timeout=30) as c:
+            c.put("after", 1)
+            for i in range(10):
+                assert c.get(f"held/{i}")["value"] == i, diag(lc, f"held/{i} lost")
+            with pytest.raises(NotFound):
+                c.get("foreign/0")  # the foreign member's data never reached the cluster
+        for n in (leader, third):
+            st = lc.status(n)
+            assert st is not None and st["storage_fault"] is None, diag(lc, f"{n}: {st}")
+        st = lc.status(victim)
+        assert st is not None and st["role"] != "leader", diag(lc, f"{victim} leads: {st}")
+
+
+def _free_port_run(n: int) -> int:
+    """A first port such that it and the n - 1 after it are free now."""
+    for base in range(random.randrange(20000, 50000), 60000, n):
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no run of free ports")

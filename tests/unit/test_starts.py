@@ -144,3 +144,26 @@ def test_a_chain_that_replaced_a_used_directory_is_remembered_as_such(tmp_path: 
     # a member first seen on any chain is not known to have replaced anything
     assert chain.check("n3", new_start(None).header(True)) is None and told == ["n1", "n1"]
     p.close()
+
+
+def test_a_refusal_is_believed_only_from_the_member_this_node_knew(tmp_path: Path) -> None:
+    """A refused node recovers (no vote until repaired) only if the refusing peer's own
+    start, sent with the refusal, continues the one of it this node saw. Otherwise the peer
+    is not the member it knew (another cluster's directory under the same names, or a
+    restored one), and believing it would let one such member put healthy ones into
+    recovery until none could lead."""
+    rolled: list[str] = []
+    me = Storage(tmp_path / "me", cluster="c", node="n1")
+    chain = PeerStarts("n1", me, lambda: False, lambda peer, why: rolled.append(peer))
+    seen = new_start(new_start(None))
+    assert chain.check("n2", seen.header(False)) is None
+    chain.refused("n2", "you are older", new_start(seen).header(False))  # its next start
+    chain.refused("n2", "you are older", None)  # a peer from before it sent its start
+    assert rolled == ["n2", "n2"]
+    stranger = new_start(new_start(new_start(None)))  # same name, another chain
+    chain.refused("n2", "you are older", stranger.header(False))
+    chain.refused("n2", "you are older", new_start(None).header(False))
+    assert rolled == ["n2", "n2"]
+    chain.refused("n3", "you are older", stranger.header(False))  # never seen: believed
+    assert rolled == ["n2", "n2", "n3"]
+    me.close()

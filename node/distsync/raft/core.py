@@ -862,9 +862,12 @@ class Raft:
             return
         if m.reject:
             r.discovering = False
-            why = (f"{m.src} saw an earlier start of this node on a data directory in use"
-                   if m.context == REPLACED_CTX else
-                   f"{m.src} holds a cluster's log (term {m.term}, last index {m.index})")
+            if m.context == REPLACED_CTX:
+                why = f"{m.src} saw an earlier start of this node on a data directory in use"
+            elif m.log_term <= 1:  # only the founding entries, which it cannot vouch for
+                why = f"{m.src} cannot say that the cluster is new (it recovers itself)"
+            else:
+                why = f"{m.src} holds a cluster's log (term {m.term}, last index {m.index})"
             r.detail = (f"replaced disk: {why}; this node rejoins without voting until a "
                         f"leader repairs it")
             return

@@ -90,7 +90,7 @@ class StartChecks(Protocol):
 
     def check(self, peer: str, value: str | None) -> str | None: ...
 
-    def refused(self, peer: str, detail: str) -> None: ...
+    def refused(self, peer: str, detail: str, their_start: str | None) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -450,7 +450,8 @@ class Transport:
             if (isinstance(e, aiohttp.WSServerHandshakeError) and e.status == 409
                     and e.headers is not None and self._starts is not None
                     and e.headers.get(REFUSED_HEADER) == "rolled_back"):
-                self._starts.refused(peer.id, e.headers.get(REFUSED_DETAIL_HEADER, ""))
+                self._starts.refused(peer.id, e.headers.get(REFUSED_DETAIL_HEADER, ""),
+                                     e.headers.get(START_HEADER))
             err = f"{type(e).__name__}: {e}"
             if err != peer.last_error:
                 lvl = logging.WARNING if isinstance(e, aiohttp.WSServerHandshakeError) else (
@@ -607,12 +608,21 @@ class Transport:
             why = self._starts.check(node, request.headers.get(START_HEADER))
             if why is not None:
                 self._rejected += 1
-                log.warning("%s: refused stream from %s: %s", self.self_id, node, why)
+                # Once per (node, reason) as a warning: a member refused back (starts.py,
+                # `refused`) dials again every few seconds for as long as it runs.
+                key = (node, why)
+                lvl = logging.DEBUG if key in self._warned else logging.WARNING
+                if len(self._warned) < 1024:
+                    self._warned.add(key)
+                log.log(lvl, "%s: refused stream from %s: %s", self.self_id, node, why)
                 # A response, not an HTTPException: the API's error middleware rewrites
                 # those in its own shape, without the headers the dialling node reads.
+                # Our own start goes with it: the refused node believes us only if it
+                # continues the start of ours that it saw (starts.PeerStarts.refused).
                 return web.json_response(
                     {"error": "rolled_back", "message": why}, status=409,
-                    headers={REFUSED_HEADER: "rolled_back", REFUSED_DETAIL_HEADER: why})
+                    headers={REFUSED_HEADER: "rolled_back", REFUSED_DETAIL_HEADER: why,
+                             START_HEADER: self._starts.header()})
 
         advertised = request.headers.get(ADDR_HEADER)
         if advertised:
