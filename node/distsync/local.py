@@ -341,6 +341,11 @@ def format_status(statuses: list[dict[str, Any]]) -> str:
                          f"{fault['repaired_up_to']}); not voting until a leader repairs it")
         if s.get("no_leader_reason"):
             notes.append(f"{s.get('id')}: no leader: {s['no_leader_reason']}")
+        refusals = s.get("start_refusals") or {}
+        for peer, why in sorted((refusals.get("refusing") or {}).items()):
+            notes.append(f"{s.get('id')}: refuses {peer}: {why}")
+        for peer, why in sorted((refusals.get("refused_by") or {}).items()):
+            notes.append(f"{s.get('id')}: refused by {peer}: {why}")
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c)
               for i, c in enumerate(cols)]
     line = "  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))

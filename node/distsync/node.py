@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import ssl
 
     from .security.peer_auth import PeerAuthenticator
+    from .starts import PeerStarts
 
 __all__ = ["Node", "NodeConfig", "NoticeHold", "Unavailable"]
 
@@ -207,6 +208,8 @@ class Node:
         self._fault_since: int | None = None
         self._seen_recovery: tuple[str, bool] | None = None
         self._note_recovery()
+        # Start chains (starts.py), set by the real transport's factory; None in simulation.
+        self.start_chains: PeerStarts | None = None
         self.transport = parts.transport(self)
         self._inbox: list[Message] = []
         # Operations for the loop to run, each with its caller's future (stop() fails those).
@@ -342,6 +345,8 @@ class Node:
                 "members": members,
                 "ready": self.is_ready(),
                 "storage_fault": self.storage_fault(),
+                **({"start_refusals": self.start_chains.status()}
+                   if self.start_chains is not None else {}),
                 **self.registry.quota.status(),
             }
         )

@@ -78,6 +78,7 @@ def real_parts(cfg: NodeConfig, registry: CollectorRegistry | None = None) -> No
         # catch a data directory restored in place from an older copy of itself).
         starts = PeerStarts(node.id, storage, lambda: node.storage_fault() is not None,
                             node.rolled_back, node.peer_replaced)
+        node.start_chains = starts  # for /v1/status
         t = Transport(
             node.id, node._resolve, node._on_message, cluster=cfg.cluster,
             on_peer_state=node._on_peer_state, advertise=cfg.address, ssl=ssl_client,

@@ -152,6 +152,10 @@ class PeerStarts:
         self._on_rolled_back = on_rolled_back
         self._on_replaced = on_replaced
         self._doubted: set[tuple[str, str]] = set()  # refusals not believed, warned of once
+        # For /v1/status: peers whose streams this node refuses now, and peers that refuse
+        # this node's without being believed (until a stream of each is taken again).
+        self.refusing: dict[str, str] = {}
+        self.refused_by: dict[str, str] = {}
         self.start = store.begin_start()
 
     def header(self) -> str:
@@ -177,7 +181,9 @@ class PeerStarts:
         seen = self._store.peer_start(peer)
         why = None if recovering else judge(seen, start)
         if why is not None:
+            self.refusing[peer] = why
             return why
+        self.refusing.pop(peer, None)
         broken = breaks(seen, start)
         replaced = broken is not None or (seen is not None and seen.replaced)
         if self._store.note_peer_start(peer, start, replaced):
@@ -204,9 +210,18 @@ class PeerStarts:
         if got is not None:
             why = breaks(self._store.peer_start(peer), got[0])
             if why is not None:
+                self.refused_by[peer] = f"{detail}; not believed: {why}"
                 lvl = logging.DEBUG if (peer, why) in self._doubted else logging.WARNING
                 self._doubted.add((peer, why))
                 log.log(lvl, "%s: %s refused this node (%s), but is not the member this node "
                         "knew: %s; not believed", self._id, peer, detail, why)
                 return
         self._on_rolled_back(peer, detail)
+
+    def connected(self, peer: str) -> None:
+        """`peer` took this node's stream: whatever it refused before is over."""
+        self.refused_by.pop(peer, None)
+
+    def status(self) -> dict[str, dict[str, str]]:
+        """What /v1/status shows of refused streams (README, "Storage faults")."""
+        return {"refusing": dict(self.refusing), "refused_by": dict(self.refused_by)}

@@ -24,7 +24,7 @@ import pytest
 from cluster_helpers import diag, no_leader_for, ready, wait_caught_up, wait_until
 
 from distsync.client import BlockingClient, NotFound
-from distsync.local import LocalCluster
+from distsync.local import LocalCluster, format_status
 
 TICK_MS = 20
 
@@ -171,6 +171,15 @@ def test_a_directory_from_a_same_named_cluster_is_shut_out_and_cannot_shut_other
         st = lc.status(third)
         assert st is not None and st["storage_fault"] is None, diag(
             lc, f"{third} believed the foreign member: {st and st['storage_fault']}")
+        # What an operator sees: each side says whom it refuses and whom it does not believe.
+        sv = lc.status(victim)
+        assert sv is not None, diag(lc, f"{victim} did not answer")
+        for s_, other_ in ((st, victim), (sv, third)):
+            r = s_["start_refusals"]
+            assert other_ in r["refusing"] and other_ in r["refused_by"], diag(lc, str(r))
+        table = format_status([st, sv])
+        assert f"{third}: refuses {victim}: start" in table, table
+        assert f"{victim}: refused by {third}:" in table, table
         lc.start_node(leader)
         assert lc.leader(timeout=30, among=[leader, third]) in (leader, third)
         with BlockingClient([lc.nodes[leader].addr, lc.nodes[third].addr], timeout=30) as c:

@@ -166,4 +166,13 @@ def test_a_refusal_is_believed_only_from_the_member_this_node_knew(tmp_path: Pat
     assert rolled == ["n2", "n2"]
     chain.refused("n3", "you are older", stranger.header(False))  # never seen: believed
     assert rolled == ["n2", "n2", "n3"]
+    # what /v1/status shows: the refusal not believed, until n2 takes a stream of ours
+    assert list(chain.status()["refused_by"]) == ["n2"]
+    chain.connected("n2")
+    assert chain.status() == {"refusing": {}, "refused_by": {}}
+    # ... and the streams this node refuses, until it takes one from that peer again
+    assert "does not continue" in (chain.check("n2", stranger.header(False)) or "")
+    assert "does not continue" in chain.status()["refusing"]["n2"]
+    assert chain.check("n2", stranger.header(True)) is None  # taken, as recovering
+    assert chain.status()["refusing"] == {}
     me.close()

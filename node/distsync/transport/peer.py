@@ -92,6 +92,8 @@ class StartChecks(Protocol):
 
     def refused(self, peer: str, detail: str, their_start: str | None) -> None: ...
 
+    def connected(self, peer: str) -> None: ...
+
 
 @dataclass(slots=True, eq=False)
 class _Peer:
@@ -467,6 +469,8 @@ class Transport:
         peer.connects += 1
         peer.last_error = None
         peer.connected_since = time.monotonic()
+        if self._starts is not None:
+            self._starts.connected(peer.id)
         log.debug("%s: connected to %s at %s", self.self_id, peer.id, address)
         self._notify(peer.id, True)
         return ws

@@ -41,6 +41,14 @@ OPENAPI_SCHEMAS = {
                                       "from (it does not vote until a leader repairs it)"},
         recovering_peers=array(STR),
         no_leader_reason=STR,
+        start_refusals={**obj(["refusing", "refused_by"],
+                              refusing={"type": "object", "additionalProperties": STR},
+                              refused_by={"type": "object", "additionalProperties": STR}),
+                        "description": "Peers whose streams this node refuses (their data "
+                                       "directory does not continue a start of theirs it "
+                                       "saw), and peers that refuse this node's without "
+                                       "being believed (they are not the member it knew): "
+                                       "each with why"},
     ),
     "StorageFault": obj(
         ["kind", "detail", "since", "repaired_up_to"],
