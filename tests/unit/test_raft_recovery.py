@@ -368,3 +368,27 @@ def test_a_member_that_finished_asking_and_campaigned_is_not_taken_for_a_used_cl
     c.run(100)
     assert c.leader() is not None
     assert c.raft(c.leader()).term > 2
+
+
+def test_one_member_that_cannot_say_does_not_stop_the_others_finding_the_cluster_new() -> None:
+    """Stop 35's adversarial run (F4, five members): one founding member's directory was
+    emptied while the cluster was still forming, and a peer that had seen its first start
+    took it for a replaced disk (rightly: it cannot know). That member, recovering, answered
+    every later probe "cannot say", and each answer ended the asker's discovery as a
+    replaced disk too, until four or five of the five were recovering and none could lead.
+    "Cannot say" is no answer: the asker counts the others', and four of five can still
+    find the cluster new, elect, and repair the first."""
+    c = Cluster(ids(5), seed=12, config=Config(), discover=True, record=True)
+    for n in ("n3", "n4", "n5"):
+        c.crash(n)
+    c.run(5)  # n1 and n2 ask, and cannot decide: three answers are needed
+    c.wipe("n1", rebootstrap=True)
+    c.raft("n2").note_replaced("n1")  # as the transport does, on n1's new chain of starts
+    c.run(5)
+    r1 = c.raft("n1").recovery
+    assert r1 is not None and not r1.discovering and "n2 saw an earlier start" in r1.detail
+    for n in ("n3", "n4", "n5"):
+        c.restart(n)
+    c.run(400)
+    assert c.leader() is not None, [c.raft(n).recovery for n in ids(5)]
+    assert all(c.raft(n).recovery is None for n in ids(5)), [c.raft(n).recovery for n in ids(5)]

@@ -860,12 +860,21 @@ class Raft:
         r = self.recovery
         if r is None or not r.discovering or m.src not in self.conf.voters:
             return
+        if m.reject and m.context != REPLACED_CTX and m.log_term <= 1:
+            # Only the founding entries, which it cannot vouch for (it recovers itself): no
+            # answer either way. Taken as "not new", it made the asker a replaced disk too,
+            # which then answered the same, until no member could lead (stop 35's adversarial
+            # run: one directory emptied while five members were forming their cluster).
+            if m.src not in r.unsure:
+                r.unsure.add(m.src)
+                r.detail = (f"empty data directory: asking the founding members whether the "
+                            f"cluster is new or this is a replaced disk; "
+                            f"{', '.join(sorted(r.unsure))} cannot say (recovering)")
+            return
         if m.reject:
             r.discovering = False
             if m.context == REPLACED_CTX:
                 why = f"{m.src} saw an earlier start of this node on a data directory in use"
-            elif m.log_term <= 1:  # only the founding entries, which it cannot vouch for
-                why = f"{m.src} cannot say that the cluster is new (it recovers itself)"
             else:
                 why = f"{m.src} holds a cluster's log (term {m.term}, last index {m.index})"
             r.detail = (f"replaced disk: {why}; this node rejoins without voting until a "

@@ -33,6 +33,8 @@ class Recovery:
     discovering: bool = False
     # Founding peers that answered a probe with a log holding only the founding entries.
     fresh: set[str] = field(default_factory=set)
+    # Founding peers that answered that they cannot say (they recover themselves).
+    unsure: set[str] = field(default_factory=set)
     # The highest term those peers answered from: a peer past the founding term campaigned,
     # so we (before a disk replacement) may have voted in any term up to this one.
     seen_term: int = 0
