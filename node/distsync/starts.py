@@ -156,11 +156,16 @@ class PeerStarts:
         # this node's without being believed (until a stream of each is taken again).
         self.refusing: dict[str, str] = {}
         self.refused_by: dict[str, str] = {}
+        # Peers whose refusal this node believed, until they take a stream (header).
+        self._owed: set[str] = set()
         self.start = store.begin_start()
 
-    def header(self) -> str:
-        """What this node announces when it dials (recovering as it is at that moment)."""
-        return self.start.header(self._recovering())
+    def header(self, peer: str | None = None) -> str:
+        """What this node announces when it dials `peer`: recovering as it is at that moment,
+        or still, to a peer whose refusal it believed and that has not taken a stream of it
+        since (a leader can repair it before its next dial to that peer, and announced as
+        healthy it would be refused again, and recover again, over and over)."""
+        return self.start.header(self._recovering() or peer in self._owed)
 
     def check(self, peer: str, value: str | None) -> str | None:
         """None to take `peer`'s stream (its start remembered, durably, first); otherwise
@@ -179,7 +184,11 @@ class PeerStarts:
             return f"malformed {HEADER} header"
         start, recovering = got
         seen = self._store.peer_start(peer)
-        why = None if recovering else judge(seen, start)
+        # A node recovering from a storage fault refuses no one: its records of its peers
+        # may be what is out of date (a restored copy's are as old as the rest of it; stop
+        # 35's adversarial run had one push a repaired peer into recovery). It records what
+        # it sees, so its records are current once it is repaired.
+        why = None if recovering or self._recovering() else judge(seen, start)
         if why is not None:
             self.refusing[peer] = why
             return why
@@ -216,11 +225,13 @@ class PeerStarts:
                 log.log(lvl, "%s: %s refused this node (%s), but is not the member this node "
                         "knew: %s; not believed", self._id, peer, detail, why)
                 return
+        self._owed.add(peer)
         self._on_rolled_back(peer, detail)
 
     def connected(self, peer: str) -> None:
         """`peer` took this node's stream: whatever it refused before is over."""
         self.refused_by.pop(peer, None)
+        self._owed.discard(peer)
 
     def status(self) -> dict[str, dict[str, str]]:
         """What /v1/status shows of refused streams (README, "Storage faults")."""

@@ -18,6 +18,7 @@ import random
 import shutil
 import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,58 @@ def _free_port_run(n: int) -> int:
             for s in socks:
                 s.close()
     raise RuntimeError("no run of free ports")
+
+
+def test_a_member_back_from_downtime_does_not_keep_a_replaced_peer_in_recovery(
+        tmp_path: Path) -> None:
+    """Stop 35's adversarial run (F3): R is down while H's directory is emptied, repaired by
+    the others and started again. Back, R knows only H's old chain, refuses H's new one as
+    "older", and H, with no record of R to doubt it by, recovers. A leader repaired H before
+    its next dial to R, which it then made as a healthy member: refused and recovering again,
+    four to six times over. H now dials R as recovering until R has taken a stream of it:
+    one recovery, then healthy for good."""
+    with LocalCluster(5, tick_ms=TICK_MS, data_dir=tmp_path / "c") as lc:
+        leader = ready(lc)
+        r, h = sorted(n for n in lc.nodes if n != leader)[:2]
+        with BlockingClient(lc.addrs, timeout=30) as c:
+            for i in range(10):
+                c.put(f"one/{i}", i)
+        lc.kill(h, signal.SIGTERM)
+        lc.start_node(h)
+        ready(lc)
+
+        def logged(n: str, text: str) -> int:
+            return lc.nodes[n].log_path.read_text(errors="replace").count(text)
+
+        wait_until(lc, lambda: logged(r, f"{h} is on its start 2"), 15, f"{r} to see {h}'s start")
+        lc.kill(r)
+        lc.kill(h, signal.SIGTERM)
+        shutil.rmtree(lc.nodes[h].data_dir)
+        lc.start_node(h)
+
+        def healthy(n: str) -> bool:
+            st = lc.status(n)
+            return st is not None and st["storage_fault"] is None
+
+        wait_until(lc, lambda: healthy(h), 30, f"{h} to be repaired")
+        lc.kill(h, signal.SIGTERM)
+        lc.start_node(h)  # start 2 of its new chain
+        ready(lc)
+        with BlockingClient(lc.addrs, timeout=30) as c:
+            for i in range(10):
+                c.put(f"two/{i}", i)
+        lc.start_node(r)
+        wait_until(lc, lambda: logged(r, f"refused stream from {h}"), 15,
+                   f"{r} to refuse {h}'s new chain")
+        wait_until(lc, lambda: healthy(h) and h not in (lc.status(r) or {}).get(
+            "start_refusals", {}).get("refusing", {h: ""}), 30,
+            f"{h} repaired, and {r} to take its start")
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            assert healthy(h), diag(lc, f"{h} went back into recovery")
+            time.sleep(0.05)
+        assert logged(h, f"{h}: storage fault rolled_back") == 1, diag(
+            lc, f"{h} recovered again and again")
+        with BlockingClient(lc.addrs, timeout=30) as c:
+            for i in range(10):
+                assert c.get(f"one/{i}")["value"] == i and c.get(f"two/{i}")["value"] == i

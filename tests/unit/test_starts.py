@@ -176,3 +176,48 @@ def test_a_refusal_is_believed_only_from_the_member_this_node_knew(tmp_path: Pat
     assert chain.check("n2", stranger.header(True)) is None  # taken, as recovering
     assert chain.status()["refusing"] == {}
     me.close()
+
+
+def test_a_recovering_node_refuses_no_one(tmp_path: Path) -> None:
+    """Stop 35's adversarial run (F2): a member restored from its backup was refused and
+    recovered, but went on refusing a peer whose directory had been replaced and repaired
+    since the backup: its own record of that peer was as old as the rest of the copy. The
+    peer had taken the member's recovering start, so it believed the refusal, and the two
+    in recovery at once left no leader with all three up. A node recovering from a storage
+    fault takes every stream (its records may be what is out of date) and records what it
+    sees, so they are current once it is repaired."""
+    recovering = [True]
+    p = Storage(tmp_path / "r", cluster="c", node="n2")
+    chain = PeerStarts("n2", p, lambda: recovering[0], lambda peer, why: None)
+    a = new_start(None)
+    b = new_start(a)
+    p.note_peer_start("n1", b)  # what the old copy remembers
+    older = new_start(a)  # not b's chain
+    assert chain.check("n1", older.header(False)) is None
+    assert p.peer_start("n1")[:2] == (older.boot, older.id)
+    recovering[0] = False  # repaired: its records are now current
+    assert chain.check("n1", new_start(older).header(False)) is None
+    assert "older than that start" in (chain.check("n1", new_start(a).header(False)) or "")
+    p.close()
+
+
+def test_a_believed_refusal_is_answered_as_recovering_until_that_peer_takes_a_stream(
+        tmp_path: Path) -> None:
+    """Stop 35's adversarial run (F3): a member refused as rolled back recovered, but a leader
+    repaired it before its next dial to the refusing peer, which it then made as a healthy
+    member: refused again, recovered again, four to six times over. It now dials that peer
+    as recovering until the peer has taken a stream of it."""
+    recovering = [False]
+    rolled: list[str] = []
+    me = Storage(tmp_path / "me", cluster="c", node="n1")
+    chain = PeerStarts("n1", me, lambda: recovering[0], lambda peer, why: rolled.append(peer))
+    assert chain.header("n2").split(".")[1] == "0"
+    chain.refused("n2", "you are older", None)
+    assert rolled == ["n2"]
+    recovering[0] = True
+    assert chain.header("n2").split(".")[1] == "1"
+    recovering[0] = False  # repaired before the next dial
+    assert chain.header("n2").split(".")[1] == "1" and chain.header("n3").split(".")[1] == "0"
+    chain.connected("n2")
+    assert chain.header("n2").split(".")[1] == "0"
+    me.close()

@@ -86,7 +86,7 @@ class StartChecks(Protocol):
     check of a peer that dials it (None to take it, else why not: answered with 409), and
     what to do when a peer refuses it so."""
 
-    def header(self) -> str: ...
+    def header(self, peer: str | None = None) -> str: ...
 
     def check(self, peer: str, value: str | None) -> str | None: ...
 
@@ -432,7 +432,7 @@ class Transport:
         if self._auth is not None:
             headers.update(self._auth.client_headers(peer.id))
         if self._starts is not None:
-            headers[START_HEADER] = self._starts.header()
+            headers[START_HEADER] = self._starts.header(peer.id)
         if peer.connects or peer.connect_failures:
             peer.reconnects += 1
         try:
