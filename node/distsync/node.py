@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .config import NodeConfig
 from .metrics import NodeMetrics
 from .raft import conf as confmod
-from .raft.core import Config, NotLeader, ProposalDropped, Raft
+from .raft.core import Config, DivergentLog, NotLeader, ProposalDropped, Raft
 from .raft.types import ConfState, EntryType, Message, MsgType, Ready, Role
 from .seams import NodeParts
 from .services.kv import KVStore
@@ -261,7 +261,10 @@ class Node:
         if task.cancelled() or self._closing:
             return
         exc = task.exception()
-        log.critical("%s: raft loop died: %r; exiting", self.id, exc, exc_info=exc)
+        if isinstance(exc, DivergentLog):  # says all there is to say; no traceback
+            log.critical("%s", exc)
+        else:
+            log.critical("%s: raft loop died: %r; exiting", self.id, exc, exc_info=exc)
         self.parts.on_fatal(exc)
 
     async def stop(self) -> None:

@@ -267,3 +267,61 @@ def test_a_member_back_from_downtime_does_not_keep_a_replaced_peer_in_recovery(
         with BlockingClient(lc.addrs, timeout=30) as c:
             for i in range(10):
                 assert c.get(f"one/{i}")["value"] == i and c.get(f"two/{i}")["value"] == i
+
+
+def test_a_same_named_clusters_directory_is_never_taken_for_repaired(tmp_path: Path) -> None:
+    """Stop 35's adversarial run (F1): with every member of this cluster still on its first
+    start, a follower's directory was replaced by the same member's from another cluster
+    with the same names, addresses and more terms. It took its peers' first starts as new
+    chains, believed their refusal, recovered, and was 'repaired' at once (its longer log held
+    the repair point's index): a voter serving the other cluster's keys. It now stops at the
+    first entry the leader sends below its commit index that differs from its own."""
+    base = _free_port_run(3)
+    with LocalCluster(3, base, tick_ms=TICK_MS, data_dir=tmp_path / "other") as other:
+        ready(other)
+        with BlockingClient(other.addrs, timeout=30) as c:
+            for i in range(30):
+                c.put(f"foreign/{i}", i)
+        for _ in range(3):  # more terms than this cluster will have
+            ld = other.leader()
+            other.kill(ld, signal.SIGTERM)
+            other.leader(timeout=30, among=[n for n in other.nodes if n != ld])
+            other.start_node(ld)
+            ready(other)
+        with BlockingClient(other.addrs, timeout=30) as c:
+            c.put("foreign/last", 1)
+        for n in other.nodes:
+            wait_caught_up(other, n, other.leader())
+        for n in list(other.nodes):
+            other.kill(n, signal.SIGTERM)
+    with LocalCluster(3, base, tick_ms=TICK_MS, data_dir=tmp_path / "c") as lc:
+        leader = ready(lc)
+        victim = sorted(n for n in lc.nodes if n != leader)[0]
+        with BlockingClient(lc.addrs, timeout=30) as c:
+            for i in range(10):
+                c.put(f"held/{i}", i)
+        lc.kill(victim, signal.SIGTERM)
+        shutil.rmtree(lc.nodes[victim].data_dir)
+        shutil.copytree(tmp_path / "other" / victim, lc.nodes[victim].data_dir)
+        lc.start_node(victim)
+
+        def stopped() -> bool:
+            return not lc.nodes[victim].alive() and "is not this cluster's" in lc.nodes[
+                victim].log_path.read_text(errors="replace")
+
+        # Shut out (refused both ways), or recovering, or stopped: never a healthy member
+        # following this cluster's leader.
+        end = time.monotonic() + 15.0
+        while time.monotonic() < end and not stopped():
+            if lc.nodes[victim].alive():
+                st = lc.status(victim)
+                assert st is None or st["storage_fault"] is not None or st["leader"] is None, \
+                    diag(lc, f"{victim} is taken for a healthy member: {st}")
+            time.sleep(0.05)
+        with BlockingClient([lc.nodes[n].addr for n in lc.nodes if n != victim],
+                            timeout=30) as c:
+            c.put("after", 1)
+            for i in range(10):
+                assert c.get(f"held/{i}")["value"] == i, diag(lc, f"held/{i} lost")
+            with pytest.raises(NotFound):
+                c.get("foreign/0")

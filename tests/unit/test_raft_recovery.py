@@ -12,10 +12,20 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from raftsim import Cluster, Disk, InvariantViolation
+from raftsim import Cluster, Disk, InvariantViolation, addr_of
 
-from distsync.raft.core import Config
-from distsync.raft.types import EntryType, HardState, Message, MsgType, Role, StorageFault
+from distsync.raft.conf import ConfChange, ConfOp
+from distsync.raft.core import Config, DivergentLog, Raft
+from distsync.raft.types import (
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MsgType,
+    PersistedState,
+    Role,
+    StorageFault,
+)
 
 
 def ids(n: int) -> list[str]:
@@ -392,3 +402,38 @@ def test_one_member_that_cannot_say_does_not_stop_the_others_finding_the_cluster
     c.run(400)
     assert c.leader() is not None, [c.raft(n).recovery for n in ids(5)]
     assert all(c.raft(n).recovery is None for n in ids(5)), [c.raft(n).recovery for n in ids(5)]
+
+
+def _foreign_follower(recovering: bool) -> Raft:
+    """n2 holding another cluster's log under the same names (stop 35's adversarial run, F1):
+    the same founding entries, then 30 entries of its own cluster, committed, in term 3."""
+    members = ids(3)
+    founding = tuple((m, addr_of(m)) for m in sorted(members))
+    data = ConfChange(ConfOp.BOOTSTRAP, "", "", founding).encode()
+    boot = [Entry(i + 1, 1, EntryType.CONF, data) for i in range(len(founding))]
+    log = boot + [Entry(i, 3, data=b"B%d" % i) for i in range(4, 31)]
+    hs = HardState(term=3, vote=None, commit=30)
+    fault = StorageFault("rolled_back", 0, 0, "refused") if recovering else None
+    return Raft("n2", PersistedState(hs, None, log, fault=fault), Config())
+
+
+def test_a_log_whose_committed_entries_the_leader_does_not_hold_stops_the_node() -> None:
+    """F1: a member on a same-named foreign cluster's directory was taken into recovery and
+    then 'repaired' at once: asked about an index below its commit, a follower answered with
+    its commit index, and its log, longer than the leader's, held the repair point's index.
+    It then voted, with the other cluster's state. A committed entry that differs from the
+    leader's at the same index (term) can only be another cluster's log or a corrupt one: the
+    node stops, saying so, rather than follow, vote or serve it."""
+    for recovering in (False, True):
+        r = _foreign_follower(recovering)
+        # a leader of term 5 whose entry 10 is of term 2
+        with pytest.raises(DivergentLog, match="entry 10 is of term 3 here"):
+            r.step(Message(MsgType.APPEND, "n1", "n2", 5, index=10, log_term=2, commit=12))
+        r = _foreign_follower(recovering)
+        # an append whose new entries conflict with committed ones
+        with pytest.raises(DivergentLog, match="entry 4 is of term 3 here"):
+            r.step(Message(MsgType.APPEND, "n1", "n2", 5, index=3, log_term=1, commit=5,
+                           entries=[Entry(4, 2, data=b"A4"), Entry(5, 2, data=b"A5")]))
+    r = _foreign_follower(False)
+    r.step(Message(MsgType.APPEND, "n1", "n2", 5, index=10, log_term=3, commit=12))
+    assert r.leader == "n1"  # the same term at that index: nothing to tell them apart by

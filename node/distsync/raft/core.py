@@ -42,6 +42,15 @@ TRANSFER_CTX = b"transfer"
 REPLACED_CTX = b"replaced"
 
 
+class DivergentLog(Exception):
+    """A leader's log differs from this node's at an index this node holds as committed.
+    Raft never lets that happen to a cluster's own logs (a committed entry is in every later
+    leader's log, at the same index and term), so this log is another cluster's (a data
+    directory restored from one with the same names) or corrupt past what checksums see. The
+    node stops rather than follow, vote or serve it (stop 35's adversarial run: one such
+    member was taken for repaired, voted, and served the other cluster's keys)."""
+
+
 class NotLeader(Exception):
     """The request needs the leader; `leader` is who this node believes it is (or None)."""
 
@@ -542,6 +551,7 @@ class Raft:
             self._check_repaired()
 
     def _handle_append(self, m: Message) -> None:
+        self._check_committed(m)
         if m.index < self.log.committed:
             self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term,
                                index=self.log.committed, seq=m.seq))
@@ -560,6 +570,25 @@ class Raft:
                 reject_hint=hint_index, log_term=hint_term, seq=m.seq,
             )
         )
+
+    def _check_committed(self, m: Message) -> None:
+        """What the leader sends at or below our commit index must be what we hold there
+        (DivergentLog)."""
+        c = self.log.committed
+        if m.index > c:
+            return
+        for index, term in ((m.index, m.log_term), *((e.index, e.term) for e in m.entries)):
+            if index > c:
+                break
+            t = self.log.term(index)
+            if t is not None and t != term:
+                raise DivergentLog(self._divergence(m.src, index, t, term))
+
+    def _divergence(self, leader: str, index: int, ours: int, theirs: int) -> str:
+        return (f"{self.id}: committed entry {index} is of term {ours} here and of term "
+                f"{theirs} at the leader {leader}: this data directory's log is not this "
+                f"cluster's (restored from another cluster with the same names?) or is "
+                f"corrupt; stopping. Empty it to rejoin as a replaced disk")
 
     def _handle_snapshot(self, m: Message) -> None:
         snap = m.snapshot
@@ -920,6 +949,9 @@ class Raft:
         if (
             self.leader is None or self.log.pending_snapshot is not None
             or self.log.committed < p or self.log.stable < p
+            # the leader's entry, not one of ours that happens to sit at its index (a log
+            # longer than the leader's held it: stop 35, F1)
+            or self.log.term(p) not in (r.repair_term, None)
         ):
             return
         if self.vote is None:
