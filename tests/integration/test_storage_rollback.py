@@ -47,14 +47,8 @@ def test_a_member_restored_from_its_own_backup_is_caught_and_repaired(tmp_path: 
         wait_caught_up(lc, victim, leader)
         wait_until(lc, lambda: f"{victim} is on its start 2" in lc.nodes[third].log_path
                    .read_text(errors="replace"), 15, f"{third} to see {victim}'s new start")
-        # Later writes that only the leader and the victim hold.
-        lc.kill(third)
-        with BlockingClient([lc.nodes[leader].addr], timeout=30) as c:
-            for i in range(10):
-                c.put(f"two/{i}", i)
-        lc.kill(victim, signal.SIGTERM)
-        shutil.rmtree(lc.nodes[victim].data_dir)
-        shutil.copytree(backup, lc.nodes[victim].data_dir)  # restored in place
+        _write_with_one_down(lc, leader, third, "two")
+        _restore(lc, victim, backup)  # in place
         lc.kill(leader)
         lc.start_node(third)
         lc.start_node(victim)
@@ -150,13 +144,8 @@ def test_a_directory_from_a_same_named_cluster_is_shut_out_and_cannot_shut_other
         victim, third = sorted(n for n in lc.nodes if n != leader)
         wait_until(lc, lambda: f"{victim} is on its start 1" in lc.nodes[third].log_path
                    .read_text(errors="replace"), 15, f"{third} to see {victim}'s start")
-        lc.kill(third)
-        with BlockingClient([lc.nodes[leader].addr], timeout=30) as c:
-            for i in range(10):
-                c.put(f"held/{i}", i)
-        lc.kill(victim, signal.SIGTERM)
-        shutil.rmtree(lc.nodes[victim].data_dir)
-        shutil.copytree(tmp_path / "other" / victim, lc.nodes[victim].data_dir)
+        _write_with_one_down(lc, leader, third, "held")
+        _restore(lc, victim, tmp_path / "other" / victim)
         lc.kill(leader)
         lc.start_node(third)
         lc.start_node(victim)
@@ -194,6 +183,22 @@ def test_a_directory_from_a_same_named_cluster_is_shut_out_and_cannot_shut_other
             assert st is not None and st["storage_fault"] is None, diag(lc, f"{n}: {st}")
         st = lc.status(victim)
         assert st is not None and st["role"] != "leader", diag(lc, f"{victim} leads: {st}")
+
+
+def _write_with_one_down(lc: LocalCluster, leader: str, down: str, prefix: str) -> None:
+    """`down` stopped, then ten writes through `leader`: only the leader and the other member
+    hold them."""
+    lc.kill(down)
+    with BlockingClient([lc.nodes[leader].addr], timeout=30) as c:
+        for i in range(10):
+            c.put(f"{prefix}/{i}", i)
+
+
+def _restore(lc: LocalCluster, node: str, copy: Path) -> None:
+    """Stop `node` and replace its data directory by `copy`."""
+    lc.kill(node, signal.SIGTERM)
+    shutil.rmtree(lc.nodes[node].data_dir)
+    shutil.copytree(copy, lc.nodes[node].data_dir)
 
 
 def _free_port_run(n: int) -> int:
@@ -300,9 +305,7 @@ def test_a_same_named_clusters_directory_is_never_taken_for_repaired(tmp_path: P
         with BlockingClient(lc.addrs, timeout=30) as c:
             for i in range(10):
                 c.put(f"held/{i}", i)
-        lc.kill(victim, signal.SIGTERM)
-        shutil.rmtree(lc.nodes[victim].data_dir)
-        shutil.copytree(tmp_path / "other" / victim, lc.nodes[victim].data_dir)
+        _restore(lc, victim, tmp_path / "other" / victim)
         lc.start_node(victim)
 
         def stopped() -> bool:

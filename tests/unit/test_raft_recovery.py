@@ -227,6 +227,21 @@ def test_a_founding_member_with_a_replaced_disk_rejoins_without_voting() -> None
     assert other
 
 
+def _writes_held_by_n1_and_n2_only(seed: int) -> Cluster:
+    """A new cluster (all three agree), n3 stopped before its first election (it holds the
+    founding entries only), then five writes that n1 and n2 hold."""
+    c = Cluster(ids(3), seed=seed, config=Config(), discover=True, record=True)
+    c.run(3)  # probes go out every tick; the first election is 10 ticks away at least
+    assert c.leaders_now() == [] and all(c.raft(n).recovery is None for n in ids(3))
+    c.crash("n3")
+    c.elect("n1")
+    for k in range(5):
+        c.propose("n1", b"w%d" % k)
+    c.stabilize()
+    assert payloads(c, "n2") == [b"w%d" % k for k in range(5)]
+    return c
+
+
 def test_a_lost_hard_state_with_no_log_left_is_not_taken_for_a_new_disk() -> None:
     """Stop 34's adversarial run, on real processes: a member whose store reported
     lost_hard_state with nothing readable left (every segment head gone: an empty log and
@@ -236,15 +251,7 @@ def test_a_lost_hard_state_with_no_log_left_is_not_taken_for_a_new_disk() -> Non
     both said yes, and a second leader of term 2 was elected without any acknowledged
     write. A known fault is evidence the member held data: it stays a damaged member,
     answers no probe as new, and the cluster stays unavailable."""
-    c = Cluster(ids(3), seed=6, config=Config(), discover=True, record=True)
-    c.run(3)  # probes go out every tick; the first election is 10 ticks away at least
-    assert c.leaders_now() == [] and all(c.raft(n).recovery is None for n in ids(3))  # a new cluster, all three agree
-    c.crash("n3")  # before any election: it holds the founding entries only
-    c.elect("n1")
-    for k in range(5):
-        c.propose("n1", b"w%d" % k)
-    c.stabilize()
-    assert payloads(c, "n2") == [b"w%d" % k for k in range(5)]
+    c = _writes_held_by_n1_and_n2_only(seed=6)
     c.crash("n1")
     c.nodes["n1"].disk = Disk()
     c.nodes["n1"].disk.fault = StorageFault("lost_hard_state", 0, 0, "no segment head survives")
@@ -266,15 +273,7 @@ def _two_writers_back_on_empty_disks(seed: int, told: bool) -> Cluster:
     entries. `told`: the third knows, from their start chains (starts.py, in the transport,
     which this simulation has not: played here by hand), that both directories replaced
     ones in use."""
-    c = Cluster(ids(3), seed=seed, config=Config(), discover=True, record=True)
-    c.run(3)
-    assert c.leaders_now() == [] and all(c.raft(n).recovery is None for n in ids(3))
-    c.crash("n3")  # before any election: it holds the founding entries only
-    c.elect("n1")
-    for k in range(5):
-        c.propose("n1", b"w%d" % k)
-    c.stabilize()
-    assert payloads(c, "n2") == [b"w%d" % k for k in range(5)]
+    c = _writes_held_by_n1_and_n2_only(seed)
     c.wipe("n1", rebootstrap=True)
     c.wipe("n2", rebootstrap=True)
     c.restart("n3")
