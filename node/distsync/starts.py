@@ -158,6 +158,11 @@ class PeerStarts:
         self.refused_by: dict[str, str] = {}
         # Peers whose refusal this node believed, until they take a stream (header).
         self._owed: set[str] = set()
+        # Whether this node has been recovering in this run: its records of its peers may
+        # then be stale (a restored copy's are as old as the rest of it), and each peer's
+        # first start seen since is taken and recorded, not judged (`_since`).
+        self._suspect = False
+        self._since: set[str] = set()
         self.start = store.begin_start()
 
     def header(self, peer: str | None = None) -> str:
@@ -165,7 +170,16 @@ class PeerStarts:
         or still, to a peer whose refusal it believed and that has not taken a stream of it
         since (a leader can repair it before its next dial to that peer, and announced as
         healthy it would be refused again, and recover again, over and over)."""
-        return self.start.header(self._recovering() or peer in self._owed)
+        recovering = self._recovering()
+        if recovering:
+            self._distrust_records()
+        return self.start.header(recovering or peer in self._owed)
+
+    def _distrust_records(self) -> None:
+        """This node is recovering: its records of its peers may be stale from now on."""
+        if not self._suspect:
+            self._suspect = True
+            self._since.clear()
 
     def check(self, peer: str, value: str | None) -> str | None:
         """None to take `peer`'s stream (its start remembered, durably, first); otherwise
@@ -187,8 +201,13 @@ class PeerStarts:
         # A node recovering from a storage fault refuses no one: its records of its peers
         # may be what is out of date (a restored copy's are as old as the rest of it; stop
         # 35's adversarial run had one push a repaired peer into recovery). It records what
-        # it sees, so its records are current once it is repaired.
-        why = None if recovering or self._recovering() else judge(seen, start)
+        # it sees, and once repaired judges a peer only by a record made since.
+        if self._recovering():
+            self._distrust_records()
+        stale = self._suspect and peer not in self._since
+        if self._suspect:
+            self._since.add(peer)
+        why = None if recovering or stale or self._recovering() else judge(seen, start)
         if why is not None:
             self.refusing[peer] = why
             return why
@@ -226,6 +245,7 @@ class PeerStarts:
                         "knew: %s; not believed", self._id, peer, detail, why)
                 return
         self._owed.add(peer)
+        self._distrust_records()
         self._on_rolled_back(peer, detail)
 
     def connected(self, peer: str) -> None:

@@ -170,7 +170,10 @@ def test_a_refusal_is_believed_only_from_the_member_this_node_knew(tmp_path: Pat
     assert list(chain.status()["refused_by"]) == ["n2"]
     chain.connected("n2")
     assert chain.status() == {"refusing": {}, "refused_by": {}}
-    # ... and the streams this node refuses, until it takes one from that peer again
+    # ... and the streams this node refuses, until it takes one from that peer again (this
+    # node believed a refusal, so its records are suspect: a peer's first start seen since
+    # is taken and recorded, and judged by from then on)
+    assert chain.check("n2", seen.header(False)) is None
     assert "does not continue" in (chain.check("n2", stranger.header(False)) or "")
     assert "does not continue" in chain.status()["refusing"]["n2"]
     assert chain.check("n2", stranger.header(True)) is None  # taken, as recovering
@@ -221,3 +224,37 @@ def test_a_believed_refusal_is_answered_as_recovering_until_that_peer_takes_a_st
     chain.connected("n2")
     assert chain.header("n2").split(".")[1] == "0"
     me.close()
+
+
+def test_records_made_before_a_recovery_are_not_held_against_anyone_after_it(
+        tmp_path: Path) -> None:
+    """The re-run of stop 35's adversarial scenarios (F2): a restored member, recovering,
+    refused no one, but once repaired it refused a peer with its record from the copy, older
+    than that peer's chain, and the peer recovered for a moment. After any recovery in this
+    run, a node's records of its peers may be stale: each peer's first start seen since is
+    taken and recorded, and judged by from then on."""
+    recovering = [True]
+    p = Storage(tmp_path / "r", cluster="c", node="n2")
+    chain = PeerStarts("n2", p, lambda: recovering[0], lambda peer, why: None)
+    a = new_start(None)
+    b = new_start(a)
+    p.note_peer_start("n1", b)  # what the copy remembers of n1
+    chain.header("n3")  # dialling at start, recovering
+    recovering[0] = False  # repaired before n1 dialled
+    newer = new_start(new_start(None))  # n1's chain since (replaced and started again)
+    assert chain.check("n1", newer.header(False)) is None
+    assert p.peer_start("n1")[:2] == (newer.boot, newer.id)
+    # judged by the record made since
+    assert "older than that start" in (chain.check("n1", new_start(new_start(None)).header(
+        False)) or "")
+    p.close()
+    # a peer seen while healthy, before this node was refused as rolled back: seen again
+    # after, it is taken too (the record it was judged by is the copy's)
+    q = Storage(tmp_path / "q", cluster="c", node="n2")
+    healthy = [False]
+    other = PeerStarts("n2", q, lambda: healthy[0], lambda peer, why: None)
+    q.note_peer_start("n3", b)
+    assert other.check("n3", b.header(False)) is None
+    other.refused("n1", "you are older", None)  # believed: this node recovers
+    assert other.check("n3", new_start(new_start(None)).header(False)) is None
+    q.close()
