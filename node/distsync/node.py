@@ -356,8 +356,9 @@ class Node:
         if self.core.leader is None and self.core.recovering_peers:
             st["no_leader_reason"] = (
                 f"{', '.join(sorted(self.core.recovering_peers))} refused to vote: recovering "
-                "from a storage fault until a leader repairs them; a leader needs a majority "
-                "of voters with intact disks"
+                "from a storage fault until a leader repairs them (or, on an empty data "
+                "directory, still asking whether the cluster is new); a leader needs a "
+                "majority of voters with intact disks"
             )
         return st
 
