@@ -202,12 +202,13 @@ class PeerStarts:
         # may be what is out of date (a restored copy's are as old as the rest of it; stop
         # 35's adversarial run had one push a repaired peer into recovery). It records what
         # it sees, and once repaired judges a peer only by a record made since.
-        if self._recovering():
+        self_recovering = self._recovering()
+        if self_recovering:
             self._distrust_records()
         stale = self._suspect and peer not in self._since
         if self._suspect:
             self._since.add(peer)
-        why = None if recovering or stale or self._recovering() else judge(seen, start)
+        why = None if recovering or stale or self_recovering else judge(seen, start)
         if why is not None:
             self.refusing[peer] = why
             return why

@@ -582,6 +582,15 @@ class Transport:
     async def _on_app_shutdown(self, app: web.Application) -> None:
         await self._close_inbound()
 
+    def _once(self, key: tuple[str | None, str | None]) -> int:
+        """WARNING the first time `key` is refused, DEBUG after (a refused peer redials
+        every few seconds); at most 1024 keys are remembered."""
+        if key in self._warned:
+            return logging.DEBUG
+        if len(self._warned) < 1024:
+            self._warned.add(key)
+        return logging.WARNING
+
     async def _handle_stream(self, request: web.Request) -> web.StreamResponse:
         """Accept a peer's outbound stream: check the handshake, then deliver every frame."""
         if self._closed:
@@ -590,10 +599,7 @@ class Transport:
         if cluster != self.cluster:
             self._rejected += 1
             # Warn once per (remote, cluster): a misconfigured peer retries every few seconds.
-            key = (request.remote, cluster)
-            lvl = logging.DEBUG if key in self._warned else logging.WARNING
-            if len(self._warned) < 1024:
-                self._warned.add(key)
+            lvl = self._once((request.remote, cluster))
             log.log(lvl, "%s: refused stream from %s (node %r): cluster %r != %r", self.self_id,
                     request.remote, request.headers.get(NODE_HEADER), cluster, self.cluster)
             raise web.HTTPForbidden(text="cluster name mismatch")
@@ -614,11 +620,8 @@ class Transport:
                 self._rejected += 1
                 # Once per (node, reason) as a warning: a member refused back (starts.py,
                 # `refused`) dials again every few seconds for as long as it runs.
-                key = (node, why)
-                lvl = logging.DEBUG if key in self._warned else logging.WARNING
-                if len(self._warned) < 1024:
-                    self._warned.add(key)
-                log.log(lvl, "%s: refused stream from %s: %s", self.self_id, node, why)
+                log.log(self._once((node, why)), "%s: refused stream from %s: %s",
+                        self.self_id, node, why)
                 # A response, not an HTTPException: the API's error middleware rewrites
                 # those in its own shape, without the headers the dialling node reads.
                 # Our own start goes with it: the refused node believes us only if it
