@@ -130,15 +130,7 @@ def test_a_directory_from_a_same_named_cluster_is_shut_out_and_cannot_shut_other
     that could lead. A refusal is now believed only from a peer whose own start continues
     the one this node saw of it."""
     base = _free_port_run(3)  # both clusters at the same addresses, as under one DNS name
-    with LocalCluster(3, base, tick_ms=TICK_MS, data_dir=tmp_path / "other") as other:
-        ready(other)
-        with BlockingClient(other.addrs, timeout=30) as c:
-            for i in range(10):
-                c.put(f"foreign/{i}", i)
-        for n in other.nodes:
-            wait_caught_up(other, n, other.leader())
-        for n in list(other.nodes):
-            other.kill(n, signal.SIGTERM)
+    _other_cluster_with_the_same_names(base, tmp_path / "other", writes=10)
     with LocalCluster(3, base, tick_ms=TICK_MS, data_dir=tmp_path / "c") as lc:
         leader = ready(lc)
         victim, third = sorted(n for n in lc.nodes if n != leader)
@@ -183,6 +175,31 @@ def test_a_directory_from_a_same_named_cluster_is_shut_out_and_cannot_shut_other
             assert st is not None and st["storage_fault"] is None, diag(lc, f"{n}: {st}")
         st = lc.status(victim)
         assert st is not None and st["role"] != "leader", diag(lc, f"{victim} leads: {st}")
+
+
+def _other_cluster_with_the_same_names(base: int, data_dir: Path, writes: int,
+                                       leader_kills: int = 0) -> None:
+    """Another cluster at the same addresses and under the same names, stopped once every
+    member holds its `writes` keys (foreign/<i>; a last one after `leader_kills` stops of
+    its leader, each followed by an election without it)."""
+    with LocalCluster(3, base, tick_ms=TICK_MS, data_dir=data_dir) as other:
+        ready(other)
+        with BlockingClient(other.addrs, timeout=30) as c:
+            for i in range(writes):
+                c.put(f"foreign/{i}", i)
+        for _ in range(leader_kills):
+            ld = other.leader()
+            other.kill(ld, signal.SIGTERM)
+            other.leader(timeout=30, among=[n for n in other.nodes if n != ld])
+            other.start_node(ld)
+            ready(other)
+        if leader_kills:
+            with BlockingClient(other.addrs, timeout=30) as c:
+                c.put("foreign/last", 1)
+        for n in other.nodes:
+            wait_caught_up(other, n, other.leader())
+        for n in list(other.nodes):
+            other.kill(n, signal.SIGTERM)
 
 
 def _write_with_one_down(lc: LocalCluster, leader: str, down: str, prefix: str) -> None:
@@ -282,23 +299,8 @@ def test_a_same_named_clusters_directory_is_never_taken_for_repaired(tmp_path: P
     the repair point's index): a voter serving the other cluster's keys. It now stops at the
     first entry the leader sends below its commit index that differs from its own."""
     base = _free_port_run(3)
-    with LocalCluster(3, base, tick_ms=TICK_MS, data_dir=tmp_path / "other") as other:
-        ready(other)
-        with BlockingClient(other.addrs, timeout=30) as c:
-            for i in range(30):
-                c.put(f"foreign/{i}", i)
-        for _ in range(3):  # more terms than this cluster will have
-            ld = other.leader()
-            other.kill(ld, signal.SIGTERM)
-            other.leader(timeout=30, among=[n for n in other.nodes if n != ld])
-            other.start_node(ld)
-            ready(other)
-        with BlockingClient(other.addrs, timeout=30) as c:
-            c.put("foreign/last", 1)
-        for n in other.nodes:
-            wait_caught_up(other, n, other.leader())
-        for n in list(other.nodes):
-            other.kill(n, signal.SIGTERM)
+    # more terms than this cluster will have
+    _other_cluster_with_the_same_names(base, tmp_path / "other", writes=30, leader_kills=3)
     with LocalCluster(3, base, tick_ms=TICK_MS, data_dir=tmp_path / "c") as lc:
         leader = ready(lc)
         victim = sorted(n for n in lc.nodes if n != leader)[0]
