@@ -38,6 +38,9 @@ from .types import (
 )
 
 TRANSFER_CTX = b"transfer"
+# What an empty founding member says while it asks (bootstrap, _on_probe_resp).
+_ASKING = ("empty data directory: asking the founding members whether the cluster is new or "
+           "this is a replaced disk")
 # On a rejected PROBE_RESP: the asker's data directory replaced one in use (note_replaced).
 REPLACED_CTX = b"replaced"
 
@@ -194,8 +197,7 @@ class Raft:
             # (asking, it took a wiped peer and one that never got past the founding
             # entries for a new cluster, and a second leader was elected in term 2).
             self.recovery = Recovery(
-                "empty_data_dir", "empty data directory: asking the founding members "
-                "whether the cluster is new or this is a replaced disk", discovering=True,
+                "empty_data_dir", _ASKING, discovering=True,
             )
         self._reset(self.term)
 
@@ -896,9 +898,7 @@ class Raft:
             # run: one directory emptied while five members were forming their cluster).
             if m.src not in r.unsure:
                 r.unsure.add(m.src)
-                r.detail = (f"empty data directory: asking the founding members whether the "
-                            f"cluster is new or this is a replaced disk; "
-                            f"{', '.join(sorted(r.unsure))} cannot say (recovering)")
+                r.detail = f"{_ASKING}; {', '.join(sorted(r.unsure))} cannot say (recovering)"
             return
         if m.reject:
             r.discovering = False
