@@ -346,6 +346,11 @@ def format_status(statuses: list[dict[str, Any]]) -> str:
             notes.append(f"{s.get('id')}: refuses {peer}: {why}")
         for peer, why in sorted((refusals.get("refused_by") or {}).items()):
             notes.append(f"{s.get('id')}: refused by {peer}: {why}")
+    ids = {str(s.get("id")): s["cluster_id"] for s in statuses if s.get("cluster_id")}
+    if len(set(ids.values())) == 1:
+        notes.insert(0, f"cluster id: {next(iter(ids.values()))}")
+    elif ids:  # two clusters' members under one set of names: they refuse each other
+        notes[:0] = [f"{n}: cluster id {cid}" for n, cid in sorted(ids.items())]
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c)
               for i, c in enumerate(cols)]
     line = "  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))

@@ -843,14 +843,17 @@ class Node:
         hs = rd.hard_state
         if hs is not None and rd.snapshot is None and (
             (hs.term, hs.vote, hs.recovering) == self._synced_term_vote
-        ) and not any(e.type == EntryType.CONF for e in rd.committed):
+        ) and not any(e.type == EntryType.CONF or (e.type == EntryType.NOOP and e.data)
+                      for e in rd.committed):
             # Only the commit index moved. It is volatile in Raft (a restarted node learns
             # it again from the leader), so it is not worth an fsync of its own (etcd's
             # MustSync rule), nor a second page in every save of entries (the hard state's
             # row: about a fifth of a small save on this disk). It is written whenever the
-            # term or vote changes, with every snapshot, and when a membership change
-            # commits: a restarted node rebuilds its membership from the committed entries,
-            # and must not come back with a configuration older than one it has applied.
+            # term or vote changes, with every snapshot, and when a membership change or a
+            # leader's no-op commits: a restarted node rebuilds its membership and knows its
+            # cluster's id (raft/core.py, `_noop`) from the committed entries, and must not
+            # come back with a configuration older than one it has applied, nor without an
+            # id it has shown its peers.
             hs = None
         if notices:
             self._notices.hold(notices, self.clock.monotonic())

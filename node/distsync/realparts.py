@@ -82,7 +82,7 @@ def real_parts(cfg: NodeConfig, registry: CollectorRegistry | None = None) -> No
         t = Transport(
             node.id, node._resolve, node._on_message, cluster=cfg.cluster,
             on_peer_state=node._on_peer_state, advertise=cfg.address, ssl=ssl_client,
-            authenticator=peer_auth, starts=starts,
+            authenticator=peer_auth, starts=starts, cluster_id=lambda: node.core.cluster_id,
         )
         # Dial every member at once rather than at the first message: a follower sends
         # nothing to the other followers, and each of them must see this start while it

@@ -249,6 +249,19 @@ class PeerStarts:
         self._distrust_records()
         self._on_rolled_back(peer, detail)
 
+    def refuse_foreign(self, peer: str, why: str) -> None:
+        """This node refused `peer`'s stream: its committed cluster id is not ours
+        (transport/peer.py). Kept for status until a stream of it is taken."""
+        self.refusing[peer] = why
+
+    def refused_as_foreign(self, peer: str, detail: str) -> None:
+        """`peer` refused this node's stream as another cluster's. Never believed as a storage
+        fault: one of the two directories is foreign, and neither can tell which."""
+        if peer not in self.refused_by:
+            log.error("%s: %s refused this node: this node %s", self._id, peer,
+                      detail.replace("it holds", "holds", 1))
+        self.refused_by[peer] = detail
+
     def connected(self, peer: str) -> None:
         """`peer` took this node's stream: whatever it refused before is over."""
         self.refused_by.pop(peer, None)

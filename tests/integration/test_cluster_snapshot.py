@@ -90,6 +90,9 @@ async def test_wiped_follower_catches_up_by_install_snapshot() -> None:
             lc, f"{follower} did not install a snapshot: {fst}"
         )
         assert fst["voters"] == sorted(lc.nodes), diag(lc, f"{follower} membership: {fst}")
+        # The cluster's id came with the snapshot (its no-op is compacted away).
+        assert fst["cluster_id"] is not None and fst["cluster_id"] == lc.status(leader)[
+            "cluster_id"], diag(lc, f"{follower} cluster id: {fst['cluster_id']}")
 
         got = await _stale_values(lc.nodes[follower].addr, sorted(want))
         bad = {k: v for k, v in got.items() if v != want[k]}
@@ -109,6 +112,7 @@ async def test_wiped_follower_catches_up_by_install_snapshot() -> None:
         assert all(e.index > snap.meta.index for e in persisted.entries)
         assert persisted.hard_state.commit >= snap.meta.index
         assert sorted(snap.meta.conf.voters) == sorted(lc.nodes)
+        assert snap.meta.cluster_id.hex() == fst["cluster_id"], diag(lc, "stored snapshot's id")
 
         # And it restarts from that snapshot + log with the same state.
         lc.start_node(follower)

@@ -128,7 +128,8 @@ def test_a_directory_from_a_same_named_cluster_is_shut_out_and_cannot_shut_other
     before, the first refusal was believed, and the healthy third member (and then the
     returning leader) went into recovery on the word of the foreign one, leaving no member
     that could lead. A refusal is now believed only from a peer whose own start continues
-    the one this node saw of it."""
+    the one this node saw of it (test_starts.py). Since cluster ids, the two hold different
+    ones, and refuse each other as two clusters' members before start chains are compared."""
     base = _free_port_run(3)  # both clusters at the same addresses, as under one DNS name
     _other_cluster_with_the_same_names(base, tmp_path / "other", writes=10)
     with LocalCluster(3, base, tick_ms=TICK_MS, data_dir=tmp_path / "c") as lc:
@@ -160,8 +161,9 @@ def test_a_directory_from_a_same_named_cluster_is_shut_out_and_cannot_shut_other
             r = s_["start_refusals"]
             assert other_ in r["refusing"] and other_ in r["refused_by"], diag(lc, str(r))
         table = format_status([st, sv])
-        assert f"{third}: refuses {victim}: start" in table, table
+        assert f"{third}: refuses {victim}: it holds another cluster's data" in table, table
         assert f"{victim}: refused by {third}:" in table, table
+        assert f"{victim}: cluster id {sv['cluster_id']}" in table, table
         lc.start_node(leader)
         assert lc.leader(timeout=30, among=[leader, third]) in (leader, third)
         with BlockingClient([lc.nodes[leader].addr, lc.nodes[third].addr], timeout=30) as c:
@@ -178,12 +180,12 @@ def test_a_directory_from_a_same_named_cluster_is_shut_out_and_cannot_shut_other
 
 
 def _other_cluster_with_the_same_names(base: int, data_dir: Path, writes: int,
-                                       leader_kills: int = 0) -> None:
+                                       leader_kills: int = 0) -> int:
     """Another cluster at the same addresses and under the same names, stopped once every
     member holds its `writes` keys (foreign/<i>; a last one after `leader_kills` stops of
-    its leader, each followed by an election without it)."""
+    its leader, each followed by an election without it). Returns its first leader's term."""
     with LocalCluster(3, base, tick_ms=TICK_MS, data_dir=data_dir) as other:
-        ready(other)
+        first_term = _term(other, ready(other))
         with BlockingClient(other.addrs, timeout=30) as c:
             for i in range(writes):
                 c.put(f"foreign/{i}", i)
@@ -200,6 +202,13 @@ def _other_cluster_with_the_same_names(base: int, data_dir: Path, writes: int,
             wait_caught_up(other, n, other.leader())
         for n in list(other.nodes):
             other.kill(n, signal.SIGTERM)
+    return first_term
+
+
+def _term(lc: LocalCluster, node: str) -> int:
+    st = lc.status(node)
+    assert st is not None, diag(lc, f"{node} did not answer")
+    return int(st["term"])
 
 
 def _write_with_one_down(lc: LocalCluster, leader: str, down: str, prefix: str) -> None:
@@ -325,6 +334,60 @@ def test_a_same_named_clusters_directory_is_never_taken_for_repaired(tmp_path: P
             time.sleep(0.05)
         with BlockingClient([lc.nodes[n].addr for n in lc.nodes if n != victim],
                             timeout=30) as c:
+            c.put("after", 1)
+            for i in range(10):
+                assert c.get(f"held/{i}")["value"] == i, diag(lc, f"held/{i} lost")
+            with pytest.raises(NotFound):
+                c.get("foreign/0")
+
+
+def test_a_same_named_clusters_directory_with_the_same_terms_is_shut_out(
+        tmp_path: Path) -> None:
+    """The case `DivergentLog` cannot see: two clusters founded alike and elected once hold
+    the same term at every index, so a leader finds nothing to tell the other cluster's
+    directory from its own member's. With this cluster's members on their first starts,
+    the foreign member believed their refusal, recovered, and was repaired at once: a voter
+    whose applied state is the other cluster's. The first leader of a cluster now gives it
+    an id of its own (in the no-op it commits), every member keeps it once applied, and two
+    members with different ids refuse each other's streams."""
+    base = _free_port_run(3)
+    other_term = _other_cluster_with_the_same_names(base, tmp_path / "other", writes=10)
+    for attempt in range(6):
+        # Both clusters' logs must match term for term: the same first term, the same writes.
+        lc = LocalCluster(3, base, tick_ms=TICK_MS, data_dir=tmp_path / f"c{attempt}")
+        lc.start()
+        leader = ready(lc)
+        if _term(lc, leader) == other_term:
+            break
+        lc.stop()
+    else:
+        pytest.fail(f"no cluster elected its first leader in term {other_term}")
+    with lc:
+        victim = sorted(n for n in lc.nodes if n != leader)[0]
+        with BlockingClient(lc.addrs, timeout=30) as c:
+            for i in range(10):
+                c.put(f"held/{i}", i)
+        for n in lc.nodes:
+            wait_caught_up(lc, n, leader)
+        assert _term(lc, leader) == other_term, diag(lc, "an election while writing")
+        _restore(lc, victim, tmp_path / "other" / victim)
+        lc.start_node(victim)
+        others = [n for n in lc.nodes if n != victim]
+
+        def refused_as_foreign() -> bool:
+            sts = [lc.status(n) for n in others]
+            return all(s is not None and victim in s["start_refusals"]["refusing"]
+                       and "another cluster" in s["start_refusals"]["refusing"][victim]
+                       for s in sts)
+
+        end = time.monotonic() + 10.0
+        while time.monotonic() < end:
+            st = lc.status(victim)
+            assert st is None or st["storage_fault"] is not None or st["leader"] is None, \
+                diag(lc, f"{victim} is taken for a healthy member: {st}")
+            time.sleep(0.05)
+        assert refused_as_foreign(), diag(lc, f"{victim} is not refused as another cluster's")
+        with BlockingClient([lc.nodes[n].addr for n in others], timeout=30) as c:
             c.put("after", 1)
             for i in range(10):
                 assert c.get(f"held/{i}")["value"] == i, diag(lc, f"held/{i} lost")

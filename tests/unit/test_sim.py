@@ -502,3 +502,21 @@ def test_the_disk_checks_see_log_matching_broken() -> None:
     c = CheckedImage("n3", log_ids, fails.append)
     c.write(None, [Entry(1, 3, data=b"z"), Entry(2, 2, data=b"y")], None)
     assert "follows term 3" in fails[-1]
+
+
+def test_planted_leader_that_ignores_its_logs_cluster_id_is_found(monkeypatch) -> None:
+    """Plant the bug `Raft._noop` exists to prevent: every leader gives the cluster a new
+    id instead of the one its log carries. Members would then refuse each other's streams
+    as two clusters' after the next election, and the checks must see two committed ids."""
+    import hashlib
+
+    from distsync.raft.core import Raft
+    from distsync.raft.types import EntryType
+
+    def fresh(self):  # type: ignore[no-untyped-def]
+        return EntryType.NOOP, hashlib.blake2b(
+            f"{self.id}:{self.term}".encode(), digest_size=16).digest()
+
+    monkeypatch.setattr(Raft, "_noop", fresh)
+    _, msg = first_failure("a leader with a new cluster id")
+    assert "holds cluster id" in msg, msg[:400]

@@ -30,3 +30,11 @@ def test_status_table_shows_a_recovering_node_and_why_there_is_no_leader() -> No
 def test_status_table_of_a_healthy_cluster_has_no_notes() -> None:
     out = format_status([_st("n1", leader="n1", role="leader")])
     assert len(out.splitlines()) == 3 and "RECOVERING" not in out
+
+
+def test_status_table_names_the_cluster_id_once_or_each_when_they_differ() -> None:
+    same = format_status([_st("n1", cluster_id="ab12"), _st("n2", cluster_id="ab12"),
+                          _st("n3", cluster_id=None)])
+    assert same.splitlines()[5:] == ["cluster id: ab12"], same
+    two = format_status([_st("n1", cluster_id="ab12"), _st("n2", cluster_id="cd34")])
+    assert two.splitlines()[4:] == ["n1: cluster id ab12", "n2: cluster id cd34"], two

@@ -38,11 +38,15 @@ def entry_from_obj(o: list[Any]) -> Entry:
 
 
 def snapshot_to_obj(s: Snapshot) -> list[Any]:
-    return [s.meta.index, s.meta.term, conf_to_obj(s.meta.conf), s.data]
+    o = [s.meta.index, s.meta.term, conf_to_obj(s.meta.conf), s.data]
+    if s.meta.cluster_id:
+        o.append(s.meta.cluster_id)  # a fifth element: nodes from before cluster ids skip it
+    return o
 
 
 def snapshot_from_obj(o: list[Any]) -> Snapshot:
-    return Snapshot(SnapshotMeta(o[0], o[1], conf_from_obj(o[2])), o[3])
+    cid = o[4] if len(o) > 4 else b""
+    return Snapshot(SnapshotMeta(o[0], o[1], conf_from_obj(o[2]), cid), o[3])
 
 
 def message_to_obj(m: Message) -> list[Any]:

@@ -12,6 +12,7 @@ check-quorum, leadership transfer and membership, Ongaro's dissertation.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import deque
 from dataclasses import dataclass
@@ -129,10 +130,17 @@ class Raft:
         # Membership in force: the snapshot's, plus every committed change after it.
         self.conf = snap.meta.conf if snap else ConfState()
         self.conf_index = snap.meta.index if snap else 0
+        # The cluster's id, once a no-op that carries it is committed here (`_noop`); the
+        # driver makes the commit index durable when one commits, as for a membership change.
+        self.cluster_id = snap.meta.cluster_id if snap else b""
+        # A committed cluster id other than `cluster_id` (see `_learn_cluster_id`).
+        self.cluster_id_conflict: bytes | None = None
         for e in self.log.slice(self.log.first_index(), self.log.committed + 1):
             if e.type == EntryType.CONF:
                 self.conf = confmod.apply(self.conf, confmod.ConfChange.decode(e.data))
                 self.conf_index = e.index
+            elif e.type == EntryType.NOOP and e.data:
+                self._learn_cluster_id(e.data)
         self.role = Role.FOLLOWER
         self.leader: str | None = None
         self.msgs: list[Message] = []
@@ -272,7 +280,7 @@ class Raft:
         term = self.log.term(index)
         if term is None:
             raise ValueError(f"index {index} is compacted")
-        return Snapshot(SnapshotMeta(index, term, self.conf), data)
+        return Snapshot(SnapshotMeta(index, term, self.conf, self.cluster_id), data)
 
     def compact(self, snapshot: Snapshot) -> None:
         """Forget entries covered by a snapshot the driver has persisted."""
@@ -300,6 +308,7 @@ class Raft:
             } if self.role == Role.LEADER else {},
             # Who refused us a vote because it is recovering: why no leader can be elected.
             "recovering_peers": sorted(self.recovering_peers) if self.leader is None else [],
+            "cluster_id": self.cluster_id.hex() or None,
         }
 
     # -- Ready / advance -----------------------------------------------------------------
@@ -337,6 +346,8 @@ class Raft:
         if rd.snapshot is not None:
             self.log.pending_snapshot = None
             self.log.applied = max(self.log.applied, rd.snapshot.meta.index)
+            if rd.snapshot.meta.cluster_id:
+                self._learn_cluster_id(rd.snapshot.meta.cluster_id)
         if rd.entries:
             last = rd.entries[-1]
             self.log.stable_to(last.index, last.term)
@@ -345,6 +356,8 @@ class Raft:
         for e in rd.committed:
             if e.type == EntryType.CONF and e.index > self.conf_index:
                 self._apply_conf(confmod.ConfChange.decode(e.data), e.index)
+            elif e.type == EntryType.NOOP and e.data:
+                self._learn_cluster_id(e.data)
             self.log.applied = max(self.log.applied, e.index)
         if self.role == Role.LEADER:
             # The leader counts itself towards a commit only once the entry is on its disk.
@@ -655,7 +668,40 @@ class Raft:
             pr.recent_active = True
         # Conservatively assume an unapplied membership change may sit in our log.
         self.pending_conf_index = self.log.last_index()
-        self._append([(EntryType.NOOP, b"")])
+        self._append([self._noop()])
+
+    # -- cluster ids ---------------------------------------------------------------------
+    #
+    # Two clusters founded alike under the same names can hold the same term at every index
+    # (DivergentLog sees only terms), so a data directory from one passes in the other. Each
+    # cluster's first leader therefore gives it a random id, carried by its no-op; the
+    # driver's transport compares the committed ids of two members at every handshake and
+    # refuses a mismatch (etcd compares its cluster id in every peer request the same way).
+
+    def _noop(self) -> tuple[EntryType, bytes]:
+        """A leader's no-op, carrying the latest cluster id its log holds (a committed one is
+        in every later leader's log, and each leader since carried the same, so committed
+        no-ops never disagree), or the compacted prefix's; failing both, a new one: this is
+        the cluster's first leader (or its first since cluster ids)."""
+        for e in reversed(self.log.entries):
+            if e.type == EntryType.NOOP and e.data:
+                return EntryType.NOOP, e.data
+        cid = self.log.snap.cluster_id or self.cluster_id
+        if not cid:
+            # Derived from the generator's state rather than drawn from it: a draw would
+            # shift every later election timeout, and so what each simulator seed replays.
+            # A real node's generator is seeded from os.urandom.
+            state = repr((self.rng.getstate(), self.id, self.term)).encode()
+            cid = hashlib.blake2b(state, digest_size=16).digest()
+        return EntryType.NOOP, cid
+
+    def _learn_cluster_id(self, cid: bytes) -> None:
+        if not self.cluster_id:
+            self.cluster_id = cid
+        elif cid != self.cluster_id:
+            # Committed no-ops never disagree (`_noop`), unless a snapshot from a node that
+            # predates cluster ids hid the first one from a leader: keep the first, and say so.
+            self.cluster_id_conflict = cid
 
     def _promotable(self) -> bool:
         return (
@@ -939,7 +985,7 @@ class Raft:
             # The repair point: an entry of our term written after we heard of the fault.
             # Its commit (without the damaged node) proves our term is current.
             pr.repair_point = self.log.last_index() + 1
-            self._append([(EntryType.NOOP, b"")])
+            self._append([self._noop()])
 
     def _check_repaired(self) -> None:
         r = self.recovery

@@ -73,6 +73,9 @@ class SnapshotMeta:
     index: int = 0
     term: int = 0
     conf: ConfState = field(default_factory=ConfState)
+    # The cluster's id as committed at or before `index` (b"" if none was yet): a node whose
+    # log is compacted past the no-op that carried it still knows it (core.py, cluster ids).
+    cluster_id: bytes = b""
 
 
 @dataclass(slots=True, frozen=True)

@@ -269,6 +269,8 @@ class Simulation:
         self.stats = SimStats(seed, self.n)
         # Check state.
         self.leaders: dict[int, str] = {}
+        # The cluster id the first node to commit one holds: every other must agree.
+        self.cluster_id: tuple[str, bytes] | None = None
         self.checked_leaders: set[tuple[str, int]] = set()
         self.matches: dict[tuple[str, int, str], tuple[Any, int, int]] = {}
         self.committed: dict[int, tuple[int, bytes]] = {}  # index -> (term, digest)
@@ -552,6 +554,13 @@ class Simulation:
                             self.fail(f"leader completeness: {sn.id} leads term {c.term} "
                                       f"without entry {i} committed by term {t}")
                             return
+            if c.cluster_id:
+                # Committed no-ops never disagree on the cluster's id (raft/core.py, `_noop`).
+                first = self.cluster_id = self.cluster_id or (sn.id, c.cluster_id)
+                if c.cluster_id != first[1] or c.cluster_id_conflict is not None:
+                    self.fail(f"{sn.id} holds cluster id {c.cluster_id.hex()} (conflict "
+                              f"{c.cluster_id_conflict!r}), {first[0]} {first[1].hex()}")
+                    return
             r = c.recovery
             if r is not None and c.role != Role.FOLLOWER:
                 self.fail(f"{sn.id} is {c.role.name} while recovering from {r.kind}")

@@ -41,6 +41,7 @@ from ..starts import HEADER as START_HEADER
 __all__ = [
     "ADDR_HEADER",
     "CLUSTER_HEADER",
+    "CLUSTER_ID_HEADER",
     "NODE_HEADER",
     "START_HEADER",
     "STREAM_PATH",
@@ -66,6 +67,9 @@ ADDR_HEADER = "X-Distsync-Addr"
 # Start chains (starts.py, which names the dialling node's start header): a refusal's
 # kind and reason.
 REFUSED_HEADER = "X-Distsync-Refused"
+# The dialling node's committed cluster id (hex; raft/core.py, `_noop`), when it has one: two
+# members whose ids differ hold two clusters' data, and neither takes the other's stream.
+CLUSTER_ID_HEADER = "X-Distsync-Cluster-Id"
 REFUSED_DETAIL_HEADER = "X-Distsync-Refused-Detail"
 
 
@@ -91,6 +95,10 @@ class StartChecks(Protocol):
     def check(self, peer: str, value: str | None) -> str | None: ...
 
     def refused(self, peer: str, detail: str, their_start: str | None) -> None: ...
+
+    def refuse_foreign(self, peer: str, why: str) -> None: ...
+
+    def refused_as_foreign(self, peer: str, detail: str) -> None: ...
 
     def connected(self, peer: str) -> None: ...
 
@@ -198,6 +206,7 @@ class Transport:
         backoff_max: float = 2.0,
         advertise: str | None = None,
         starts: StartChecks | None = None,
+        cluster_id: Callable[[], bytes] | None = None,
     ) -> None:
         """``resolve(peer_id)`` returns the peer's current ``host:port`` (or None if it is not a
         member any more); it is called on every send batch and every connect so membership and
@@ -222,6 +231,7 @@ class Transport:
         self._backoff_max = backoff_max
         self._advertise = advertise
         self._starts = starts
+        self._cluster_id = cluster_id or (lambda: b"")
         self._learned: dict[str, str] = {}  # peer id -> address it advertised when dialling
 
         self._peers: dict[str, _Peer] = {}
@@ -433,6 +443,9 @@ class Transport:
             headers.update(self._auth.client_headers(peer.id))
         if self._starts is not None:
             headers[START_HEADER] = self._starts.header(peer.id)
+        cid = self._cluster_id()
+        if cid:
+            headers[CLUSTER_ID_HEADER] = cid.hex()
         if peer.connects or peer.connect_failures:
             peer.reconnects += 1
         try:
@@ -450,10 +463,13 @@ class Transport:
         except Exception as e:  # refused, DNS failure, timeout, 403, ...
             peer.connect_failures += 1
             if (isinstance(e, aiohttp.WSServerHandshakeError) and e.status == 409
-                    and e.headers is not None and self._starts is not None
-                    and e.headers.get(REFUSED_HEADER) == "rolled_back"):
-                self._starts.refused(peer.id, e.headers.get(REFUSED_DETAIL_HEADER, ""),
-                                     e.headers.get(START_HEADER))
+                    and e.headers is not None and self._starts is not None):
+                kind = e.headers.get(REFUSED_HEADER)
+                detail = e.headers.get(REFUSED_DETAIL_HEADER, "")
+                if kind == "rolled_back":
+                    self._starts.refused(peer.id, detail, e.headers.get(START_HEADER))
+                elif kind == "foreign_cluster":
+                    self._starts.refused_as_foreign(peer.id, detail)
             err = f"{type(e).__name__}: {e}"
             if err != peer.last_error:
                 lvl = logging.WARNING if isinstance(e, aiohttp.WSServerHandshakeError) else (
@@ -582,14 +598,14 @@ class Transport:
     async def _on_app_shutdown(self, app: web.Application) -> None:
         await self._close_inbound()
 
-    def _once(self, key: tuple[str | None, str | None]) -> int:
-        """WARNING the first time `key` is refused, DEBUG after (a refused peer redials
+    def _once(self, key: tuple[str | None, str | None], first: int = logging.WARNING) -> int:
+        """`first` the first time `key` is refused, DEBUG after (a refused peer redials
         every few seconds); at most 1024 keys are remembered."""
         if key in self._warned:
             return logging.DEBUG
         if len(self._warned) < 1024:
             self._warned.add(key)
-        return logging.WARNING
+        return first
 
     async def _handle_stream(self, request: web.Request) -> web.StreamResponse:
         """Accept a peer's outbound stream: check the handshake, then deliver every frame."""
@@ -614,6 +630,22 @@ class Transport:
         if self._auth is not None and not await self._auth.verify(request):
             self._rejected += 1
             raise web.HTTPForbidden(text="authentication failed")
+        ours = self._cluster_id().hex()
+        theirs = request.headers.get(CLUSTER_ID_HEADER)
+        if ours and theirs and theirs != ours:
+            # Two members with different committed ids hold two clusters' data: neither can
+            # tell which is out of place, so each refuses the other and keeps its vote.
+            self._rejected += 1
+            why = (f"it holds another cluster's data (cluster id {theirs}; this node's is "
+                   f"{ours}): a data directory from another cluster with the same names?")
+            log.log(self._once((node, why), logging.ERROR), "%s: refused stream from %s: %s",
+                    self.self_id, node, why)
+            if self._starts is not None:
+                self._starts.refuse_foreign(node, why)
+            return web.json_response(
+                {"error": "foreign_cluster", "message": why}, status=409,
+                headers={REFUSED_HEADER: "foreign_cluster", REFUSED_DETAIL_HEADER: why,
+                         CLUSTER_ID_HEADER: ours})
         if self._starts is not None:
             why = self._starts.check(node, request.headers.get(START_HEADER))
             if why is not None:

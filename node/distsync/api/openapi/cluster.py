@@ -46,9 +46,14 @@ OPENAPI_SCHEMAS = {
                               refused_by={"type": "object", "additionalProperties": STR}),
                         "description": "Peers whose streams this node refuses (their data "
                                        "directory does not continue a start of theirs it "
-                                       "saw), and peers that refuse this node's without "
-                                       "being believed (they are not the member it knew): "
-                                       "each with why"},
+                                       "saw, or holds another cluster's id), and peers "
+                                       "that refuse this node's without being believed "
+                                       "(they are not the member it knew) or as another "
+                                       "cluster's: each with why"},
+        cluster_id={**nullable(STR),
+                    "description": "The id this cluster's first leader gave it (hex), once "
+                                   "this node has applied it; members with different ids "
+                                   "refuse each other's streams"},
     ),
     "StorageFault": obj(
         ["kind", "detail", "since", "repaired_up_to"],
