@@ -206,6 +206,7 @@ class Node:
         elif self.core.is_empty():
             self.core.recover_empty()
         self._fault_since: int | None = None
+        self._told_conflict: bytes | None = None  # the core's cluster_id_conflict, logged
         self._seen_recovery: tuple[str, bool] | None = None
         self._note_recovery()
         # Start chains (starts.py), set by the real transport's factory; None in simulation.
@@ -898,6 +899,12 @@ class Node:
                 if not fut.done():
                     self._read_waits.append((rs.index, fut))
         self.core.advance(rd)
+        if self.core.cluster_id_conflict is not self._told_conflict:
+            self._told_conflict = self.core.cluster_id_conflict
+            log.error("%s: a committed no-op carries cluster id %s, not %s, which this node "
+                      "applied first (a snapshot from a node that predates cluster ids?); "
+                      "keeping %s", self.id, (self._told_conflict or b"").hex(),
+                      self.core.cluster_id.hex(), self.core.cluster_id.hex())
         for w in conf_waiters:  # membership takes effect in advance(); answer after it
             if not w.future.done():
                 w.future.set_result(None)

@@ -258,8 +258,7 @@ class PeerStarts:
         """`peer` refused this node's stream as another cluster's. Never believed as a storage
         fault: one of the two directories is foreign, and neither can tell which."""
         if peer not in self.refused_by:
-            log.error("%s: %s refused this node: this node %s", self._id, peer,
-                      detail.replace("it holds", "holds", 1))
+            log.error("%s: %s refused this node %s", self._id, peer, detail)
         self.refused_by[peer] = detail
 
     def connected(self, peer: str) -> None:

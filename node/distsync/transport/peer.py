@@ -67,10 +67,10 @@ ADDR_HEADER = "X-Distsync-Addr"
 # Start chains (starts.py, which names the dialling node's start header): a refusal's
 # kind and reason.
 REFUSED_HEADER = "X-Distsync-Refused"
+REFUSED_DETAIL_HEADER = "X-Distsync-Refused-Detail"
 # The dialling node's committed cluster id (hex; raft/core.py, `_noop`), when it has one: two
 # members whose ids differ hold two clusters' data, and neither takes the other's stream.
 CLUSTER_ID_HEADER = "X-Distsync-Cluster-Id"
-REFUSED_DETAIL_HEADER = "X-Distsync-Refused-Detail"
 
 
 class Authenticator(Protocol):
@@ -469,7 +469,11 @@ class Transport:
                 if kind == "rolled_back":
                     self._starts.refused(peer.id, detail, e.headers.get(START_HEADER))
                 elif kind == "foreign_cluster":
-                    self._starts.refused_as_foreign(peer.id, detail)
+                    self._starts.refused_as_foreign(peer.id, (
+                        f"as another cluster's member ({peer.id} holds cluster id "
+                        f"{e.headers.get(CLUSTER_ID_HEADER)}, this node "
+                        f"{self._cluster_id().hex()}): one of the two data directories is "
+                        f"another cluster's with the same names"))
             err = f"{type(e).__name__}: {e}"
             if err != peer.last_error:
                 lvl = logging.WARNING if isinstance(e, aiohttp.WSServerHandshakeError) else (
