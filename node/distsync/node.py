@@ -902,8 +902,8 @@ class Node:
         if self.core.cluster_id_conflict is not self._told_conflict:
             self._told_conflict = self.core.cluster_id_conflict
             log.error("%s: a committed no-op carries cluster id %s, not %s, which this node "
-                      "applied first (a snapshot from a node that predates cluster ids?); "
-                      "keeping %s", self.id, (self._told_conflict or b"").hex(),
+                      "applied first (a log that is not this cluster's?); keeping %s",
+                      self.id, (self._told_conflict or b"").hex(),
                       self.core.cluster_id.hex(), self.core.cluster_id.hex())
         for w in conf_waiters:  # membership takes effect in advance(); answer after it
             if not w.future.done():

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from raftsim import Cluster
 
-from distsync.raft.core import Config
-from distsync.raft.types import EntryType
+from distsync.raft.conf import ConfChange, ConfOp
+from distsync.raft.core import Config, Raft
+from distsync.raft.types import Entry, EntryType, HardState, PersistedState, Role
 
 IDS = ["n1", "n2", "n3"]
 
@@ -60,3 +61,27 @@ def test_two_clusters_founded_alike_get_different_ids() -> None:
         c.stabilize()
     assert a.raft("n1").term == b.raft("n1").term
     assert a.raft("n1").cluster_id != b.raft("n1").cluster_id
+
+
+def _one_member(entries_past_founding: list[Entry], term: int) -> Raft:
+    founding = ConfChange(ConfOp.BOOTSTRAP, "", "", (("n1", "a:1"),)).encode()
+    ents = [Entry(1, 1, EntryType.CONF, founding), *entries_past_founding]
+    r = Raft("n1", PersistedState(HardState(term, "n1", len(ents)), None, ents), Config())
+    r.advance(r.ready())  # applied: a node leads only with its membership applied
+    r.campaign()
+    assert r.role == Role.LEADER
+    return r
+
+
+def test_a_leader_of_a_cluster_from_before_cluster_ids_makes_none() -> None:
+    """Its log holds entries past the founding ones but no id: one may have been committed
+    and then compacted into a snapshot by a node that predates ids (a rolling upgrade), so
+    a new one could be a second. It carries none, and the cluster keeps working without."""
+    r = _one_member([Entry(2, 2, EntryType.NOOP, b""), Entry(3, 2, EntryType.NORMAL, b"x")], 2)
+    assert r.log.entries[-1].type == EntryType.NOOP and r.log.entries[-1].data == b""
+    assert r.cluster_id == b""
+
+
+def test_the_first_leader_of_a_new_cluster_makes_one() -> None:
+    r = _one_member([], 1)
+    assert r.log.entries[-1].type == EntryType.NOOP and len(r.log.entries[-1].data) == 16

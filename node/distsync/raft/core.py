@@ -681,13 +681,17 @@ class Raft:
     def _noop(self) -> tuple[EntryType, bytes]:
         """A leader's no-op, carrying the latest cluster id its log holds (a committed one is
         in every later leader's log, and each leader since carried the same, so committed
-        no-ops never disagree), or the compacted prefix's; failing both, a new one: this is
-        the cluster's first leader (or its first since cluster ids)."""
+        no-ops never disagree), or the compacted prefix's. A new one only from a leader
+        whose log holds nothing past the founding entries: no entry, so no id, was ever
+        committed (Leader Completeness), and this is the cluster's first leader. Any other
+        leader without one leads a cluster from before cluster ids, whose id may be hidden
+        in a snapshot taken by a node that predates them (stop 36's adversarial run: a
+        rolling upgrade made two ids, and members refused each other): it carries none."""
         for e in reversed(self.log.entries):
             if e.type == EntryType.NOOP and e.data:
                 return EntryType.NOOP, e.data
         cid = self.log.snap.cluster_id or self.cluster_id
-        if not cid:
+        if not cid and self.log.last_term() <= 1:
             # Derived from the generator's state rather than drawn from it: a draw would
             # shift every later election timeout, and so what each simulator seed replays.
             # A real node's generator is seeded from os.urandom.
@@ -699,8 +703,8 @@ class Raft:
         if not self.cluster_id:
             self.cluster_id = cid
         elif cid != self.cluster_id:
-            # Committed no-ops never disagree (`_noop`), unless a snapshot from a node that
-            # predates cluster ids hid the first one from a leader: keep the first, and say so.
+            # Committed no-ops never disagree (`_noop`): a second id is a bug or a log that
+            # is not this cluster's. Keep the first, and say so (the driver logs it).
             self.cluster_id_conflict = cid
 
     def _promotable(self) -> bool:

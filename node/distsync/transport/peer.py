@@ -635,7 +635,7 @@ class Transport:
             self._rejected += 1
             raise web.HTTPForbidden(text="authentication failed")
         ours = self._cluster_id().hex()
-        theirs = request.headers.get(CLUSTER_ID_HEADER)
+        theirs = (request.headers.get(CLUSTER_ID_HEADER) or "").lower()
         if ours and theirs and theirs != ours:
             # Two members with different committed ids hold two clusters' data: neither can
             # tell which is out of place, so each refuses the other and keeps its vote.
