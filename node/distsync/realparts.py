@@ -83,6 +83,7 @@ def real_parts(cfg: NodeConfig, registry: CollectorRegistry | None = None) -> No
             node.id, node._resolve, node._on_message, cluster=cfg.cluster,
             on_peer_state=node._on_peer_state, advertise=cfg.address, ssl=ssl_client,
             authenticator=peer_auth, starts=starts, cluster_id=lambda: node.core.cluster_id,
+            on_peer_id=lambda peer, cid: node.core.note_peer_id(peer, cid),
         )
         # Dial every member at once rather than at the first message: a follower sends
         # nothing to the other followers, and each of them must see this start while it

@@ -7,11 +7,15 @@ id a member forgot would let such a directory in, and one it made up would shut 
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 from cluster_helpers import diag, ready, wait_caught_up, wait_until
 
 from distsync.client import BlockingClient
 from distsync.local import LocalCluster
+from distsync.raft.conf import ConfChange, ConfOp
+from distsync.raft.types import Entry, EntryType, HardState
+from distsync.storage import Storage
 
 THRESHOLD = 50
 
@@ -65,3 +69,31 @@ def test_every_member_keeps_the_cluster_id_across_restarts_and_compaction() -> N
         lc.start_node(old)
         ready(lc)
         wait_until(lc, lambda: _ids(lc) == {cid}, 15, f"every member to hold {cid} still")
+
+
+def test_a_cluster_from_before_ids_gets_one_once_every_member_runs_this_version(
+        tmp_path: Path) -> None:
+    """Data directories as a version before cluster ids left them (a leader's no-op with no
+    id; written here through the store itself): the first leader on this version makes
+    none in its no-op (an id may hide in an old snapshot, raft/core.py `_noop`), then names
+    the cluster once every other member has dialled it saying it keeps ids."""
+    lc = LocalCluster(3, tick_ms=20, data_dir=tmp_path)
+    founding = ConfChange(ConfOp.BOOTSTRAP, "", "", tuple(sorted(
+        (n, nd.addr) for n, nd in lc.nodes.items()))).encode()
+    for n, nd in lc.nodes.items():
+        with Storage(nd.data_dir, cluster="distsync", node=n) as st:
+            st.save(HardState(2, "n1", 4), [
+                *(Entry(i, 1, EntryType.CONF, founding) for i in (1, 2, 3)),
+                Entry(4, 2, EntryType.NOOP, b"")], None)
+    with lc:
+        leader = ready(lc)
+        wait_until(lc, lambda: len(_ids(lc)) == 1 and None not in _ids(lc), 15,
+                   "the members to agree on the id the leader gave the cluster")
+        (cid,) = _ids(lc)
+        with BlockingClient(lc.addrs, timeout=30) as c:
+            c.put("k", 1)
+        for n in lc.nodes:
+            wait_caught_up(lc, n, leader)
+        _each_alone_knows(lc, cid)
+        ready(lc)
+        assert _ids(lc) == {cid}, diag(lc, f"ids after restarts: {_ids(lc)}")

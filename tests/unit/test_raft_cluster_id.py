@@ -9,7 +9,15 @@ from raftsim import Cluster
 
 from distsync.raft.conf import ConfChange, ConfOp
 from distsync.raft.core import Config, Raft
-from distsync.raft.types import Entry, EntryType, HardState, PersistedState, Role
+from distsync.raft.types import (
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MsgType,
+    PersistedState,
+    Role,
+)
 
 IDS = ["n1", "n2", "n3"]
 
@@ -85,3 +93,45 @@ def test_a_leader_of_a_cluster_from_before_cluster_ids_makes_none() -> None:
 def test_the_first_leader_of_a_new_cluster_makes_one() -> None:
     r = _one_member([], 1)
     assert r.log.entries[-1].type == EntryType.NOOP and len(r.log.entries[-1].data) == 16
+
+
+def _old_cluster_leader() -> Raft:
+    """n1 leading n1 and n2, on a log from before cluster ids (entries past the founding
+    ones, no id anywhere)."""
+    founding = ConfChange(ConfOp.BOOTSTRAP, "", "", (("n1", "a:1"), ("n2", "a:2"))).encode()
+    ents = [Entry(1, 1, EntryType.CONF, founding), Entry(2, 1, EntryType.CONF, founding),
+            Entry(3, 2, EntryType.NOOP, b""), Entry(4, 2, EntryType.NORMAL, b"x")]
+    r = Raft("n1", PersistedState(HardState(2, "n1", 4), None, ents), Config())
+    r.advance(r.ready())
+    r.campaign()
+    for kind in (MsgType.PRE_VOTE_RESP, MsgType.VOTE_RESP):
+        want = r.term + 1 if kind == MsgType.PRE_VOTE_RESP else r.term
+        r.step(Message(kind, "n2", "n1", want))
+    assert r.role == Role.LEADER
+    assert r.log.entries[-1].data == b""  # its no-op: no id to carry, none made
+    return r
+
+
+def _named(r: Raft) -> bytes | None:
+    for _ in range(3):
+        r.tick()
+    named = [e.data for e in r.log.entries if e.type == EntryType.NOOP and e.data]
+    return named[0] if named else None
+
+
+def test_a_cluster_from_before_ids_is_named_once_every_voter_runs_a_version_with_them() -> None:
+    r = _old_cluster_leader()
+    assert _named(r) is None  # n2 has not said it keeps ids: it may be of the old version
+    r.note_peer_id("n2", b"")
+    cid = _named(r)
+    assert cid is not None and len(cid) == 16
+    assert _named(r) == cid and sum(1 for e in r.log.entries if e.data == cid) == 1
+
+
+def test_no_name_while_a_voter_holds_an_id_or_stops_saying_it_keeps_them() -> None:
+    r = _old_cluster_leader()
+    r.note_peer_id("n2", bytes(16))  # an id this leader lost (downgraded and upgraded?)
+    assert _named(r) is None
+    r.note_peer_id("n2", b"")
+    r.note_peer_id("n2", None)  # dialled again, running the old version
+    assert _named(r) is None

@@ -135,6 +135,9 @@ class Raft:
         self.cluster_id = snap.meta.cluster_id if snap else b""
         # A committed cluster id other than `cluster_id` (see `_learn_cluster_id`).
         self.cluster_id_conflict: bytes | None = None
+        # What each peer's latest accepted stream said of the cluster id (note_peer_id): b""
+        # for none; a peer missing here said nothing, as a version before cluster ids does.
+        self.peer_ids: dict[str, bytes] = {}
         for e in self.log.slice(self.log.first_index(), self.log.committed + 1):
             if e.type == EntryType.CONF:
                 self.conf = confmod.apply(self.conf, confmod.ConfChange.decode(e.data))
@@ -678,6 +681,37 @@ class Raft:
     # driver's transport compares the committed ids of two members at every handshake and
     # refuses a mismatch (etcd compares its cluster id in every peer request the same way).
 
+    def note_peer_id(self, peer: str, cid: bytes | None) -> None:
+        """What `peer` said of the cluster id as it dialled: its committed id, b"" for none,
+        None for nothing (a version before cluster ids). Told by the driver at the
+        handshake (see Node.peer_replaced for why outside the loop's pass)."""
+        if cid is None:
+            self.peer_ids.pop(peer, None)
+        else:
+            self.peer_ids[peer] = cid
+
+    def _maybe_name_cluster(self) -> None:
+        """A leader of a cluster from before cluster ids (see `_noop`) gives it one once
+        every other voter has dialled it running a version that keeps ids, and knowing none:
+        from then on every snapshot has a place for the id, and no member holds one that a
+        snapshot of the old version could have hidden. (A member that does hold one says so,
+        and then this leader makes none: a cluster downgraded and upgraded again keeps
+        comparing nothing rather than risk two ids.)"""
+        if self.recovery is not None or self.log.snap.cluster_id or any(
+                self.peer_ids.get(p) != b"" for p in self.conf.voters if p != self.id):
+            return
+        for e in reversed(self.log.entries):
+            if e.type == EntryType.NOOP and e.data:
+                return  # named already, not committed yet
+        self._append([(EntryType.NOOP, self._new_id())])
+
+    def _new_id(self) -> bytes:
+        # Derived from the generator's state rather than drawn from it: a draw would shift
+        # every later election timeout, and so what each simulator seed replays. A real
+        # node's generator is seeded from os.urandom.
+        state = repr((self.rng.getstate(), self.id, self.term, self.log.last_index())).encode()
+        return hashlib.blake2b(state, digest_size=16).digest()
+
     def _noop(self) -> tuple[EntryType, bytes]:
         """A leader's no-op, carrying the latest cluster id its log holds (a committed one is
         in every later leader's log, and each leader since carried the same, so committed
@@ -686,17 +720,14 @@ class Raft:
         committed (Leader Completeness), and this is the cluster's first leader. Any other
         leader without one leads a cluster from before cluster ids, whose id may be hidden
         in a snapshot taken by a node that predates them (stop 36's adversarial run: a
-        rolling upgrade made two ids, and members refused each other): it carries none."""
+        rolling upgrade made two ids, and members refused each other): it carries none, and
+        names the cluster later if it can (`_maybe_name_cluster`)."""
         for e in reversed(self.log.entries):
             if e.type == EntryType.NOOP and e.data:
                 return EntryType.NOOP, e.data
         cid = self.log.snap.cluster_id or self.cluster_id
         if not cid and self.log.last_term() <= 1:
-            # Derived from the generator's state rather than drawn from it: a draw would
-            # shift every later election timeout, and so what each simulator seed replays.
-            # A real node's generator is seeded from os.urandom.
-            state = repr((self.rng.getstate(), self.id, self.term)).encode()
-            cid = hashlib.blake2b(state, digest_size=16).digest()
+            cid = self._new_id()
         return EntryType.NOOP, cid
 
     def _learn_cluster_id(self, cid: bytes) -> None:
@@ -796,6 +827,8 @@ class Raft:
             self.heartbeat_elapsed = 0
             ctx = self.reads[-1].ctx if self.reads else b""
             self._bcast_heartbeat(ctx)
+        if not self.cluster_id:
+            self._maybe_name_cluster()
 
     # -- replication ---------------------------------------------------------------------
 

@@ -68,9 +68,11 @@ ADDR_HEADER = "X-Distsync-Addr"
 # kind and reason.
 REFUSED_HEADER = "X-Distsync-Refused"
 REFUSED_DETAIL_HEADER = "X-Distsync-Refused-Detail"
-# The dialling node's committed cluster id (hex; raft/core.py, `_noop`), when it has one: two
-# members whose ids differ hold two clusters' data, and neither takes the other's stream.
+# The dialling node's committed cluster id (hex; raft/core.py, `_noop`), or "-" for none: two
+# members whose ids differ hold two clusters' data, and neither takes the other's stream. A
+# node from before cluster ids sends nothing (core.py, `_maybe_name_cluster`).
 CLUSTER_ID_HEADER = "X-Distsync-Cluster-Id"
+NO_CLUSTER_ID = "-"
 
 
 class Authenticator(Protocol):
@@ -207,6 +209,7 @@ class Transport:
         advertise: str | None = None,
         starts: StartChecks | None = None,
         cluster_id: Callable[[], bytes] | None = None,
+        on_peer_id: Callable[[str, bytes | None], None] | None = None,
     ) -> None:
         """``resolve(peer_id)`` returns the peer's current ``host:port`` (or None if it is not a
         member any more); it is called on every send batch and every connect so membership and
@@ -232,6 +235,7 @@ class Transport:
         self._advertise = advertise
         self._starts = starts
         self._cluster_id = cluster_id or (lambda: b"")
+        self._on_peer_id = on_peer_id
         self._learned: dict[str, str] = {}  # peer id -> address it advertised when dialling
 
         self._peers: dict[str, _Peer] = {}
@@ -443,9 +447,7 @@ class Transport:
             headers.update(self._auth.client_headers(peer.id))
         if self._starts is not None:
             headers[START_HEADER] = self._starts.header(peer.id)
-        cid = self._cluster_id()
-        if cid:
-            headers[CLUSTER_ID_HEADER] = cid.hex()
+        headers[CLUSTER_ID_HEADER] = self._cluster_id().hex() or NO_CLUSTER_ID
         if peer.connects or peer.connect_failures:
             peer.reconnects += 1
         try:
@@ -635,7 +637,8 @@ class Transport:
             self._rejected += 1
             raise web.HTTPForbidden(text="authentication failed")
         ours = self._cluster_id().hex()
-        theirs = (request.headers.get(CLUSTER_ID_HEADER) or "").lower()
+        said = request.headers.get(CLUSTER_ID_HEADER)
+        theirs = "" if said is None or said == NO_CLUSTER_ID else said.lower()
         if ours and theirs and theirs != ours:
             # Two members with different committed ids hold two clusters' data: neither can
             # tell which is out of place, so each refuses the other and keeps its vote.
@@ -667,6 +670,12 @@ class Transport:
                     headers={REFUSED_HEADER: "rolled_back", REFUSED_DETAIL_HEADER: why,
                              START_HEADER: self._starts.header()})
 
+        if self._on_peer_id is not None:
+            try:
+                got = None if said is None else b"" if not theirs else bytes.fromhex(theirs)
+            except ValueError:
+                got = None  # not ours to judge: it says nothing we can use
+            self._on_peer_id(node, got)
         advertised = request.headers.get(ADDR_HEADER)
         if advertised:
             self._learned[node] = advertised
