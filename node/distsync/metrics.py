@@ -162,6 +162,39 @@ class RequestIdCollector:
         return []
 
 
+class IdentityCollector:
+    """Whose data this node holds and whom it shuts out, read at scrape time (README "Storage
+    faults"): the cluster's id as an info metric (an alert on more than one value among a
+    cluster's members finds a foreign data directory), and one series per refused stream."""
+
+    def __init__(self, node: Any):
+        self.node = node
+
+    def collect(self) -> Any:
+        info = GaugeMetricFamily("distsync_cluster_id_info",
+                                 "The cluster id this node has applied (absent until then)",
+                                 labels=["cluster_id"])
+        if self.node.core.cluster_id:
+            info.add_metric([self.node.core.cluster_id.hex()], 1)
+        yield info
+        refused = GaugeMetricFamily(
+            "distsync_peer_stream_refusals",
+            "1 per peer whose stream this node refuses (side=refusing) or that refuses this "
+            "node's (side=refused_by), by reason (foreign_cluster, start_chain)",
+            labels=["peer", "side", "reason"])
+        chains = self.node.start_chains
+        if chains is not None:
+            for side, peers in (("refusing", chains.refusing), ("refused_by", chains.refused_by)):
+                for peer in sorted(peers):
+                    foreign = (side, peer) in chains.foreign
+                    refused.add_metric(
+                        [peer, side, "foreign_cluster" if foreign else "start_chain"], 1)
+        yield refused
+
+    def describe(self) -> list[Any]:
+        return []
+
+
 class QuotaCollector:
     """Quotas (services/quotas.py) at scrape time: the limits, the weighed state, the NOSPACE
     alarm and refusals by limit (this node's, since it started)."""

@@ -28,7 +28,13 @@ from .api.appkeys import WATCH
 from .cache import CacheConfig, CacheService, NodeView, make_backend
 from .cache.transport import HttpPeers
 from .config import NodeConfig
-from .metrics import LockCollector, NodeMetrics, QuotaCollector, RequestIdCollector
+from .metrics import (
+    IdentityCollector,
+    LockCollector,
+    NodeMetrics,
+    QuotaCollector,
+    RequestIdCollector,
+)
 from .node import Node
 from .realparts import real_parts
 from .seams import Clock, NodeParts
@@ -90,7 +96,9 @@ def assemble_node(
     registry.quota.desired = {k: getattr(cfg, k) for k in DEFAULT_LIMITS}
     metrics.registry.register(RequestIdCollector(registry))
     metrics.registry.register(QuotaCollector(registry.quota))
-    return Node(cfg, parts=parts, registry=registry, metrics=metrics)
+    node = Node(cfg, parts=parts, registry=registry, metrics=metrics)
+    metrics.registry.register(IdentityCollector(node))
+    return node
 
 
 def build_node(cfg: NodeConfig) -> Node:

@@ -156,6 +156,8 @@ class PeerStarts:
         # this node's without being believed (until a stream of each is taken again).
         self.refusing: dict[str, str] = {}
         self.refused_by: dict[str, str] = {}
+        # Which of those are for a cluster id ("refusing" or "refused_by", peer), not a start.
+        self.foreign: set[tuple[str, str]] = set()
         # Peers whose refusal this node believed, until they take a stream (header).
         self._owed: set[str] = set()
         # Whether this node has been recovering in this run: its records of its peers may
@@ -211,8 +213,10 @@ class PeerStarts:
         why = None if recovering or stale or self_recovering else judge(seen, start)
         if why is not None:
             self.refusing[peer] = why
+            self.foreign.discard(("refusing", peer))
             return why
         self.refusing.pop(peer, None)
+        self.foreign.discard(("refusing", peer))
         broken = breaks(seen, start)
         replaced = broken is not None or (seen is not None and seen.replaced)
         if self._store.note_peer_start(peer, start, replaced):
@@ -240,6 +244,7 @@ class PeerStarts:
             why = breaks(self._store.peer_start(peer), got[0])
             if why is not None:
                 self.refused_by[peer] = f"{detail}; not believed: {why}"
+                self.foreign.discard(("refused_by", peer))
                 lvl = logging.DEBUG if (peer, why) in self._doubted else logging.WARNING
                 self._doubted.add((peer, why))
                 log.log(lvl, "%s: %s refused this node (%s), but is not the member this node "
@@ -253,6 +258,7 @@ class PeerStarts:
         """This node refused `peer`'s stream: its committed cluster id is not ours
         (transport/peer.py). Kept for status until a stream of it is taken."""
         self.refusing[peer] = why
+        self.foreign.add(("refusing", peer))
 
     def refused_as_foreign(self, peer: str, detail: str) -> None:
         """`peer` refused this node's stream as another cluster's. Never believed as a storage
@@ -260,10 +266,12 @@ class PeerStarts:
         if peer not in self.refused_by:
             log.error("%s: %s refused this node %s", self._id, peer, detail)
         self.refused_by[peer] = detail
+        self.foreign.add(("refused_by", peer))
 
     def connected(self, peer: str) -> None:
         """`peer` took this node's stream: whatever it refused before is over."""
         self.refused_by.pop(peer, None)
+        self.foreign.discard(("refused_by", peer))
         self._owed.discard(peer)
 
     def status(self) -> dict[str, dict[str, str]]:

@@ -22,7 +22,14 @@ import time
 from pathlib import Path
 
 import pytest
-from cluster_helpers import diag, no_leader_for, ready, wait_caught_up, wait_until
+from cluster_helpers import (
+    diag,
+    no_leader_for,
+    raw_request,
+    ready,
+    wait_caught_up,
+    wait_until,
+)
 
 from distsync.client import BlockingClient, NotFound
 from distsync.local import LocalCluster, format_status
@@ -387,6 +394,14 @@ def test_a_same_named_clusters_directory_with_the_same_terms_is_shut_out(
                 diag(lc, f"{victim} is taken for a healthy member: {st}")
             time.sleep(0.05)
         assert refused_as_foreign(), diag(lc, f"{victim} is not refused as another cluster's")
+        # What an alert sees: each healthy member's id, and its refusal of the foreign one.
+        ours = lc.status(others[0])["cluster_id"]
+        for n in others:
+            _, _, text = raw_request("GET", f"{lc.nodes[n].url}/metrics")
+            for line in (f'distsync_cluster_id_info{{cluster_id="{ours}"}} 1.0',
+                         f'distsync_peer_stream_refusals{{peer="{victim}",'
+                         f'reason="foreign_cluster",side="refusing"}} 1.0'):
+                assert line in text, diag(lc, f"{n}'s metrics lack {line}")
         with BlockingClient([lc.nodes[n].addr for n in others], timeout=30) as c:
             c.put("after", 1)
             for i in range(10):
