@@ -363,9 +363,14 @@ def test_a_same_named_clusters_directory_with_the_same_terms_is_shut_out(
         # Both clusters' logs must match term for term: the same first term, the same writes.
         lc = LocalCluster(3, base, tick_ms=TICK_MS, data_dir=tmp_path / f"c{attempt}")
         lc.start()
-        leader = ready(lc)
-        if _term(lc, leader) == other_term:
-            break
+        try:
+            leader = ready(lc)
+            if _term(lc, leader) == other_term:
+                break
+        except BaseException:
+            lc.keep_data = True  # its logs stay for the failure's reader
+            lc.close()
+            raise
         lc.stop()
     else:
         pytest.fail(f"no cluster elected its first leader in term {other_term}")
