@@ -697,13 +697,19 @@ class Raft:
         snapshot of the old version could have hidden. (A member that does hold one says so,
         and then this leader makes none: a cluster downgraded and upgraded again keeps
         comparing nothing rather than risk two ids.)"""
-        if self.recovery is not None or self.log.snap.cluster_id or any(
+        if self.recovery is not None or any(
                 self.peer_ids.get(p) != b"" for p in self.conf.voters if p != self.id):
             return
+        if not self._held_cluster_id():  # else named already, not committed yet
+            self._append([(EntryType.NOOP, self._new_id())])
+
+    def _held_cluster_id(self) -> bytes:
+        """The latest cluster id a no-op in the log carries, else the compacted prefix's
+        (b"" if neither has one), committed or not."""
         for e in reversed(self.log.entries):
             if e.type == EntryType.NOOP and e.data:
-                return  # named already, not committed yet
-        self._append([(EntryType.NOOP, self._new_id())])
+                return e.data
+        return self.log.snap.cluster_id
 
     def _new_id(self) -> bytes:
         # Derived from the generator's state rather than drawn from it: a draw would shift
@@ -722,10 +728,7 @@ class Raft:
         in a snapshot taken by a node that predates them (stop 36's adversarial run: a
         rolling upgrade made two ids, and members refused each other): it carries none, and
         names the cluster later if it can (`_maybe_name_cluster`)."""
-        for e in reversed(self.log.entries):
-            if e.type == EntryType.NOOP and e.data:
-                return EntryType.NOOP, e.data
-        cid = self.log.snap.cluster_id or self.cluster_id
+        cid = self._held_cluster_id() or self.cluster_id
         if not cid and self.log.last_term() <= 1:
             cid = self._new_id()
         return EntryType.NOOP, cid

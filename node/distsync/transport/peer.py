@@ -613,6 +613,19 @@ class Transport:
             self._warned.add(key)
         return first
 
+    def _refuse(self, node: str, kind: str, why: str, level: int,
+                headers: dict[str, str]) -> web.Response:
+        """A 409 whose headers carry the refusal's kind, its reason and `headers` for the
+        dialling node to read: a response, not an HTTPException, which the API's error
+        middleware would rewrite in its own shape without them. Logged at `level` once per
+        (node, reason): a refused member dials again every few seconds as long as it runs."""
+        self._rejected += 1
+        log.log(self._once((node, why), level), "%s: refused stream from %s: %s",
+                self.self_id, node, why)
+        return web.json_response(
+            {"error": kind, "message": why}, status=409,
+            headers={REFUSED_HEADER: kind, REFUSED_DETAIL_HEADER: why, **headers})
+
     async def _handle_stream(self, request: web.Request) -> web.StreamResponse:
         """Accept a peer's outbound stream: check the handshake, then deliver every frame."""
         if self._closed:
@@ -642,33 +655,19 @@ class Transport:
         if ours and theirs and theirs != ours:
             # Two members with different committed ids hold two clusters' data: neither can
             # tell which is out of place, so each refuses the other and keeps its vote.
-            self._rejected += 1
             why = (f"it holds another cluster's data (cluster id {theirs}; this node's is "
                    f"{ours}): a data directory from another cluster with the same names?")
-            log.log(self._once((node, why), logging.ERROR), "%s: refused stream from %s: %s",
-                    self.self_id, node, why)
             if self._starts is not None:
                 self._starts.refuse_foreign(node, why)
-            return web.json_response(
-                {"error": "foreign_cluster", "message": why}, status=409,
-                headers={REFUSED_HEADER: "foreign_cluster", REFUSED_DETAIL_HEADER: why,
-                         CLUSTER_ID_HEADER: ours})
+            return self._refuse(node, "foreign_cluster", why, logging.ERROR,
+                                {CLUSTER_ID_HEADER: ours})
         if self._starts is not None:
             why = self._starts.check(node, request.headers.get(START_HEADER))
             if why is not None:
-                self._rejected += 1
-                # Once per (node, reason) as a warning: a member refused back (starts.py,
-                # `refused`) dials again every few seconds for as long as it runs.
-                log.log(self._once((node, why)), "%s: refused stream from %s: %s",
-                        self.self_id, node, why)
-                # A response, not an HTTPException: the API's error middleware rewrites
-                # those in its own shape, without the headers the dialling node reads.
                 # Our own start goes with it: the refused node believes us only if it
                 # continues the start of ours that it saw (starts.PeerStarts.refused).
-                return web.json_response(
-                    {"error": "rolled_back", "message": why}, status=409,
-                    headers={REFUSED_HEADER: "rolled_back", REFUSED_DETAIL_HEADER: why,
-                             START_HEADER: self._starts.header()})
+                return self._refuse(node, "rolled_back", why, logging.WARNING,
+                                    {START_HEADER: self._starts.header()})
 
         if self._on_peer_id is not None:
             try:
