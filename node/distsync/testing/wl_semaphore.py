@@ -151,6 +151,12 @@ class CoordClients:
                 "session": sid, "permits": permits, "count": count, "wait_ms": wait_ms},
                 rid=f"{who}-{n}", expect=GONE)
             while ok and isinstance(res, dict) and res.get("waiting"):
+                if sim.loop.time() >= end:
+                    # The run ends (a wait asked of a leader cut off from the others, with no
+                    # check-quorum, is answered "waiting" until the network heals, which is
+                    # after the run): the session goes, as for an unknown outcome.
+                    ok = False
+                    break
                 ok, _, res = await sim._http(
                     who, "GET", f"/v1/semaphores/{name}/waits/{res['wait_id']}", expect=GONE)
             if not ok:  # unknown: close the session, which releases whatever it got
