@@ -188,7 +188,7 @@ class Node:
         self._snap_done: Any = None  # a Snapshot written to disk, to compact the core to
         persisted = self.storage.load()
         hs0 = persisted.hard_state
-        self._synced_term_vote = (hs0.term, hs0.vote, hs0.recovering)
+        self._synced_term_vote = (hs0.term, hs0.vote, hs0.recovering, hs0.finished)
         self.core = Raft(
             self.id,
             persisted,
@@ -207,7 +207,7 @@ class Node:
             self.core.recover_empty()
         self._fault_since: int | None = None
         self._told_conflict: bytes | None = None  # the core's cluster_id_conflict, logged
-        self._seen_recovery: tuple[str, bool] | None = None
+        self._seen_recovery: tuple[str, bool, bool] | None = None
         self._note_recovery()
         # Start chains (starts.py), set by the real transport's factory; None in simulation.
         self.start_chains: PeerStarts | None = None
@@ -382,7 +382,7 @@ class Node:
     def _note_recovery(self) -> None:
         """Log each change of the recovery state, once, and keep the metric in step."""
         r = self.core.recovery
-        now = (r.kind, r.discovering) if r is not None else None
+        now = (r.kind, r.discovering, r.announcing) if r is not None else None
         if now == self._seen_recovery:
             return
         before, self._seen_recovery = self._seen_recovery, now
@@ -843,7 +843,7 @@ class Node:
             self._wake_watchers()
         hs = rd.hard_state
         if hs is not None and rd.snapshot is None and (
-            (hs.term, hs.vote, hs.recovering) == self._synced_term_vote
+            (hs.term, hs.vote, hs.recovering, hs.finished) == self._synced_term_vote
         ) and not any(e.type == EntryType.CONF or (e.type == EntryType.NOOP and e.data)
                       for e in rd.committed):
             # Only the commit index moved. It is volatile in Raft (a restarted node learns
@@ -885,7 +885,7 @@ class Node:
                 await self._io.run(self.storage.save, hs, rd.entries, rd.snapshot)
             self.metrics.fsync_latency.observe(time.perf_counter() - t0)
             if hs is not None:
-                self._synced_term_vote = (hs.term, hs.vote, hs.recovering)
+                self._synced_term_vote = (hs.term, hs.vote, hs.recovering, hs.finished)
             if rd.entries:
                 self.metrics.batch_entries.observe(len(rd.entries))
         late_out = self.transport.send(late) if late else True

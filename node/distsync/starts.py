@@ -20,7 +20,10 @@ cluster is new or its disk was replaced (raft/core.py asks the founding members)
 one: a peer that saw a start of it before its chain began again knows that the directory
 behind that start was in use, and says "not new" (stop 34's adversarial run: two members
 that held every write came back empty next to a third that never saw a write, and the
-three founded a new cluster without them).
+three founded a new cluster without them). Since stop 37 only a peer whose directory was
+founded before raft/core.py kept who finished asking (HardState.finished) answers so: the
+others go by that record, which also lets a member emptied before it finished asking, and
+so never voted, be asked again rather than wait for a repair no leader could make.
 
 What it cannot see: a copy from before starts that no live peer saw (the peers that saw them
 were down or lost their own disks since), which looks like a member that restarted while

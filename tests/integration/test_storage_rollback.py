@@ -84,9 +84,11 @@ def test_two_lost_directories_beside_a_member_that_saw_no_write_stay_unavailable
     whether the cluster was new; the other empty one and the third both said "only the
     founding entries", and a new cluster was founded without the 20 writes.
 
-    The third had seen a start of each of them: an empty directory that cannot continue a
-    start a peer saw is not a new one (starts.py). It answers so, both wait for a leader to
-    repair them, and with two of three damaged none is elected."""
+    The third had heard each of them finish asking whether the cluster was new, and kept
+    that on its disk (HardState.finished; before stop 37: it had seen a start of each, and an
+    empty directory that cannot continue a start a peer saw is not a new one, starts.py). It
+    answers so, both wait for a leader to repair them, and with two of three damaged none is
+    elected."""
     with LocalCluster(3, tick_ms=TICK_MS, data_dir=tmp_path / "c",
                       extra_args=["--election-ticks", "100"]) as lc:
         def logged(n: str, text: str) -> bool:
@@ -121,7 +123,8 @@ def test_two_lost_directories_beside_a_member_that_saw_no_write_stay_unavailable
             "n1 and n2 to learn that their empty directories replaced used ones")
         # The first to stop asking was told by n3 (the two empty ones vouch for each other
         # while both ask); the other may then hear it from either.
-        told = [n for n in ("n1", "n2") if "n3 saw an earlier start" in fault(n)["detail"]]
+        told = [n for n in ("n1", "n2")
+                if "n3 knows this data directory replaced one in use" in fault(n)["detail"]]
         assert told, diag(lc, f"neither was told by n3: {fault('n1')}, {fault('n2')}")
         no_leader_for(lc, 3.0, f"a new cluster founded without the writes {leader} held")
 

@@ -267,17 +267,22 @@ def test_a_lost_hard_state_with_no_log_left_is_not_taken_for_a_new_disk() -> Non
     assert c.raft("n2").recovery is not None  # told by n1 that the cluster is not new
 
 
-def _two_writers_back_on_empty_disks(seed: int, told: bool) -> Cluster:
+def _two_writers_back_on_empty_disks(seed: int, third: str) -> Cluster:
     """Both members that hold the writes come back on empty disks (bootstrapping again, so
     asking whether the cluster is new) beside a third that never got past the founding
-    entries. `told`: the third knows, from their start chains (starts.py, in the transport,
-    which this simulation has not: played here by hand), that both directories replaced
-    ones in use."""
+    entries. `third`: "kept", it kept on its disk that both told it they finished asking
+    (HardState.finished); "chains", its directory was founded before such records, and it
+    knows from their start chains (starts.py, in the transport, which this simulation has
+    not: played here by hand) that both directories replaced ones in use; "blind", neither."""
     c = _writes_held_by_n1_and_n2_only(seed)
     c.wipe("n1", rebootstrap=True)
     c.wipe("n2", rebootstrap=True)
+    d = c.nodes["n3"].disk
+    assert d.hard_state.finished == ("n1", "n2")
+    if third != "kept":
+        d.hard_state = replace(d.hard_state, finished=None)
     c.restart("n3")
-    if told:
+    if third == "chains":
         c.raft("n3").note_replaced("n1")
         c.raft("n3").note_replaced("n2")
     return c
@@ -289,11 +294,15 @@ def test_empty_disks_that_replaced_used_ones_are_not_taken_for_a_new_cluster() -
     founding entries" from the other and from the third, and a new cluster was founded
     without the writes. The third, knowing both directories replaced used ones, says "not
     new": both wait for a repair, and no leader is elected."""
-    blind = _two_writers_back_on_empty_disks(seed=8, told=False)
+    blind = _two_writers_back_on_empty_disks(seed=8, third="blind")
     with pytest.raises(InvariantViolation, match="both lead term 2"):
         blind.run(300)  # the hazard itself: a second leader of term 2, without the writes
 
-    c = _two_writers_back_on_empty_disks(seed=8, told=True)
+    for third in ("kept", "chains"):
+        _not_new_to_the_third(_two_writers_back_on_empty_disks(seed=8, third=third))
+
+
+def _not_new_to_the_third(c: Cluster) -> None:
     c.run(300)
     assert c.leaders_now() == [], "a new cluster was founded without the writes"
     details = []
@@ -302,9 +311,9 @@ def test_empty_disks_that_replaced_used_ones_are_not_taken_for_a_new_cluster() -
         assert r.recovery is not None and not r.recovery.discovering, r.recovery
         details.append(r.recovery.detail)
     # the first to stop asking heard it from n3; the other, from n3 or from the first
-    assert any("n3 saw an earlier start" in d for d in details), details
-    assert all("n3 saw an earlier start" in d or "cannot say that the cluster is new" in d
-               for d in details), details
+    assert any("n3 knows this data directory replaced one in use" in d for d in details), details
+    assert all("n3 knows this data directory replaced one in use" in d
+               or "cannot say that the cluster is new" in d for d in details), details
 
 
 def test_a_single_node_cluster_needs_no_discovery() -> None:
@@ -343,6 +352,17 @@ def probe_answer(c: Cluster, asker: str, peer: str) -> Message:
     return resp
 
 
+def tell_finished(c: Cluster, asker: str) -> None:
+    """Deliver `asker`'s "finished asking" to its peers, and their answers back."""
+    for m in c.take(lambda m: m.type == MsgType.PROBE and m.src == asker):
+        c.deliver(m)
+        c.process(m.dst)
+    for m in c.take(lambda m: m.type == MsgType.PROBE_RESP and m.dst == asker):
+        c.deliver(m)
+    c.process(asker)
+    c.inflight.clear()
+
+
 def test_a_member_that_finished_asking_and_campaigned_is_not_taken_for_a_used_cluster(
 ) -> None:
     """Found by the long simulation run (seed 3508): in a new 3-node cluster n1 heard "new"
@@ -357,6 +377,7 @@ def test_a_member_that_finished_asking_and_campaigned_is_not_taken_for_a_used_cl
     for peer in ("n2", "n3"):
         c.deliver(probe_answer(c, "n1", peer))
         c.process("n1")
+    tell_finished(c, "n1")
     assert first.recovery is None
     c.campaign("n1")
     c.inflight.clear()
@@ -369,6 +390,7 @@ def test_a_member_that_finished_asking_and_campaigned_is_not_taken_for_a_used_cl
             if peer != asker:
                 c.deliver(probe_answer(c, asker, peer))
                 c.process(asker)
+        tell_finished(c, asker)
     for n in ("n2", "n3"):
         r = c.raft(n)
         assert r.recovery is None, (n, r.recovery)
@@ -382,20 +404,21 @@ def test_a_member_that_finished_asking_and_campaigned_is_not_taken_for_a_used_cl
 def test_one_member_that_cannot_say_does_not_stop_the_others_finding_the_cluster_new() -> None:
     """Stop 35's adversarial run (F4, five members): one founding member's directory was
     emptied while the cluster was still forming, and a peer that had seen its first start
-    took it for a replaced disk (rightly: it cannot know). That member, recovering, answered
-    every later probe "cannot say", and each answer ended the asker's discovery as a
-    replaced disk too, until four or five of the five were recovering and none could lead.
-    "Cannot say" is no answer: the asker counts the others', and four of five can still
-    find the cluster new, elect, and repair the first."""
+    took it for a replaced disk. That member, recovering, answered every later probe
+    "cannot say", and each answer ended the asker's discovery as a replaced disk too, until
+    four or five of the five were recovering and none could lead. "Cannot say" is no answer:
+    the asker counts the others', and four of five can still find the cluster new, elect,
+    and repair the first. (Since stop 37 an emptied member that never finished asking is
+    not recovering: the first member here lost its hard state instead.)"""
     c = Cluster(ids(5), seed=12, config=Config(), discover=True, record=True)
     for n in ("n3", "n4", "n5"):
         c.crash(n)
     c.run(5)  # n1 and n2 ask, and cannot decide: three answers are needed
-    c.wipe("n1", rebootstrap=True)
-    c.raft("n2").note_replaced("n1")  # as the transport does, on n1's new chain of starts
+    lose_hard_state(c, "n1")
+    c.restart("n1")
     c.run(5)
     r1 = c.raft("n1").recovery
-    assert r1 is not None and not r1.discovering and "n2 saw an earlier start" in r1.detail
+    assert r1 is not None and not r1.discovering and r1.kind == "lost_hard_state", r1
     for n in ("n3", "n4", "n5"):
         c.restart(n)
     c.run(400)
@@ -436,3 +459,104 @@ def test_a_log_whose_committed_entries_the_leader_does_not_hold_stops_the_node()
     r = _foreign_follower(False)
     r.step(Message(MsgType.APPEND, "n1", "n2", 5, index=10, log_term=3, commit=12))
     assert r.leader == "n1"  # the same term at that index: nothing to tell them apart by
+
+
+def test_a_founding_member_emptied_while_the_cluster_forms_does_not_leave_it_leaderless(
+) -> None:
+    """README's known gap until stop 37 ("Replacing a disk"): n1 and n2 ask whether the
+    cluster is new while n3 is down (with three members, both others must answer). n2's
+    directory is emptied and it starts again; n1, which saw n2's first start, knew its
+    directory had been in use and answered "replaced disk". n2 then waited, non-voting, for a
+    repair, and when n3 came up neither n1 nor n3 could get the answer it needed from n2: no
+    leader, ever, until an operator emptied every directory. n2 had never finished asking,
+    so it never voted and never acknowledged anything: what it lost was only the founding
+    entries, and it is as new as it was."""
+    c = Cluster(ids(3), seed=21, config=Config(), discover=True, record=True)
+    c.crash("n3")
+    c.run(5)
+    assert all(c.raft(n).recovery.discovering for n in ("n1", "n2"))  # type: ignore[union-attr]
+    c.wipe("n2", rebootstrap=True)
+    c.raft("n1").note_replaced("n2")  # as the transport does, on n2's new chain of starts
+    c.run(3)  # n2 asks n1 again before n3 is back
+    c.restart("n3")
+    c.run(400)
+    assert c.leader() is not None, [c.raft(n).recovery for n in ids(3)]
+    assert all(c.raft(n).recovery is None for n in ids(3)), [c.raft(n).recovery for n in ids(3)]
+
+
+def test_a_member_that_finished_asking_and_was_emptied_is_a_replaced_disk_to_its_peers(
+) -> None:
+    """The other side of the test above: a member that finished asking may have voted or
+    acknowledged since, so it must tell its peers, and each keeps that on its disk before it
+    says it heard (HardState.finished). Emptied afterwards, even before any leader was
+    elected, its new directory asks again, and every peer that heard says "replaced disk":
+    no start chain is needed to know it (none exists in this simulation)."""
+    c = Cluster(ids(3), seed=22, config=Config(), discover=True, record=True)
+    for _ in range(6):
+        if all(c.raft(n).recovery is None for n in ids(3)):
+            break
+        c.run(1)
+    assert c.leaders_now() == [] and all(c.raft(n).recovery is None for n in ids(3))
+    for n in ("n1", "n3"):
+        assert "n2" in c.raft(n).finished
+        assert "n2" in c.nodes[n].disk.hard_state.finished  # durable before acknowledged
+    c.wipe("n2", rebootstrap=True)
+    c.run(5)
+    r = c.raft("n2").recovery
+    assert r is not None and not r.discovering, r
+    assert any(f"{n} knows this data directory replaced one in use" in r.detail for n in ("n1", "n3")), r
+    c.run(300)
+    assert c.leader() is not None and c.leader() != "n2"
+    assert c.raft("n2").recovery is None  # repaired by the leader
+
+
+def test_a_member_stopped_while_telling_its_peers_it_finished_asking_tells_them_again(
+) -> None:
+    """A member that decided the cluster is new keeps that on its disk before it tells its
+    peers (HardState.recovering = "new_cluster"): stopped between the two, it tells them again
+    when it starts, instead of asking again and being taken for a replaced disk by a peer
+    that heard it the first time."""
+    c = Cluster(ids(3), seed=23, config=Config(), discover=True, record=True)
+    first = c.raft("n1")
+    for peer in ("n2", "n3"):
+        c.deliver(probe_answer(c, "n1", peer))
+        c.process("n1")
+    assert first.recovery is not None and first.recovery.announcing
+    assert c.nodes["n1"].disk.hard_state.recovering == "new_cluster"
+    (told,) = [m for m in c.inflight if m.type == MsgType.PROBE and m.dst == "n2"]
+    c.inflight.clear()
+    c.deliver(told)
+    c.process("n2")
+    assert "n1" in c.raft("n2").finished
+    c.inflight.clear()  # its acknowledgement is lost
+    c.crash("n1")
+    c.restart("n1")
+    r = c.raft("n1").recovery
+    assert r is not None and r.announcing, r
+    c.run(300)
+    assert c.leader() is not None
+    assert all(c.raft(n).recovery is None for n in ids(3)), [c.raft(n).recovery for n in ids(3)]
+
+
+def test_only_a_kept_finish_or_an_older_versions_answer_lets_a_member_vote() -> None:
+    """While a member tells its peers that it found the cluster new, an answer to a question
+    it asked before (this version marks those) must not count as kept: it would vote with no
+    peer able to tell, later, that it had finished. An answer with no mark at all comes from
+    a version that keeps no records; waiting for those would stop a cluster forming with
+    one, so they count, and the older rules hold for that member."""
+    c = Cluster(ids(3), seed=24, config=Config(), discover=True)
+    first = c.raft("n1")
+    late = [probe_answer(c, "n1", peer) for peer in ("n2", "n3")]
+    for m in late:
+        c.deliver(m)
+        c.process("n1")
+    assert first.recovery is not None and first.recovery.announcing
+    c.inflight.clear()
+    for m in late:  # duplicated by the network
+        c.deliver(m)
+        c.process("n1")
+    assert first.recovery is not None and first.recovery.acked == set()
+    for peer in ("n2", "n3"):
+        c.deliver(Message(MsgType.PROBE_RESP, peer, "n1", 1, index=3, log_term=1))
+        c.process("n1")
+    assert first.recovery is None

@@ -22,3 +22,48 @@ def test_the_store_keeps_the_recovery_marker_and_clears_it(tmp_path) -> None:
         assert st.load().hard_state == HardState(3, "n1", 1)
     finally:
         st.close()
+
+
+def test_the_store_keeps_who_finished_asking_and_tells_none_from_empty(tmp_path) -> None:
+    """HardState.finished (raft/core.py, `_on_probe`): a peer's "I finished asking whether
+    the cluster is new" is answered only once it is on disk, and None (a directory founded
+    before these records) must not come back as () (one that keeps them and heard none):
+    the first goes by start chains, the second by its records."""
+    for finished in (None, (), ("n2",), ("n1", "n3")):
+        d = tmp_path / repr(finished)
+        st = Storage(d)
+        st.save(HardState(1, None, 3, finished=finished), [Entry(1, 1)])
+        st.close()
+        st = Storage(d)
+        try:
+            assert st.load().hard_state.finished == finished
+            st.save(HardState(2, "n1", 3, finished=finished), [])  # a later save keeps it
+        finally:
+            st.close()
+        st = Storage(d)
+        try:
+            assert st.load().hard_state == HardState(2, "n1", 3, finished=finished)
+        finally:
+            st.close()
+
+
+def test_a_head_without_the_record_is_read_as_before_and_one_with_more_fields_too() -> None:
+    """A directory that keeps no records writes heads in the format before them, so the
+    version it ran before still reads them; and a head written by a later version, with
+    fields after ours, is read for the fields we know instead of taken for damage."""
+    import zlib
+
+    import msgpack
+
+    from distsync.storage import mark
+
+    plain = mark.Head(seq=4, term=2, vote="n1", commit=9)
+    raw = mark.encode(plain)
+    body = msgpack.unpackb(raw[mark._HDR.size:], raw=False)
+    assert len(body) == len(mark.Head._fields)  # the version field, and no `finished`
+    assert mark.decode(raw) == plain
+    kept = plain._replace(finished=["n2"])
+    assert mark.decode(mark.encode(kept)) == kept
+    later = msgpack.packb([*msgpack.unpackb(mark.encode(kept)[mark._HDR.size:], raw=False),
+                           "a field of a later version"], use_bin_type=True)
+    assert mark.decode(mark._HDR.pack(zlib.crc32(later), len(later)) + later) == kept

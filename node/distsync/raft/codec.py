@@ -95,11 +95,14 @@ def decode_snapshot(data: bytes) -> Snapshot:
 
 def encode_hard_state(h: HardState) -> bytes:
     fields: list = [h.term, h.vote, h.commit]
-    if h.recovering:
+    if h.recovering or h.finished is not None:
         fields.append(h.recovering)  # absent when healthy: the older format, unchanged
+    if h.finished is not None:
+        fields.append(list(h.finished))
     return msgpack.packb(fields, use_bin_type=True)
 
 
 def decode_hard_state(data: bytes) -> HardState:
     t, v, c, *rest = msgpack.unpackb(data, raw=False)
-    return HardState(t, v, c, rest[0] if rest else "")
+    return HardState(t, v, c, rest[0] if rest else "",
+                     tuple(rest[1]) if len(rest) > 1 and rest[1] is not None else None)

@@ -42,8 +42,20 @@ TRANSFER_CTX = b"transfer"
 # What an empty founding member says while it asks (bootstrap, _on_probe_resp).
 _ASKING = ("empty data directory: asking the founding members whether the cluster is new or "
            "this is a replaced disk")
-# On a rejected PROBE_RESP: the asker's data directory replaced one in use (note_replaced).
+# On a rejected PROBE_RESP: the asker had told us it finished asking (HardState.finished), so
+# the directory asking now replaced the one that did.
 REPLACED_CTX = b"replaced"
+# On a PROBE: the asker found the cluster new and tells us so before it votes; the answer,
+# sent once that is on our disk, carries FINISHED_CTX.
+FINISH_CTX = b"finish"
+FINISHED_CTX = b"finished"
+# On every other PROBE_RESP from this version: an answer without a context comes from a version
+# before FINISH_CTX, which keeps no record (see `_on_probe_resp`).
+ANSWER_CTX = b"answer"
+# HardState.recovering while announcing (the Recovery's kind stays "empty_data_dir").
+_NEW_CLUSTER = "new_cluster"
+_ANNOUNCING = ("empty data directory: the founding members say the cluster is new; telling "
+               "them before voting")
 
 
 class DivergentLog(Exception):
@@ -115,6 +127,11 @@ class Raft:
         if persisted.fault is not None:
             f = persisted.fault
             self.recovery = Recovery(f.kind, f.detail, durable_index=f.durable_index)
+        elif hs.recovering == _NEW_CLUSTER:
+            # Stopped while telling its peers that it found the cluster new: tell them again
+            # (asking again, it would be a replaced disk to the peers that heard it).
+            self.recovery = Recovery("empty_data_dir", _ANNOUNCING, discovering=True,
+                                     announcing=True)
         elif hs.recovering:
             self.recovery = Recovery(
                 hs.recovering, "a repair was under way when the node stopped"
@@ -126,6 +143,7 @@ class Raft:
         self.repaired: tuple[str, int] | None = None
         self.term = hs.term
         self.vote = hs.vote
+        self.finished: tuple[str, ...] | None = hs.finished
         self.log.committed = max(self.log.committed, min(hs.commit, self.log.last_index()))
         # Membership in force: the snapshot's, plus every committed change after it.
         self.conf = snap.meta.conf if snap else ConfState()
@@ -163,10 +181,12 @@ class Raft:
         # Members known to run on a data directory that replaced one in use (note_replaced).
         self.replaced: set[str] = set()
         self._prev_soft = SoftState(None, Role.FOLLOWER, self.term)
-        self._prev_hard = HardState(self.term, self.vote, self.log.committed)
+        self._prev_hard = HardState(self.term, self.vote, self.log.committed,
+                                    finished=self.finished)
         self._reset(self.term)
         r = self.recovery
-        if r is not None and r.kind == "empty_data_dir" and persisted.fault is None:
+        if r is not None and r.kind == "empty_data_dir" and persisted.fault is None \
+                and not r.announcing:
             # Stopped while asking whether the cluster is new: ask again if nothing
             # happened since.
             r.discovering = True
@@ -193,6 +213,7 @@ class Raft:
         self.log.append(ents)
         self.log.stable = 0
         self.term = 1
+        self.finished = ()  # this directory keeps who finished asking (`_on_probe`)
         self.log.commit_to(len(ents))
         for e in ents:
             self.conf = confmod.apply(self.conf, confmod.ConfChange.decode(e.data))
@@ -372,13 +393,7 @@ class Raft:
 
     def step(self, m: Message) -> None:
         if m.type == MsgType.PROBE:
-            # Answered in any role and term, without touching ours: it only asks what we hold
-            # (and, if we know that its directory replaced one in use, says so instead).
-            replaced = m.src in self.replaced
-            self._send(Message(MsgType.PROBE_RESP, self.id, m.src, self.term,
-                               index=self.log.last_index(), log_term=self.log.last_term(),
-                               reject=replaced or not self._fresh_log(),
-                               context=REPLACED_CTX if replaced else b""))
+            self._on_probe(m)
             return
         if m.type == MsgType.PROBE_RESP:
             self._on_probe_resp(m)
@@ -933,9 +948,12 @@ class Raft:
 
     def note_replaced(self, peer: str) -> None:
         """`peer`'s data directory replaced one that was in use: a peer saw a start of it
-        that its chain does not continue (starts.py). Its probes get "not new" from us,
-        whatever our log holds: two members that held every write, back on empty disks
-        beside a third that never saw one, must not found a new cluster."""
+        that its chain does not continue (starts.py). A directory that keeps who finished
+        asking (HardState.finished) goes by that instead: a member emptied before it finished
+        asking lost nothing a vote or a commit counted on. One founded before those records
+        answers its probes "not new", whatever our log holds: two members that held every
+        write, back on empty disks beside a third that never saw one, must not found a new
+        cluster."""
         self.replaced.add(peer)
 
     def _refuses_votes(self) -> bool:
@@ -969,13 +987,56 @@ class Raft:
     def _probe(self) -> None:
         r = self.recovery
         assert r is not None
+        done, ctx = (r.acked, FINISH_CTX) if r.announcing else (r.fresh, b"")
         for p in sorted(self.conf.voters):
-            if p != self.id and p not in r.fresh:
-                self._send(Message(MsgType.PROBE, self.id, p, self.term))
+            if p != self.id and p not in done:
+                self._send(Message(MsgType.PROBE, self.id, p, self.term, context=ctx))
+
+    def _on_probe(self, m: Message) -> None:
+        """Answered in any role and term, without touching ours: a probe only asks what we
+        hold. Two kinds of it say more.
+
+        FINISH: the asker found the cluster new and will vote from now on. We keep that on
+        our disk (HardState.finished) before we answer (the answer goes out after this
+        Ready's save), so that this member's lost votes and acknowledgements can always be
+        told from none: it votes only once enough peers keep it that every majority of
+        answers it could get later includes one of them (`_on_probe_resp`).
+
+        A plain probe from a member that told us it finished: it asks again, so the directory
+        that finished, and may have voted and acknowledged entries since, is gone. We say
+        so. A member that never told us it finished, even one whose directory we know was in
+        use (its start chain, `note_replaced`), lost nothing a vote or a commit counted on,
+        and is answered as any other; unless this directory keeps no such records (founded
+        by a version before them), which goes by start chains as that version did."""
+        if m.context == FINISH_CTX:
+            if self.finished is None or m.src not in self.finished:
+                self.finished = tuple(sorted({*(self.finished or ()), m.src}))
+            self._send(Message(MsgType.PROBE_RESP, self.id, m.src, self.term,
+                               context=FINISHED_CTX))
+            return
+        if self.finished is None:
+            # A directory founded before these records: its start chains (`note_replaced`)
+            # are all it has to tell a directory that was in use (stop 34's adversarial run).
+            gone = m.src in self.replaced
+        else:
+            gone = m.src in self.finished
+        self._send(Message(MsgType.PROBE_RESP, self.id, m.src, self.term,
+                           index=self.log.last_index(), log_term=self.log.last_term(),
+                           reject=gone or not self._fresh_log(),
+                           context=REPLACED_CTX if gone else ANSWER_CTX))
 
     def _on_probe_resp(self, m: Message) -> None:
         r = self.recovery
         if r is None or not r.discovering or m.src not in self.conf.voters:
+            return
+        if r.announcing:
+            # An answer without a context is a version that keeps no record: it cannot be
+            # waited for, and the older rules hold for it. Any other answer is to a question
+            # asked before we decided.
+            if m.context == FINISHED_CTX or (m.context == b"" and not m.reject):
+                r.acked.add(m.src)
+                if len(r.acked) >= self._answers_needed():
+                    self._finish_asking()
             return
         if m.reject and m.context != REPLACED_CTX and m.log_term <= 1:
             # Only the founding entries, which it cannot vouch for (it recovers itself): no
@@ -984,34 +1045,61 @@ class Raft:
             # run: one directory emptied while five members were forming their cluster).
             if m.src not in r.unsure:
                 r.unsure.add(m.src)
-                r.detail = f"{_ASKING}; {', '.join(sorted(r.unsure))} cannot say (recovering)"
+                r.detail = self._asking_detail(r)
             return
         if m.reject:
             r.discovering = False
             if m.context == REPLACED_CTX:
-                why = f"{m.src} saw an earlier start of this node on a data directory in use"
+                why = (f"{m.src} knows this data directory replaced one in use (that one "
+                       f"finished asking whether the cluster was new, or its start chain "
+                       f"began again)")
             else:
                 why = f"{m.src} holds a cluster's log (term {m.term}, last index {m.index})"
             r.detail = (f"replaced disk: {why}; this node rejoins without voting until a "
                         f"leader repairs it")
             return
-        r.fresh.add(m.src)
+        if m.src not in r.fresh:
+            r.fresh.add(m.src)
+            r.detail = self._asking_detail(r)
         r.seen_term = max(r.seen_term, m.term)
         # A vote or an acknowledgement we may have lost was given to some majority. Hearing
         # "no entry past the founding ones" from enough peers that every majority's other
         # members include one of them proves no entry was acknowledged: the cluster is new.
-        n = len(self.conf.voters)
-        if len(r.fresh) >= min(n - 1, n - majority(n) + 1):
-            self.recovery = None
-            if r.seen_term > 1 and self.term <= r.seen_term:
+        # Before voting we tell as many peers, who keep it (`_on_probe`). A directory that
+        # replaces ours later needs as many answers again; twice that count exceeds the
+        # other members, so one answer comes from a peer that kept it and says "replaced".
+        if len(r.fresh) >= self._answers_needed():
+            if self.term < r.seen_term:
                 # A vote we may have given (before a disk replacement) went to a candidate
                 # that asked us before we asked it: if we asked it, it answered from that
-                # term or a later one. Take the highest term heard as voted, and vote again
-                # only in later ones.
-                if self.term < r.seen_term:
-                    self._become_follower(r.seen_term, None)
-                if self.vote is None:
-                    self.vote = self.id
+                # term or a later one. Take the highest term heard, now (on disk with the
+                # decision), as one we may have voted in (`_finish_asking`).
+                self._become_follower(r.seen_term, None)
+            r.announcing, r.detail = True, _ANNOUNCING
+            self._probe()
+
+    def _asking_detail(self, r: Recovery) -> str:
+        """What an operator needs while the cluster forms: who answered, and who not yet."""
+        parts = [_ASKING]
+        if r.fresh:
+            parts.append(f"new to {', '.join(sorted(r.fresh))}")
+        if r.unsure:
+            parts.append(f"{', '.join(sorted(r.unsure))} cannot say (recovering)")
+        parts.append(f"{self._answers_needed()} answers needed")
+        return "; ".join(parts)
+
+    def _answers_needed(self) -> int:
+        n = len(self.conf.voters)
+        return min(n - 1, n - majority(n) + 1)
+
+    def _finish_asking(self) -> None:
+        """Enough peers keep on their disks that we found the cluster new: we may vote from
+        now on, but not again in the term we are in, if past the first: it is the highest a
+        peer answered from (or a leader's), and before a disk replacement we may have voted
+        in it."""
+        self.recovery = None
+        if self.term > 1 and self.vote is None:
+            self.vote = self.id
 
     def _note_recovering(self, pr: Progress, recovering: bool) -> None:
         if not recovering:
@@ -1104,10 +1192,15 @@ class Raft:
 
     def _hard_changed(self) -> bool:
         p = self._prev_hard
-        rec = self.recovery
         return (p.commit != self.log.committed or p.term != self.term or p.vote != self.vote
-                or p.recovering != (rec.kind if rec is not None else ""))
+                or p.recovering != self._recovering_mark() or p.finished != self.finished)
+
+    def _recovering_mark(self) -> str:
+        rec = self.recovery
+        if rec is None:
+            return ""
+        return _NEW_CLUSTER if rec.announcing else rec.kind
 
     def _hard(self) -> HardState:
-        return HardState(self.term, self.vote, self.log.committed,
-                         self.recovery.kind if self.recovery is not None else "")
+        return HardState(self.term, self.vote, self.log.committed, self._recovering_mark(),
+                         self.finished)

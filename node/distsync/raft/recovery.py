@@ -31,6 +31,10 @@ class Recovery:
     durable_index: int = 0
     # An empty data directory still asking its founding peers whether the cluster is new.
     discovering: bool = False
+    # Found the cluster new, and telling the founding peers so before voting (`acked`: those
+    # that keep it on their disks now).
+    announcing: bool = False
+    acked: set[str] = field(default_factory=set)
     # Founding peers that answered a probe with a log holding only the founding entries.
     fresh: set[str] = field(default_factory=set)
     # Founding peers that answered that they cannot say (they recover themselves).

@@ -91,7 +91,13 @@ class HardState:
     commit: int = 0
     # Non-empty while the node is recovering from a storage fault (the fault's kind): kept on
     # disk so that a restart in the middle of a repair does not forget it and vote.
+    # "new_cluster": an empty founding member found the cluster new and is telling its peers.
     recovering: str = ""
+    # Founding members that told this node they finished asking whether the cluster was new
+    # (sorted): such a member may have voted since, so a later question from it means its
+    # directory was emptied or replaced (raft/core.py, `_on_probe`). None: a directory
+    # founded before these records were kept, which has none to go by.
+    finished: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True)

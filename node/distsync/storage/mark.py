@@ -66,13 +66,20 @@ class Head(NamedTuple):
     # The latest start of each peer this node has seen: {peer id: [boot, id]}, or
     # [boot, id, 1] for a chain that replaced one it saw (starts.Seen).
     peer_starts: dict[str, list] | None = None
+    # HardState.finished: founding members that said they finished asking whether the cluster
+    # was new. Left out of the encoding while None (a directory founded before these records),
+    # so the heads of an older cluster stay readable by the version it ran before.
+    finished: list[str] | None = None
 
     def bump(self, **changes: object) -> Head:
         return self._replace(seq=self.seq + 1, **changes)  # type: ignore[arg-type]
 
 
 def encode(h: Head) -> bytes:
-    body = msgpack.packb([_VERSION, *h], use_bin_type=True)  # the fields in their order
+    fields = [_VERSION, *h]  # the fields in their order
+    if h.finished is None:
+        fields.pop()
+    body = msgpack.packb(fields, use_bin_type=True)
     if _HDR.size + len(body) > SLOT_SIZE:
         raise ValueError("segment head too large (a very long node or cluster name?)")
     return _HDR.pack(zlib.crc32(body), len(body)) + body
@@ -92,7 +99,8 @@ def decode(raw: bytes | memoryview) -> Head | None:
         v = msgpack.unpackb(body, raw=False)
         if v[0] != _VERSION:
             return None
-        return Head(*v[1:])
+        # Fields a newer version added after ours are not ours to read.
+        return Head(*v[1: 1 + len(Head._fields)])
     except (ValueError, TypeError, IndexError, msgpack.UnpackException):
         return None
 

@@ -328,7 +328,8 @@ class Storage:
             # A damaged record past the durable mark: the torn last write, dropped.
             log.info("storage: discarding a torn write from index %d (never acknowledged "
                      "as durable)", bad)
-        hs = HardState(h.term, h.vote, h.commit, h.recovering)
+        hs = HardState(h.term, h.vote, h.commit, h.recovering,
+                       tuple(h.finished) if h.finished is not None else None)
         if fault is not None and fault.kind in ("lost_snapshot", "empty_after_use"):
             entries, terms, locs, crcs, tail = [], [], [], [], None
             h = h._replace(snap_index=0, snap_term=0, snap_crc=0, snap_file=None)
@@ -548,7 +549,9 @@ class Storage:
             self._install_snapshot(m.index, m.term, name, crc, reset)
         if hs is not None:
             self._st = self._st._replace(term=hs.term, vote=hs.vote, commit=hs.commit,
-                               recovering=hs.recovering)
+                               recovering=hs.recovering,
+                               finished=(list(hs.finished) if hs.finished is not None
+                                         else None))
         entries = [e for e in entries if e.index > self._st.snap_index]
         if entries:
             self._append(entries)
