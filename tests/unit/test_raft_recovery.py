@@ -560,3 +560,20 @@ def test_only_a_kept_finish_or_an_older_versions_answer_lets_a_member_vote() -> 
         c.deliver(Message(MsgType.PROBE_RESP, peer, "n1", 1, index=3, log_term=1))
         c.process("n1")
     assert first.recovery is None
+
+
+def test_an_asker_of_a_version_that_does_not_tell_when_it_finished_goes_by_start_chains(
+) -> None:
+    """A member running a version before these records asks with an unmarked probe and never
+    says that it finished: no record can show that it may have voted, so its peers go by its
+    start chain, as that version's peers did (stop 34's case). This version's askers mark
+    their probes and are judged by the records."""
+    c = Cluster(ids(3), seed=25, config=Config(), discover=True)
+    peer = c.raft("n2")
+    peer.note_replaced("n1")  # n1's chain began again
+    for ctx, replaced in ((b"", True), (b"ask", False)):
+        c.inflight.clear()
+        c.deliver(Message(MsgType.PROBE, "n1", "n2", 1, context=ctx))
+        c.process("n2")
+        (resp,) = [m for m in c.inflight if m.type == MsgType.PROBE_RESP and m.dst == "n1"]
+        assert resp.reject is replaced and (resp.context == b"replaced") is replaced, resp

@@ -49,8 +49,9 @@ REPLACED_CTX = b"replaced"
 # sent once that is on our disk, carries FINISHED_CTX.
 FINISH_CTX = b"finish"
 FINISHED_CTX = b"finished"
-# On every other PROBE_RESP from this version: an answer without a context comes from a version
-# before FINISH_CTX, which keeps no record (see `_on_probe_resp`).
+# On every other PROBE and PROBE_RESP from this version: one without a context comes from a
+# version before FINISH_CTX, which neither tells that it finished nor keeps who did.
+ASK_CTX = b"ask"
 ANSWER_CTX = b"answer"
 # HardState.recovering while announcing (the Recovery's kind stays "empty_data_dir").
 _NEW_CLUSTER = "new_cluster"
@@ -987,7 +988,7 @@ class Raft:
     def _probe(self) -> None:
         r = self.recovery
         assert r is not None
-        done, ctx = (r.acked, FINISH_CTX) if r.announcing else (r.fresh, b"")
+        done, ctx = (r.acked, FINISH_CTX) if r.announcing else (r.fresh, ASK_CTX)
         for p in sorted(self.conf.voters):
             if p != self.id and p not in done:
                 self._send(Message(MsgType.PROBE, self.id, p, self.term, context=ctx))
@@ -1007,19 +1008,20 @@ class Raft:
         so. A member that never told us it finished, even one whose directory we know was in
         use (its start chain, `note_replaced`), lost nothing a vote or a commit counted on,
         and is answered as any other; unless this directory keeps no such records (founded
-        by a version before them), which goes by start chains as that version did."""
+        by a version before them) or the asker runs such a version (its probe is not marked
+        ASK_CTX): then start chains decide, as in that version."""
         if m.context == FINISH_CTX:
             if self.finished is None or m.src not in self.finished:
                 self.finished = tuple(sorted({*(self.finished or ()), m.src}))
             self._send(Message(MsgType.PROBE_RESP, self.id, m.src, self.term,
                                context=FINISHED_CTX))
             return
-        if self.finished is None:
-            # A directory founded before these records: its start chains (`note_replaced`)
-            # are all it has to tell a directory that was in use (stop 34's adversarial run).
-            gone = m.src in self.replaced
-        else:
-            gone = m.src in self.finished
+        gone = self.finished is not None and m.src in self.finished
+        if self.finished is None or m.context != ASK_CTX:
+            # A directory founded before these records, or an asker of a version that does
+            # not tell when it finished: start chains (`note_replaced`) are all there is to
+            # tell a directory that was in use (stop 34's adversarial run).
+            gone = gone or m.src in self.replaced
         self._send(Message(MsgType.PROBE_RESP, self.id, m.src, self.term,
                            index=self.log.last_index(), log_term=self.log.last_term(),
                            reject=gone or not self._fresh_log(),
