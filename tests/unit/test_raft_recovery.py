@@ -577,3 +577,31 @@ def test_an_asker_of_a_version_that_does_not_tell_when_it_finished_goes_by_start
         c.process("n2")
         (resp,) = [m for m in c.inflight if m.type == MsgType.PROBE_RESP and m.dst == "n1"]
         assert resp.reject is replaced and (resp.context == b"replaced") is replaced, resp
+
+
+def test_a_recovering_member_with_a_higher_term_than_the_leader_is_not_left_behind() -> None:
+    """Found by the long simulation run (seed 1079 at b1c1006): without check-quorum and
+    pre-vote a member ignores a stale leader's appends, as etcd does, since its own campaign
+    will tell the leader of the newer term. A member recovering from a damaged disk cannot
+    campaign: cut off, it had campaigned to term 9 while the others kept a leader of term 7;
+    back with a cut log, it ignored that leader, and the leader never learnt of term 9. It
+    stayed behind for good. A recovering member answers a stale leader with its term."""
+    c = Cluster(ids(3), seed=26, config=Config(check_quorum=False, pre_vote=False),
+                record=True)
+    c.stabilize()
+    c.elect("n1")
+    c.propose("n1", b"a", b"b")
+    c.stabilize()
+    c.isolate("n3")
+    for _ in range(3):
+        c.campaign("n3")
+        c.stabilize()  # its term and vote on its disk
+    cut_tail(c, "n3", 1)
+    c.restart("n3")
+    assert c.raft("n3").recovery is not None
+    assert c.raft("n3").term > c.raft("n1").term
+    c.heal()
+    c.propose("n1", b"c")
+    c.run(300)
+    assert c.raft("n3").recovery is None, c.raft("n3").recovery
+    assert payloads(c, "n3") == [b"a", b"b", b"c"]

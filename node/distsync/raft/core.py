@@ -433,10 +433,13 @@ class Raft:
             if m.repair and m.reject and m.type in (MsgType.VOTE_RESP, MsgType.PRE_VOTE_RESP):
                 self.recovering_peers.add(m.src)  # (its term is behind: it lost it)
             if m.type in (MsgType.APPEND, MsgType.HEARTBEAT) and (
-                self.cfg.check_quorum or self.cfg.pre_vote
+                self.cfg.check_quorum or self.cfg.pre_vote or self.recovery is not None
             ):
                 # A stale leader cut off by a partition learns our term and steps down;
                 # without this it would keep disrupting us once pre-vote blocks its votes.
+                # Without either option a member's campaign tells the leader of its newer
+                # term, as in etcd; but one that recovers cannot campaign, and a leader
+                # that never learnt its term would never repair it (simulation, seed 1079).
                 self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term))
             elif m.type == MsgType.PRE_VOTE:
                 self._send(
