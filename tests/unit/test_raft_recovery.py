@@ -605,3 +605,35 @@ def test_a_recovering_member_with_a_higher_term_than_the_leader_is_not_left_behi
     c.run(300)
     assert c.raft("n3").recovery is None, c.raft("n3").recovery
     assert payloads(c, "n3") == [b"a", b"b", b"c"]
+
+
+def test_a_directory_founded_before_finish_records_does_not_start_keeping_them() -> None:
+    """Found by the adversarial run of stop 37 (reading `_on_probe`): a directory founded by
+    a version before these records went by start chains, and its first "finish" heard from a
+    member of this version made it a directory with records, which then judged every marked
+    asker by records it never kept for the members that finished before. It now answers a
+    "finish" without keeping it: start chains keep deciding there, and catch such a member's
+    emptied directory anyway."""
+    c = Cluster(ids(3), seed=27, config=Config(), discover=True)
+    old = c.raft("n2")
+    old.finished = None  # as founded before the records
+    old.note_replaced("n3")  # its start chain began again
+    c.inflight.clear()
+    c.deliver(Message(MsgType.PROBE, "n1", "n2", 1, context=b"finish"))
+    c.process("n2")
+    (ack,) = [m for m in c.inflight if m.type == MsgType.PROBE_RESP and m.dst == "n1"]
+    assert ack.context == b"finished" and old.finished is None
+    resp = probe_answer(c, "n3", "n2")
+    assert resp.reject and resp.context == b"replaced", resp
+
+
+def test_a_member_restarted_while_asking_says_that_it_asks() -> None:
+    """Adversarial run of stop 37: restarted on its directory while still asking, a member
+    said "a repair was under way when the node stopped" until its next answer came."""
+    c = Cluster(ids(3), seed=28, config=Config(), discover=True)
+    c.crash("n3")
+    c.run(2)
+    c.crash("n1")
+    c.restart("n1")
+    r = c.raft("n1").recovery
+    assert r is not None and r.discovering and r.detail.startswith("empty data directory: asking")

@@ -193,6 +193,8 @@ class Raft:
             r.discovering = True
             if not self._fresh():
                 r.discovering = False
+            else:
+                r.detail = _ASKING
 
     # -- public API ----------------------------------------------------------------------
 
@@ -1014,8 +1016,10 @@ class Raft:
         by a version before them) or the asker runs such a version (its probe is not marked
         ASK_CTX): then start chains decide, as in that version."""
         if m.context == FINISH_CTX:
-            if self.finished is None or m.src not in self.finished:
-                self.finished = tuple(sorted({*(self.finished or ()), m.src}))
+            # (A directory founded before these records keeps none: it never kept those of
+            # the members that finished before, so start chains go on deciding there.)
+            if self.finished is not None and m.src not in self.finished:
+                self.finished = tuple(sorted({*self.finished, m.src}))
             self._send(Message(MsgType.PROBE_RESP, self.id, m.src, self.term,
                                context=FINISHED_CTX))
             return
