@@ -24,7 +24,7 @@ from .config import NodeConfig
 from .metrics import NodeMetrics
 from .raft import conf as confmod
 from .raft.core import Config, DivergentLog, NotLeader, ProposalDropped, Raft
-from .raft.types import ConfState, EntryType, Message, MsgType, Ready, Role
+from .raft.types import ConfState, EntryType, HardState, Message, MsgType, Ready, Role
 from .seams import NodeParts
 from .services.kv import KVStore
 from .services.registry import Registry, encode_command
@@ -136,6 +136,12 @@ def _ignore_result(fut: asyncio.Future) -> None:
         fut.exception()  # mark retrieved; a lost timer proposal is simply made again
 
 
+def _must_sync(hs: HardState) -> tuple[Any, ...]:
+    """The hard state's fields whose change must reach the disk before the Ready's messages
+    leave: all but the commit index (see `_handle_ready`)."""
+    return hs.term, hs.vote, hs.recovering, hs.finished
+
+
 def _iso(wall_ms: int) -> str:
     return datetime.datetime.fromtimestamp(wall_ms / 1000, datetime.UTC).isoformat(
         timespec="milliseconds").replace("+00:00", "Z")
@@ -188,7 +194,7 @@ class Node:
         self._snap_done: Any = None  # a Snapshot written to disk, to compact the core to
         persisted = self.storage.load()
         hs0 = persisted.hard_state
-        self._synced_term_vote = (hs0.term, hs0.vote, hs0.recovering, hs0.finished)
+        self._synced = _must_sync(hs0)
         self.core = Raft(
             self.id,
             persisted,
@@ -843,7 +849,7 @@ class Node:
             self._wake_watchers()
         hs = rd.hard_state
         if hs is not None and rd.snapshot is None and (
-            (hs.term, hs.vote, hs.recovering, hs.finished) == self._synced_term_vote
+            _must_sync(hs) == self._synced
         ) and not any(e.type == EntryType.CONF or (e.type == EntryType.NOOP and e.data)
                       for e in rd.committed):
             # Only the commit index moved. It is volatile in Raft (a restarted node learns
@@ -885,7 +891,7 @@ class Node:
                 await self._io.run(self.storage.save, hs, rd.entries, rd.snapshot)
             self.metrics.fsync_latency.observe(time.perf_counter() - t0)
             if hs is not None:
-                self._synced_term_vote = (hs.term, hs.vote, hs.recovering, hs.finished)
+                self._synced = _must_sync(hs)
             if rd.entries:
                 self.metrics.batch_entries.observe(len(rd.entries))
         late_out = self.transport.send(late) if late else True
