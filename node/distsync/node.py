@@ -139,7 +139,7 @@ def _ignore_result(fut: asyncio.Future) -> None:
 def _must_sync(hs: HardState) -> tuple[Any, ...]:
     """The hard state's fields whose change must reach the disk before the Ready's messages
     leave: all but the commit index (see `_handle_ready`)."""
-    return hs.term, hs.vote, hs.recovering, hs.finished
+    return hs.term, hs.vote, hs.recovering, hs.finished, hs.heard, hs.heard_term
 
 
 def _iso(wall_ms: int) -> str:

@@ -637,3 +637,51 @@ def test_a_member_restarted_while_asking_says_that_it_asks() -> None:
     c.restart("n1")
     r = c.raft("n1").recovery
     assert r is not None and r.discovering and r.detail.startswith("empty data directory: asking")
+
+
+@pytest.mark.parametrize("third_restarts", [False, True])
+def test_a_member_still_asking_keeps_the_answers_it_heard_across_a_restart(
+        third_restarts: bool) -> None:
+    """Stop 37's adversarial run (F2, two faults at once): n1 heard "new" from n2 and n3,
+    told them it finished, and was then emptied; both answer its new directory "replaced
+    disk", and recovering, it "cannot say" to anyone. n2 and n3, still asking, had each
+    heard n1 say "new" before, which with the other's answer is all they need. But n2
+    crashed and restarted on its directory: it forgot n1's answer (answers heard were not on
+    disk), could not get it again, and with three members no leader was ever elected to
+    repair n1. An answer says what the peer held when it answered, and a member still
+    asking has voted and acknowledged nothing since it began: the answer stays valid for as
+    long as its directory does, so it is kept there (HardState.heard)."""
+    c = Cluster(ids(3), seed=29, config=Config(), discover=True, record=True)
+    for asker, peers in (("n1", ("n2", "n3")), ("n2", ("n1",)), ("n3", ("n1",))):
+        for peer in peers:
+            c.deliver(probe_answer(c, asker, peer))
+            c.process(asker)
+    c.inflight.clear()  # n1's "finished" is not out yet; every other probe is lost
+    assert c.raft("n1").recovery.announcing  # type: ignore[union-attr]
+    c.raft("n1")._probe()
+    c.process("n1")
+    tell_finished(c, "n1")
+    assert c.raft("n1").recovery is None
+    assert all("n1" in c.raft(n).finished for n in ("n2", "n3"))
+    for n in ("n2", "n3"):
+        r = c.raft(n).recovery
+        assert r is not None and r.discovering and r.fresh == {"n1"}, (n, r)
+    c.wipe("n1", rebootstrap=True)
+    c.inflight.clear()
+    c.tick("n1")
+    c.process("n1")
+    tell_finished(c, "n1")  # (its new directory's questions, and "replaced disk")
+    r1 = c.raft("n1").recovery
+    assert r1 is not None and not r1.discovering and "replaced disk" in r1.detail, r1
+    c.crash("n2")
+    c.restart("n2")
+    if third_restarts:
+        c.crash("n3")
+        c.restart("n3")
+    for n in ("n2", "n3"):
+        r = c.raft(n).recovery
+        assert r is not None and r.discovering and r.fresh == {"n1"}, (n, r)
+    c.run(400)
+    assert c.leader() is not None, [c.raft(n).recovery for n in ids(3)]
+    assert c.leader() != "n1"
+    assert all(c.raft(n).recovery is None for n in ids(3)), [c.raft(n).recovery for n in ids(3)]

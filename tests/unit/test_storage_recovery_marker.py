@@ -60,10 +60,58 @@ def test_a_head_without_the_record_is_read_as_before_and_one_with_more_fields_to
     plain = mark.Head(seq=4, term=2, vote="n1", commit=9)
     raw = mark.encode(plain)
     body = msgpack.unpackb(raw[mark._HDR.size:], raw=False)
-    assert len(body) == len(mark.Head._fields)  # the version field, and no `finished`
+    # The version field and the fields before `finished`: no `finished`, no `heard`.
+    assert len(body) == 1 + mark.Head._fields.index("finished")
     assert mark.decode(raw) == plain
     kept = plain._replace(finished=["n2"])
     assert mark.decode(mark.encode(kept)) == kept
-    later = msgpack.packb([*msgpack.unpackb(mark.encode(kept)[mark._HDR.size:], raw=False),
+    kept_body = msgpack.unpackb(mark.encode(kept)[mark._HDR.size:], raw=False)
+    assert len(kept_body) == 2 + mark.Head._fields.index("finished")  # no `heard`
+    asking = plain._replace(finished=[], heard=["n3"], heard_term=2)
+    assert mark.decode(mark.encode(asking)) == asking
+    asking_old = plain._replace(heard=["n3"], heard_term=2)  # founded before the records
+    assert mark.decode(mark.encode(asking_old)) == asking_old
+    later = msgpack.packb([*msgpack.unpackb(mark.encode(asking)[mark._HDR.size:], raw=False),
                            "a field of a later version"], use_bin_type=True)
-    assert mark.decode(mark._HDR.pack(zlib.crc32(later), len(later)) + later) == kept
+    assert mark.decode(mark._HDR.pack(zlib.crc32(later), len(later)) + later) == asking
+
+
+def test_the_store_keeps_the_answers_a_member_still_asking_heard(tmp_path) -> None:
+    """HardState.heard (raft/core.py, `_heard`): a member still asking whether the cluster is
+    new keeps the answers it heard across a restart (stop 37's F2), and drops them once it
+    decided; the hard state of a node that heard none keeps the older format."""
+    for finished in (None, ()):
+        d = tmp_path / repr(finished)
+        st = Storage(d)
+        asking = HardState(1, None, 3, "empty_data_dir", finished, ("n1", "n3"), 4)
+        st.save(asking, [Entry(1, 1)])
+        st.close()
+        st = Storage(d)
+        try:
+            assert st.load().hard_state == asking
+            st.save(HardState(4, "n2", 3, finished=finished), [])
+        finally:
+            st.close()
+        st = Storage(d)
+        try:
+            assert st.load().hard_state == HardState(4, "n2", 3, finished=finished)
+        finally:
+            st.close()
+
+
+def test_the_hard_state_codec_leaves_out_what_is_at_its_default() -> None:
+    """The SQLite store's hard-state row: a healthy node's keeps the three fields every
+    version reads; an older row (three or five fields) reads as before; the answers heard
+    come back."""
+    import msgpack
+
+    from distsync.raft.codec import decode_hard_state, encode_hard_state
+
+    assert msgpack.unpackb(encode_hard_state(HardState(3, "n1", 7))) == [3, "n1", 7]
+    assert decode_hard_state(msgpack.packb([3, "n1", 7])) == HardState(3, "n1", 7)
+    assert decode_hard_state(msgpack.packb([3, None, 7, "", ["n2"]])) == HardState(
+        3, None, 7, finished=("n2",))
+    for hs in (HardState(1, None, 3, "empty_data_dir", None, ("n2",), 1),
+               HardState(1, None, 3, "empty_data_dir", (), ("n2", "n3"), 5),
+               HardState(2, None, 3, finished=())):
+        assert decode_hard_state(encode_hard_state(hs)) == hs

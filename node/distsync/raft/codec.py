@@ -94,15 +94,20 @@ def decode_snapshot(data: bytes) -> Snapshot:
 
 
 def encode_hard_state(h: HardState) -> bytes:
-    fields: list = [h.term, h.vote, h.commit]
-    if h.recovering or h.finished is not None:
-        fields.append(h.recovering)  # absent when healthy: the older format, unchanged
-    if h.finished is not None:
-        fields.append(list(h.finished))
+    # Later fields at their defaults are left out, so a healthy node's hard state keeps the
+    # older format, which the versions before read.
+    fields: list = [h.term, h.vote, h.commit, h.recovering,
+                    list(h.finished) if h.finished is not None else None,
+                    list(h.heard), h.heard_term]
+    defaults: list = ["", None, [], 0]
+    while len(fields) > 3 and fields[-1] == defaults[len(fields) - 4]:
+        fields.pop()
     return msgpack.packb(fields, use_bin_type=True)
 
 
 def decode_hard_state(data: bytes) -> HardState:
     t, v, c, *rest = msgpack.unpackb(data, raw=False)
-    return HardState(t, v, c, rest[0] if rest else "",
-                     tuple(rest[1]) if len(rest) > 1 and rest[1] is not None else None)
+    rest += [None] * (4 - len(rest))
+    return HardState(t, v, c, rest[0] or "",
+                     tuple(rest[1]) if rest[1] is not None else None,
+                     tuple(rest[2] or ()), rest[3] or 0)

@@ -189,12 +189,13 @@ class Raft:
         if r is not None and r.kind == "empty_data_dir" and persisted.fault is None \
                 and not r.announcing:
             # Stopped while asking whether the cluster is new: ask again if nothing
-            # happened since.
+            # happened since, counting the answers heard before (HardState.heard).
             r.discovering = True
             if not self._fresh():
                 r.discovering = False
             else:
-                r.detail = _ASKING
+                r.fresh, r.seen_term = set(hs.heard), hs.heard_term
+                r.detail = self._asking_detail(r) if r.fresh else _ASKING
 
     # -- public API ----------------------------------------------------------------------
 
@@ -1046,6 +1047,8 @@ class Raft:
                 r.acked.add(m.src)
                 if len(r.acked) >= self._answers_needed():
                     self._finish_asking()
+                else:
+                    r.detail = self._asking_detail(r)
             return
         if m.reject and m.context != REPLACED_CTX and m.log_term <= 1:
             # Only the founding entries, which it cannot vouch for (it recovers itself): no
@@ -1084,11 +1087,18 @@ class Raft:
                 # term or a later one. Take the highest term heard, now (on disk with the
                 # decision), as one we may have voted in (`_finish_asking`).
                 self._become_follower(r.seen_term, None)
-            r.announcing, r.detail = True, _ANNOUNCING
+            r.announcing = True
+            r.detail = self._asking_detail(r)
             self._probe()
 
     def _asking_detail(self, r: Recovery) -> str:
         """What an operator needs while the cluster forms: who answered, and who not yet."""
+        if r.announcing:
+            parts = [_ANNOUNCING]
+            if r.acked:
+                parts.append(f"kept by {', '.join(sorted(r.acked))}")
+            parts.append(f"{self._answers_needed()} needed")
+            return "; ".join(parts)
         parts = [_ASKING]
         if r.fresh:
             parts.append(f"new to {', '.join(sorted(r.fresh))}")
@@ -1202,7 +1212,9 @@ class Raft:
     def _hard_changed(self) -> bool:
         p = self._prev_hard
         return (p.commit != self.log.committed or p.term != self.term or p.vote != self.vote
-                or p.recovering != self._recovering_mark() or p.finished != self.finished)
+                or p.recovering != self._recovering_mark() or p.finished != self.finished
+                or (self.recovery is not None or p.heard_term or p.heard)
+                and (p.heard, p.heard_term) != self._heard())
 
     def _recovering_mark(self) -> str:
         rec = self.recovery
@@ -1210,6 +1222,14 @@ class Raft:
             return ""
         return _NEW_CLUSTER if rec.announcing else rec.kind
 
+    def _heard(self) -> tuple[tuple[str, ...], int]:
+        """HardState.heard and heard_term: kept only while asking (an answer is one to this
+        directory's question, and no later question's)."""
+        r = self.recovery
+        if r is None or not r.discovering or r.announcing:
+            return (), 0
+        return tuple(sorted(r.fresh)), r.seen_term
+
     def _hard(self) -> HardState:
         return HardState(self.term, self.vote, self.log.committed, self._recovering_mark(),
-                         self.finished)
+                         self.finished, *self._heard())

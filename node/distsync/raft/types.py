@@ -98,6 +98,13 @@ class HardState:
     # directory was emptied or replaced (raft/core.py, `_on_probe`). None: a directory
     # founded before these records were kept, which has none to go by.
     finished: tuple[str, ...] | None = None
+    # While this node asks whether the cluster is new: the founding peers that answered
+    # "new" (sorted), and the highest term they answered from. An answer says what the peer
+    # held when it answered, and an asker has voted and acknowledged nothing since it began,
+    # so the answers stay good for as long as this directory does; forgotten in a restart,
+    # one from a peer emptied since could never be had again (stop 37's adversarial run, F2).
+    heard: tuple[str, ...] = ()
+    heard_term: int = 0
 
 
 @dataclass(slots=True)

@@ -70,6 +70,10 @@ class Head(NamedTuple):
     # was new. Left out of the encoding while None (a directory founded before these records),
     # so the heads of an older cluster stay readable by the version it ran before.
     finished: list[str] | None = None
+    # HardState.heard and heard_term: the answers a member still asking has heard. Left out
+    # while there are none, as `finished` is.
+    heard: list[str] | None = None
+    heard_term: int = 0
 
     def bump(self, **changes: object) -> Head:
         return self._replace(seq=self.seq + 1, **changes)  # type: ignore[arg-type]
@@ -77,8 +81,12 @@ class Head(NamedTuple):
 
 def encode(h: Head) -> bytes:
     fields = [_VERSION, *h]  # the fields in their order
-    if h.finished is None:
-        fields.pop()
+    # Trailing fields at their defaults are left out (see `finished`; an empty `finished`
+    # is a record kept, and stays).
+    if not h.heard and not h.heard_term:
+        del fields[-2:]
+        if h.finished is None:
+            fields.pop()
     body = msgpack.packb(fields, use_bin_type=True)
     if _HDR.size + len(body) > SLOT_SIZE:
         raise ValueError("segment head too large (a very long node or cluster name?)")

@@ -329,7 +329,8 @@ class Storage:
             log.info("storage: discarding a torn write from index %d (never acknowledged "
                      "as durable)", bad)
         hs = HardState(h.term, h.vote, h.commit, h.recovering,
-                       tuple(h.finished) if h.finished is not None else None)
+                       tuple(h.finished) if h.finished is not None else None,
+                       tuple(h.heard or ()), h.heard_term)
         if fault is not None and fault.kind in ("lost_snapshot", "empty_after_use"):
             entries, terms, locs, crcs, tail = [], [], [], [], None
             h = h._replace(snap_index=0, snap_term=0, snap_crc=0, snap_file=None)
@@ -550,6 +551,7 @@ class Storage:
         if hs is not None:
             self._st = self._st._replace(term=hs.term, vote=hs.vote, commit=hs.commit,
                                recovering=hs.recovering,
+                               heard=list(hs.heard) or None, heard_term=hs.heard_term,
                                finished=(list(hs.finished) if hs.finished is not None
                                          else None))
         entries = [e for e in entries if e.index > self._st.snap_index]
