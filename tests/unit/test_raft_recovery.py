@@ -685,3 +685,43 @@ def test_a_member_still_asking_keeps_the_answers_it_heard_across_a_restart(
     assert c.leader() is not None, [c.raft(n).recovery for n in ids(3)]
     assert c.leader() != "n1"
     assert all(c.raft(n).recovery is None for n in ids(3)), [c.raft(n).recovery for n in ids(3)]
+
+
+@pytest.mark.parametrize("restarts", [False, True])
+def test_a_member_emptied_while_telling_its_peers_it_finished_leaves_them_able_to_form(
+        restarts: bool) -> None:
+    """README's window: n1 found the cluster new and told n2, but not yet n3, that it
+    finished; then its directory was emptied. n2 answers its new directory "replaced disk",
+    though it never voted, and recovering it "cannot say". n2 and n3 heard n1 say "new"
+    while it asked (they ask it too), and with each other's answer that is enough: they
+    elect a leader that repairs n1, also when they restarted in between (the answers are
+    on their disks)."""
+    c = Cluster(ids(3), seed=30, config=Config(), discover=True, record=True)
+    for asker, peers in (("n1", ("n2", "n3")), ("n2", ("n1",)), ("n3", ("n1",))):
+        for peer in peers:
+            c.deliver(probe_answer(c, asker, peer))
+            c.process(asker)
+    c.inflight.clear()
+    c.raft("n1")._probe()
+    c.process("n1")
+    (told,) = [m for m in c.inflight if m.type == MsgType.PROBE and m.dst == "n2"]
+    c.inflight.clear()  # the one to n3 is lost
+    c.deliver(told)
+    c.process("n2")
+    c.inflight.clear()
+    assert "n1" in c.raft("n2").finished and "n1" not in c.raft("n3").finished
+    c.wipe("n1", rebootstrap=True)
+    c.inflight.clear()
+    c.tick("n1")
+    c.process("n1")
+    tell_finished(c, "n1")  # (its new directory's questions, and the answers)
+    r1 = c.raft("n1").recovery
+    assert r1 is not None and not r1.discovering and "n2 knows" in r1.detail, r1
+    if restarts:
+        for n in ("n2", "n3"):
+            c.crash(n)
+            c.restart(n)
+    c.run(400)
+    assert c.leader() in ("n2", "n3"), [c.raft(n).recovery for n in ids(3)]
+    assert all(c.raft(n).recovery is None for n in ids(3)), [c.raft(n).recovery for n in ids(3)]
+    assert c.raft("n1").repaired is not None  # it was taken for a replaced disk
