@@ -5,6 +5,8 @@ the first save there is nothing left to detect), so the marker is all that remem
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from distsync.raft.types import Entry, HardState
 from distsync.storage import Storage
 
@@ -30,21 +32,27 @@ def test_the_store_keeps_who_finished_asking_and_tells_none_from_empty(tmp_path)
     before these records) must not come back as () (one that keeps them and heard none):
     the first goes by start chains, the second by its records."""
     for finished in (None, (), ("n2",), ("n1", "n3")):
-        d = tmp_path / repr(finished)
+        # (A later save keeps it.)
+        _saved_twice(tmp_path / repr(finished), HardState(1, None, 3, finished=finished),
+                     HardState(2, "n1", 3, finished=finished))
+
+
+def _saved_twice(d: Path, first: HardState, then: HardState) -> None:
+    """Save `first` with an entry, read it back from a reopened store, save `then`, and read
+    that back too."""
+    for hs, entries in ((first, [Entry(1, 1)]), (then, [])):
         st = Storage(d)
-        st.save(HardState(1, None, 3, finished=finished), [Entry(1, 1)])
+        try:
+            if hs is then:
+                assert st.load().hard_state == first
+            st.save(hs, entries)
+        finally:
+            st.close()
+    st = Storage(d)
+    try:
+        assert st.load().hard_state == then
+    finally:
         st.close()
-        st = Storage(d)
-        try:
-            assert st.load().hard_state.finished == finished
-            st.save(HardState(2, "n1", 3, finished=finished), [])  # a later save keeps it
-        finally:
-            st.close()
-        st = Storage(d)
-        try:
-            assert st.load().hard_state == HardState(2, "n1", 3, finished=finished)
-        finally:
-            st.close()
 
 
 def test_a_head_without_the_record_is_read_as_before_and_one_with_more_fields_too() -> None:
@@ -81,22 +89,9 @@ def test_the_store_keeps_the_answers_a_member_still_asking_heard(tmp_path) -> No
     new keeps the answers it heard across a restart (stop 37's F2), and drops them once it
     decided; the hard state of a node that heard none keeps the older format."""
     for finished in (None, ()):
-        d = tmp_path / repr(finished)
-        st = Storage(d)
-        asking = HardState(1, None, 3, "empty_data_dir", finished, ("n1", "n3"), 4)
-        st.save(asking, [Entry(1, 1)])
-        st.close()
-        st = Storage(d)
-        try:
-            assert st.load().hard_state == asking
-            st.save(HardState(4, "n2", 3, finished=finished), [])
-        finally:
-            st.close()
-        st = Storage(d)
-        try:
-            assert st.load().hard_state == HardState(4, "n2", 3, finished=finished)
-        finally:
-            st.close()
+        _saved_twice(tmp_path / repr(finished),
+                     HardState(1, None, 3, "empty_data_dir", finished, ("n1", "n3"), 4),
+                     HardState(4, "n2", 3, finished=finished))
 
 
 def test_the_hard_state_codec_leaves_out_what_is_at_its_default() -> None:
