@@ -639,6 +639,21 @@ def test_a_member_restarted_while_asking_says_that_it_asks() -> None:
     assert r is not None and r.discovering and r.detail.startswith("empty data directory: asking")
 
 
+def _n1_decides_and_both_heard_it(seed: int) -> Cluster:
+    """n1 hears "new" from n2 and n3 and decides; n2 and n3 hear n1 say "new" and nothing
+    else (every other probe is lost). n1's "finished" is in flight to both."""
+    c = Cluster(ids(3), seed=seed, config=Config(), discover=True, record=True)
+    for asker, peers in (("n1", ("n2", "n3")), ("n2", ("n1",)), ("n3", ("n1",))):
+        for peer in peers:
+            c.deliver(probe_answer(c, asker, peer))
+            c.process(asker)
+    c.inflight.clear()
+    assert c.raft("n1").recovery.announcing  # type: ignore[union-attr]
+    c.raft("n1")._probe()
+    c.process("n1")
+    return c
+
+
 @pytest.mark.parametrize("third_restarts", [False, True])
 def test_a_member_still_asking_keeps_the_answers_it_heard_across_a_restart(
         third_restarts: bool) -> None:
@@ -651,15 +666,7 @@ def test_a_member_still_asking_keeps_the_answers_it_heard_across_a_restart(
     repair n1. An answer says what the peer held when it answered, and a member still
     asking has voted and acknowledged nothing since it began: the answer stays valid for as
     long as its directory does, so it is kept there (HardState.heard)."""
-    c = Cluster(ids(3), seed=29, config=Config(), discover=True, record=True)
-    for asker, peers in (("n1", ("n2", "n3")), ("n2", ("n1",)), ("n3", ("n1",))):
-        for peer in peers:
-            c.deliver(probe_answer(c, asker, peer))
-            c.process(asker)
-    c.inflight.clear()  # n1's "finished" is not out yet; every other probe is lost
-    assert c.raft("n1").recovery.announcing  # type: ignore[union-attr]
-    c.raft("n1")._probe()
-    c.process("n1")
+    c = _n1_decides_and_both_heard_it(29)
     tell_finished(c, "n1")
     assert c.raft("n1").recovery is None
     assert all("n1" in c.raft(n).finished for n in ("n2", "n3"))
@@ -696,14 +703,7 @@ def test_a_member_emptied_while_telling_its_peers_it_finished_leaves_them_able_t
     while it asked (they ask it too), and with each other's answer that is enough: they
     elect a leader that repairs n1, also when they restarted in between (the answers are
     on their disks)."""
-    c = Cluster(ids(3), seed=30, config=Config(), discover=True, record=True)
-    for asker, peers in (("n1", ("n2", "n3")), ("n2", ("n1",)), ("n3", ("n1",))):
-        for peer in peers:
-            c.deliver(probe_answer(c, asker, peer))
-            c.process(asker)
-    c.inflight.clear()
-    c.raft("n1")._probe()
-    c.process("n1")
+    c = _n1_decides_and_both_heard_it(30)
     (told,) = [m for m in c.inflight if m.type == MsgType.PROBE and m.dst == "n2"]
     c.inflight.clear()  # the one to n3 is lost
     c.deliver(told)
