@@ -101,6 +101,9 @@ FAULT_KINDS = (
     # disk damage to a stopped node (storage-fault recovery)
     "disk.damage.cut_tail", "disk.damage.flip_bit", "disk.damage.lose_snapshot",
     "disk.damage.lose_hard_state", "disk.damage.wipe",
+    # while the cluster forms (`_forming_faults`): crashes, an emptied directory, and one
+    # emptied after its member finished asking whether the cluster is new
+    "forming.crash", "forming.wipe", "forming.wipe.after_finish",
 )
 FEATURES = (
     "admin.add", "admin.remove", "admin.transfer", "raft.install_snapshot",

@@ -302,6 +302,10 @@ class Simulation:
         # it leaves the rest of a seed's schedule as it was.
         self.damage_rng = random.Random(f"{seed}/disk-damage")
         self.disk_damage = faults and self.damage_rng.random() < 0.7
+        # Crashes and an emptied directory while the cluster forms, in some runs; their own
+        # stream too (see `_forming_faults`).
+        self.forming_rng = random.Random(f"{seed}/forming")
+        self.forming_faults = faults and self.forming_rng.random() < 0.3
         self._admin_busy = False
         # Semaphore and barrier clients (wl_semaphore.py), in some runs; their own random
         # stream, so that the runs without them keep the schedule they had.
@@ -960,6 +964,49 @@ class Simulation:
             self.net.counts[f"disk.damage.{kind}"] += 1
             self.trace(f"nemesis: damage {sn.id}'s disk: {kind}")
 
+    async def _forming_faults(self) -> None:
+        """Crash members while the cluster forms, and empty one member's directory, each
+        restarted soon after: stop 37's F2 was a member that finished asking emptied while
+        another, still asking, restarted and forgot the answer it had heard from it, and no
+        leader was ever elected. Before the other faults begin, so that no partition keeps a
+        member's every answer from a peer while it asks; and never a member that is telling
+        its peers it finished, which some may keep and others, down meanwhile, never hear
+        (README's window, a known limit: seeds 372 and 411 of the first run found it). Before
+        any client, so that the one emptied directory holds no acknowledged write (a
+        leader's no-op at most, repaired as any emptied disk)."""
+        rng = self.forming_rng
+        wiped = self.n < 3  # (two voters with one emptied disk rightly wait for an operator)
+        later: list[asyncio.Task] = []
+        for _ in range(rng.randint(2, 5)):
+            await asyncio.sleep(rng.uniform(0.0, 0.12))
+            alive = self.live()
+            if not alive:
+                continue
+            sn = rng.choice(alive)
+            assert sn.node is not None
+            rec = sn.node.core.recovery
+            finished = rec is None
+            self._crash(sn, "forming")
+            if not wiped and rng.random() < 0.5 and (rec is None or not rec.announcing):
+                wiped = True
+                damage(sn.image, "wipe", rng)
+                sn.damaged = True
+                if isinstance(sn.image, CheckedImage):
+                    sn.image.damaged = True
+                sn.damage_gen += 1
+                self.net.counts["forming.wipe" + (".after_finish" if finished else "")] += 1
+                self.trace(f"nemesis: empty {sn.id}'s directory while forming"
+                           f"{' (it had finished asking)' if finished else ''}")
+            else:
+                self.net.counts["forming.crash"] += 1
+            later.append(self.loop.create_task(self._start_later(sn, rng.uniform(0.01, 0.3))))
+        await asyncio.gather(*later)
+
+    async def _start_later(self, sn: _SimNode, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if sn.node is None:
+            self._start(sn)
+
     def _leader(self) -> Node | None:
         for sn in self.live():
             if sn.node is not None and sn.node.is_leader():
@@ -1027,6 +1074,8 @@ class Simulation:
         for sn in self.nodes.values():
             self._start(sn)
         checker = self.loop.create_task(self._checker())
+        if self.forming_faults:
+            await self._forming_faults()
         start = self.loop.time()
         end = start + self.duration
         keys = [f"k{i}" for i in range(self.rng.choice((1, 2, 3)))]
