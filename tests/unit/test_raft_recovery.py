@@ -353,7 +353,13 @@ def probe_answer(c: Cluster, asker: str, peer: str) -> Message:
 
 
 def tell_finished(c: Cluster, asker: str) -> None:
-    """Deliver `asker`'s "finished asking" to its peers, and their answers back."""
+    """Deliver `asker`'s "finished asking" to its peers, and their answers back (sent
+    again first if none is in flight, as its next tick would)."""
+    r = c.raft(asker).recovery
+    if r is not None and r.announcing and not any(
+            m.type == MsgType.PROBE and m.src == asker for m in c.inflight):
+        c.raft(asker)._probe()
+        c.process(asker)
     for m in c.take(lambda m: m.type == MsgType.PROBE and m.src == asker):
         c.deliver(m)
         c.process(m.dst)
@@ -725,3 +731,36 @@ def test_a_member_emptied_while_telling_its_peers_it_finished_leaves_them_able_t
     assert c.leader() in ("n2", "n3"), [c.raft(n).recovery for n in ids(3)]
     assert all(c.raft(n).recovery is None for n in ids(3)), [c.raft(n).recovery for n in ids(3)]
     assert c.raft("n1").repaired is not None  # it was taken for a replaced disk
+
+
+def test_a_members_finish_counts_as_its_answer() -> None:
+    """Found by the simulator's forming faults (seed 888): n3 heard "new" from n1 and n2
+    and told them it finished; n2 kept that, but its own question to n3 had not been
+    answered yet when n3 was emptied. n3's new directory is a replaced disk to both and
+    "cannot say"; n2 needed n3's answer and could never get it, and n1 alone could not lead.
+    A member telling us it finished says what its answer would: its log held only the
+    founding entries then (it sends its last term to show it), so it counts as one."""
+    c = Cluster(ids(3), seed=31, config=Config(), discover=True, record=True)
+    for asker, peers in (("n3", ("n1", "n2")), ("n1", ("n2", "n3")), ("n2", ("n1",))):
+        for peer in peers:
+            c.deliver(probe_answer(c, asker, peer))
+            c.process(asker)
+    c.inflight.clear()
+    for n in ("n3", "n1"):
+        c.raft(n)._probe()
+        c.process(n)
+        tell_finished(c, n)
+        assert c.raft(n).recovery is None, c.raft(n).recovery
+    assert c.raft("n2").finished == ("n1", "n3")
+    r2 = c.raft("n2").recovery
+    assert r2 is None or r2.announcing or "n3" in r2.fresh, r2
+    c.wipe("n3", rebootstrap=True)
+    c.inflight.clear()
+    c.tick("n3")
+    c.process("n3")
+    tell_finished(c, "n3")  # (its new directory's questions, and "replaced disk")
+    r3 = c.raft("n3").recovery
+    assert r3 is not None and not r3.discovering, r3
+    c.run(400)
+    assert c.leader() in ("n1", "n2"), [c.raft(n).recovery for n in ids(3)]
+    assert all(c.raft(n).recovery is None for n in ids(3)), [c.raft(n).recovery for n in ids(3)]

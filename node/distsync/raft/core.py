@@ -997,7 +997,10 @@ class Raft:
         done, ctx = (r.acked, FINISH_CTX) if r.announcing else (r.fresh, ASK_CTX)
         for p in sorted(self.conf.voters):
             if p != self.id and p not in done:
-                self._send(Message(MsgType.PROBE, self.id, p, self.term, context=ctx))
+                # (A "finish" carries what an answer would: `_on_probe`.)
+                self._send(Message(MsgType.PROBE, self.id, p, self.term, context=ctx,
+                                   index=self.log.last_index(),
+                                   log_term=self.log.last_term()))
 
     def _on_probe(self, m: Message) -> None:
         """Answered in any role and term, without touching ours: a probe only asks what we
@@ -1023,6 +1026,13 @@ class Raft:
                 self.finished = tuple(sorted({*self.finished, m.src}))
             self._send(Message(MsgType.PROBE_RESP, self.id, m.src, self.term,
                                context=FINISHED_CTX))
+            r = self.recovery
+            if r is not None and r.discovering and not r.announcing \
+                    and m.src in self.conf.voters and m.log_term <= 1:
+                # Its answer to our question, had it come first: it found the cluster new
+                # with a log of founding entries only. Emptied before that answer reached
+                # us, it could never give it again (the simulator's seed 888).
+                self._heard_new(r, m.src, m.term)
             return
         gone = self.finished is not None and m.src in self.finished
         if self.finished is None or m.context != ASK_CTX:
@@ -1070,10 +1080,14 @@ class Raft:
             r.detail = (f"replaced disk: {why}; this node rejoins without voting until a "
                         f"leader repairs it")
             return
-        if m.src not in r.fresh:
-            r.fresh.add(m.src)
+        self._heard_new(r, m.src, m.term)
+
+    def _heard_new(self, r: Recovery, src: str, term: int) -> None:
+        """`src` holds only the founding entries, and answered from `term`."""
+        if src not in r.fresh:
+            r.fresh.add(src)
             r.detail = self._asking_detail(r)
-        r.seen_term = max(r.seen_term, m.term)
+        r.seen_term = max(r.seen_term, term)
         # A vote or an acknowledgement we may have lost was given to some majority. Hearing
         # "no entry past the founding ones" from enough peers that every majority's other
         # members include one of them proves no entry was acknowledged: the cluster is new.
