@@ -16,6 +16,7 @@ from raftsim import Cluster, Disk, InvariantViolation, addr_of
 
 from distsync.raft.conf import ConfChange, ConfOp
 from distsync.raft.core import Config, DivergentLog, Raft
+from distsync.raft.recovery import Recovery
 from distsync.raft.types import (
     Entry,
     EntryType,
@@ -645,6 +646,19 @@ def test_a_member_restarted_while_asking_says_that_it_asks() -> None:
     assert r is not None and r.discovering and r.detail.startswith("empty data directory: asking")
 
 
+def _empty_and_told_replaced(c: Cluster, nid: str) -> Recovery:
+    """Empty `nid`'s directory and let its new directory ask once: a peer that kept its
+    "finished" answers "replaced disk", before any other question reaches it."""
+    c.wipe(nid, rebootstrap=True)
+    c.inflight.clear()
+    c.tick(nid)
+    c.process(nid)
+    tell_finished(c, nid)  # (its questions, and the answers)
+    r = c.raft(nid).recovery
+    assert r is not None and not r.discovering and "replaced disk" in r.detail, r
+    return r
+
+
 def _n1_decides_and_both_heard_it(seed: int) -> Cluster:
     """n1 hears "new" from n2 and n3 and decides; n2 and n3 hear n1 say "new" and nothing
     else (every other probe is lost). n1's "finished" is in flight to both."""
@@ -679,13 +693,7 @@ def test_a_member_still_asking_keeps_the_answers_it_heard_across_a_restart(
     for n in ("n2", "n3"):
         r = c.raft(n).recovery
         assert r is not None and r.discovering and r.fresh == {"n1"}, (n, r)
-    c.wipe("n1", rebootstrap=True)
-    c.inflight.clear()
-    c.tick("n1")
-    c.process("n1")
-    tell_finished(c, "n1")  # (its new directory's questions, and "replaced disk")
-    r1 = c.raft("n1").recovery
-    assert r1 is not None and not r1.discovering and "replaced disk" in r1.detail, r1
+    _empty_and_told_replaced(c, "n1")
     c.crash("n2")
     c.restart("n2")
     if third_restarts:
@@ -716,13 +724,7 @@ def test_a_member_emptied_while_telling_its_peers_it_finished_leaves_them_able_t
     c.process("n2")
     c.inflight.clear()
     assert "n1" in c.raft("n2").finished and "n1" not in c.raft("n3").finished
-    c.wipe("n1", rebootstrap=True)
-    c.inflight.clear()
-    c.tick("n1")
-    c.process("n1")
-    tell_finished(c, "n1")  # (its new directory's questions, and the answers)
-    r1 = c.raft("n1").recovery
-    assert r1 is not None and not r1.discovering and "n2 knows" in r1.detail, r1
+    assert "n2 knows" in _empty_and_told_replaced(c, "n1").detail
     if restarts:
         for n in ("n2", "n3"):
             c.crash(n)
@@ -754,13 +756,7 @@ def test_a_members_finish_counts_as_its_answer() -> None:
     assert c.raft("n2").finished == ("n1", "n3")
     r2 = c.raft("n2").recovery
     assert r2 is None or r2.announcing or "n3" in r2.fresh, r2
-    c.wipe("n3", rebootstrap=True)
-    c.inflight.clear()
-    c.tick("n3")
-    c.process("n3")
-    tell_finished(c, "n3")  # (its new directory's questions, and "replaced disk")
-    r3 = c.raft("n3").recovery
-    assert r3 is not None and not r3.discovering, r3
+    _empty_and_told_replaced(c, "n3")
     c.run(400)
     assert c.leader() in ("n1", "n2"), [c.raft(n).recovery for n in ids(3)]
     assert all(c.raft(n).recovery is None for n in ids(3)), [c.raft(n).recovery for n in ids(3)]
