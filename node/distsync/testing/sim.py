@@ -957,12 +957,18 @@ class Simulation:
             return  # a removed member's disk (or one maybe being removed) is for no one to repair
         kind = rng.choice(DAMAGE_KINDS)
         if damage(sn.image, kind, rng):
-            sn.damaged = True
-            if isinstance(sn.image, CheckedImage):
-                sn.image.damaged = True
-            sn.damage_gen += 1
+            self._note_damaged(sn)
             self.net.counts[f"disk.damage.{kind}"] += 1
             self.trace(f"nemesis: damage {sn.id}'s disk: {kind}")
+
+    @staticmethod
+    def _note_damaged(sn: _SimNode) -> None:
+        """`sn`'s disk was just damaged: its checks allow what a repair does, until a check
+        sees it repaired."""
+        sn.damaged = True
+        if isinstance(sn.image, CheckedImage):
+            sn.image.damaged = True
+        sn.damage_gen += 1
 
     async def _forming_faults(self) -> None:
         """Crash members while the cluster forms, and empty one member's directory, each
@@ -990,10 +996,7 @@ class Simulation:
             if not wiped and rng.random() < 0.5 and (rec is None or not rec.announcing):
                 wiped = True
                 damage(sn.image, "wipe", rng)
-                sn.damaged = True
-                if isinstance(sn.image, CheckedImage):
-                    sn.image.damaged = True
-                sn.damage_gen += 1
+                self._note_damaged(sn)
                 self.net.counts["forming.wipe" + (".after_finish" if finished else "")] += 1
                 self.trace(f"nemesis: empty {sn.id}'s directory while forming"
                            f"{' (it had finished asking)' if finished else ''}")
